@@ -1,0 +1,184 @@
+"""Speaker embeddings from a wav2vec2 model loaded through `transformers`.
+
+Two kinds of checkpoints work:
+- `Wav2Vec2ForXVector` (default `anton-l/wav2vec2-base-superb-sv`): its x-vector `embeddings`
+  output, trained for speaker verification;
+- a plain `Wav2Vec2Model` (e.g. `facebook/wav2vec2-base`): the mean over time of one hidden
+  layer's states.
+
+Long audio is cut into equal, overlapping windows; the window embeddings are averaged and
+renormalised. Every embedding is L2-normalised float32, so inner product = cosine similarity.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, Wav2Vec2ForXVector
+
+from . import hub
+from .audio import SAMPLE_RATE
+
+DEFAULT_ENCODER = "anton-l/wav2vec2-base-superb-sv"
+DEFAULT_ENCODER_REVISION = "f00a71e827414d3e04228bb97bbee924d3044e85"  # adds model.safetensors
+WINDOW_SECONDS = 10.0  # s per window for long audio
+HOP_SECONDS = 5.0  # s between window starts (50 % overlap)
+BATCH_WINDOWS = 8  # windows per forward pass in embed_many
+ENCODER_FILES = ("*.json", "*.safetensors")  # what to fetch: configs and weights, no pickles
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """How embeddings are computed; part of the fingerprint."""
+
+    pooling: str  # "xvector" or "mean"
+    layer: int  # hidden layer for "mean" pooling (-1 = last); unused for "xvector"
+    window_seconds: float = WINDOW_SECONDS
+    hop_seconds: float = HOP_SECONDS
+
+
+class VoiceEncoder:
+    """wav2vec2 speaker encoder: `VoiceEncoder.from_pretrained(name).embed(wav)`."""
+
+    def __init__(self, model: torch.nn.Module, feature_extractor, config: EncoderConfig,
+                 source_fingerprint: str, device: torch.device):
+        self.model = model.eval().to(device)
+        self.feature_extractor = feature_extractor
+        self.config = config
+        self.device = device
+        self._source = source_fingerprint
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike = DEFAULT_ENCODER,
+        revision: str | None = DEFAULT_ENCODER_REVISION,
+        *,
+        layer: int = -1,
+        window_seconds: float = WINDOW_SECONDS,
+        hop_seconds: float = HOP_SECONDS,
+        device: str | torch.device | None = None,
+    ) -> "VoiceEncoder":
+        """Load a wav2vec2 checkpoint from a local directory or a Hub repo id.
+
+        x-vector checkpoints use their `embeddings` output; other wav2vec2 checkpoints use
+        mean pooling over hidden layer `layer` (0 = CNN features after projection, -1 = last).
+        `device` defaults to CUDA when available, else CPU.
+        """
+        if not 0 < hop_seconds <= window_seconds:
+            raise ValueError(f"hop_seconds ({hop_seconds}) must be in (0, window_seconds "
+                             f"({window_seconds})].")
+        local = hub.resolve_dir(name_or_path, revision, allow_patterns=ENCODER_FILES,
+                                what="voice encoder")
+        model_config = AutoConfig.from_pretrained(local.path)
+        if model_config.model_type != "wav2vec2":
+            raise ValueError(f"{name_or_path} is a {model_config.model_type!r} model; the voice "
+                             "encoder needs a wav2vec2 checkpoint.")
+        if "Wav2Vec2ForXVector" in (model_config.architectures or []):
+            model = Wav2Vec2ForXVector.from_pretrained(local.path, config=model_config)
+            config = EncoderConfig("xvector", -1, window_seconds, hop_seconds)
+        else:
+            model = AutoModel.from_pretrained(local.path, config=model_config)
+            n_layers = model_config.num_hidden_layers
+            if not -n_layers - 1 <= layer <= n_layers:
+                raise ValueError(f"layer {layer} does not exist; {name_or_path} has hidden "
+                                 f"states 0..{n_layers}.")
+            config = EncoderConfig("mean", layer, window_seconds, hop_seconds)
+        feature_extractor = AutoFeatureExtractor.from_pretrained(local.path)
+        if feature_extractor.sampling_rate != SAMPLE_RATE:
+            raise ValueError(f"{name_or_path} expects {feature_extractor.sampling_rate} Hz "
+                             f"audio; voiceface works at {SAMPLE_RATE} Hz.")
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        return cls(model, feature_extractor, config, local.fingerprint, torch.device(device))
+
+    @property
+    def dim(self) -> int:
+        """Embedding size D."""
+        if self.config.pooling == "xvector":
+            return int(self.model.config.xvector_output_dim)
+        return int(self.model.config.hidden_size)
+
+    @property
+    def fingerprint(self) -> str:
+        """Model id + revision (or content hash) + pooling: equal fingerprints, same space."""
+        c = self.config
+        pooling = "xvector" if c.pooling == "xvector" else f"mean@{c.layer}"
+        return f"{self._source}|{pooling}|win{c.window_seconds:g}/{c.hop_seconds:g}"
+
+    def embed(self, wav: np.ndarray) -> np.ndarray:
+        """One L2-normalised float32 embedding [D] for 16 kHz mono samples `wav` [T]."""
+        return self.embed_many([wav])[0]
+
+    def embed_many(self, wavs: Sequence[np.ndarray]) -> np.ndarray:
+        """Embeddings [N, D] for N recordings; windows of all recordings share batches."""
+        per_wav = self.embed_windows_many(wavs)
+        return np.stack([_normalise(w.mean(axis=0)) for w in per_wav])
+
+    def embed_windows(self, wav: np.ndarray) -> np.ndarray:
+        """Per-window embeddings [W, D] (each L2-normalised) of one recording."""
+        return self.embed_windows_many([wav])[0]
+
+    def embed_windows_many(self, wavs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """For each recording, its per-window embeddings [W_i, D]."""
+        windows: list[np.ndarray] = []
+        owners: list[int] = []
+        for i, wav in enumerate(wavs):
+            wav = np.asarray(wav, dtype=np.float32)
+            if wav.ndim != 1 or wav.size == 0:
+                raise ValueError(f"Recording {i} has shape {wav.shape}; expected non-empty "
+                                 "16 kHz mono samples [T] (use voiceface.audio.load_audio).")
+            for window in split_windows(wav, self.config.window_seconds,
+                                        self.config.hop_seconds):
+                windows.append(window)
+                owners.append(i)
+        out = np.empty((len(windows), self.dim), dtype=np.float32)
+        # Windows of equal length batch without padding, so batching never changes a result.
+        by_length: dict[int, list[int]] = {}
+        for j, window in enumerate(windows):
+            by_length.setdefault(len(window), []).append(j)
+        for idx in by_length.values():
+            for start in range(0, len(idx), BATCH_WINDOWS):
+                batch = idx[start:start + BATCH_WINDOWS]
+                out[batch] = self._forward(np.stack([windows[j] for j in batch]))
+        owners_arr = np.asarray(owners)
+        return [out[owners_arr == i] for i in range(len(wavs))]
+
+    @torch.inference_mode()
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        """Embeddings [B, D] for equal-length windows `batch` [B, T]."""
+        inputs = self.feature_extractor(list(batch), sampling_rate=SAMPLE_RATE,
+                                        return_tensors="pt")
+        values = inputs["input_values"].to(self.device)
+        assert values.shape == batch.shape, (values.shape, batch.shape)
+        if self.config.pooling == "xvector":
+            emb = self.model(values).embeddings
+        else:
+            states = self.model(values, output_hidden_states=True).hidden_states
+            emb = states[self.config.layer].mean(dim=1)
+        emb = torch.nn.functional.normalize(emb.float(), dim=-1)
+        return emb.cpu().numpy()
+
+
+def split_windows(wav: np.ndarray, window_seconds: float = WINDOW_SECONDS,
+                  hop_seconds: float = HOP_SECONDS, rate: int = SAMPLE_RATE) -> list[np.ndarray]:
+    """Cut [T] into windows of exactly `window_seconds`; the last one ends at the end.
+
+    Audio no longer than one window is a single window. All windows of a long recording have
+    the same length, so they batch without padding.
+    """
+    size, hop = int(window_seconds * rate), int(hop_seconds * rate)
+    if len(wav) <= size:
+        return [wav]
+    starts = list(range(0, len(wav) - size + 1, hop))
+    if starts[-1] + size < len(wav):
+        starts.append(len(wav) - size)
+    return [wav[s:s + size] for s in starts]
+
+
+def _normalise(v: np.ndarray) -> np.ndarray:
+    return (v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float32)
