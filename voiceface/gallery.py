@@ -1,0 +1,340 @@
+"""The enrolled people: a FAISS inner-product index over their voice embeddings, plus metadata.
+
+Embeddings are L2-normalised, so inner product = cosine similarity. A gallery is saved as a
+directory:
+
+    manifest.json          format version, encoder/generator fingerprints, threshold, data dir
+    data-<id>/             people.json, embeddings.npy, index.faiss, latents.npy
+    faces/<sha>.<ext>      face images, content-addressed (shared by every data version)
+
+Saving writes a new `data-<id>` as a temporary directory, fsyncs and renames it, then replaces
+`manifest.json` atomically: a crash at any point leaves the previous gallery loadable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import faiss
+import numpy as np
+
+from . import storage
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+DEFAULT_THRESHOLD = 0.70  # cosine; below it the answer is "no confident match" (calibrate per encoder)
+NORM_TOLERANCE = 1e-3  # an embedding's norm may differ from 1 by this much
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # safe as a file name
+
+
+class GalleryError(ValueError):
+    """The gallery cannot do what was asked; the message says why and what to do."""
+
+
+@dataclass
+class Person:
+    """One enrolled person. `faces` are image paths (absolute in memory, relative on disk)."""
+
+    id: str
+    name: str
+    faces: list[Path] = field(default_factory=list)
+    consent: bool = False
+    n_clips: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Match:
+    """One search hit: the person, the cosine similarity and the rank (1 = best)."""
+
+    id: str
+    name: str
+    score: float
+    rank: int
+    face: Path | None
+
+
+class Gallery:
+    """Enrolled people, searchable by voice: `gallery.search(embedding, k)`."""
+
+    def __init__(self, dim: int, encoder_fingerprint: str, *,
+                 threshold: float = DEFAULT_THRESHOLD, generator_fingerprint: str | None = None,
+                 latent_dim: int | None = None):
+        if dim <= 0:
+            raise GalleryError(f"Embedding size must be positive, got {dim}.")
+        self.dim = dim
+        self.encoder_fingerprint = encoder_fingerprint
+        self.generator_fingerprint = generator_fingerprint
+        self.latent_dim = latent_dim
+        self.threshold = float(threshold)
+        self._people: list[Person] = []
+        self._rows: dict[str, int] = {}
+        self._embeddings = np.zeros((0, dim), np.float32)
+        self._latents: dict[str, np.ndarray] = {}
+        self._index: faiss.Index | None = None
+
+    # -- contents ---------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._people)
+
+    def __contains__(self, person_id: str) -> bool:
+        return person_id in self._rows
+
+    @property
+    def people(self) -> list[Person]:
+        """The enrolled people, in enrollment order."""
+        return list(self._people)
+
+    @property
+    def embeddings(self) -> np.ndarray:
+        """[N, D] float32, row i belongs to `people[i]`."""
+        return self._embeddings.copy()
+
+    def person(self, person_id: str) -> Person:
+        return self._people[self._row(person_id)]
+
+    def embedding(self, person_id: str) -> np.ndarray:
+        return self._embeddings[self._row(person_id)].copy()
+
+    def latent(self, person_id: str) -> np.ndarray | None:
+        """The person's StyleGAN2 latent w [latent_dim], if one was computed."""
+        self._row(person_id)
+        w = self._latents.get(person_id)
+        return None if w is None else w.copy()
+
+    def latents(self) -> tuple[list[str], np.ndarray]:
+        """Ids of the people with a latent and their latents [M, latent_dim]."""
+        ids = [p.id for p in self._people if p.id in self._latents]
+        dim = self.latent_dim or 0
+        return ids, (np.stack([self._latents[i] for i in ids]) if ids
+                     else np.zeros((0, dim), np.float32))
+
+    # -- changes ----------------------------------------------------------------------------
+    def add(self, person_id: str, embedding: np.ndarray, *, name: str | None = None,
+            faces: Sequence[str | os.PathLike] = (), consent: bool = False, n_clips: int = 1,
+            latent: np.ndarray | None = None, extra: dict | None = None) -> Person:
+        """Enroll a person with their voice embedding [D] (unit length)."""
+        if not isinstance(person_id, str) or not ID_PATTERN.match(person_id):
+            raise GalleryError(f"Person id {person_id!r} is not valid: use 1-64 letters, digits, "
+                               "'_', '-' or '.', starting with a letter or digit.")
+        if person_id in self._rows:
+            raise GalleryError(f"Person id {person_id!r} is already enrolled; choose another id "
+                               "or use update().")
+        vector = self._check_embedding(embedding)
+        person = Person(person_id, name or person_id, [Path(f) for f in faces], bool(consent),
+                        int(n_clips), dict(extra or {}))
+        if latent is not None:
+            self._latents[person_id] = self._check_latent(latent)
+        self._rows[person_id] = len(self._people)
+        self._people.append(person)
+        self._embeddings = np.vstack([self._embeddings, vector[None]])
+        self._index = None
+        return person
+
+    def update(self, person_id: str, *, embedding: np.ndarray | None = None,
+               name: str | None = None, faces: Sequence[str | os.PathLike] | None = None,
+               consent: bool | None = None, n_clips: int | None = None,
+               latent: np.ndarray | None = None, extra: dict | None = None) -> Person:
+        """Change some of a person's fields; the others stay."""
+        row = self._row(person_id)
+        person = self._people[row]
+        if embedding is not None:
+            self._embeddings[row] = self._check_embedding(embedding)
+            self._index = None
+        if latent is not None:
+            self._latents[person_id] = self._check_latent(latent)
+        if name is not None:
+            person.name = name
+        if faces is not None:
+            person.faces = [Path(f) for f in faces]
+        if consent is not None:
+            person.consent = bool(consent)
+        if n_clips is not None:
+            person.n_clips = int(n_clips)
+        if extra is not None:
+            person.extra = dict(extra)
+        return person
+
+    def remove(self, person_id: str) -> Person:
+        """Remove a person: embedding, metadata and latent. Returns what was removed."""
+        row = self._row(person_id)
+        person = self._people.pop(row)
+        self._embeddings = np.delete(self._embeddings, row, axis=0)
+        self._latents.pop(person_id, None)
+        self._rows = {p.id: i for i, p in enumerate(self._people)}
+        self._index = None
+        return person
+
+    # -- search -----------------------------------------------------------------------------
+    def search(self, embedding: np.ndarray, k: int = 5) -> list[Match]:
+        """The k most similar people to a voice embedding [D], best first."""
+        if not self._people:
+            raise GalleryError("The gallery is empty: enroll people first "
+                               "(`python -m voiceface build PEOPLE_DIR`).")
+        if k < 1:
+            raise GalleryError(f"k must be at least 1, got {k}.")
+        query = self._check_embedding(embedding)[None]
+        if self._index is None:
+            self._index = faiss.IndexFlatIP(self.dim)
+            self._index.add(self._embeddings)
+        scores, rows = self._index.search(query, min(k, len(self._people)))
+        matches = []
+        for rank, (score, row) in enumerate(zip(scores[0], rows[0]), start=1):
+            person = self._people[int(row)]
+            face = person.faces[0] if person.faces else None
+            matches.append(Match(person.id, person.name, float(score), rank, face))
+        return matches
+
+    def confident(self, matches: Sequence[Match]) -> bool:
+        """True when the best match reaches the threshold (open-set decision)."""
+        return bool(matches) and matches[0].score >= self.threshold
+
+    # -- persistence ------------------------------------------------------------------------
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write the gallery to `directory` atomically (see the module docstring)."""
+        root = Path(directory)
+        with storage.locked(root):
+            return self._save(root)
+
+    def _save(self, root: Path) -> Path:
+        faces_dir = root / "faces"
+        faces_dir.mkdir(exist_ok=True)
+        people = []
+        for person in self._people:
+            stored = [_store_face(face, faces_dir) for face in person.faces]
+            people.append({**asdict(person), "faces": [f"faces/{name}" for name in stored]})
+        data_name = f"data-{uuid.uuid4().hex[:12]}"
+        tmp = root / f".{data_name}.tmp"
+        tmp.mkdir()
+        try:
+            ids = [p.id for p in self._people if p.id in self._latents]
+            storage.write_json(tmp / "people.json", people)
+            storage.write_npy(tmp / "embeddings.npy", self._embeddings)
+            storage.write_npy(tmp / "latents.npy", self.latents()[1])
+            storage.write_json(tmp / "latent_ids.json", ids)
+            index = faiss.IndexFlatIP(self.dim)
+            index.add(self._embeddings)
+            faiss.write_index(index, str(tmp / "index.faiss"))
+            storage.fsync_path(tmp / "index.faiss")
+            storage.fsync_path(tmp)
+            os.rename(tmp, root / data_name)
+            storage.fsync_path(root)
+            storage.write_json(root / MANIFEST, {
+                "format_version": FORMAT_VERSION, "data": data_name, "count": len(self),
+                "dim": self.dim, "encoder_fingerprint": self.encoder_fingerprint,
+                "generator_fingerprint": self.generator_fingerprint,
+                "latent_dim": self.latent_dim, "threshold": self.threshold,
+            })
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(root / data_name, ignore_errors=True)
+            raise
+        _remove_unreferenced(root, data_name, {f for p in people for f in p["faces"]})
+        return root
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike, *, encoder_fingerprint: str | None = None,
+             generator_fingerprint: str | None = None) -> "Gallery":
+        """Read a saved gallery. With fingerprints given, refuse one built for other models."""
+        root = Path(directory)
+        manifest_path = root / MANIFEST
+        if not manifest_path.is_file():
+            raise GalleryError(f"No gallery at {root} (missing {MANIFEST}). Build one with "
+                               "`python -m voiceface build PEOPLE_DIR --out DIR`.")
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("format_version") != FORMAT_VERSION:
+            raise GalleryError(f"The gallery at {root} has format version "
+                               f"{manifest.get('format_version')}; this voiceface reads version "
+                               f"{FORMAT_VERSION}. Rebuild it with `python -m voiceface build`.")
+        for what, wanted in (("encoder", encoder_fingerprint),
+                             ("generator", generator_fingerprint)):
+            stored = manifest.get(f"{what}_fingerprint")
+            if wanted is not None and stored is not None and stored != wanted:
+                raise GalleryError(
+                    f"The gallery at {root} was built with {what} {stored!r}, but the "
+                    f"configured {what} is {wanted!r}; their spaces do not mix. Rebuild the "
+                    f"gallery with this {what} (`python -m voiceface build`) or configure the "
+                    f"{what} it was built with.")
+        gallery = cls(manifest["dim"], manifest["encoder_fingerprint"],
+                      threshold=manifest["threshold"],
+                      generator_fingerprint=manifest.get("generator_fingerprint"),
+                      latent_dim=manifest.get("latent_dim"))
+        data = root / manifest["data"]
+        embeddings = np.load(data / "embeddings.npy")
+        latents = np.load(data / "latents.npy")
+        latent_ids = json.loads((data / "latent_ids.json").read_text())
+        people = json.loads((data / "people.json").read_text())
+        if len(people) != len(embeddings) or len(latent_ids) != len(latents):
+            raise GalleryError(f"The gallery at {root} is inconsistent ({len(people)} people, "
+                               f"{len(embeddings)} embeddings); rebuild it.")
+        latent_of = dict(zip(latent_ids, latents))
+        for record, vector in zip(people, embeddings):
+            gallery.add(record["id"], vector, name=record["name"],
+                        faces=[root / f for f in record["faces"]], consent=record["consent"],
+                        n_clips=record["n_clips"], latent=latent_of.get(record["id"]),
+                        extra=record.get("extra"))
+        gallery._index = faiss.read_index(str(data / "index.faiss"))
+        if gallery._index.ntotal != len(gallery):
+            raise GalleryError(f"The index at {root} holds {gallery._index.ntotal} vectors for "
+                               f"{len(gallery)} people; rebuild it.")
+        return gallery
+
+    # -- checks -----------------------------------------------------------------------------
+    def _row(self, person_id: str) -> int:
+        try:
+            return self._rows[person_id]
+        except KeyError:
+            raise GalleryError(f"No person with id {person_id!r} in the gallery.") from None
+
+    def _check_embedding(self, embedding: np.ndarray) -> np.ndarray:
+        vector = np.asarray(embedding, dtype=np.float32)
+        if vector.shape != (self.dim,):
+            raise GalleryError(f"Embedding has shape {vector.shape}; this gallery holds "
+                               f"{self.dim}-d embeddings. Was it made with another encoder?")
+        norm = float(np.linalg.norm(vector))
+        if not np.isfinite(norm) or abs(norm - 1.0) > NORM_TOLERANCE:
+            raise GalleryError(f"Embedding has norm {norm:.4f}; expected an L2-normalised "
+                               "vector from VoiceEncoder.embed.")
+        return vector
+
+    def _check_latent(self, latent: np.ndarray) -> np.ndarray:
+        w = np.asarray(latent, dtype=np.float32)
+        if w.ndim != 1 or (self.latent_dim is not None and w.shape[0] != self.latent_dim):
+            raise GalleryError(f"Latent has shape {w.shape}; expected [{self.latent_dim}] "
+                               "(one StyleGAN2 w).")
+        if not np.all(np.isfinite(w)):
+            raise GalleryError("Latent contains NaN or infinity.")
+        self.latent_dim = w.shape[0]
+        return w
+
+
+def _store_face(face: Path, faces_dir: Path) -> str:
+    """Copy a face image into `faces_dir` under its content hash; return the file name."""
+    face = Path(face)
+    if not face.is_file():
+        raise GalleryError(f"Face image {face} does not exist.")
+    data = face.read_bytes()
+    name = hashlib.sha256(data).hexdigest()[:20] + face.suffix.lower()
+    target = faces_dir / name
+    if not target.exists():
+        storage.write_bytes(target, data)
+    return name
+
+
+def _remove_unreferenced(root: Path, data_name: str, faces: set[str]) -> None:
+    """Delete older data versions and face files that the new manifest does not reference."""
+    for entry in root.iterdir():
+        if entry.is_dir() and entry.name.startswith(("data-", ".data-")) and \
+                entry.name != data_name:
+            shutil.rmtree(entry, ignore_errors=True)
+    for face in (root / "faces").iterdir():
+        if f"faces/{face.name}" not in faces:
+            face.unlink(missing_ok=True)
