@@ -1,0 +1,90 @@
+"""Mapper: learns a learnable relation, beats the kNN fallback there, saves and refuses."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from voiceface.mapper import VoiceToLatent, knn_blend, train_mapper
+
+D, W = 16, 12
+
+
+def learnable_data(n_people=40, clips=5, seed=0):
+    """Per-person voice centres; latents a fixed linear function of them plus noise."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((n_people, D))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    a = rng.standard_normal((W, D)) * 2
+    w_avg = rng.standard_normal(W).astype(np.float32)
+    person_latent = centres @ a.T + w_avg + 0.05 * rng.standard_normal((n_people, W))
+    emb = centres[:, None] + 0.05 * rng.standard_normal((n_people, clips, D))
+    emb /= np.linalg.norm(emb, axis=2, keepdims=True)
+    groups = np.repeat([f"p{i}" for i in range(n_people)], clips)
+    return (emb.reshape(-1, D).astype(np.float32),
+            np.repeat(person_latent, clips, axis=0).astype(np.float32), groups, w_avg,
+            centres.astype(np.float32), person_latent.astype(np.float32))
+
+
+def test_training_learns_and_beats_knn_on_unseen_people():
+    x, y, groups, w_avg, centres, person_latent = learnable_data()
+    train = ~np.isin(groups, [f"p{i}" for i in range(32, 40)])  # people 32-39 never seen
+    mapper, report = train_mapper(x[train], y[train], groups[train], w_avg, hidden=64,
+                                  max_epochs=400, patience=40, progress=False)
+    assert report.val_loss < 0.5 * report.baseline_val_loss
+    assert report.history[0][2] > report.val_loss  # validation loss went down
+    unseen = centres[32:]
+    mapper_mse = np.mean((mapper.predict(unseen) - person_latent[32:]) ** 2)
+    sims = unseen @ centres[:32].T
+    knn = np.stack([knn_blend(s[np.argsort(-s)[:5]], person_latent[:32][np.argsort(-s)[:5]])
+                    for s in sims])
+    knn_mse = np.mean((knn - person_latent[32:]) ** 2)
+    assert mapper_mse < 0.5 * knn_mse, (mapper_mse, knn_mse)
+
+
+def test_validation_holds_out_whole_people_and_is_deterministic():
+    x, y, groups, w_avg, *_ = learnable_data(n_people=10)
+    kwargs = dict(hidden=32, max_epochs=30, patience=10, progress=False, seed=3)
+    m1, r1 = train_mapper(x, y, groups, w_avg, **kwargs)
+    m2, r2 = train_mapper(x, y, groups, w_avg, **kwargs)
+    assert len(r1.val_people) == 2 and r1.val_people == r2.val_people
+    assert np.array_equal(m1.predict(x), m2.predict(x))
+
+
+def test_untrained_mapper_draws_the_average_face():
+    x, y, groups, w_avg, *_ = learnable_data(n_people=4)
+    from voiceface.mapper import MapperConfig
+    mapper = VoiceToLatent(MapperConfig(D, W), torch.from_numpy(w_avg))
+    assert np.allclose(mapper.predict(x[:3]), w_avg)
+
+
+def test_save_load_round_trip_and_fingerprint_refusal(tmp_path):
+    x, y, groups, w_avg, *_ = learnable_data(n_people=6)
+    mapper, _ = train_mapper(x, y, groups, w_avg, hidden=32, max_epochs=20, progress=False,
+                             encoder_fingerprint="enc-A", generator_fingerprint="gen-A")
+    mapper.save_pretrained(tmp_path / "m")
+    loaded = VoiceToLatent.from_pretrained(tmp_path / "m", encoder_fingerprint="enc-A",
+                                           generator_fingerprint="gen-A")
+    assert np.array_equal(loaded.predict(x), mapper.predict(x))
+    with pytest.raises(ValueError, match="trained for encoder 'enc-A'"):
+        VoiceToLatent.from_pretrained(tmp_path / "m", encoder_fingerprint="enc-B")
+    with pytest.raises(ValueError, match="takes 16"):
+        loaded.predict(np.zeros(D + 1, np.float32))
+    with pytest.raises(FileNotFoundError, match="No mapper"):
+        VoiceToLatent.from_pretrained(tmp_path / "nothing")
+
+
+def test_knn_blend_weights_the_nearest_most():
+    latents = np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)
+    w = knn_blend(np.array([0.9, 0.5]), latents)
+    assert w[0] > 0.99 and w[1] < 0.01
+    assert np.allclose(knn_blend(np.array([0.7, 0.7]), latents), [0.5, 0.5])
+    with pytest.raises(ValueError, match="k >= 1"):
+        knn_blend(np.array([]), np.zeros((0, 2)))
+
+
+def test_too_few_people_is_a_clear_error():
+    x, y, groups, w_avg, *_ = learnable_data(n_people=1)
+    with pytest.raises(ValueError, match="at least 2 people"):
+        train_mapper(x, y, groups, w_avg, progress=False)

@@ -1,0 +1,236 @@
+"""From a voice embedding to a StyleGAN2 latent: a small MLP, and a kNN fallback without one.
+
+`VoiceToLatent` predicts the offset of w from the generator's `w_avg` (its last layer starts
+at zero, so an untrained mapper draws the average face). It is saved as `mapper.json`
+(config + the fingerprints of the encoder and generator it was trained for) beside
+`mapper.safetensors`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import storage
+
+CONFIG_FILE = "mapper.json"
+WEIGHTS_FILE = "mapper.safetensors"
+KNN_TEMPERATURE = 0.05  # cosine units; softmax(score / T) weights the neighbours' latents
+BATCH_SIZE = 256  # rows per optimisation step
+
+
+@dataclass(frozen=True)
+class MapperConfig:
+    """Architecture and provenance of a mapper."""
+
+    in_dim: int
+    out_dim: int
+    hidden: int = 512
+    layers: int = 2
+    dropout: float = 0.1
+    encoder_fingerprint: str = ""
+    generator_fingerprint: str = ""
+
+
+@dataclass(frozen=True)
+class TrainReport:
+    """What `train_mapper` did: losses are mean squared error per w coordinate."""
+
+    best_epoch: int
+    train_loss: float
+    val_loss: float | None
+    baseline_val_loss: float | None  # predicting w_avg for everyone
+    val_people: list[str]
+    history: list[tuple[int, float, float | None]]
+
+
+class VoiceToLatent(nn.Module):
+    """MLP: voice embedding e [N, in_dim] -> w = w_avg + f(e) [N, out_dim]."""
+
+    def __init__(self, config: MapperConfig, w_avg: torch.Tensor):
+        super().__init__()
+        if w_avg.shape != (config.out_dim,):
+            raise ValueError(f"w_avg has shape {tuple(w_avg.shape)}; expected "
+                             f"({config.out_dim},).")
+        self.config = config
+        dims = [config.in_dim] + [config.hidden] * config.layers
+        blocks: list[nn.Module] = []
+        for a, b in zip(dims[:-1], dims[1:]):
+            blocks += [nn.Linear(a, b), nn.GELU(), nn.Dropout(config.dropout)]
+        last = nn.Linear(dims[-1], config.out_dim)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+        self.net = nn.Sequential(*blocks, last)
+        self.register_buffer("w_avg", w_avg.detach().float().clone())
+
+    def forward(self, e: torch.Tensor) -> torch.Tensor:
+        assert e.ndim == 2 and e.shape[1] == self.config.in_dim, e.shape
+        return self.w_avg + self.net(e)
+
+    @torch.inference_mode()
+    def predict(self, embedding: np.ndarray) -> np.ndarray:
+        """w [out_dim] for one embedding [in_dim], or [N, out_dim] for [N, in_dim]."""
+        e = np.asarray(embedding, dtype=np.float32)
+        if e.shape[-1] != self.config.in_dim:
+            raise ValueError(f"Embedding has {e.shape[-1]} dimensions; this mapper takes "
+                             f"{self.config.in_dim}. Was it trained with another encoder?")
+        w = self.eval()(torch.from_numpy(e.reshape(-1, e.shape[-1])))
+        return w.numpy().reshape(*e.shape[:-1], self.config.out_dim)
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write `mapper.safetensors` then `mapper.json` into `directory`, each atomically."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        storage.write_safetensors(directory / WEIGHTS_FILE, self.state_dict())
+        storage.write_json(directory / CONFIG_FILE, asdict(self.config))
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, *,
+                        encoder_fingerprint: str | None = None,
+                        generator_fingerprint: str | None = None) -> "VoiceToLatent":
+        """Load a saved mapper; refuse one trained for another encoder or generator."""
+        directory = Path(directory)
+        if not (directory / CONFIG_FILE).is_file() or not (directory / WEIGHTS_FILE).is_file():
+            raise FileNotFoundError(f"No mapper in {directory} (expected {CONFIG_FILE} and "
+                                    f"{WEIGHTS_FILE}).")
+        config = MapperConfig(**json.loads((directory / CONFIG_FILE).read_text()))
+        for what, wanted in (("encoder", encoder_fingerprint),
+                             ("generator", generator_fingerprint)):
+            stored = getattr(config, f"{what}_fingerprint")
+            if wanted is not None and stored != wanted:
+                raise ValueError(f"The mapper in {directory} was trained for {what} {stored!r}, "
+                                 f"not the configured {wanted!r}. Retrain it "
+                                 "(`python -m voiceface build`) or configure that " + what + ".")
+        state = load_file(directory / WEIGHTS_FILE)
+        mapper = cls(config, state["w_avg"])
+        mapper.load_state_dict(state)
+        return mapper.eval()
+
+
+def train_mapper(
+    embeddings: np.ndarray,
+    latents: np.ndarray,
+    groups: Sequence[str],
+    w_avg: np.ndarray,
+    *,
+    hidden: int = 512,
+    layers: int = 2,
+    dropout: float = 0.1,
+    encoder_fingerprint: str = "",
+    generator_fingerprint: str = "",
+    val_fraction: float = 0.2,
+    max_epochs: int = 2000,
+    patience: int = 100,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-4,
+    refit: bool = True,
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[VoiceToLatent, TrainReport]:
+    """Fit a mapper on (embedding [N, D], latent [N, W]) rows; `groups[i]` is row i's person.
+
+    Validation holds out whole people (`val_fraction` of them), so the score says how the
+    mapper does on voices it never saw. Training stops when the validation loss has not
+    improved for `patience` epochs; with `refit` the mapper is then trained afresh on all
+    rows for the best number of epochs. Deterministic for a given `seed`.
+    """
+    x = np.asarray(embeddings, np.float32)
+    y = np.asarray(latents, np.float32)
+    groups = np.asarray([str(g) for g in groups])
+    if x.ndim != 2 or y.ndim != 2 or len(x) != len(y) or len(groups) != len(x):
+        raise ValueError(f"Need embeddings [N, D], latents [N, W] and N group labels; got "
+                         f"{x.shape}, {y.shape} and {len(groups)}.")
+    people = sorted(set(groups))
+    if len(people) < 2:
+        raise ValueError(f"Training a mapper needs at least 2 people with latents; got "
+                         f"{len(people)}.")
+    rng = np.random.default_rng(seed)
+    n_val = min(len(people) - 1, max(1, round(val_fraction * len(people)))) \
+        if val_fraction > 0 else 0
+    val_people = sorted(rng.permutation(people)[:n_val].tolist())
+    is_val = np.isin(groups, val_people)
+    config = MapperConfig(x.shape[1], y.shape[1], hidden, layers, dropout,
+                          encoder_fingerprint, generator_fingerprint)
+    w_avg_t = torch.from_numpy(np.asarray(w_avg, np.float32))
+    fit = dict(lr=lr, weight_decay=weight_decay, seed=seed, progress=progress)
+
+    mapper, best_epoch, history = _fit(config, w_avg_t, x[~is_val], y[~is_val], x[is_val],
+                                       y[is_val], max_epochs, patience, **fit)
+    val_loss = _mse(mapper, x[is_val], y[is_val]) if n_val else None
+    baseline = float(np.mean((y[is_val] - w_avg_t.numpy()) ** 2)) if n_val else None
+    if refit and n_val:
+        mapper, _, _ = _fit(config, w_avg_t, x, y, x[:0], y[:0], best_epoch, None, **fit)
+    report = TrainReport(best_epoch, _mse(mapper, x, y), val_loss, baseline, val_people,
+                         history)
+    return mapper, report
+
+
+def _fit(config: MapperConfig, w_avg: torch.Tensor, x: np.ndarray, y: np.ndarray,
+         x_val: np.ndarray, y_val: np.ndarray, epochs: int, patience: int | None, *,
+         lr: float, weight_decay: float, seed: int, progress: bool
+         ) -> tuple[VoiceToLatent, int, list[tuple[int, float, float | None]]]:
+    """Adam on MSE; with validation rows, keep the best epoch and stop after `patience`."""
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    mapper = VoiceToLatent(config, w_avg)
+    optimiser = torch.optim.AdamW(mapper.parameters(), lr=lr, weight_decay=weight_decay)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    best = (float("inf"), 0, copy.deepcopy(mapper.state_dict()))
+    history: list[tuple[int, float, float | None]] = []
+    bar = tqdm(range(1, epochs + 1), desc="training mapper", disable=not progress, leave=False)
+    for epoch in bar:
+        mapper.train()
+        order = torch.randperm(len(xt), generator=generator)
+        total = 0.0
+        for start in range(0, len(order), BATCH_SIZE):
+            idx = order[start:start + BATCH_SIZE]
+            loss = torch.mean((mapper(xt[idx]) - yt[idx]) ** 2)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            total += loss.item() * len(idx)
+        val = _mse(mapper, x_val, y_val) if len(x_val) else None
+        history.append((epoch, total / len(xt), val))
+        if val is None:
+            continue
+        bar.set_postfix(val=f"{val:.4f}")
+        if val < best[0]:
+            best = (val, epoch, copy.deepcopy(mapper.state_dict()))
+        elif patience is not None and epoch - best[1] >= patience:
+            break
+    bar.close()
+    if len(x_val):
+        mapper.load_state_dict(best[2])
+        return mapper.eval(), best[1], history
+    return mapper.eval(), epochs, history
+
+
+def _mse(mapper: VoiceToLatent, x: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean((mapper.predict(x) - y) ** 2))
+
+
+def knn_blend(scores: np.ndarray, latents: np.ndarray,
+              temperature: float = KNN_TEMPERATURE) -> np.ndarray:
+    """Similarity-weighted blend of the nearest people's latents: softmax(scores / T) @ latents.
+
+    scores [k] cosine similarities, latents [k, W] -> w [W].
+    """
+    scores = np.asarray(scores, np.float64)
+    latents = np.asarray(latents, np.float32)
+    if scores.ndim != 1 or latents.ndim != 2 or len(scores) != len(latents) or not len(scores):
+        raise ValueError(f"Need scores [k] and latents [k, W] with k >= 1; got {scores.shape} "
+                         f"and {latents.shape}.")
+    weights = np.exp((scores - scores.max()) / temperature)
+    weights /= weights.sum()
+    return (weights @ latents).astype(np.float32)
