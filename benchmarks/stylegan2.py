@@ -1,0 +1,106 @@
+"""Benchmark StyleGAN2 synthesis on the CPU: median time and achieved GFLOP/s.
+
+    python benchmarks/stylegan2.py [--size 1024] [--repeats 5] [--threads 2]
+
+Uses a config-f generator with random weights, batch 1, "const" noise. Rows:
+- inference: autograd off (the kernels `sample` and the app use);
+- inference, no NNPACK: the same with NNPACK's Winograd convs disabled (direct convs);
+- differentiable: autograd on (the path photo inversion optimises w through), w
+  requiring grad, generator frozen; forward time only;
+- inference, reused memory: after `stylegan2_ops.reuse_freed_memory()` (glibc keeps
+  freed blocks instead of unmapping them; process-wide, so measured last).
+FLOPs are counted analytically (multiply-add = 2) over the convolutions: 3x3 styled
+convs (the up-sampling ones as stride-2 transposed convs, i.e. at input resolution) and
+the 1x1 to_rgb convs. Blur, noise and activations are not counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from voiceface.stylegan2 import Generator, GeneratorConfig, resolutions
+from voiceface.stylegan2_ops import reuse_freed_memory
+
+
+def synthesis_flops(config: GeneratorConfig, resolution: int) -> float:
+    """Convolution FLOPs of one image rendered up to `resolution` px."""
+    ch = config.channels
+    flops = 2 * 9 * ch[4] * ch[4] * 16 + 2 * ch[4] * 3 * 16  # conv1 + to_rgb1 at 4 px
+    sides = [r for r in resolutions(config.size) if r <= resolution]
+    for lower, res in itertools.pairwise(sides):
+        flops += 2 * 9 * ch[lower] * ch[res] * lower * lower  # transposed conv, input side
+        flops += 2 * 9 * ch[res] * ch[res] * res * res + 2 * ch[res] * 3 * res * res
+    return float(flops)
+
+
+def median_time(generator: Generator, w: torch.Tensor, resolution: int, repeats: int,
+                context: Callable[[], contextlib.AbstractContextManager[object]]) -> float:
+    """Median wall time in seconds of synthesis(w, resolution) inside context(), after
+    one warm-up call."""
+    times = []
+    for _ in range(repeats + 1):
+        with context():
+            start = time.perf_counter()
+            generator.synthesis(w, resolution=resolution)
+            times.append(time.perf_counter() - start)
+    return statistics.median(times[1:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=1024, help="generator size in px")
+    parser.add_argument("--preview", type=int, default=256, help="preview resolution in px")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per figure")
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    config = GeneratorConfig.ffhq(args.size)
+    generator = Generator(config, seed=0).requires_grad_(False)
+    w = generator.truncate(generator.mapping(torch.randn(1, config.style_dim)), 0.7)
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
+          f"NNPACK available {torch.backends.nnpack.is_available()}")
+    print(f"generator: config-f {args.size} px, random weights, batch 1, const noise")
+
+    modes: dict[str, Callable[[], contextlib.AbstractContextManager[object]]] = {
+        "inference": torch.inference_mode,
+        "inference, no NNPACK": lambda: _stacked(torch.inference_mode(),
+                                                 torch.backends.nnpack.flags(False)),
+        "differentiable": torch.enable_grad,
+        "inference, reused memory": torch.inference_mode,
+    }
+    w_grad = w.clone().requires_grad_(True)
+    print(f"{'path':<26} {'res':>5} {'GFLOP':>6} {'median s':>9} {'GFLOP/s':>8}")
+    for name, context in modes.items():
+        if name == "inference, reused memory" and not reuse_freed_memory():
+            print(f"{name:<26} (not available: needs glibc)")
+            continue
+        latent = w_grad if name == "differentiable" else w
+        for res in (args.preview, args.size):
+            seconds = median_time(generator, latent, res, args.repeats, context)
+            gflop = synthesis_flops(config, res) / 1e9
+            print(f"{name:<26} {res:>5} {gflop:>6.1f} {seconds:>9.3f} {gflop / seconds:>8.1f}")
+
+
+@contextlib.contextmanager
+def _stacked(*contexts: contextlib.AbstractContextManager[object]):  # type: ignore[no-untyped-def]
+    """Enter several context managers as one."""
+    with contextlib.ExitStack() as stack:
+        for ctx in contexts:
+            stack.enter_context(ctx)
+        yield
+
+
+if __name__ == "__main__":
+    main()
