@@ -117,6 +117,9 @@ def content_hash(path: Path, patterns: Sequence[str] | None = None) -> str:
 
 def _not_found(what: str, repo_id: str, revision: str | None, filename: str | None,
                err: Exception) -> WeightsNotFound:
+    if isinstance(err, HFValidationError):  # not a repo id, so it was meant as a path
+        return WeightsNotFound(f"Could not load the {what}: {repo_id} does not exist (it is "
+                               "neither a local path nor a valid Hub repo id). Check the path.")
     where = f"{repo_id}" + (f"/{filename}" if filename else "") + \
         (f" (revision {revision})" if revision else "")
     offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")

@@ -117,7 +117,7 @@ class VoiceEncoder:
     def embed_many(self, wavs: Sequence[np.ndarray]) -> np.ndarray:
         """Embeddings [N, D] for N recordings; windows of all recordings share batches."""
         per_wav = self.embed_windows_many(wavs)
-        return np.stack([_normalise(w.mean(axis=0)) for w in per_wav])
+        return np.stack([pool(w) for w in per_wav])
 
     def embed_windows(self, wav: np.ndarray) -> np.ndarray:
         """Per-window embeddings [W, D] (each L2-normalised) of one recording."""
@@ -180,5 +180,7 @@ def split_windows(wav: np.ndarray, window_seconds: float = WINDOW_SECONDS,
     return [wav[s:s + size] for s in starts]
 
 
-def _normalise(v: np.ndarray) -> np.ndarray:
-    return (v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float32)
+def pool(window_embeddings: np.ndarray) -> np.ndarray:
+    """One embedding [D] from window embeddings [W, D]: the renormalised mean."""
+    mean = np.asarray(window_embeddings, np.float32).mean(axis=0)
+    return (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)

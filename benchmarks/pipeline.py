@@ -1,0 +1,121 @@
+"""End-to-end timings of one `predict`: per stage, in process and through the app.
+
+Builds a bundle of random-weight models (full size by default: wav2vec2-base x-vector and a
+1024 px config-f StyleGAN2; `--tiny` for the dev bundle's models), then times
+- in process: `VoiceFace(audio, resolution=256)` per stage, and the full-size render;
+- with `--app`: app.py on 127.0.0.1, submit -> 256 px preview -> full face via gradio_client.
+Medians over `--repeats` runs after one warm-up. Usage: python benchmarks/pipeline.py [--app]
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from voiceface.audio import SAMPLE_RATE
+from voiceface.devbundle import synthetic_voice, write_dev_bundle
+from voiceface.pipeline import VoiceFace
+from voiceface.stylegan2 import GeneratorConfig
+
+REPO = Path(__file__).resolve().parents[1]
+PREVIEW = 256  # px
+DURATIONS = (3.0, 5.0, 10.0)  # s of speech
+
+
+def in_process(bundle: Path, repeats: int, clips: dict[float, Path]) -> None:
+    start = time.perf_counter()
+    vf = VoiceFace.from_pretrained(bundle)
+    print(f"load bundle: {time.perf_counter() - start:.2f} s")
+    preview = PREVIEW if vf.generator.resolution > PREVIEW else None
+    for seconds, clip in clips.items():
+        runs = []
+        for i in range(repeats + 1):
+            result = vf(clip, resolution=preview)
+            t0 = time.perf_counter()
+            vf.render(torch.from_numpy(result.w)[None])
+            full = time.perf_counter() - t0
+            if i:  # the first run is the warm-up
+                runs.append({**result.timings, "full_render": full})
+        med = {k: float(np.median([r[k] for r in runs])) for k in runs[0]}
+        stages = "  ".join(f"{k} {v:.3f}" for k, v in med.items())
+        print(f"{seconds:>4.0f} s audio: {stages}  | to preview {med['total']:.3f} s, "
+              f"to full {med['total'] + med['full_render']:.3f} s")
+
+
+def through_app(bundle: Path, repeats: int, clip: Path) -> None:
+    from gradio_client import Client, handle_file
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "app.py", "--bundle", str(bundle), "--port",
+                             str(port)], cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=2)
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    raise SystemExit("app.py exited; run it by hand to see why")
+                time.sleep(0.2)
+        print(f"app start to ready: {time.perf_counter() - start:.1f} s")
+        client = Client(url, verbose=False)
+        firsts, lasts = [], []
+        for i in range(repeats + 1):
+            t0 = time.perf_counter()
+            job = client.submit(handle_file(str(clip)), api_name="/predict_ui")
+            while not job.outputs():
+                time.sleep(0.005)
+            first = time.perf_counter() - t0
+            job.result()
+            if i:
+                firsts.append(first)
+                lasts.append(time.perf_counter() - t0)
+        print(f"app, 5 s audio: submit -> first image {np.median(firsts):.3f} s, "
+              f"-> final image {np.median(lasts):.3f} s (median of {repeats})")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--tiny", action="store_true", help="the dev bundle's tiny models")
+    parser.add_argument("--app", action="store_true", help="also time through app.py")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{'tiny' if args.tiny else 'full-size'} random-weight models")
+    with tempfile.TemporaryDirectory() as tmp:
+        sizes = {} if args.tiny else {"encoder_config": {},
+                                      "generator_config": GeneratorConfig.ffhq(1024)}
+        start = time.perf_counter()
+        bundle = write_dev_bundle(Path(tmp) / "bundle", n_people=4, progress=False, **sizes)
+        print(f"bundle written in {time.perf_counter() - start:.1f} s")
+        clips = {}
+        for seconds in DURATIONS:
+            clips[seconds] = Path(tmp) / f"clip{seconds:g}.wav"
+            sf.write(clips[seconds], synthetic_voice(seconds, seed=7, f0=160.0), SAMPLE_RATE)
+        in_process(bundle, args.repeats, clips)
+        if args.app:
+            through_app(bundle, args.repeats, clips[5.0])
+
+
+if __name__ == "__main__":
+    main()

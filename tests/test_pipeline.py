@@ -1,0 +1,141 @@
+"""The pipeline end to end on a dev bundle: one call, the CLI, Hub bundles, refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from voiceface.gallery import Gallery, GalleryError
+from voiceface.hub import WeightsNotFound
+from voiceface.pipeline import VoiceFace, load_generator
+from voiceface.stylegan2 import Generator, GeneratorConfig
+
+from conftest import DEV_PEOPLE, REPO, put_in_hub_cache
+
+
+@pytest.fixture(scope="session")
+def vf(dev_bundle):
+    return VoiceFace.from_pretrained(dev_bundle)
+
+
+def run_cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "voiceface", *map(str, args)], cwd=REPO,
+                          capture_output=True, text=True, env={**os.environ, **(env or {})})
+
+
+def test_one_call_returns_both_faces_matches_and_timings(vf, dev_bundle):
+    result = vf(dev_bundle / "voices" / "dev02.flac", k=3)
+    assert [m.rank for m in result.matches] == [1, 2, 3]
+    assert result.matches[0].id == "dev02" and result.confident and result.best.id == "dev02"
+    assert result.method == "mapper" and vf.test_weights
+    assert result.face.size == (64, 64) and result.w.shape == (64,)
+    assert set(result.timings) == {"load_audio", "embed", "search", "map", "synthesise", "total"}
+    assert Image.open(result.matches[0].face).size == (64, 64)
+
+
+def test_every_example_voice_finds_its_person(vf, dev_bundle):
+    for i in range(DEV_PEOPLE):
+        assert vf(dev_bundle / "voices" / f"dev{i:02d}.flac").matches[0].id == f"dev{i:02d}"
+
+
+def test_preview_resolution_and_fallbacks(dev_bundle, vf):
+    preview = vf(dev_bundle / "voices" / "dev01.flac", resolution=16)
+    assert preview.face.size == (16, 16)
+    no_mapper = VoiceFace(vf.encoder, vf.generator, vf.gallery, None)
+    blended = no_mapper(dev_bundle / "voices" / "dev01.flac")
+    assert blended.method == "knn-blend"
+    no_latents = Gallery(vf.gallery.dim, vf.gallery.encoder_fingerprint)
+    for person in vf.gallery.people:  # people without latents: the average face
+        no_latents.add(person.id, vf.gallery.embedding(person.id), name=person.name)
+    average = VoiceFace(vf.encoder, vf.generator, no_latents, None)
+    result = average(dev_bundle / "voices" / "dev01.flac", truncation=1.0)
+    assert result.method == "average"
+    assert torch.allclose(torch.from_numpy(result.w), vf.generator.w_avg)
+
+
+def test_open_set_says_no_confident_match(vf, dev_bundle):
+    strict = VoiceFace.from_pretrained(dev_bundle)
+    strict.gallery.threshold = 1.01  # nobody can reach it
+    result = strict(dev_bundle / "voices" / "dev00.flac")
+    assert not result.confident and result.best is None and result.matches
+
+
+def test_cli_predict_json(dev_bundle, tmp_path):
+    out = tmp_path / "face.png"
+    proc = run_cli("predict", dev_bundle / "voices" / "dev03.flac", "--bundle", dev_bundle,
+                   "--out", out, "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["matches"][0] == {"id": "dev03", "name": "Test person 4",
+                                    "score": report["matches"][0]["score"]}
+    assert report["confident"] is True and report["method"] == "mapper"
+    assert report["face"] == str(out) and Image.open(out).size == (64, 64)
+    assert report["timings"]["total"] >= report["timings"]["embed"] > 0
+
+
+@pytest.mark.parametrize("content,message", [
+    (b"\x89PNG\r\n\x1a\n" + bytes(100), "PNG image, not audio"),
+    (b"", "empty"),
+])
+def test_cli_bad_audio_exits_2_with_one_clear_line(dev_bundle, tmp_path, content, message):
+    bad = tmp_path / "clip.wav"
+    bad.write_bytes(content)
+    proc = run_cli("predict", bad, "--bundle", dev_bundle, "--out", tmp_path / "f.png")
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and message in lines[0]
+    assert "Traceback" not in proc.stderr and not (tmp_path / "f.png").exists()
+
+
+def test_cli_missing_bundle_is_a_clear_error(tmp_path):
+    proc = run_cli("predict", tmp_path / "x.wav", "--bundle", tmp_path / "nowhere")
+    assert proc.returncode == 2 and "does not exist" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_bundle_from_the_hub_cache(dev_bundle, hub_cache, vf):
+    put_in_hub_cache(hub_cache, "someone/voiceface-dev", dev_bundle, "a" * 40)
+    from_hub = VoiceFace.from_pretrained("someone/voiceface-dev")
+    result = from_hub(dev_bundle / "voices" / "dev04.flac")
+    assert result.matches[0].id == "dev04"
+    with pytest.raises(WeightsNotFound, match="nobody/none.*local directory"):
+        VoiceFace.from_pretrained("nobody/none")
+
+
+def test_encoder_mismatch_is_refused(dev_bundle, tmp_path):
+    from voiceface.devbundle import write_random_encoder
+
+    other = shutil.copytree(dev_bundle, tmp_path / "other")
+    shutil.rmtree(other / "encoder")
+    write_random_encoder(other / "encoder", seed=99)  # same shape, other weights
+    with pytest.raises(GalleryError, match="Rebuild"):
+        VoiceFace.from_pretrained(other)
+
+
+def test_not_a_bundle(tmp_path):
+    with pytest.raises(WeightsNotFound, match="not a voiceface bundle.*dev-bundle"):
+        VoiceFace.from_pretrained(tmp_path)
+
+
+def test_rosinality_checkpoint_is_converted_once_and_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("VOICEFACE_CACHE", str(tmp_path / "cache"))
+    g = Generator(GeneratorConfig(size=8, style_dim=8, n_mlp=1, channels={4: 8, 8: 8}), seed=1)
+    pt = tmp_path / "tiny.pt"
+    torch.save({"g_ema": g.state_dict(), "latent_avg": g.w_avg.clone()}, pt)
+    first, fingerprint = load_generator(pt)
+    converted = list((tmp_path / "cache" / "generators").glob("*/generator.safetensors"))
+    assert len(converted) == 1 and fingerprint.startswith("local:")
+    mtime = converted[0].stat().st_mtime_ns
+    second, again = load_generator(pt)
+    assert again == fingerprint and converted[0].stat().st_mtime_ns == mtime
+    w = torch.randn(1, 8)
+    with torch.no_grad():
+        assert torch.equal(first.synthesis(w), second.synthesis(w))

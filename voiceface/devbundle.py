@@ -1,0 +1,132 @@
+"""A complete offline bundle of tiny random models: for tests, CI and anyone without the Hub.
+
+`write_dev_bundle(DIR)` writes a tiny randomly initialised wav2vec2 x-vector encoder, a tiny
+StyleGAN2 generator, a gallery of synthetic people (harmonic "voices" with their own pitch and
+formants, faces rendered by the generator from a seed, so each face's latent is exact) and a
+mapper trained on them. Its `bundle.json` says `"test_weights": true`: nothing it produces
+means anything about real voices or faces.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForXVector
+
+from . import storage
+from .audio import SAMPLE_RATE
+from .gallery import Gallery
+from .mapper import train_mapper
+from .pipeline import BUNDLE_FILE, BUNDLE_FORMAT_VERSION, DEFAULT_TRUNCATION, load_generator
+from .stylegan2 import Generator, GeneratorConfig, to_pil, z_from_seed
+from .voice import VoiceEncoder, pool
+
+TINY_ENCODER = dict(
+    hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=48,
+    conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
+    tdnn_dim=(32, 32, 32, 32, 64), xvector_output_dim=24,
+)
+TINY_GENERATOR = GeneratorConfig(size=64, style_dim=64, n_mlp=2,
+                                 channels={4: 64, 8: 64, 16: 32, 32: 32, 64: 16})
+DEV_PEOPLE = 8
+VOICE_SECONDS = 4.0  # s per synthetic recording
+DEV_THRESHOLD = 0.9  # cosine; random tiny encoders put everything close together
+
+
+def synthetic_voice(seconds: float, rate: int = SAMPLE_RATE, seed: int = 0, f0: float = 140.0,
+                    formant: float = 700.0) -> np.ndarray:
+    """A voiced, syllable-modulated harmonic signal [T] float32 peaking at 0.5.
+
+    Harmonics of a wobbling f0 shaped by one formant-like peak, switched on and off at a
+    syllable rate: structured enough to exercise trimming, resampling and the encoder.
+    """
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    f = f0 * (1 + 0.05 * np.sin(2 * np.pi * 3 * t))
+    phase = 2 * np.pi * np.cumsum(f) / rate
+    wav = sum((1 / k) * np.sin(k * phase) * np.exp(-((k * f0 - formant) / 900) ** 2)
+              for k in range(1, 25))
+    syllables = 0.55 + 0.45 * np.sin(2 * np.pi * 4 * t + rng.uniform(0, np.pi))
+    wav = wav * syllables + 0.01 * rng.standard_normal(len(t))
+    return (0.5 * wav / np.max(np.abs(wav))).astype(np.float32)
+
+
+def write_random_encoder(directory: Path, seed: int = 0,
+                       model_class: type = Wav2Vec2ForXVector,
+                       config: dict | None = None) -> Path:
+    """Save a random wav2vec2 model with its feature extractor into `directory`.
+
+    Tiny by default: `Wav2Vec2ForXVector` gives 24-d x-vectors, `Wav2Vec2Model` 32-d hidden
+    states. `config={}` gives the base size (768 x 12 layers) for benchmarks.
+    """
+    torch.manual_seed(seed)
+    model_class(Wav2Vec2Config(**(TINY_ENCODER if config is None else config))) \
+        .save_pretrained(directory)
+    Wav2Vec2FeatureExtractor(sampling_rate=SAMPLE_RATE, do_normalize=True,
+                             return_attention_mask=True).save_pretrained(directory)
+    return directory
+
+
+def write_dev_bundle(directory: str | Path, n_people: int = DEV_PEOPLE, seed: int = 0,
+                     progress: bool = True, encoder_config: dict | None = None,
+                     generator_config: GeneratorConfig = TINY_GENERATOR) -> Path:
+    """Write a complete test bundle into `directory` (created; must be empty or absent).
+
+    The models are tiny unless `encoder_config` (wav2vec2 config kwargs; `{}` = base size) and
+    `generator_config` (e.g. `GeneratorConfig.ffhq(1024)`) ask for full-size random ones.
+    """
+    root = Path(directory)
+    if root.exists() and any(root.iterdir()):
+        raise ValueError(f"{root} is not empty; choose a new directory for the dev bundle.")
+    root.mkdir(parents=True, exist_ok=True)
+    encoder = VoiceEncoder.from_pretrained(
+        write_random_encoder(root / "encoder", seed, config=encoder_config))
+    Generator(generator_config, seed=seed).save_pretrained(root / "generator",
+                                                         metadata={"test_weights": "true"})
+    generator, gen_fp = load_generator(root / "generator")
+    rng = np.random.default_rng(seed)
+    gallery = Gallery(encoder.dim, encoder.fingerprint, threshold=DEV_THRESHOLD,
+                      generator_fingerprint=gen_fp, latent_dim=generator.style_dim)
+    rows, latents, groups = [], [], []
+    with tempfile.TemporaryDirectory(prefix="voiceface-dev-") as tmp:
+        for i in range(n_people):
+            person_id = f"dev{i:02d}"
+            f0, formant = rng.uniform(90, 260), rng.uniform(500, 1100)
+            enroll, example = (synthetic_voice(VOICE_SECONDS, seed=seed * 1000 + 2 * i + j,
+                                               f0=f0, formant=formant) for j in range(2))
+            (root / "voices").mkdir(exist_ok=True)
+            sf.write(root / "voices" / f"{person_id}.flac", example, SAMPLE_RATE)
+            face_seed = seed * 1000 + i
+            with torch.inference_mode():
+                z = z_from_seed(face_seed, generator.style_dim)[None]
+                w = generator.truncate(generator.mapping(z), DEFAULT_TRUNCATION)
+                face = to_pil(generator.synthesis(w))[0]
+            face_path = Path(tmp) / f"{person_id}.png"
+            face.save(face_path)
+            windows = encoder.embed_windows(enroll)
+            gallery.add(person_id, pool(windows), name=f"Test person {i + 1}",
+                        faces=[face_path], consent=True, n_clips=1, latent=w[0].numpy(),
+                        extra={"face_seed": face_seed, "f0_hz": round(float(f0), 1),
+                               "formant_hz": round(float(formant), 1)})
+            rows.append(windows)
+            latents += [w[0].numpy()] * len(windows)
+            groups += [person_id] * len(windows)
+        gallery.save(root / "gallery")
+    mapper, _ = train_mapper(np.concatenate(rows), np.stack(latents), groups,
+                             generator.w_avg.numpy(), hidden=64, max_epochs=200, patience=20,
+                             encoder_fingerprint=encoder.fingerprint,
+                             generator_fingerprint=gen_fp, seed=seed, progress=progress)
+    mapper.save_pretrained(root / "mapper")
+    storage.write_json(root / BUNDLE_FILE, {
+        "format_version": BUNDLE_FORMAT_VERSION,
+        "test_weights": True,
+        "description": "Tiny random models and synthetic people for tests; not a real model.",
+        "encoder": {"name_or_path": "encoder"},
+        "generator": {"name_or_path": "generator"},
+        "truncation": DEFAULT_TRUNCATION,
+    })
+    return root

@@ -1,0 +1,221 @@
+"""One object, one call: audio in; the nearest enrolled people and a generated face out.
+
+    vf = VoiceFace.from_pretrained("index/")      # a bundle: local directory or Hub repo id
+    result = vf("clip.wav")
+    result.face.save("face.png"); result.matches[0].name; result.confident
+
+A bundle is a directory (or Hub repo) holding `bundle.json` (which encoder and generator,
+with revisions), `gallery/` (a saved `Gallery`) and optionally `mapper/` (a trained
+`VoiceToLatent`). Relative model paths in `bundle.json` are relative to the bundle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from . import hub
+from .audio import AudioSource, load_audio
+from .gallery import Gallery, Match
+from .mapper import VoiceToLatent, knn_blend
+from .stylegan2 import CONFIG_FILE as GENERATOR_CONFIG
+from .stylegan2 import Generator, convert_checkpoint, to_pil
+from .voice import DEFAULT_ENCODER, DEFAULT_ENCODER_REVISION, VoiceEncoder
+
+BUNDLE_FILE = "bundle.json"
+BUNDLE_FORMAT_VERSION = 1
+DEFAULT_BUNDLE = Path(__file__).resolve().parent.parent / "index"  # the repository's index/
+DEFAULT_GENERATOR = "aaronb/StyleGAN2"
+DEFAULT_GENERATOR_FILE = "stylegan2-ffhq-config-f.pt"
+DEFAULT_GENERATOR_REVISION = "d9b2f23f21856b6bdfabd37de6f3d04cf39f891e"
+DEFAULT_TRUNCATION = 0.7  # psi: pull generated faces toward the average face
+DEFAULT_K = 5  # matches returned
+EXAMPLES_DIR = "voices"  # example recordings inside a bundle
+
+
+def cache_dir() -> Path:
+    """Where converted weights are cached: $VOICEFACE_CACHE or ~/.cache/voiceface."""
+    return Path(os.environ.get("VOICEFACE_CACHE", Path.home() / ".cache" / "voiceface"))
+
+
+def default_bundle() -> str:
+    """$VOICEFACE_BUNDLE, else the repository's index/ directory."""
+    return os.environ.get("VOICEFACE_BUNDLE") or str(DEFAULT_BUNDLE)
+
+
+@dataclass
+class VoiceFaceResult:
+    """What one call returns. `face` is the generated image; `matches` best first."""
+
+    face: Image.Image
+    w: np.ndarray  # [style_dim] StyleGAN2 latent that drew `face` (after truncation)
+    matches: list[Match]
+    confident: bool  # the best match reaches the gallery's threshold
+    method: str  # "mapper", "knn-blend" or "average" (no latents to blend)
+    embedding: np.ndarray  # [D] the voice embedding
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+
+    @property
+    def best(self) -> Match | None:
+        """The nearest person when the match is confident, else None ("no confident match")."""
+        return self.matches[0] if self.confident else None
+
+
+class VoiceFace:
+    """The voice-to-face pipeline; build with `VoiceFace.from_pretrained(bundle)`."""
+
+    def __init__(self, encoder: VoiceEncoder, generator: Generator, gallery: Gallery,
+                 mapper: VoiceToLatent | None = None, *, truncation: float = DEFAULT_TRUNCATION,
+                 test_weights: bool = False, root: Path | None = None):
+        self.encoder = encoder
+        self.generator = generator.eval()
+        self.gallery = gallery
+        self.mapper = mapper
+        self.truncation = truncation
+        self.test_weights = test_weights
+        self.root = root  # the bundle directory, when loaded from one
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        bundle: str | os.PathLike | None = None,
+        *,
+        revision: str | None = None,
+        encoder: str | None = None,
+        encoder_revision: str | None = None,
+        generator: str | None = None,
+        generator_file: str | None = None,
+        generator_revision: str | None = None,
+        device: str | None = None,
+    ) -> "VoiceFace":
+        """Load a bundle (local directory or Hub repo id); keyword arguments override its
+        choice of encoder and generator. Derived artifacts made for other models are refused.
+        """
+        bundle = default_bundle() if bundle is None else bundle
+        root = hub.resolve_dir(bundle, revision, what="voiceface bundle").path
+        spec_path = root / BUNDLE_FILE
+        if not spec_path.is_file():
+            raise hub.WeightsNotFound(
+                f"{bundle} is not a voiceface bundle (no {BUNDLE_FILE}). Build one with "
+                "`python -m voiceface build`, or make a test bundle with "
+                "`python -m voiceface dev-bundle DIR` and pass --bundle DIR.")
+        spec = json.loads(spec_path.read_text())
+        enc, gen = spec.get("encoder", {}), spec.get("generator", {})
+        voice = VoiceEncoder.from_pretrained(
+            _in_bundle(root, encoder or enc.get("name_or_path", DEFAULT_ENCODER)),
+            encoder_revision if encoder else enc.get("revision", DEFAULT_ENCODER_REVISION),
+            layer=enc.get("layer", -1), device=device)
+        if generator:
+            gen = {"name_or_path": generator, "filename": generator_file,
+                   "revision": generator_revision}
+        face_gen, gen_fp = load_generator(
+            _in_bundle(root, gen.get("name_or_path", DEFAULT_GENERATOR)),
+            gen.get("filename") or DEFAULT_GENERATOR_FILE, gen.get("revision"))
+        face_gen = face_gen.to(voice.device)
+        gallery = Gallery.load(root / "gallery", encoder_fingerprint=voice.fingerprint,
+                               generator_fingerprint=gen_fp)
+        mapper = None
+        if (root / "mapper").is_dir():
+            mapper = VoiceToLatent.from_pretrained(root / "mapper",
+                                                   encoder_fingerprint=voice.fingerprint,
+                                                   generator_fingerprint=gen_fp)
+        return cls(voice, face_gen, gallery, mapper,
+                   truncation=spec.get("truncation", DEFAULT_TRUNCATION),
+                   test_weights=bool(spec.get("test_weights", False)), root=root)
+
+    def example_voices(self) -> list[Path]:
+        """The bundle's example recordings (`voices/`), if it has any."""
+        folder = self.root / EXAMPLES_DIR if self.root else None
+        return sorted(p for p in folder.iterdir() if p.is_file()) if folder and \
+            folder.is_dir() else []
+
+    def __call__(self, audio: AudioSource, k: int = DEFAULT_K, truncation: float | None = None,
+                 resolution: int | None = None) -> VoiceFaceResult:
+        """Audio (path, bytes or (rate, samples)) -> matches and a generated face.
+
+        resolution: None for the generator's full size, or a smaller power of two for a
+        fast preview. Raises AudioError for unusable audio.
+        """
+        timings: dict[str, float] = {}
+        clock = time.perf_counter()
+
+        def lap(stage: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            timings[stage] = now - clock
+            clock = now
+
+        # 1. load audio: decode, mono, 16 kHz, trim, validate
+        wav = load_audio(audio)
+        lap("load_audio")
+        # 2. embed the voice
+        embedding = self.encoder.embed(wav)
+        lap("embed")
+        # 3. search the gallery
+        matches = self.gallery.search(embedding, k)
+        lap("search")
+        # 4. map the voice to a latent
+        w, method = self.latent(embedding, matches)
+        lap("map")
+        # 5. synthesise the face
+        w = self.generator.truncate(w, self.truncation if truncation is None else truncation)
+        face = self.render(w, resolution)
+        lap("synthesise")
+        timings["total"] = sum(timings.values())
+        return VoiceFaceResult(face, w[0].cpu().numpy(), matches,
+                               self.gallery.confident(matches), method, embedding, timings)
+
+    def latent(self, embedding: np.ndarray, matches: list[Match]) -> tuple[torch.Tensor, str]:
+        """w [1, style_dim] for an embedding: the mapper, else a blend of the matches' latents."""
+        if self.mapper is not None:
+            w, method = self.mapper.predict(embedding), "mapper"
+        else:
+            with_latent = [(m.score, self.gallery.latent(m.id)) for m in matches]
+            with_latent = [(s, w) for s, w in with_latent if w is not None]
+            if with_latent:
+                scores, latents = zip(*with_latent)
+                w, method = knn_blend(np.array(scores), np.stack(latents)), "knn-blend"
+            else:
+                w, method = self.generator.w_avg.cpu().numpy(), "average"
+        return torch.from_numpy(np.asarray(w, np.float32)).reshape(1, -1).to(
+            self.generator.w_avg.device), method
+
+    @torch.inference_mode()
+    def render(self, w: torch.Tensor, resolution: int | None = None) -> Image.Image:
+        """The face for w [1, style_dim] at `resolution` (default: full size)."""
+        return to_pil(self.generator.synthesis(w, noise="const", resolution=resolution))[0]
+
+
+def load_generator(name_or_path: str | os.PathLike, filename: str = DEFAULT_GENERATOR_FILE,
+                   revision: str | None = None) -> tuple[Generator, str]:
+    """A generator and its fingerprint from a saved-generator directory, a rosinality `.pt`
+    file, or a Hub repo holding either. `.pt` files are converted once to safetensors and
+    the conversion is cached (keyed by the fingerprint) in `cache_dir()`."""
+    own_format = filename == "generator.safetensors" or (
+        hub.is_local(name_or_path) and (Path(name_or_path) / GENERATOR_CONFIG).is_file())
+    if own_format:
+        resolved = hub.resolve_dir(name_or_path, revision, allow_patterns=("generator.*",),
+                                   what="generator")
+        return Generator.from_checkpoint(resolved.path), resolved.fingerprint
+    resolved = hub.resolve_file(name_or_path, filename, revision, what="generator")
+    if resolved.path.suffix != ".pt":
+        return Generator.from_checkpoint(resolved.path), resolved.fingerprint
+    key = hashlib.sha256(resolved.fingerprint.encode()).hexdigest()[:16]
+    converted = cache_dir() / "generators" / key
+    if not (converted / GENERATOR_CONFIG).is_file():
+        convert_checkpoint(resolved.path, converted)
+    return Generator.from_checkpoint(converted), resolved.fingerprint
+
+
+def _in_bundle(root: Path, name_or_path: str) -> str:
+    """A bundle-relative path ("encoder", "./generator") resolved inside the bundle if it exists."""
+    candidate = root / name_or_path
+    return str(candidate) if candidate.exists() else name_or_path
