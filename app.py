@@ -1,9 +1,228 @@
-"""voiceface Gradio app (placeholder page until the app issue lands)."""
+"""voiceface Gradio app: layout and event wiring over `voiceface.pipeline.VoiceFace`.
+
+    python app.py [--bundle DIR_OR_REPO] [--host 127.0.0.1] [--port 7860] [--share]
+
+Models load once per process, at start-up. On a ZeroGPU Space the model work runs inside
+`spaces.GPU`; elsewhere it runs on whatever device the pipeline picked (CPU here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Iterator
 
 import gradio as gr
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
 
-with gr.Blocks(title="voiceface") as demo:
-    gr.Markdown("# voiceface\nVoice to face: the app is being built.")
+from voiceface.hub import WeightsNotFound
+from voiceface.pipeline import VoiceFace, VoiceFaceResult, default_bundle
+
+PREVIEW_RESOLUTION = 256  # px, drawn first; the full-size face replaces it
+TOP_K = 5  # people shown below the faces
+FACE_HEIGHT = 320  # px of each face on the page
+MAX_FILE_SIZE = "20mb"  # uploads larger than this are refused by the server
+CONCURRENCY = 1  # requests computed at once: on 2 CPU cores one at a time is fastest
+DELETE_CACHE = (600, 600)  # s: every 10 min, delete uploads and renders older than 10 min
+BROWSER_SAMPLE_RATE = 16_000  # Hz requested from the browser's recorder
+
+try:  # ZeroGPU Spaces provide `spaces`; everywhere else the work runs where it is
+    import spaces
+
+    gpu = spaces.GPU
+except ImportError:
+    def gpu(fn):
+        return fn
+
+TEXT = {
+    "en": {
+        "title": "# voiceface: from a voice to a face",
+        "intro": "Speak for 3-10 seconds (or upload a recording). You get the enrolled person "
+                 "whose voice is nearest, and a face generated from your voice.",
+        "note": "**Note:** the generated face is a statistical guess learned from a small "
+                "gallery, not a reconstruction of the speaker. Do not use it to identify anyone. "
+                "Your recording is not stored.",
+        "test_banner": "**TEST WEIGHTS:** this app runs on a dev bundle of tiny random models; "
+                       "its faces and matches mean nothing.",
+        "tab_main": "Voice to face", "tab_gallery": "Gallery",
+        "voice": "Your voice", "submit": "Make my face",
+        "generated": "Generated face", "nearest": "Nearest enrolled person",
+        "top": "Nearest people", "chart": "Voice similarity (cosine)",
+        "examples": "Example recordings", "people": "Enrolled people",
+        "gallery_intro": "The people enrolled in this gallery (read-only).",
+        "no_audio": "Record or upload your voice first.",
+        "method_mapper": "generated from your voice by the trained mapper",
+        "method_knn-blend": "a blend of the nearest people's faces (no trained mapper)",
+        "method_average": "the average face (no latents in this gallery)",
+        "preview": "preview, full resolution coming",
+        "match": "**{name}**, similarity {score:.2f}",
+        "no_match": "**No confident match**: the nearest voice ({name}) has similarity "
+                    "{score:.2f}, below the threshold {threshold:.2f}.",
+    },
+    "ja": {
+        "title": "# voiceface：声から顔へ",
+        "intro": "3〜10秒ほど話してください（録音ファイルのアップロードも可）。声が最も近い登録者と、"
+                 "あなたの声から生成した顔を表示します。",
+        "note": "**注意：** 生成された顔は小さなギャラリーから学習した統計的な推測であり、話者の顔の"
+                "再現ではありません。個人の特定には使わないでください。録音は保存されません。",
+        "test_banner": "**テスト用の重み：** このアプリは小さなランダムモデルの開発用バンドルで動いています。"
+                       "顔も照合結果も意味を持ちません。",
+        "tab_main": "声から顔へ", "tab_gallery": "ギャラリー",
+        "voice": "あなたの声", "submit": "顔を生成",
+        "generated": "生成された顔", "nearest": "最も近い登録者",
+        "top": "近い人たち", "chart": "声の類似度（コサイン）",
+        "examples": "録音の例", "people": "登録者",
+        "gallery_intro": "このギャラリーに登録されている人たち（閲覧のみ）。",
+        "no_audio": "まず声を録音するか、ファイルをアップロードしてください。",
+        "method_mapper": "学習済みマッパーで声から生成",
+        "method_knn-blend": "近い人たちの顔のブレンド（学習済みマッパーなし）",
+        "method_average": "平均顔（このギャラリーには潜在表現がありません）",
+        "preview": "プレビュー、高解像度を生成中",
+        "match": "**{name}**、類似度 {score:.2f}",
+        "no_match": "**確かな一致なし：** 最も近い声（{name}）の類似度 {score:.2f} は"
+                    "しきい値 {threshold:.2f} 未満です。",
+    },
+}
+i18n = gr.I18n(**TEXT)
+
+
+def language(request: gr.Request | None) -> str:
+    """"ja" when the browser prefers Japanese, else "en" (for text built per request)."""
+    header = (request.headers.get("accept-language", "") if request is not None else "")
+    first = header.split(",")[0].strip().lower()
+    return "ja" if first.startswith("ja") else "en"
+
+
+def build(vf: VoiceFace) -> gr.Blocks:
+    """The app's layout and events over one loaded pipeline."""
+    people = vf.gallery.people
+    portraits = {p.id: Image.open(p.faces[0]).convert("RGB") for p in people if p.faces}
+    full = vf.generator.resolution
+    preview = PREVIEW_RESOLUTION if full > PREVIEW_RESOLUTION else None
+
+    @gpu
+    def analyse(audio: str, resolution: int | None) -> VoiceFaceResult:
+        return vf(audio, k=TOP_K, resolution=resolution)
+
+    @gpu
+    def render(w: np.ndarray) -> Image.Image:
+        return vf.render(torch.from_numpy(w)[None].to(vf.generator.w_avg.device))
+
+    def outputs(result: VoiceFaceResult, lang: str, is_preview: bool):
+        text = TEXT[lang]
+        best = result.matches[0]
+        caption = text[f"method_{result.method}"] + (f" ({text['preview']})" if is_preview else "")
+        if result.confident:
+            match_text = text["match"].format(name=best.name, score=best.score)
+        else:
+            match_text = text["no_match"].format(name=best.name, score=best.score,
+                                                 threshold=vf.gallery.threshold)
+        top = [(portraits[m.id], f"{m.rank}. {m.name} ({m.score:.2f})")
+               for m in result.matches if m.id in portraits]
+        chart = pd.DataFrame({"person": [f"{m.rank}. {m.name}" for m in result.matches],
+                              "similarity": [round(m.score, 3) for m in result.matches]})
+        nearest = portraits.get(best.id) if result.confident else None
+        summary = {
+            "matches": [{"id": m.id, "name": m.name, "score": round(m.score, 4)}
+                        for m in result.matches],
+            "confident": result.confident, "method": result.method,
+            "threshold": vf.gallery.threshold, "test_weights": vf.test_weights,
+            "timings": {k: round(v, 3) for k, v in result.timings.items()},
+        }
+        return result.face, caption, nearest, match_text, top, chart, summary
+
+    def predict(audio: str | None, request: gr.Request) -> Iterator[tuple]:
+        lang = language(request)
+        if not audio:
+            raise gr.Error(TEXT[lang]["no_audio"])
+        try:
+            result = analyse(audio, preview)
+        except ValueError as err:  # AudioError and the library's other input errors
+            raise gr.Error(str(err)) from None
+        if preview is None:
+            yield outputs(result, lang, is_preview=False)
+            return
+        yield outputs(result, lang, is_preview=True)
+        result.face = render(result.w)
+        yield outputs(result, lang, is_preview=False)
+
+    with gr.Blocks(title="voiceface", delete_cache=DELETE_CACHE) as demo:
+        gr.Markdown(i18n("title"))
+        if vf.test_weights:
+            gr.Markdown(i18n("test_banner"), elem_id="test-banner")
+        with gr.Tab(i18n("tab_main")):
+            gr.Markdown(i18n("intro"))
+            audio = gr.Audio(sources=["microphone", "upload"], type="filepath",
+                             label=i18n("voice"), elem_id="voice",
+                             waveform_options=gr.WaveformOptions(
+                                 sample_rate=BROWSER_SAMPLE_RATE))
+            submit = gr.Button(i18n("submit"), variant="primary", elem_id="submit")
+            with gr.Row(equal_height=True):
+                with gr.Column():
+                    generated = gr.Image(label=i18n("generated"), elem_id="generated",
+                                         type="pil", format="png", interactive=False,
+                                         height=FACE_HEIGHT)
+                    generated_caption = gr.Markdown(elem_id="generated-caption")
+                with gr.Column():
+                    nearest = gr.Image(label=i18n("nearest"), elem_id="nearest", type="pil",
+                                       format="png", interactive=False, height=FACE_HEIGHT)
+                    nearest_caption = gr.Markdown(elem_id="nearest-caption")
+            gr.Markdown(i18n("note"))
+            top = gr.Gallery(label=i18n("top"), columns=TOP_K, rows=1, height=200,
+                             object_fit="contain", elem_id="top")
+            chart = gr.BarPlot(x="person", y="similarity", label=i18n("chart"), sort="-y",
+                               y_lim=[0, 1], elem_id="chart")
+            summary = gr.JSON(visible=False)
+            examples = sorted(vf.example_voices())
+            if examples:
+                gr.Examples([[str(e)] for e in examples], inputs=[audio],
+                            label=i18n("examples"))
+            submit.click(predict, inputs=[audio],
+                         outputs=[generated, generated_caption, nearest, nearest_caption, top,
+                                  chart, summary],
+                         api_name="predict_ui", api_visibility="undocumented")
+        with gr.Tab(i18n("tab_gallery")):
+            gr.Markdown(i18n("gallery_intro"))
+            gr.Gallery([(portraits[p.id], p.name) for p in people if p.id in portraits],
+                       label=i18n("people"), columns=6, height="auto", elem_id="people")
+        # The programmatic endpoint: audio file in; generated face, nearest face, summary out.
+        api_faces = [gr.Image(type="pil", format="png", visible=False) for _ in range(2)]
+
+        def api_predict(audio: str, request: gr.Request):
+            *_, (face, _, near, _, _, _, report) = predict(audio, request)
+            return face, near, report
+
+        gr.Button(visible=False).click(api_predict, inputs=[audio],
+                                       outputs=[*api_faces, summary], api_name="predict")
+    demo.queue(default_concurrency_limit=CONCURRENCY)
+    return demo
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="voiceface: a voice in; the nearest enrolled "
+                                     "person and a generated face out.")
+    parser.add_argument("--bundle", default=None,
+                        help="bundle directory or Hub repo id (default: $VOICEFACE_BUNDLE, "
+                             f"else {default_bundle()})")
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+                        help="address to listen on (0.0.0.0 for every interface)")
+    parser.add_argument("--port", type=int,
+                        default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
+    parser.add_argument("--share", action="store_true", help="also open a public gradio.live link")
+    args = parser.parse_args(argv)
+    try:
+        vf = VoiceFace.from_pretrained(args.bundle)
+    except (WeightsNotFound, ValueError) as err:
+        print(f"voiceface cannot start: {err}", file=sys.stderr)
+        return 2
+    build(vf).launch(server_name=args.host, server_port=args.port, share=args.share,
+                     max_file_size=MAX_FILE_SIZE, i18n=i18n)
+    return 0
+
 
 if __name__ == "__main__":
-    demo.launch()
+    sys.exit(main())

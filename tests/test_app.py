@@ -1,0 +1,145 @@
+"""The app as people and programs use it: gradio_client and a real browser with a microphone."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from gradio_client import Client, handle_file
+from PIL import Image
+
+from conftest import REPO
+
+START_TIMEOUT = 120  # s for the app to load models and listen
+SCREENSHOTS = REPO / "build" / "screenshots"  # kept after the run for people to look at
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url(dev_bundle, tmp_path_factory):
+    port = free_port()
+    log = tmp_path_factory.mktemp("app") / "app.log"
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "app.py", "--bundle", str(dev_bundle),
+                                 "--host", "127.0.0.1", "--port", str(port)], cwd=REPO,
+                                stdout=out, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"app did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_help_documents_the_flags():
+    proc = subprocess.run([sys.executable, "app.py", "--help"], cwd=REPO, capture_output=True,
+                          text=True)
+    assert proc.returncode == 0
+    for flag in ("--bundle", "--host", "--port", "--share"):
+        assert flag in proc.stdout
+
+
+def test_missing_bundle_is_a_clear_message_not_a_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "app.py", "--bundle", str(tmp_path)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "not a voiceface bundle" in proc.stderr and "dev-bundle" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_client_predict_returns_both_faces_and_a_summary(app_url, dev_bundle):
+    client = Client(app_url, verbose=False)
+    face, nearest, summary = client.predict(handle_file(str(dev_bundle / "voices" /
+                                                            "dev01.flac")), api_name="/predict")
+    generated_img, nearest_img = Image.open(face), Image.open(nearest)
+    assert generated_img.size == (64, 64) and nearest_img.size == (64, 64)
+    assert not np.array_equal(np.asarray(generated_img), np.asarray(nearest_img))
+    assert summary["matches"][0]["id"] == "dev01" and summary["confident"] is True
+    assert summary["method"] == "mapper" and summary["test_weights"] is True
+    assert len(summary["matches"]) == 5
+
+
+def test_client_bad_audio_gets_the_library_message(app_url, tmp_path):
+    png = tmp_path / "photo.png"
+    Image.new("RGB", (4, 4)).save(png)
+    client = Client(app_url, verbose=False)
+    with pytest.raises(Exception, match="PNG image, not audio"):
+        client.predict(handle_file(str(png)), api_name="/predict")
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(32000, np.int16), 16000)
+    with pytest.raises(Exception, match="silent"):
+        client.predict(handle_file(str(silent)), api_name="/predict")
+    urllib.request.urlopen(app_url, timeout=5)  # still serving
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def image_digest(page, selector: str) -> str:
+    """sha256 of the image bytes the browser shows in `selector`."""
+    src = page.locator(f"{selector} img").first.get_attribute("src")
+    data = page.request.get(src).body()
+    assert len(data) > 100, f"{selector} shows an empty image"
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize("viewport", [(390, 844), (1280, 900)], ids=["phone", "desktop"])
+def test_browser_records_the_microphone_and_shows_both_faces(app_url, tmp_path, viewport,
+                                                             speech):
+    assert Path(CHROMIUM).exists(), "Chromium is needed (apt-get install chromium)"
+    from playwright.sync_api import sync_playwright
+
+    mic = tmp_path / "mic.wav"  # Chromium loops this file as the microphone
+    sf.write(mic, (speech(4.0, rate=48_000, f0=180.0) * 32767).astype(np.int16), 48_000)
+    args = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-audio-capture={mic}", "--no-sandbox", "--disable-gpu",
+            "--disable-background-networking", "--disable-component-update", "--no-first-run",
+            "--disable-sync"]
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    name = "phone" if viewport[0] < 500 else "desktop"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=args, headless=True)
+        context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
+        context.grant_permissions(["microphone"], origin=app_url.rstrip("/"))
+        page = context.new_page()
+        page.goto(app_url)
+        page.locator("#voice button.record-button").click(timeout=30_000)
+        page.wait_for_timeout(3000)
+        with page.expect_response(lambda r: "/gradio_api/upload" in r.url, timeout=30_000):
+            page.locator("#voice button.stop-button").first.click()
+        page.locator("#submit").click()
+        caption = page.locator("#nearest-caption")
+        caption.filter(has_text="similarity").wait_for(timeout=60_000)
+        page.locator("#generated-caption").filter(has_text="mapper").wait_for(timeout=60_000)
+        page.locator("#generated-caption").filter(has_text="preview").wait_for(
+            state="detached", timeout=60_000)
+        text = caption.inner_text()
+        assert "Test person" in text or "No confident match" in text
+        assert any(ch.isdigit() for ch in text)
+        assert image_digest(page, "#generated") != image_digest(page, "#nearest")
+        assert page.locator("#test-banner").is_visible()
+        page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+        browser.close()
