@@ -1,7 +1,8 @@
 """Voice encoder latency: a base-size wav2vec2 x-vector model (random weights) on this machine.
 
 Prints the median and p95 of `VoiceEncoder.embed` for 3, 5 and 10 s of audio after a warm-up.
-Random weights cost exactly what trained ones do. Usage: python benchmarks/encoder.py [--threads 2]
+Random weights cost exactly what trained ones do.
+Usage (repository root): python -m benchmarks.encoder [--threads 2]
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ Builds a bundle of random-weight models (full size by default: wav2vec2-base x-v
 1024 px config-f StyleGAN2; `--tiny` for the dev bundle's models), then times
 - in process: `VoiceFace(audio, resolution=256)` per stage, and the full-size render;
 - with `--app`: app.py on 127.0.0.1, submit -> 256 px preview -> full face via gradio_client.
-Medians over `--repeats` runs after one warm-up. Usage: python benchmarks/pipeline.py [--app]
+Medians over `--repeats` runs after one warm-up.
+Usage (repository root): python -m benchmarks.pipeline [--app] [--tiny]
 """
 
 from __future__ import annotations
