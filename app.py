@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import Iterator
 
 import gradio as gr
@@ -100,7 +101,8 @@ def language(request: gr.Request | None) -> str:
 def build(vf: VoiceFace) -> gr.Blocks:
     """The app's layout and events over one loaded pipeline."""
     people = vf.gallery.people
-    portraits = {p.id: Image.open(p.faces[0]).convert("RGB") for p in people if p.faces}
+    # Gallery photos are served as files (allowed in `launch`), not re-encoded per request.
+    portraits = {p.id: str(p.faces[0]) for p in people if p.faces}
     full = vf.generator.resolution
     preview = PREVIEW_RESOLUTION if full > PREVIEW_RESOLUTION else None
 
@@ -219,7 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     except (WeightsNotFound, ValueError) as err:
         print(f"voiceface cannot start: {err}", file=sys.stderr)
         return 2
+    photo_dirs = sorted({str(Path(p.faces[0]).parent) for p in vf.gallery.people if p.faces})
     build(vf).launch(server_name=args.host, server_port=args.port, share=args.share,
+                     allowed_paths=photo_dirs,
                      max_file_size=MAX_FILE_SIZE, i18n=i18n)
     return 0
 

@@ -1,17 +1,18 @@
 """Benchmark StyleGAN2 synthesis on the CPU: median time and achieved GFLOP/s.
 
-    python benchmarks/stylegan2.py [--size 1024] [--repeats 5] [--threads 2]
+    python benchmarks/stylegan2.py [--size 1024] [--preview 256] [--repeats 5] [--threads 2]
 
-Uses a config-f generator with random weights, batch 1, "const" noise. Rows:
-- inference: autograd off (the kernels `sample` and the app use);
-- inference, no NNPACK: the same with NNPACK's Winograd convs disabled (direct convs);
-- differentiable: autograd on (the path photo inversion optimises w through), w
-  requiring grad, generator frozen; forward time only;
-- inference, reused memory: after `stylegan2_ops.reuse_freed_memory()` (glibc keeps
-  freed blocks instead of unmapping them; process-wide, so measured last).
+A config-f generator with random weights, batch 1, "const" noise. Rows, slowest first:
+- standard ops: the differentiable kernels with autograd on but nothing requiring grad,
+  i.e. a straightforward implementation (modulated weight, direct conv, transposed conv
+  then blur, out-of-place activations); the baseline the others are compared with;
+- inference, no NNPACK: the inference kernels (autograd off) with direct convs;
+- inference: the inference kernels as `sample` and the app run them (NNPACK Winograd);
+- inference, reused memory: the same after `stylegan2_ops.reuse_freed_memory()` (glibc
+  recycles freed blocks instead of unmapping them; process-wide, so measured last).
 FLOPs are counted analytically (multiply-add = 2) over the convolutions: 3x3 styled
 convs (the up-sampling ones as stride-2 transposed convs, i.e. at input resolution) and
-the 1x1 to_rgb convs. Blur, noise and activations are not counted.
+1x1 to_rgb convs. Blur, noise and activations are not counted.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import itertools
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -31,6 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from voiceface.stylegan2 import Generator, GeneratorConfig, resolutions
 from voiceface.stylegan2_ops import reuse_freed_memory
+
+Context = Callable[[], contextlib.AbstractContextManager[object]]
 
 
 def synthesis_flops(config: GeneratorConfig, resolution: int) -> float:
@@ -45,7 +48,7 @@ def synthesis_flops(config: GeneratorConfig, resolution: int) -> float:
 
 
 def median_time(generator: Generator, w: torch.Tensor, resolution: int, repeats: int,
-                context: Callable[[], contextlib.AbstractContextManager[object]]) -> float:
+                context: Context) -> float:
     """Median wall time in seconds of synthesis(w, resolution) inside context(), after
     one warm-up call."""
     times = []
@@ -55,6 +58,13 @@ def median_time(generator: Generator, w: torch.Tensor, resolution: int, repeats:
             generator.synthesis(w, resolution=resolution)
             times.append(time.perf_counter() - start)
     return statistics.median(times[1:])
+
+
+@contextlib.contextmanager
+def inference_without_nnpack() -> Iterator[None]:
+    """Autograd off and NNPACK disabled."""
+    with torch.inference_mode(), torch.backends.nnpack.flags(enabled=False):
+        yield
 
 
 def main() -> None:
@@ -68,38 +78,31 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     config = GeneratorConfig.ffhq(args.size)
     generator = Generator(config, seed=0).requires_grad_(False)
-    w = generator.truncate(generator.mapping(torch.randn(1, config.style_dim)), 0.7)
+    with torch.no_grad():
+        w = generator.truncate(generator.mapping(torch.randn(1, config.style_dim)), 0.7)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"NNPACK available {torch.backends.nnpack.is_available()}")
-    print(f"generator: config-f {args.size} px, random weights, batch 1, const noise")
+    print(f"generator: config-f {args.size} px, random weights, batch 1, const noise, "
+          f"median of {args.repeats} runs after a warm-up")
 
-    modes: dict[str, Callable[[], contextlib.AbstractContextManager[object]]] = {
+    rows: dict[str, Context] = {
+        "standard ops": torch.enable_grad,
+        "inference, no NNPACK": inference_without_nnpack,
         "inference": torch.inference_mode,
-        "inference, no NNPACK": lambda: _stacked(torch.inference_mode(),
-                                                 torch.backends.nnpack.flags(False)),
-        "differentiable": torch.enable_grad,
         "inference, reused memory": torch.inference_mode,
     }
-    w_grad = w.clone().requires_grad_(True)
-    print(f"{'path':<26} {'res':>5} {'GFLOP':>6} {'median s':>9} {'GFLOP/s':>8}")
-    for name, context in modes.items():
+    baseline: dict[int, float] = {}
+    print(f"{'path':<26} {'px':>5} {'GFLOP':>6} {'median s':>9} {'GFLOP/s':>8} {'speed-up':>9}")
+    for name, context in rows.items():
         if name == "inference, reused memory" and not reuse_freed_memory():
             print(f"{name:<26} (not available: needs glibc)")
             continue
-        latent = w_grad if name == "differentiable" else w
         for res in (args.preview, args.size):
-            seconds = median_time(generator, latent, res, args.repeats, context)
+            seconds = median_time(generator, w, res, args.repeats, context)
+            baseline.setdefault(res, seconds)
             gflop = synthesis_flops(config, res) / 1e9
-            print(f"{name:<26} {res:>5} {gflop:>6.1f} {seconds:>9.3f} {gflop / seconds:>8.1f}")
-
-
-@contextlib.contextmanager
-def _stacked(*contexts: contextlib.AbstractContextManager[object]):  # type: ignore[no-untyped-def]
-    """Enter several context managers as one."""
-    with contextlib.ExitStack() as stack:
-        for ctx in contexts:
-            stack.enter_context(ctx)
-        yield
+            print(f"{name:<26} {res:>5} {gflop:>6.1f} {seconds:>9.3f} {gflop / seconds:>8.1f} "
+                  f"{baseline[res] / seconds:>8.2f}x")
 
 
 if __name__ == "__main__":

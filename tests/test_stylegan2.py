@@ -114,6 +114,23 @@ def test_images_match_reference(tiny, reference, monkeypatch, mode, psi, key):
     assert max_diff(image, reference[key]) < TOLERANCE
 
 
+def test_inference_kernels_at_their_real_size_thresholds(monkeypatch):
+    # 256 px: NNPACK from 32 px on, the folded up-conv from 128 px input on (no patching).
+    config = GeneratorConfig(size=256, style_dim=16, n_mlp=1,
+                             channels={r: 8 for r in (4, 8, 16, 32, 64, 128, 256)})
+    assert ops.FOLD_MIN_RES <= 128 and ops.NNPACK_MIN_RES <= 32
+    g = Generator(config, seed=5)
+    with torch.no_grad():  # nonzero noise strengths and biases, as in trained weights
+        for module in g.modules():
+            if isinstance(module, ops.NoiseInjection):
+                module.weight.normal_()
+            elif isinstance(module, (ops.FusedLeakyReLU, ops.ToRGB)):
+                module.bias.normal_()
+    w = torch.randn(2, g.num_ws, 16)
+    exact = render(g, w, "differentiable", monkeypatch)
+    assert max_diff(render(g, w, "inference", monkeypatch), exact) < TOLERANCE
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_wplus_image_matches_reference(tiny, reference, monkeypatch, mode):
     image = render(tiny, reference["wplus"], mode, monkeypatch)
