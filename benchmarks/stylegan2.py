@@ -1,6 +1,7 @@
 """Benchmark StyleGAN2 synthesis on the CPU: median time and achieved GFLOP/s.
 
-    python benchmarks/stylegan2.py [--size 1024] [--preview 256] [--repeats 5] [--threads 2]
+Usage (repository root): python -m benchmarks.stylegan2 [--size 1024] [--preview 256]
+                                                  [--repeats 5] [--threads 2]
 
 A config-f generator with random weights, batch 1, "const" noise. Rows, slowest first:
 - standard ops: the differentiable kernels with autograd on but nothing requiring grad,
@@ -21,14 +22,10 @@ import argparse
 import contextlib
 import itertools
 import statistics
-import sys
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from voiceface.stylegan2 import Generator, GeneratorConfig, resolutions
 from voiceface.stylegan2_ops import reuse_freed_memory
