@@ -22,6 +22,7 @@ from PIL import Image
 
 from voiceface.hub import WeightsNotFound
 from voiceface.pipeline import VoiceFace, VoiceFaceResult, default_bundle
+from voiceface.stylegan2_ops import reuse_freed_memory
 
 PREVIEW_RESOLUTION = 256  # px, drawn first; the full-size face replaces it
 TOP_K = 5  # people shown below the faces
@@ -216,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
                         default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link")
     args = parser.parse_args(argv)
+    # A server renders again and again: keep freed activation memory for reuse instead of
+    # faulting in fresh pages each time (about 20 % of a 1024 px render on 2 vCPUs).
+    reuse_freed_memory()
     try:
         vf = VoiceFace.from_pretrained(args.bundle)
     except (WeightsNotFound, ValueError) as err:

@@ -27,6 +27,7 @@ from voiceface.audio import SAMPLE_RATE
 from voiceface.devbundle import synthetic_voice, write_dev_bundle
 from voiceface.pipeline import VoiceFace
 from voiceface.stylegan2 import GeneratorConfig
+from voiceface.stylegan2_ops import reuse_freed_memory
 
 REPO = Path(__file__).resolve().parents[1]
 PREVIEW = 256  # px
@@ -101,6 +102,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    reuse_freed_memory()  # as app.py does
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{'tiny' if args.tiny else 'full-size'} random-weight models")
     with tempfile.TemporaryDirectory() as tmp:

@@ -25,7 +25,6 @@ import json
 import math
 import os
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,6 +36,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
+from voiceface import storage
 from voiceface import stylegan2_ops as ops
 
 MIN_RESOLUTION = 4  # px; the learned constant input
@@ -314,10 +314,10 @@ class Generator(nn.Module):
         directory.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
         tensors["w_avg"] = self.w_avg.detach().clone()
-        _atomic_write(directory / WEIGHTS_FILE, safetensors.torch.save(tensors))
+        storage.write_safetensors(directory / WEIGHTS_FILE, tensors)
         meta = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
                 "config": self.config.to_dict(), "metadata": {**self.metadata, **(metadata or {})}}
-        _atomic_write(directory / CONFIG_FILE, (json.dumps(meta, indent=2) + "\n").encode())
+        storage.write_json(directory / CONFIG_FILE, meta)
         return directory
 
 
@@ -356,20 +356,6 @@ def infer_config(state: dict[str, Tensor]) -> GeneratorConfig:
                          f"missing key {exc}") from exc
     return GeneratorConfig(size=2 ** (n_up + 2), style_dim=style_dim,
                            n_mlp=len(indices(r"style\.(\d+)\.weight")), channels=channels)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same directory, fsync, then os.replace."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def convert_checkpoint(src: str | os.PathLike[str], dst_dir: str | os.PathLike[str]) -> Path:
