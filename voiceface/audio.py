@@ -176,8 +176,7 @@ def _from_array_tuple(source: tuple) -> tuple[np.ndarray, int, str]:
     if len(source) != 2:
         raise AudioError("Expected a (sample_rate, samples) tuple.")
     rate, samples = source
-    if isinstance(rate, np.ndarray) or not isinstance(samples, np.ndarray):
-        # Gradio gives (rate, array); accept (array, rate) ordering mistakes with a clear error
+    if isinstance(rate, np.ndarray) or not isinstance(samples, np.ndarray):  # e.g. swapped
         raise AudioError("Expected (sample_rate, samples) with samples a numpy array.")
     return _to_float(samples), int(rate), "The recording"
 
