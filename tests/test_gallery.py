@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -165,3 +167,11 @@ def test_missing_or_foreign_directory(tmp_path):
     storage.write_json(tmp_path / gallery_module.MANIFEST, {"format_version": 99})
     with pytest.raises(GalleryError, match="format version 99"):
         Gallery.load(tmp_path)
+
+
+def test_corrupted_saved_embeddings_are_refused(gallery, tmp_path):
+    root = gallery.save(tmp_path / "g")
+    data = root / json.loads((root / gallery_module.MANIFEST).read_text())["data"]
+    storage.write_npy(data / "embeddings.npy", 2 * gallery.embeddings)
+    with pytest.raises(GalleryError, match="unit vectors"):
+        Gallery.load(root)

@@ -215,10 +215,10 @@ class Gallery:
         tmp = root / f".{data_name}.tmp"
         tmp.mkdir()
         try:
-            ids = [p.id for p in self._people if p.id in self._latents]
+            ids, latents = self.latents()
             storage.write_json(tmp / "people.json", people)
             storage.write_npy(tmp / "embeddings.npy", self._embeddings)
-            storage.write_npy(tmp / "latents.npy", self.latents()[1])
+            storage.write_npy(tmp / "latents.npy", latents)
             storage.write_json(tmp / "latent_ids.json", ids)
             index = faiss.IndexFlatIP(self.dim)
             index.add(self._embeddings)
@@ -275,12 +275,20 @@ class Gallery:
         if len(people) != len(embeddings) or len(latent_ids) != len(latents):
             raise GalleryError(f"The gallery at {root} is inconsistent ({len(people)} people, "
                                f"{len(embeddings)} embeddings); rebuild it.")
-        latent_of = dict(zip(latent_ids, latents))
-        for record, vector in zip(people, embeddings):
-            gallery.add(record["id"], vector, name=record["name"],
-                        faces=[root / f for f in record["faces"]], consent=record["consent"],
-                        n_clips=record["n_clips"], latent=latent_of.get(record["id"]),
-                        extra=record.get("extra"))
+        # One vectorised pass instead of add() per person (add copies the matrix each time).
+        norms = np.linalg.norm(embeddings, axis=1) if len(embeddings) else np.ones(0)
+        if embeddings.shape[1:] != (gallery.dim,) or \
+                np.any(~np.isfinite(norms) | (np.abs(norms - 1.0) > NORM_TOLERANCE)):
+            raise GalleryError(f"The embeddings at {root} are not {gallery.dim}-d unit vectors; "
+                               "rebuild the gallery.")
+        gallery._people = [Person(r["id"], r["name"], [root / f for f in r["faces"]],
+                                  r["consent"], r["n_clips"], dict(r.get("extra") or {}))
+                           for r in people]
+        gallery._rows = {p.id: i for i, p in enumerate(gallery._people)}
+        if len(gallery._rows) != len(people) or not all(ID_PATTERN.match(i) for i in gallery._rows):
+            raise GalleryError(f"The gallery at {root} has duplicate or invalid ids; rebuild it.")
+        gallery._embeddings = embeddings.astype(np.float32)
+        gallery._latents = {i: gallery._check_latent(w) for i, w in zip(latent_ids, latents)}
         gallery._index = faiss.read_index(str(data / "index.faiss"))
         if gallery._index.ntotal != len(gallery):
             raise GalleryError(f"The index at {root} holds {gallery._index.ntotal} vectors for "
