@@ -1,6 +1,7 @@
 """voiceface Gradio app: layout and event wiring over `voiceface.pipeline.VoiceFace`.
 
-    python app.py [--bundle DIR_OR_REPO] [--host 127.0.0.1] [--port 7860] [--share]
+    python app.py [--bundle DIR_OR_REPO] [--encoder DIR_OR_REPO] [--generator PATH_OR_REPO]
+                  [--host 127.0.0.1] [--port 7860] [--share]
 
 Models load once per process, at start-up. On a ZeroGPU Space the model work runs inside
 `spaces.GPU`; elsewhere it runs on whatever device the pipeline picked (CPU here).
@@ -50,6 +51,12 @@ TEXT = {
                 "Your recording is not stored.",
         "test_banner": "**TEST WEIGHTS:** this app runs on a dev bundle of tiny random models; "
                        "its faces and matches mean nothing.",
+        "personas_note": "**Synthetic personas:** the people in this gallery are made up: "
+                         "text-to-speech voices paired with faces drawn by the generator. "
+                         "Which voice goes with which face is arbitrary, so here the "
+                         "generated face has nothing real to learn from. With a gallery of "
+                         "real, consenting people (`python -m voiceface build`, see the "
+                         "README) it learns what voices and faces share.",
         "tab_main": "Voice to face", "tab_gallery": "Gallery",
         "voice": "Your voice", "submit": "Make my face",
         "generated": "Generated face", "nearest": "Nearest enrolled person",
@@ -73,6 +80,11 @@ TEXT = {
                 "再現ではありません。個人の特定には使わないでください。録音は保存されません。",
         "test_banner": "**テスト用の重み：** このアプリは小さなランダムモデルの開発用バンドルで動いています。"
                        "顔も照合結果も意味を持ちません。",
+        "personas_note": "**合成ペルソナ：** このギャラリーの人たちは架空の人物です。音声合成の声と、"
+                         "生成器が描いた顔を組み合わせています。声と顔の組み合わせは任意なので、"
+                         "ここでは生成される顔が学べる本当の関係はありません。同意を得た実在の"
+                         "人たちのギャラリー（`python -m voiceface build`、READMEを参照）なら、"
+                         "声と顔に共通するものを学習します。",
         "tab_main": "声から顔へ", "tab_gallery": "ギャラリー",
         "voice": "あなたの声", "submit": "顔を生成",
         "generated": "生成された顔", "nearest": "最も近い登録者",
@@ -157,6 +169,8 @@ def build(vf: VoiceFace) -> gr.Blocks:
         gr.Markdown(i18n("title"))
         if vf.test_weights:
             gr.Markdown(i18n("test_banner"), elem_id="test-banner")
+        if vf.synthetic_personas:
+            gr.Markdown(i18n("personas_note"), elem_id="personas-note")
         with gr.Tab(i18n("tab_main")):
             gr.Markdown(i18n("intro"))
             audio = gr.Audio(sources=["microphone", "upload"], type="filepath",
@@ -211,6 +225,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bundle", default=None,
                         help="bundle directory or Hub repo id (default: $VOICEFACE_BUNDLE, "
                              f"else {default_bundle()})")
+    parser.add_argument("--encoder", default=os.environ.get("VOICEFACE_ENCODER"),
+                        help="voice encoder directory or Hub repo id instead of the bundle's "
+                             "(default: $VOICEFACE_ENCODER)")
+    parser.add_argument("--generator", default=os.environ.get("VOICEFACE_GENERATOR"),
+                        help="StyleGAN2 generator (saved directory, rosinality .pt file, or Hub "
+                             "repo id) instead of the bundle's, e.g. one trained on faces the "
+                             "default does not draw well (default: $VOICEFACE_GENERATOR)")
+    parser.add_argument("--generator-file", default=os.environ.get("VOICEFACE_GENERATOR_FILE"),
+                        help="checkpoint file inside a --generator Hub repo")
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
                         help="address to listen on (0.0.0.0 for every interface)")
     parser.add_argument("--port", type=int,
@@ -221,7 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     # faulting in fresh pages each time (about 20 % of a 1024 px render on 2 vCPUs).
     reuse_freed_memory()
     try:
-        vf = VoiceFace.from_pretrained(args.bundle)
+        vf = VoiceFace.from_pretrained(args.bundle, encoder=args.encoder,
+                                       generator=args.generator,
+                                       generator_file=args.generator_file)
     except (WeightsNotFound, ValueError) as err:
         print(f"voiceface cannot start: {err}", file=sys.stderr)
         return 2

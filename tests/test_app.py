@@ -20,6 +20,7 @@ from PIL import Image
 from conftest import REPO
 
 START_TIMEOUT = 120  # s for the app to load models and listen
+PERSONAS_START_TIMEOUT = 600  # s, first start with the default personas: caches are built
 SCREENSHOTS = REPO / "build" / "screenshots"  # kept after the run for people to look at
 
 
@@ -29,36 +30,46 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def app_url(dev_bundle, tmp_path_factory):
+def start_app(args: list[str], log: Path, env: dict | None = None,
+              timeout: float = START_TIMEOUT):
+    """Start app.py with `args` on a free port; returns (process, url) once it answers."""
     port = free_port()
-    log = tmp_path_factory.mktemp("app") / "app.log"
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})}
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "app.py", "--bundle", str(dev_bundle),
-                                 "--host", "127.0.0.1", "--port", str(port)], cwd=REPO,
+        proc = subprocess.Popen([sys.executable, "app.py", *args, "--host", "127.0.0.1",
+                                 "--port", str(port)], cwd=REPO,
                                 stdout=out, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + START_TIMEOUT
+    deadline = time.monotonic() + timeout
     while True:
         try:
             urllib.request.urlopen(url, timeout=2)
-            break
+            return proc, url
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
                 pytest.fail(f"app did not start:\n{log.read_text()[-3000:]}")
             time.sleep(0.5)
-    yield url
+
+
+def stop(proc: subprocess.Popen) -> None:
     proc.terminate()
     proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def app_url(dev_bundle, tmp_path_factory):
+    proc, url = start_app(["--bundle", str(dev_bundle)],
+                          tmp_path_factory.mktemp("app") / "app.log")
+    yield url
+    stop(proc)
 
 
 def test_help_documents_the_flags():
     proc = subprocess.run([sys.executable, "app.py", "--help"], cwd=REPO, capture_output=True,
                           text=True)
     assert proc.returncode == 0
-    for flag in ("--bundle", "--host", "--port", "--share"):
+    for flag in ("--bundle", "--encoder", "--generator", "--host", "--port", "--share"):
         assert flag in proc.stdout
 
 
@@ -68,6 +79,39 @@ def test_missing_bundle_is_a_clear_message_not_a_traceback(tmp_path):
     assert proc.returncode == 2
     assert "not a voiceface bundle" in proc.stderr and "dev-bundle" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_default_start_offline_with_nothing_cached_names_what_is_missing(tmp_path):
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "empty-hub-cache"),
+           "VOICEFACE_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.run([sys.executable, "app.py"], cwd=REPO, capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert proc.returncode == 2
+    assert "anton-l/wav2vec2-base-superb-sv" in proc.stderr and "dev-bundle" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_default_personas_build_once_then_serve(tiny_xvector_dir, tmp_path):
+    """A fresh clone's default bundle with local models: persona caches built on the first
+    start, reused on the second, and the 48 synthetic personas served."""
+    from voiceface.devbundle import TINY_GENERATOR
+    from voiceface.stylegan2 import Generator
+
+    Generator(TINY_GENERATOR, seed=5).save_pretrained(tmp_path / "generator")
+    args = ["--encoder", str(tiny_xvector_dir), "--generator", str(tmp_path / "generator")]
+    env = {"VOICEFACE_CACHE": str(tmp_path / "cache")}
+    for start, log in enumerate([tmp_path / "first.log", tmp_path / "second.log"]):
+        proc, url = start_app(args, log, env, timeout=PERSONAS_START_TIMEOUT)
+        try:
+            client = Client(url, verbose=False)
+            voice = REPO / "assets" / "personas" / "voices" / "persona05.opus"
+            _, _, summary = client.predict(handle_file(str(voice)), api_name="/predict")
+            page = urllib.request.urlopen(url, timeout=10).read().decode()
+        finally:
+            stop(proc)
+        assert summary["matches"][0]["id"] == "persona05"
+        assert "Synthetic personas" in page
+        assert ("Building the persona gallery" in log.read_text()) == (start == 0)
 
 
 def test_client_predict_returns_both_faces_and_a_summary(app_url, dev_bundle):

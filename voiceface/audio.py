@@ -38,6 +38,7 @@ CLIP_FRACTION_WARN = 0.001  # warn when more than 0.1 % of samples are clipped
 FFMPEG_TIMEOUT_SECONDS = 60.0  # s, for one decode
 
 SUPPORTED_FORMATS = "WAV, FLAC, OGG/Opus, MP3, M4A/AAC or WebM"
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".m4a", ".aac", ".webm")  # recordings
 
 AudioSource = Union[str, os.PathLike, bytes, bytearray, tuple]
 

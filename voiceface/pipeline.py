@@ -7,6 +7,9 @@
 A bundle is a directory (or Hub repo) holding `bundle.json` (which encoder and generator,
 with revisions), `gallery/` (a saved `Gallery`) and optionally `mapper/` (a trained
 `VoiceToLatent`). Relative model paths in `bundle.json` are relative to the bundle.
+A personas bundle (the repository's default `index/`) names a personas folder instead
+(`"personas": "../assets/personas"`); its gallery and mapper are caches built for the
+configured encoder and generator (see `voiceface.personas`).
 """
 
 from __future__ import annotations
@@ -22,9 +25,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import hub
+from . import hub, personas
 from .audio import AudioSource, load_audio
-from .gallery import Gallery, Match
+from .gallery import DEFAULT_THRESHOLD, Gallery, Match
 from .mapper import VoiceToLatent, knn_blend
 from .stylegan2 import CONFIG_FILE as GENERATOR_CONFIG
 from .stylegan2 import Generator, convert_checkpoint, to_pil
@@ -82,6 +85,8 @@ class VoiceFace:
         self.truncation = truncation
         self.test_weights = test_weights
         self.root = root  # the bundle directory, when loaded from one
+        self.synthetic_personas = False  # the gallery holds the synthetic default personas
+        self.examples: list[Path] = []  # example recordings shipped with the bundle
 
     @classmethod
     def from_pretrained(
@@ -95,9 +100,12 @@ class VoiceFace:
         generator_file: str | None = None,
         generator_revision: str | None = None,
         device: str | None = None,
+        progress: bool = True,
     ) -> "VoiceFace":
         """Load a bundle (local directory or Hub repo id); keyword arguments override its
-        choice of encoder and generator. Derived artifacts made for other models are refused.
+        choice of encoder and generator. Derived artifacts made for other models are refused,
+        except a personas bundle's, which are caches: built once for these models (with a
+        `progress` bar) in `cache_dir()` and reused.
         """
         bundle = default_bundle() if bundle is None else bundle
         root = hub.resolve_dir(bundle, revision, what="voiceface bundle").path
@@ -120,22 +128,31 @@ class VoiceFace:
             _in_bundle(root, gen.get("name_or_path", DEFAULT_GENERATOR)),
             gen.get("filename") or DEFAULT_GENERATOR_FILE, gen.get("revision"))
         face_gen = face_gen.to(voice.device)
-        gallery = Gallery.load(root / "gallery", encoder_fingerprint=voice.fingerprint,
+        derived, examples = root, sorted(p for p in (root / EXAMPLES_DIR).glob("*")
+                                         if p.is_file())
+        if spec.get("personas"):  # synthetic personas: derived artifacts are caches
+            personas_root = root / spec["personas"]
+            derived = personas.persona_bundle(
+                personas_root, voice, face_gen, gen_fp, cache_dir(),
+                threshold=spec.get("threshold", DEFAULT_THRESHOLD), progress=progress)
+            examples = personas.example_voices(personas_root)
+        gallery = Gallery.load(derived / "gallery", encoder_fingerprint=voice.fingerprint,
                                generator_fingerprint=gen_fp)
         mapper = None
-        if (root / "mapper").is_dir():
-            mapper = VoiceToLatent.from_pretrained(root / "mapper",
+        if (derived / "mapper").is_dir():
+            mapper = VoiceToLatent.from_pretrained(derived / "mapper",
                                                    encoder_fingerprint=voice.fingerprint,
                                                    generator_fingerprint=gen_fp)
-        return cls(voice, face_gen, gallery, mapper,
-                   truncation=spec.get("truncation", DEFAULT_TRUNCATION),
-                   test_weights=bool(spec.get("test_weights", False)), root=root)
+        vf = cls(voice, face_gen, gallery, mapper,
+                 truncation=spec.get("truncation", DEFAULT_TRUNCATION),
+                 test_weights=bool(spec.get("test_weights", False)), root=root)
+        vf.synthetic_personas = bool(spec.get("personas"))
+        vf.examples = examples
+        return vf
 
     def example_voices(self) -> list[Path]:
-        """The bundle's example recordings (`voices/`), if it has any."""
-        folder = self.root / EXAMPLES_DIR if self.root else None
-        return sorted(p for p in folder.iterdir() if p.is_file()) if folder and \
-            folder.is_dir() else []
+        """Example recordings: the bundle's `voices/`, or a few of its personas' voices."""
+        return list(self.examples)
 
     def __call__(self, audio: AudioSource, k: int = DEFAULT_K, truncation: float | None = None,
                  resolution: int | None = None) -> VoiceFaceResult:

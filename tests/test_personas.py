@@ -1,0 +1,151 @@
+"""The default synthetic personas: their recipes, their voices and the caches built from them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from voiceface import personas
+from voiceface.audio import load_audio
+from voiceface.devbundle import TINY_GENERATOR
+from voiceface.gallery import Gallery
+from voiceface.pipeline import VoiceFace, load_generator
+from voiceface.stylegan2 import Generator, z_from_seed
+from voiceface.voice import VoiceEncoder
+
+SHIPPED = personas.load_personas()
+
+
+def test_shipped_personas_are_48_synthetic_people_with_their_own_voice_and_face():
+    assert len(SHIPPED) == 48
+    assert len({p["id"] for p in SHIPPED}) == 48
+    assert len({p["face"]["seed"] for p in SHIPPED}) == 48
+    assert all("synthetic" in p["name"] for p in SHIPPED)
+    assert {p["voice"]["engine"] for p in SHIPPED} == {"espeak-ng", "flite", "festival"}
+    digests = {hashlib.sha256(p["voice_file"].read_bytes()).hexdigest() for p in SHIPPED}
+    assert len(digests) == 48
+    for p in SHIPPED:
+        seconds = len(load_audio(p["voice_file"], max_seconds=None)) / 16000
+        assert 7.5 <= seconds <= 13.5, (p["id"], seconds)
+
+
+def test_the_voices_differ_in_pitch():
+    """Median pitch (autocorrelation peak) spread over the personas, not one voice repeated."""
+    def pitch(wav: np.ndarray) -> float:
+        frames = wav[: len(wav) // 640 * 640].reshape(-1, 640)
+        voiced = frames[np.argsort((frames ** 2).sum(1))[-len(frames) // 3:]]
+        lags = []
+        for frame in voiced:
+            ac = np.correlate(frame, frame, "full")[639:]
+            lo, hi = 16000 // 400, 16000 // 60  # 60-400 Hz
+            lags.append(lo + int(np.argmax(ac[lo:hi])))
+        return 16000 / float(np.median(lags))
+
+    pitches = np.array([pitch(load_audio(p["voice_file"], max_seconds=None)) for p in SHIPPED])
+    assert pitches.max() / pitches.min() > 1.8
+    assert len(np.unique(np.round(pitches / 10))) >= 12
+
+
+@pytest.mark.parametrize("index", [0, 36, 46], ids=["espeak-ng", "flite", "festival"])
+def test_the_script_regenerates_the_shipped_voices(index):
+    persona = SHIPPED[index]
+    made = personas.synthesize(persona["voice"], persona["text"])
+    shipped = load_audio(persona["voice_file"], max_seconds=None)
+    assert abs(len(made) - len(shipped)) < 0.02 * len(shipped)
+    n = min(len(made), len(shipped))
+    # Opus is lossy and may shift a few samples: compare loudness envelopes per 20 ms.
+    env = [np.sqrt((x[: n // 320 * 320].reshape(-1, 320) ** 2).mean(1)) for x in (made, shipped)]
+    assert np.corrcoef(*env)[0, 1] > 0.95
+
+
+def test_unknown_engine_is_refused_clearly():
+    with pytest.raises(personas.PersonaError, match="Unknown TTS engine 'sam'"):
+        personas.synthesize({"engine": "sam", "voice": "x"}, "hello")
+
+
+@pytest.fixture
+def personas_dir(tmp_path):
+    """Four of the shipped personas in a folder of their own."""
+    root = tmp_path / "personas"
+    (root / personas.VOICES_DIR).mkdir(parents=True)
+    chosen = [SHIPPED[i] for i in (0, 13, 36, 46)]
+    spec = json.loads((personas.PERSONAS_DIR / personas.PERSONAS_FILE).read_text())
+    spec["personas"] = [{k: v for k, v in p.items() if k != "voice_file"} for p in chosen]
+    (root / personas.PERSONAS_FILE).write_text(json.dumps(spec))
+    for p in chosen:
+        shutil.copy(p["voice_file"], root / personas.VOICES_DIR)
+    return root
+
+
+@pytest.fixture
+def tiny_generator_dir(tmp_path):
+    Generator(TINY_GENERATOR, seed=3).save_pretrained(tmp_path / "generator")
+    return tmp_path / "generator"
+
+
+def write_personas_bundle(directory, personas_dir, encoder_dir, generator_dir):
+    directory.mkdir()
+    (directory / "bundle.json").write_text(json.dumps({
+        "format_version": 1, "personas": str(personas_dir), "truncation": 0.7,
+        "encoder": {"name_or_path": str(encoder_dir)},
+        "generator": {"name_or_path": str(generator_dir)}}))
+    return directory
+
+
+def test_persona_caches_are_built_once_then_reused(personas_dir, tiny_xvector_dir,
+                                                   tiny_generator_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("VOICEFACE_CACHE", str(tmp_path / "cache"))
+    bundle = write_personas_bundle(tmp_path / "bundle", personas_dir, tiny_xvector_dir,
+                                   tiny_generator_dir)
+    vf = VoiceFace.from_pretrained(bundle, progress=False)
+    assert vf.synthetic_personas
+    assert [p.id for p in vf.gallery.people] == ["persona01", "persona14", "persona37",
+                                                 "persona47"]
+    assert vf.mapper is not None
+    assert 1 <= len(vf.example_voices()) <= personas.EXAMPLES
+    # each persona's latent is exactly the generator's own for its seed
+    g = vf.generator
+    with torch.inference_mode():
+        seed = vf.gallery.person("persona14").extra["face_seed"]
+        w = g.truncate(g.mapping(z_from_seed(seed, g.style_dim)[None]), 0.7)[0].numpy()
+    np.testing.assert_allclose(vf.gallery.latent("persona14"), w, atol=1e-6)
+    assert vf.gallery.people[0].faces[0].is_file()
+    # a persona's own recording finds that persona first
+    result = vf(personas_dir / "voices" / "persona37.opus")
+    assert result.matches[0].id == "persona37"
+    (built,) = (tmp_path / "cache" / "personas").glob("[!.]*")
+
+    # second start: the cache is reused, nothing is rebuilt
+    monkeypatch.setattr(personas, "_build", lambda *a, **k: pytest.fail("rebuilt the cache"))
+    again = VoiceFace.from_pretrained(bundle, progress=False)
+    assert again.gallery.people[0].faces[0].parent.parent.parent == built
+    np.testing.assert_array_equal(again.gallery.embeddings, vf.gallery.embeddings)
+
+
+def test_other_models_or_changed_personas_get_their_own_cache(personas_dir, tiny_xvector_dir,
+                                                             tiny_generator_dir, tmp_path):
+    voice = VoiceEncoder.from_pretrained(tiny_xvector_dir)
+    generator, fingerprint = load_generator(tiny_generator_dir)
+    build = dict(threshold=0.7, progress=False)
+    first = personas.persona_bundle(personas_dir, voice, generator, fingerprint, tmp_path, **build)
+    Generator(TINY_GENERATOR, seed=4).save_pretrained(tmp_path / "other")
+    other, other_fp = load_generator(tmp_path / "other")
+    second = personas.persona_bundle(personas_dir, voice, other, other_fp, tmp_path, **build)
+    assert second != first
+    assert Gallery.load(second / "gallery").generator_fingerprint == other_fp
+    (personas_dir / "voices" / "persona01.opus").write_bytes(
+        (personas_dir / "voices" / "persona14.opus").read_bytes())
+    third = personas.persona_bundle(personas_dir, voice, generator, fingerprint, tmp_path, **build)
+    assert third not in (first, second)
+    assert not list((tmp_path / "personas").glob(".*.tmp"))
+
+
+def test_a_missing_recording_is_named(personas_dir):
+    (personas_dir / "voices" / "persona14.opus").unlink()
+    with pytest.raises(personas.PersonaError, match="persona14.opus is missing.*persona-voices"):
+        personas.personas_fingerprint(personas_dir)

@@ -1,0 +1,227 @@
+"""The default gallery: 48 clearly synthetic personas, and the caches derived from them.
+
+A persona is a text-to-speech voice recipe (free voices from Debian packages: espeak-ng,
+flite, festival) and a StyleGAN2 seed: the face is the generator's own, so its latent is
+exact. Which voice goes with which face is arbitrary: the personas show that the app works,
+not that a voice predicts a face.
+
+    assets/personas/personas.json     id, name, voice recipe, text, face seed + truncation
+    assets/personas/voices/<id>.opus  the synthesised recordings (`write_voices` remakes them)
+
+Embeddings, the search index, latents, face renders and the mapper depend on the encoder
+and generator, so they are caches: `persona_bundle` builds them once per (personas, encoder,
+generator) fingerprint into a writable directory and reuses them on the next start.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+from tqdm.auto import tqdm
+
+from . import storage
+from .audio import SAMPLE_RATE, load_audio
+from .gallery import Gallery
+from .mapper import train_mapper
+from .stylegan2 import Generator, to_pil, z_from_seed
+from .voice import VoiceEncoder, pool
+
+PERSONAS_DIR = Path(__file__).resolve().parent.parent / "assets" / "personas"
+PERSONAS_FILE = "personas.json"
+VOICES_DIR = "voices"
+VOICE_SUFFIX = ".opus"  # Ogg Opus at 16 kHz: ~35 kB per 10 s recording
+VOICE_RMS_DBFS = -20.0  # loudness every recording is normalised to
+FACE_RESOLUTION = 512  # px; gallery photos of the personas (the preview is 256 px)
+CACHE_FORMAT_VERSION = 1
+MAPPER_HIDDEN = 256  # 48 pairs of arbitrary voice and face: a small mapper is plenty
+EXAMPLES = 6  # persona recordings offered as examples in the app
+TTS_TIMEOUT = 60  # s per synthesis command
+
+
+class PersonaError(ValueError):
+    """The personas folder is incomplete or a voice cannot be synthesised."""
+
+
+def load_personas(root: str | Path = PERSONAS_DIR) -> list[dict]:
+    """The personas listed in `root/personas.json`, each with its recording's path."""
+    root = Path(root)
+    spec_path = root / PERSONAS_FILE
+    if not spec_path.is_file():
+        raise PersonaError(f"No {PERSONAS_FILE} in {root}; point the bundle's `personas` at "
+                           "the folder that holds it (the repository's assets/personas).")
+    personas = json.loads(spec_path.read_text())["personas"]
+    ids = [p["id"] for p in personas]
+    if len(set(ids)) != len(ids):
+        raise PersonaError(f"{spec_path} lists an id twice; ids must be unique.")
+    return [dict(p, voice_file=root / VOICES_DIR / f"{p['id']}{VOICE_SUFFIX}")
+            for p in personas]
+
+
+def personas_fingerprint(root: str | Path = PERSONAS_DIR) -> str:
+    """A content hash of personas.json and every recording it names."""
+    root = Path(root)
+    digest = hashlib.sha256((root / PERSONAS_FILE).read_bytes())
+    for persona in load_personas(root):
+        if not persona["voice_file"].is_file():
+            raise PersonaError(f"{persona['voice_file']} is missing; regenerate the voices "
+                               "with `python -m voiceface persona-voices`.")
+        digest.update(persona["id"].encode())
+        digest.update(persona["voice_file"].read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def example_voices(root: str | Path = PERSONAS_DIR, n: int = EXAMPLES) -> list[Path]:
+    """A few persona recordings, spread over the list, for the app's examples."""
+    personas = load_personas(root)
+    step = max(1, len(personas) // n)
+    return [p["voice_file"] for p in personas[::step][:n] if p["voice_file"].is_file()]
+
+
+# -- voices -------------------------------------------------------------------------------
+def synthesize(recipe: dict, text: str) -> np.ndarray:
+    """Speak `text` with a voice recipe; mono float32 at SAMPLE_RATE, trimmed and normalised.
+
+    recipe: {"engine": "espeak-ng", "voice": "en-us+f3", "pitch": 0-99, "rate": words/min}
+    or {"engine": "flite" | "festival", "voice": NAME, "pitch_ratio": r, "tempo": t}; the
+    ratio shifts pitch and formants together (a smaller or larger speaker), tempo the speed.
+    """
+    engine = recipe["engine"]
+    with tempfile.TemporaryDirectory(prefix="voiceface-tts-") as tmp:
+        raw, text_file = Path(tmp) / "raw.wav", Path(tmp) / "text.txt"
+        text_file.write_text(text)
+        if engine == "espeak-ng":
+            command = ["espeak-ng", "-v", recipe["voice"], "-p", str(recipe.get("pitch", 50)),
+                       "-s", str(recipe.get("rate", 175)), "-f", str(text_file), "-w", str(raw)]
+        elif engine == "flite":
+            command = ["flite", "-voice", recipe["voice"], "-f", str(text_file), "-o", str(raw)]
+        elif engine == "festival":
+            command = ["text2wave", "-eval", f"(voice_{recipe['voice']})", "-o", str(raw),
+                       str(text_file)]
+        else:
+            raise PersonaError(f"Unknown TTS engine {engine!r}; use espeak-ng, flite or "
+                               "festival.")
+        _run(command, engine)
+        ratio, tempo = float(recipe.get("pitch_ratio", 1.0)), float(recipe.get("tempo", 1.0))
+        shifted = Path(tmp) / "shifted.wav"
+        # resample, play faster by `ratio` (pitch and formants up), then restore the tempo
+        shift = (f"aresample={SAMPLE_RATE},asetrate={SAMPLE_RATE * ratio:.3f},"
+                 f"aresample={SAMPLE_RATE},atempo={tempo / ratio:.5f}")
+        _run(["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", str(raw),
+              "-af", shift, "-ac", "1", str(shifted)], "ffmpeg")
+        wav = load_audio(shifted, max_seconds=None)
+    return (wav * 10 ** (VOICE_RMS_DBFS / 20) / np.sqrt(np.mean(wav ** 2))).clip(-1, 1) \
+        .astype(np.float32)
+
+
+def write_voices(root: str | Path = PERSONAS_DIR, progress: bool = True) -> list[Path]:
+    """(Re)synthesise every persona's recording into `root/voices/` (needs the TTS packages:
+    espeak-ng, flite, festival with festvox-kallpc16k, festvox-kdlpc16k, festvox-us-slt-hts,
+    and ffmpeg)."""
+    personas = load_personas(root)
+    (Path(root) / VOICES_DIR).mkdir(parents=True, exist_ok=True)
+    written = []
+    for persona in tqdm(personas, desc="synthesising voices", disable=not progress):
+        wav = synthesize(persona["voice"], persona["text"])
+        with tempfile.NamedTemporaryFile(suffix=VOICE_SUFFIX) as tmp:
+            sf.write(tmp.name, wav, SAMPLE_RATE, format="OGG", subtype="OPUS")
+            written.append(storage.write_bytes(persona["voice_file"], Path(tmp.name).read_bytes()))
+    return written
+
+
+def _run(command: list[str], what: str) -> None:
+    try:
+        subprocess.run(command, check=True, capture_output=True, timeout=TTS_TIMEOUT)
+    except FileNotFoundError:
+        raise PersonaError(f"{what} is not installed; install the Debian packages listed in "
+                           "`voiceface.personas.write_voices`.") from None
+    except subprocess.CalledProcessError as err:
+        raise PersonaError(f"{what} failed: {err.stderr.decode(errors='replace').strip()}") \
+            from None
+
+
+# -- derived caches -----------------------------------------------------------------------
+def persona_bundle(root: str | Path, encoder: VoiceEncoder, generator: Generator,
+                   generator_fingerprint: str, cache: str | Path, *, threshold: float,
+                   progress: bool = True) -> Path:
+    """The directory holding `gallery/` and `mapper/` of the personas for these models.
+
+    Built on first use (a few minutes with full-size models on 2 CPU cores) into
+    `cache/personas/<key>`, where the key hashes the personas' content and the models'
+    fingerprints; later calls, and later processes, reuse it.
+    """
+    root = Path(root)
+    key = hashlib.sha256(json.dumps([CACHE_FORMAT_VERSION, personas_fingerprint(root),
+                                     encoder.fingerprint, generator_fingerprint, threshold])
+                         .encode()).hexdigest()[:16]
+    parent = Path(cache) / "personas"
+    target = parent / key
+    with storage.locked(parent):
+        if (target / "mapper").is_dir():
+            return target
+        print(f"Building the persona gallery for these models (first start only) in {target}",
+              file=sys.stderr)
+        work = parent / f".{key}.{uuid.uuid4().hex[:8]}.tmp"
+        try:
+            _build(root, encoder, generator, generator_fingerprint, work, threshold, progress)
+            shutil.rmtree(target, ignore_errors=True)
+            work.rename(target)
+            storage.fsync_path(parent)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return target
+
+
+def _build(root: Path, encoder: VoiceEncoder, generator: Generator, generator_fingerprint: str,
+           out: Path, threshold: float, progress: bool) -> None:
+    started = time.perf_counter()
+    personas = load_personas(root)
+    gallery = Gallery(encoder.dim, encoder.fingerprint, threshold=threshold,
+                      generator_fingerprint=generator_fingerprint,
+                      latent_dim=generator.style_dim)
+    resolution = min(FACE_RESOLUTION, generator.resolution)
+    rows, latents, groups = [], [], []
+    faces = out / "renders"
+    faces.mkdir(parents=True)
+    for persona in tqdm(personas, desc="personas: voices and faces", disable=not progress):
+        windows = encoder.embed_windows(load_audio(persona["voice_file"], max_seconds=None))
+        face = persona["face"]
+        with torch.inference_mode():
+            z = z_from_seed(face["seed"], generator.style_dim)[None].to(generator.w_avg.device)
+            w = generator.truncate(generator.mapping(z), face["truncation"])
+            image = to_pil(generator.synthesis(w, noise="const", resolution=resolution))[0]
+        face_path = faces / f"{persona['id']}.png"
+        image.save(face_path)
+        latent = w[0].cpu().numpy()
+        gallery.add(persona["id"], pool(windows), name=persona["name"], faces=[face_path],
+                    consent=True, n_clips=1, latent=latent,
+                    extra={"synthetic": True, "voice": persona["voice"],
+                           "face_seed": face["seed"], "truncation": face["truncation"]})
+        rows.append(windows)
+        latents += [latent] * len(windows)
+        groups += [persona["id"]] * len(windows)
+    gallery.save(out / "gallery")
+    shutil.rmtree(faces)  # the gallery keeps its own content-addressed copies
+    mapper, report = train_mapper(np.concatenate(rows), np.stack(latents), groups,
+                                  generator.w_avg.cpu().numpy(), hidden=MAPPER_HIDDEN,
+                                  max_epochs=500, patience=50,
+                                  encoder_fingerprint=encoder.fingerprint,
+                                  generator_fingerprint=generator_fingerprint,
+                                  progress=progress)
+    mapper.save_pretrained(out / "mapper")
+    storage.write_json(out / "build.json", {
+        "personas": len(personas), "seconds": round(time.perf_counter() - started, 1),
+        "face_resolution": resolution, "mapper_best_epoch": report.best_epoch,
+        "mapper_val_loss": report.val_loss, "mapper_baseline_val_loss": report.baseline_val_loss,
+    })
+
