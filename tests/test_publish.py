@@ -1,0 +1,152 @@
+"""Publishing plans: what goes to the Hub, what never does, and who is refused."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+from voiceface import personas
+from voiceface.gallery import Gallery
+from voiceface.publish import PublishError, plan_publish, publish
+
+
+def materialise(plan, repo_id, directory):
+    """Write the files a plan would upload to `repo_id` into `directory`."""
+    for upload in plan.uploads:
+        if upload.repo_id == repo_id:
+            target = directory / upload.path_in_repo
+            target.parent.mkdir(parents=True, exist_ok=True)
+            data = upload.data()
+            target.write_bytes(data if isinstance(data, bytes) else data.read_bytes())
+    return directory
+
+
+def test_default_gallery_plan_is_a_self_contained_personas_bundle(tmp_path):
+    plan = plan_publish(REPO / "index", repo="me/voices", space="me/demo")
+    model = {u.path_in_repo for u in plan.uploads if u.repo_type == "model"}
+    assert model == {"bundle.json", "personas/personas.json",
+                     *(f"personas/voices/{p['id']}.opus" for p in personas.load_personas())}
+    assert plan.private and plan.variables == {"VOICEFACE_BUNDLE": "me/voices"}
+    repo = materialise(plan, "me/voices", tmp_path / "repo")
+    spec = json.loads((repo / "bundle.json").read_text())
+    shipped = json.loads((REPO / "index" / "bundle.json").read_text())
+    assert spec == {**shipped, "personas": "personas"}
+    assert personas.personas_fingerprint(repo / "personas") == personas.personas_fingerprint()
+    text = plan.describe()
+    assert "model repo me/voices (private): 50 files" in text and "synthetic" in text
+
+
+def test_space_plan_carries_the_app_and_points_at_the_bundle(tmp_path):
+    plan = plan_publish(REPO / "index", repo="me/voices", space="me/demo", private=False)
+    space = materialise(plan, "me/demo", tmp_path / "space")
+    assert (space / "app.py").read_bytes() == (REPO / "app.py").read_bytes()
+    assert (space / "voiceface" / "pipeline.py").is_file()
+    assert (space / "requirements.txt").is_file() and (space / "packages.txt").is_file()
+    readme = (space / "README.md").read_text()
+    front = readme.split("---\n")[1]
+    assert "title: demo" in front and "  - me/voices" in front
+    assert readme.split("---\n", 2)[2] == (REPO / "README.md").read_text().split("---\n", 2)[2]
+    assert not list(space.rglob("*.opus"))  # the Space reads the personas from the repo
+
+
+def test_space_alone_ships_the_default_personas(tmp_path):
+    plan = plan_publish(REPO / "index", space="me/demo")
+    space = materialise(plan, "me/demo", tmp_path / "space")
+    spec = json.loads((space / "index" / "bundle.json").read_text())
+    assert (space / "index" / spec["personas"] / "personas.json").is_file()
+    assert len(list((space / "assets" / "personas" / "voices").glob("*.opus"))) == 48
+    assert plan.variables == {}
+
+
+@pytest.fixture
+def built_bundle(dev_bundle, tmp_path):
+    """A copy of the dev bundle that claims to be real (publishing refuses test weights)."""
+    root = shutil.copytree(dev_bundle, tmp_path / "built")
+    spec = json.loads((root / "bundle.json").read_text())
+    (root / "bundle.json").write_text(json.dumps({**spec, "test_weights": False}))
+    return root
+
+
+def test_built_bundle_plan_leaves_voice_recordings_out_unless_asked(built_bundle):
+    plan = plan_publish(built_bundle, repo="me/gallery")
+    paths = {u.path_in_repo for u in plan.uploads}
+    assert "bundle.json" in paths and "gallery/manifest.json" in paths
+    assert any(p.startswith("mapper/") for p in paths)
+    assert any(p.startswith("gallery/faces/") for p in paths)
+    assert not any(p.startswith("voices/") for p in paths)
+    assert plan.left_out and all(p.startswith("voices/") for p in plan.left_out)
+    assert "left out (voice recordings" in plan.describe()
+    with_voices = plan_publish(built_bundle, repo="me/gallery", include_voices=True)
+    assert {u.path_in_repo for u in with_voices.uploads} >= {f"voices/{p.split('/')[-1]}"
+                                                           for p in plan.left_out}
+
+
+def test_people_without_consent_stop_the_whole_publication(built_bundle):
+    gallery = Gallery.load(built_bundle / "gallery")
+    person = gallery.people[2]
+    gallery.remove(person.id)
+    gallery.add(person.id, gallery_embedding(gallery), name=person.name, consent=False)
+    gallery.save(built_bundle / "gallery")
+    with pytest.raises(PublishError, match=rf"no recorded consent: {person.id}\. Nothing was "):
+        plan_publish(built_bundle, repo="me/gallery")
+    proc = subprocess.run([sys.executable, "-m", "voiceface", "publish", str(built_bundle),
+                           "--repo", "me/gallery", "--dry-run"], cwd=REPO, capture_output=True,
+                          text=True)
+    assert proc.returncode == 2 and "no recorded consent" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def gallery_embedding(gallery):
+    e = np.random.default_rng(0).standard_normal(gallery.dim).astype(np.float32)
+    return e / np.linalg.norm(e)
+
+
+def test_test_bundles_and_bad_repo_ids_are_refused(dev_bundle):
+    with pytest.raises(PublishError, match="tiny random test models"):
+        plan_publish(dev_bundle, repo="me/gallery")
+    with pytest.raises(PublishError, match="USER/NAME"):
+        plan_publish(REPO / "index", repo="gallery")
+    with pytest.raises(PublishError, match="Nothing to publish to"):
+        plan_publish(REPO / "index")
+
+
+def test_cli_dry_run_lists_the_plan_and_uploads_nothing():
+    proc = subprocess.run([sys.executable, "-m", "voiceface", "publish", "--repo", "me/voices",
+                           "--dry-run"], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0
+    assert "personas/voices/persona48.opus" in proc.stdout
+    assert proc.stdout.rstrip().endswith("dry run: nothing was uploaded")
+
+
+def test_publish_creates_private_repos_commits_the_plan_and_sets_the_variable():
+    calls = []
+
+    class RecordingApi:  # stands in for huggingface_hub.HfApi: the Hub is not reachable here
+        def create_repo(self, repo_id, **kwargs):
+            calls.append(("create_repo", repo_id, kwargs))
+
+        def create_commit(self, repo_id, operations, **kwargs):
+            calls.append(("create_commit", repo_id, [op.path_in_repo for op in operations],
+                          kwargs))
+            return SimpleNamespace(commit_url=f"https://hub/{repo_id}/commit/1")
+
+        def add_space_variable(self, repo_id, key, value):
+            calls.append(("add_space_variable", repo_id, key, value))
+
+    plan = plan_publish(REPO / "index", repo="me/voices", space="me/demo")
+    urls = publish(plan, api=RecordingApi())
+    assert urls == ["https://hub/me/voices/commit/1", "https://hub/me/demo/commit/1"]
+    assert calls[0] == ("create_repo", "me/voices",
+                        {"repo_type": "model", "private": True, "exist_ok": True})
+    assert calls[2][:2] == ("create_repo", "me/demo") and calls[2][2]["space_sdk"] == "gradio"
+    model_commit = calls[1]
+    assert sorted(model_commit[2]) == sorted(u.path_in_repo for u in plan.uploads
+                                             if u.repo_id == "me/voices")
+    assert calls[-1] == ("add_space_variable", "me/demo", "VOICEFACE_BUNDLE", "me/voices")

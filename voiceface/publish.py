@@ -1,0 +1,214 @@
+"""Put a bundle on the Hugging Face Hub as a model repo, and the app as a Space pointing at it.
+
+    plan = plan_publish("index/", repo="me/my-gallery", space="me/my-voiceface")
+    print(plan.describe())      # exactly what would go where (`--dry-run`)
+    publish(plan)               # create the repos (model repo private by default), upload
+
+Biometric data stays home unless asked for: every enrolled person must have consent or
+nothing is published, and voice recordings are left out unless `include_voices=True`.
+The default personas' synthetic text-to-speech voices are their definition, not anyone's
+voice, so a personas bundle carries them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .audio import AUDIO_SUFFIXES
+from .gallery import MANIFEST
+from .personas import PERSONAS_FILE, VOICES_DIR, load_personas
+from .pipeline import BUNDLE_FILE, EXAMPLES_DIR
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SPACE_FILES = ("app.py", "requirements.txt", "packages.txt")  # beside voiceface/*.py
+SPACE_PERSONAS = "assets/personas"  # where a Space keeps the personas of a default bundle
+SKIPPED_NAMES = {".lock", ".gitkeep"}
+
+
+class PublishError(ValueError):
+    """The bundle cannot be published as asked."""
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One file: local bytes (a path, or content made for the upload) -> repo path."""
+
+    repo_id: str
+    repo_type: str  # "model" or "space"
+    path_in_repo: str
+    source: Path | None = None
+    content: bytes | None = None
+
+    def data(self) -> Path | bytes:
+        return self.source if self.source is not None else self.content
+
+
+@dataclass
+class PublishPlan:
+    """What `publish` does: repos to create, files to upload, Space variables to set."""
+
+    repo: str | None
+    space: str | None
+    private: bool
+    uploads: list[Upload] = field(default_factory=list)
+    left_out: list[str] = field(default_factory=list)  # local files deliberately not uploaded
+    variables: dict[str, str] = field(default_factory=dict)  # Space variables
+    notes: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        """The plan as people read it: one line per file, grouped by repo."""
+        lines = []
+        for repo_id, repo_type in ((self.repo, "model"), (self.space, "space")):
+            if repo_id is None:
+                continue
+            files = [u for u in self.uploads if u.repo_id == repo_id and u.repo_type == repo_type]
+            visibility = "private" if self.private else "public"
+            size = sum(len(u.content) if u.content is not None else u.source.stat().st_size
+                       for u in files)
+            lines.append(f"{repo_type} repo {repo_id} ({visibility}): {len(files)} files, "
+                         f"{size / 1e6:.1f} MB")
+            for u in files:
+                origin = str(u.source) if u.source is not None else "(generated)"
+                lines.append(f"  {u.path_in_repo}  <-  {origin}")
+        for key, value in self.variables.items():
+            lines.append(f"space variable {key}={value}")
+        if self.left_out:
+            lines.append(f"left out (voice recordings; --include-voices uploads them): "
+                         f"{len(self.left_out)} files")
+            lines += [f"  {path}" for path in self.left_out]
+        lines += [f"note: {note}" for note in self.notes]
+        return "\n".join(lines)
+
+
+def plan_publish(bundle: str | Path, *, repo: str | None = None, space: str | None = None,
+                 private: bool = True, include_voices: bool = False) -> PublishPlan:
+    """Work out, without touching the network, what publishing `bundle` would upload."""
+    if not repo and not space:
+        raise PublishError("Nothing to publish to: give --repo USER/NAME (the bundle as a model "
+                           "repo) and/or --space USER/NAME (the app).")
+    for repo_id in filter(None, (repo, space)):
+        if repo_id.count("/") != 1 or not all(repo_id.split("/")):
+            raise PublishError(f"{repo_id!r} is not a Hub repo id; write it as USER/NAME.")
+    root = Path(bundle).resolve()
+    spec_path = root / BUNDLE_FILE
+    if not spec_path.is_file():
+        raise PublishError(f"{root} is not a voiceface bundle (no {BUNDLE_FILE}); build one "
+                           "with `python -m voiceface build PEOPLE_DIR --out DIR`.")
+    spec = json.loads(spec_path.read_text())
+    if spec.get("test_weights"):
+        raise PublishError(f"{root} is a dev bundle of tiny random test models; publish a "
+                           "bundle built from real data instead.")
+    plan = PublishPlan(repo, space, private)
+    personas_dir = (root / spec["personas"]).resolve() if spec.get("personas") else None
+    if personas_dir is None:
+        _check_consent(root)
+    if repo:
+        if personas_dir is not None:
+            _add_personas_bundle(plan, spec, personas_dir, repo, "model", "personas", "")
+        else:
+            _add_built_bundle(plan, root, repo, include_voices)
+    if space:
+        _add_space(plan, space, spec, personas_dir)
+    return plan
+
+
+def publish(plan: PublishPlan, api=None) -> list[str]:
+    """Carry out a plan: create the repos (exist_ok), one commit per repo, set variables.
+    Returns the URLs of the commits. `api` is a `huggingface_hub.HfApi` (default: a new one,
+    using the logged-in token)."""
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    api = api or HfApi()
+    urls = []
+    for repo_id, repo_type in ((plan.repo, "model"), (plan.space, "space")):
+        if repo_id is None:
+            continue
+        api.create_repo(repo_id, repo_type=repo_type, private=plan.private, exist_ok=True,
+                        **({"space_sdk": "gradio"} if repo_type == "space" else {}))
+        operations = [CommitOperationAdd(u.path_in_repo, u.data()) for u in plan.uploads
+                      if u.repo_id == repo_id and u.repo_type == repo_type]
+        info = api.create_commit(repo_id, operations, repo_type=repo_type,
+                                 commit_message="Publish with `python -m voiceface publish`")
+        urls.append(info.commit_url)
+    for key, value in plan.variables.items():
+        api.add_space_variable(plan.space, key, value)
+    return urls
+
+
+def _check_consent(root: Path) -> None:
+    manifest = root / "gallery" / MANIFEST
+    if not manifest.is_file():
+        raise PublishError(f"{root} has no gallery ({manifest} is missing); build it first.")
+    data = root / "gallery" / json.loads(manifest.read_text())["data"]
+    people = json.loads((data / "people.json").read_text())
+    missing = [p["id"] for p in people if not p.get("consent")]
+    if missing:
+        raise PublishError(
+            f"{len(missing)} enrolled people have no recorded consent: {', '.join(missing)}. "
+            "Nothing was published. Record their consent (person.json \"consent\": true) and "
+            "rebuild, or remove them from the people folder and rebuild.")
+
+
+def _files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.rglob("*") if p.is_file() and p.name not in SKIPPED_NAMES
+                  and not p.name.endswith(".tmp"))
+
+
+def _add_built_bundle(plan: PublishPlan, root: Path, repo: str, include_voices: bool) -> None:
+    for path in _files(root):
+        relative = path.relative_to(root).as_posix()
+        is_voice = path.suffix.lower() in AUDIO_SUFFIXES or relative.startswith(f"{EXAMPLES_DIR}/")
+        if is_voice and not include_voices:
+            plan.left_out.append(relative)
+            continue
+        plan.uploads.append(Upload(repo, "model", relative, source=path))
+
+
+def _add_personas_bundle(plan: PublishPlan, spec: dict, personas_dir: Path, repo_id: str,
+                         repo_type: str, personas_in_repo: str, bundle_in_repo: str) -> None:
+    """bundle.json (pointing at the personas' new place) + personas.json + the voices."""
+    load_personas(personas_dir)  # refuse a broken personas folder now, not on the Space
+    bundle_dir = Path(bundle_in_repo)
+    relative = Path(*[".."] * len(bundle_dir.parts), personas_in_repo).as_posix()
+    content = (json.dumps({**spec, "personas": relative}, indent=1) + "\n").encode()
+    plan.uploads.append(Upload(repo_id, repo_type, (bundle_dir / BUNDLE_FILE).as_posix(),
+                               content=content))
+    for path in [personas_dir / PERSONAS_FILE, *_files(personas_dir / VOICES_DIR)]:
+        plan.uploads.append(Upload(repo_id, repo_type, f"{personas_in_repo}/"
+                                   f"{path.relative_to(personas_dir).as_posix()}", source=path))
+    plan.notes.append(f"the personas' voices ({personas_in_repo}/{VOICES_DIR}) are synthetic "
+                      "text-to-speech, not recordings of people")
+
+
+def _add_space(plan: PublishPlan, space: str, spec: dict, personas_dir: Path | None) -> None:
+    code = [REPO_ROOT / name for name in SPACE_FILES] + sorted(
+        (REPO_ROOT / "voiceface").glob("*.py"))
+    for path in code:
+        plan.uploads.append(Upload(space, "space", path.relative_to(REPO_ROOT).as_posix(),
+                                   source=path))
+    if plan.repo:
+        plan.variables["VOICEFACE_BUNDLE"] = plan.repo
+        if plan.private:
+            plan.notes.append(f"{plan.repo} is private: give the Space a secret HF_TOKEN with "
+                              "read access to it, or publish the repo with --public")
+    elif personas_dir is not None:
+        _add_personas_bundle(plan, spec, personas_dir, space, "space", SPACE_PERSONAS, "index")
+    else:
+        raise PublishError("A Space needs a bundle on the Hub to point at: publish a built "
+                           "bundle with --repo USER/NAME together with --space.")
+    plan.uploads.append(Upload(space, "space", "README.md", content=_space_readme(space, plan.repo)))
+
+
+def _space_readme(space: str, repo: str | None) -> bytes:
+    """This repository's README with the Space's title, and the bundle repo preloaded."""
+    text = (REPO_ROOT / "README.md").read_text()
+    _, front, body = text.split("---\n", 2)
+    lines = front.splitlines()
+    lines = [f"title: {space.split('/')[1]}" if line.startswith("title:") else line
+             for line in lines]
+    if repo:
+        lines.insert(lines.index("models:") + 1, f"  - {repo}")
+        lines.insert(lines.index("preload_from_hub:") + 1, f"  - {repo}")
+    return ("---\n" + "\n".join(lines) + "\n---\n" + body).encode()
