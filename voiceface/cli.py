@@ -40,6 +40,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("directory", type=Path)
     p.set_defaults(run=_convert_generator)
 
+    p = commands.add_parser("build", help="build a bundle (gallery, latents, mapper) from a "
+                                          "folder of consenting people")
+    p.add_argument("people", type=Path, help="folder with one sub-folder per person")
+    p.add_argument("--out", type=Path, default=Path("index"), help="bundle directory to write")
+    p.add_argument("--encoder", default=None, help="voice encoder directory or Hub repo id")
+    p.add_argument("--encoder-revision", default=None)
+    p.add_argument("--generator", default=None,
+                   help="StyleGAN2: saved directory, rosinality .pt or Hub repo id")
+    p.add_argument("--generator-file", default=None)
+    p.add_argument("--generator-revision", default=None)
+    p.add_argument("--backbone", default=None,
+                   help="image backbone for inversion (transformers; directory or Hub repo id)")
+    p.add_argument("--backbone-revision", default=None)
+    p.add_argument("--steps", type=int, default=None, help="inversion steps per photo")
+    p.add_argument("--inversion-resolution", type=int, default=None,
+                   help="px the generator renders at while inverting")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=_build)
+
+    p = commands.add_parser("eval", help="evaluate a built bundle: identification, open-set "
+                                         "threshold, generation on unseen people")
+    p.add_argument("people", type=Path, help="the people folder the bundle was built from")
+    p.add_argument("--index", type=Path, default=Path("index"), help="the built bundle")
+    p.add_argument("--out", type=Path, default=None, help="report folder (default: INDEX/eval)")
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--far", type=float, default=0.01,
+                   help="false-alarm rate of the open-set threshold (default 0.01)")
+    p.add_argument("--keep-threshold", action="store_true",
+                   help="do not write the calibrated threshold into the gallery")
+    p.set_defaults(run=_eval)
+
+    p = commands.add_parser("dev-people", help="write a small people folder (espeak-ng voices, "
+                                               "variants of one public-domain photo)")
+    p.add_argument("directory", type=Path)
+    p.add_argument("--people", type=int, default=6)
+    p.set_defaults(run=_dev_people)
+
     p = commands.add_parser("persona-voices",
                             help="re-synthesise the default personas' recordings (needs espeak-ng, "
                                  "flite, festival and its voices, ffmpeg)")
@@ -137,4 +174,59 @@ def _publish(args: argparse.Namespace) -> int:
         return 0
     for url in publish(plan):
         print(f"committed {url}")
+    return 0
+
+
+def _build(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from .build import BuildConfig, build
+
+    config = BuildConfig()
+    given = {k: v for k, v in {
+        "encoder": args.encoder, "generator": args.generator,
+        "generator_file": args.generator_file, "seed": args.seed}.items() if v is not None}
+    if args.encoder:  # a new encoder: its own revision (None = as found)
+        given["encoder_revision"] = args.encoder_revision
+    if args.generator:
+        given["generator_revision"] = args.generator_revision
+    inversion = {k: v for k, v in {"backbone": args.backbone, "steps": args.steps,
+                                   "resolution": args.inversion_resolution}.items()
+                 if v is not None}
+    if args.backbone:
+        inversion["revision"] = args.backbone_revision
+    config = replace(config, **given, inversion=replace(config.inversion, **inversion))
+    report = build(args.people, args.out, config)
+    print(report.summary())
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from .build import REPORT_FILE
+    from .evaluate import apply_threshold, evaluate, markdown, write_report
+
+    built = args.index / REPORT_FILE
+    built_from = json.loads(built.read_text()).get("people_dir") if built.is_file() else None
+    if built_from != str(args.people.resolve()):
+        raise ValueError(f"{args.index} was not built from {args.people}; run `python -m "
+                         f"voiceface build {args.people} --out {args.index}` first.")
+    report = evaluate(args.index, folds=args.folds, far=args.far)
+    report["people_dir"] = built_from
+    out = args.out or args.index / "eval"
+    write_report(report, out)
+    print(markdown(report))
+    threshold = report["identification"].get("open_set_threshold")
+    if threshold is not None and not args.keep_threshold:
+        apply_threshold(args.index, threshold)
+        print(f"the gallery's threshold is now {threshold:.3f} (open set, "
+              f"{args.far:.0%} false alarms)")
+    print(f"wrote {out}/report.json, report.md, report.png")
+    return 0
+
+
+def _dev_people(args: argparse.Namespace) -> int:
+    from .devbundle import write_people_folder
+
+    print(f"wrote {write_people_folder(args.directory, n_people=args.people)}")
     return 0

@@ -32,6 +32,8 @@ TINY_ENCODER = dict(
 )
 TINY_GENERATOR = GeneratorConfig(size=64, style_dim=64, n_mlp=2,
                                  channels={4: 64, 8: 64, 16: 32, 32: 32, 64: 16})
+TINY_BACKBONE = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2,
+                     patch_size=8, image_size=64)
 DEV_PEOPLE = 8
 VOICE_SECONDS = 4.0  # s per synthetic recording
 DEV_THRESHOLD = 0.9  # cosine; random tiny encoders put everything close together
@@ -69,6 +71,22 @@ def write_random_encoder(directory: Path, seed: int = 0,
     Wav2Vec2FeatureExtractor(sampling_rate=SAMPLE_RATE, do_normalize=True,
                              return_attention_mask=True).save_pretrained(directory)
     return directory
+
+
+def write_random_backbone(directory: Path, seed: int = 0, config: dict | None = None) -> Path:
+    """Save a random DINOv2 (tiny by default; `config={}` gives ViT-B) with an image processor
+    config, as a stand-in for the inversion backbone."""
+    from transformers import Dinov2Config, Dinov2Model
+
+    torch.manual_seed(seed)
+    Dinov2Model(Dinov2Config(**(TINY_BACKBONE if config is None else config))) \
+        .save_pretrained(directory)
+    side = 56 if config is None else 224
+    storage.write_json(Path(directory) / "preprocessor_config.json", {
+        "image_processor_type": "BitImageProcessor",
+        "crop_size": {"height": side, "width": side}, "size": {"shortest_edge": side + 8},
+        "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]})
+    return Path(directory)
 
 
 def write_dev_bundle(directory: str | Path, n_people: int = DEV_PEOPLE, seed: int = 0,
@@ -129,4 +147,54 @@ def write_dev_bundle(directory: str | Path, n_people: int = DEV_PEOPLE, seed: in
         "generator": {"name_or_path": "generator"},
         "truncation": DEFAULT_TRUNCATION,
     })
+    return root
+
+
+DEV_PHOTO = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "faces" / \
+    "astronaut.jpg"  # public domain NASA portrait; variants of it stand in for people's photos
+DEV_SENTENCES = ("The birch canoe slid on the smooth planks.",
+                 "Glue the sheet to the dark blue background.",
+                 "It is easy to tell the depth of a well.",
+                 "Rice is often served in round bowls.",
+                 "The juice of lemons makes fine punch.")
+
+
+def write_people_folder(directory: str | Path, n_people: int = 6, seed: int = 0,
+                        photo: str | Path = DEV_PHOTO) -> Path:
+    """A small people folder for trying `build` and `eval` (format: see `voiceface.build`).
+
+    Each person: two espeak-ng recordings in a voice of their own (needs espeak-ng and
+    ffmpeg), two photos made from one public-domain portrait (mirrored, recoloured,
+    rescaled), and `person.json` with consent. Only a test of the machinery: everyone has
+    the same face.
+    """
+    from PIL import Image
+
+    from .personas import synthesize
+
+    root = Path(directory)
+    if root.exists() and any(root.iterdir()):
+        raise ValueError(f"{root} is not empty; choose a new directory for the people folder.")
+    rng = np.random.default_rng(seed)
+    base = Image.open(photo).convert("RGB")
+    variants = ["f1", "m3", "f4", "m1", "klatt", "f2", "m6", "f5", "m2", "klatt3"]
+    for i in range(n_people):
+        person = root / f"person{i + 1:02d}"
+        person.mkdir(parents=True)
+        storage.write_json(person / "person.json", {"name": f"Dev person {i + 1}",
+                                                    "consent": True})
+        recipe = {"engine": "espeak-ng", "voice": f"en-us+{variants[i % len(variants)]}",
+                  "pitch": int(rng.integers(20, 80)), "rate": int(rng.integers(140, 190))}
+        for j, count in enumerate((3, 2)):
+            text = " ".join(DEV_SENTENCES[(i + j + k) % len(DEV_SENTENCES)] for k in range(count))
+            sf.write(person / f"voice{j + 1}.flac", synthesize(recipe, text), SAMPLE_RATE)
+        for j in range(2):
+            pixels = np.asarray(base, np.float32)
+            gain = rng.uniform(0.8, 1.2, 3)  # a colour cast per photo
+            image = Image.fromarray(np.clip(pixels * gain, 0, 255).astype(np.uint8))
+            if (i + j) % 2:
+                image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+            side = int(base.width * rng.uniform(0.9, 1.2))
+            image.resize((side, side), Image.Resampling.LANCZOS).save(
+                person / f"face{j + 1}.jpg", quality=90)
     return root

@@ -1,0 +1,313 @@
+"""From a folder of consenting people to a bundle: `python -m voiceface build PEOPLE --out index/`.
+
+    people/<person_id>/person.json   {"name": ..., "consent": true}  (consent is required)
+    people/<person_id>/face*.jpg|png|webp      one or more photos; the best aligned one is used
+    people/<person_id>/voice*.wav|flac|...     one or more recordings (~90 s in all is ideal)
+
+Every recording is embedded in 10 s windows (kept in `windows.npy` for evaluation); a
+person's embedding is the renormalised mean. Every photo is aligned; the best (eyes found,
+largest face) is inverted into StyleGAN2's W space. Then the mapper is trained and the
+bundle written. Work per file is cached under `<out>/.cache` by content hash, so an
+unchanged person costs nothing on the next build. Bad files are reported by path with the
+reason and skipped; what was built before stays until the new bundle is complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from . import faces, storage
+from .audio import AUDIO_SUFFIXES, load_audio
+from .gallery import DEFAULT_THRESHOLD, ID_PATTERN, Gallery
+from .invert import InversionConfig, Inverter, image_sha256
+from .mapper import train_mapper
+from .pipeline import (BUNDLE_FILE, BUNDLE_FORMAT_VERSION, DEFAULT_GENERATOR,
+                       DEFAULT_GENERATOR_FILE, DEFAULT_GENERATOR_REVISION, DEFAULT_TRUNCATION,
+                       load_generator)
+from .stylegan2 import Generator
+from .voice import DEFAULT_ENCODER, DEFAULT_ENCODER_REVISION, VoiceEncoder, pool
+
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+PERSON_FILE = "person.json"
+CACHE = ".cache"  # inside the output bundle
+WINDOWS_FILE = "windows.npy"  # [M, D] per-window embeddings of every enrolled recording
+WINDOWS_INDEX = "windows.json"  # row -> person, recording, start second
+REPORT_FILE = "build.json"
+FACE_SIZE = 1024  # px of the aligned photos (FFHQ alignment size)
+DISPLAY_SIZE = 512  # px of the photo shown in the app
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """Which models and settings a build uses (all recorded in the bundle)."""
+
+    encoder: str = DEFAULT_ENCODER
+    encoder_revision: str | None = DEFAULT_ENCODER_REVISION
+    layer: int = -1
+    generator: str = DEFAULT_GENERATOR
+    generator_file: str = DEFAULT_GENERATOR_FILE
+    generator_revision: str | None = DEFAULT_GENERATOR_REVISION
+    inversion: InversionConfig = field(default_factory=InversionConfig)
+    threshold: float = DEFAULT_THRESHOLD
+    truncation: float = DEFAULT_TRUNCATION
+    seed: int = 0
+
+
+@dataclass
+class Person:
+    """One folder of the people folder, as found on disk."""
+
+    id: str
+    name: str
+    photos: list[Path]
+    voices: list[Path]
+    meta: dict
+
+
+@dataclass
+class BuildReport:
+    """What a build did: who was enrolled, what was skipped and why, and how long it took."""
+
+    enrolled: list[str] = field(default_factory=list)
+    problems: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    seconds: dict[str, float] = field(default_factory=dict)  # per stage, all people
+    cached: dict[str, int] = field(default_factory=dict)  # files served from the cache
+    mapper: dict | None = None
+
+    def summary(self) -> str:
+        lines = [f"enrolled {len(self.enrolled)} people; {len(self.problems)} problems"]
+        lines += [f"  {path}: {reason}" for path, reason in self.problems]
+        lines.append("time: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items()))
+        return "\n".join(lines)
+
+
+def scan_people(people_dir: str | Path) -> tuple[list[Person], list[tuple[str, str]]]:
+    """The people folder's usable people, and a (path, reason) for everything skipped."""
+    root = Path(people_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} is not a folder; give the folder that holds one "
+                                "sub-folder per person.")
+    people, problems, seen = [], [], {}
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        person_id = folder.name
+        if not ID_PATTERN.match(person_id):
+            problems.append((str(folder), "folder name is not a valid person id (use letters, "
+                             "digits, '_', '-', '.'); skipped"))
+            continue
+        if person_id.lower() in seen:
+            problems.append((str(folder), f"duplicate id: same as {seen[person_id.lower()]} "
+                             "apart from letter case; skipped"))
+            continue
+        seen[person_id.lower()] = person_id
+        try:
+            meta = json.loads((folder / PERSON_FILE).read_text()) \
+                if (folder / PERSON_FILE).is_file() else {}
+            if not isinstance(meta, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as err:
+            problems.append((str(folder / PERSON_FILE), f"unreadable ({err}); skipped"))
+            continue
+        if meta.get("consent") is not True:
+            problems.append((str(folder), f"no consent recorded ({PERSON_FILE} needs "
+                             "\"consent\": true); not enrolled"))
+            continue
+        files = sorted(p for p in folder.iterdir() if p.is_file())
+        photos = [p for p in files if p.suffix.lower() in PHOTO_SUFFIXES]
+        voices = [p for p in files if p.suffix.lower() in AUDIO_SUFFIXES]
+        missing = [what for what, got in (("photo", photos), ("recording", voices)) if not got]
+        if missing:
+            problems.append((str(folder), f"no {' and no '.join(missing)}; not enrolled"))
+            continue
+        people.append(Person(person_id, str(meta.get("name") or person_id), photos, voices,
+                             meta))
+    return people, problems
+
+
+def build(people_dir: str | Path, out: str | Path, config: BuildConfig = BuildConfig(), *,
+          progress: bool = True) -> BuildReport:
+    """Build (or update) the bundle at `out` from `people_dir`; see the module docstring."""
+    out = Path(out)
+    people, problems = scan_people(people_dir)
+    report = BuildReport(problems=problems)
+    if not people:
+        raise ValueError(f"Nobody in {people_dir} can be enrolled:\n{report.summary()}")
+    cache = Cache(out / CACHE)
+    encoder = VoiceEncoder.from_pretrained(config.encoder, config.encoder_revision,
+                                           layer=config.layer)
+    generator, gen_fp = load_generator(config.generator, config.generator_file,
+                                       config.generator_revision)
+    inverter = Inverter.from_pretrained(config.inversion)
+
+    enrolled = []  # (person, windows [n, D], window rows, aligned face, w)
+    for person in tqdm(people, desc="people", disable=not progress):
+        windows, rows = [], []
+        for path in person.voices:
+            with _timed(report.seconds, "embed"):
+                got = _embed(encoder, path, cache, report)
+            if got is not None:
+                windows.append(got)
+                rows += [{"person": person.id, "recording": path.name, "window": i}
+                         for i in range(len(got))]
+        with _timed(report.seconds, "align"):
+            face = _best_face(person, cache, report)
+        if not windows or face is None:
+            report.problems.append((str(Path(people_dir) / person.id),
+                                    "no usable " + ("recording" if not windows else "photo") +
+                                    "; not enrolled"))
+            continue
+        with _timed(report.seconds, "invert"):
+            w = _invert(inverter, generator, gen_fp, face, cache, report, config.seed)
+        face = face[0]
+        enrolled.append((person, np.concatenate(windows), rows, face, w))
+
+    if not enrolled:
+        raise ValueError(f"Nobody in {people_dir} could be enrolled:\n{report.summary()}")
+    gallery = Gallery(encoder.dim, encoder.fingerprint, threshold=config.threshold,
+                      generator_fingerprint=gen_fp, latent_dim=generator.style_dim)
+    display = out / CACHE / "display"
+    display.mkdir(parents=True, exist_ok=True)
+    for person, windows, rows, face, w in enrolled:
+        photo = display / f"{person.id}.jpg"
+        face.resize((DISPLAY_SIZE, DISPLAY_SIZE)).save(photo, quality=92)
+        gallery.add(person.id, pool(windows), name=person.name, faces=[photo], consent=True,
+                    n_clips=len({r["recording"] for r in rows}), latent=w,
+                    extra={k: v for k, v in person.meta.items()
+                           if k not in ("name", "consent")})
+    mapper = None
+    if len(enrolled) >= 2:
+        with _timed(report.seconds, "mapper"):
+            mapper, train = train_mapper(
+                np.concatenate([e[1] for e in enrolled]),
+                np.concatenate([np.repeat(e[4][None], len(e[1]), 0) for e in enrolled]),
+                [p.id for p, windows, *_ in enrolled for _ in range(len(windows))],
+                generator.w_avg.cpu().numpy(), encoder_fingerprint=encoder.fingerprint,
+                generator_fingerprint=gen_fp, seed=config.seed, progress=progress)
+        report.mapper = {"best_epoch": train.best_epoch, "val_loss": train.val_loss,
+                         "baseline_val_loss": train.baseline_val_loss}
+
+    # Write: every file atomically; bundle.json last, so a failed build leaves the old one.
+    gallery.save(out / "gallery")
+    if mapper is not None:
+        mapper.save_pretrained(out / "mapper")
+    storage.write_npy(out / WINDOWS_FILE, np.concatenate([e[1] for e in enrolled]))
+    storage.write_json(out / WINDOWS_INDEX, [r for e in enrolled for r in e[2]])
+    report.enrolled = [p.id for p, *_ in enrolled]
+    storage.write_json(out / REPORT_FILE, {**asdict(report), "config": _jsonable(config),
+                                           "people_dir": str(Path(people_dir).resolve())})
+    storage.write_json(out / BUNDLE_FILE, {
+        "format_version": BUNDLE_FORMAT_VERSION,
+        "encoder": {"name_or_path": config.encoder, "revision": config.encoder_revision,
+                    "layer": config.layer},
+        "generator": {"name_or_path": config.generator, "filename": config.generator_file,
+                      "revision": config.generator_revision},
+        "truncation": config.truncation,
+    })
+    cache.prune()  # forget derived data of files that are gone (deleted people)
+    return report
+
+
+class Cache:
+    """Per-file results keyed by content: `<root>/<kind>/<key>.<ext>`; tracks what was used."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.used: set[Path] = set()
+
+    def path(self, kind: str, key: str, ext: str) -> Path:
+        path = self.root / kind / f"{key}.{ext}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.used.add(path)
+        return path
+
+    def prune(self) -> None:
+        for path in self.root.glob("*/*"):
+            if path.is_file() and path not in self.used and path.parent.name != "display":
+                path.unlink()
+
+
+def _key(*parts: str) -> str:
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
+
+
+def _embed(encoder: VoiceEncoder, path: Path, cache: Cache,
+           report: BuildReport) -> np.ndarray | None:
+    """Window embeddings [n, D] of one recording (cached), or None with the reason reported."""
+    target = cache.path("voices", _key(image_sha256(path), encoder.fingerprint), "npy")
+    if target.is_file():
+        report.cached["voices"] = report.cached.get("voices", 0) + 1
+        return np.load(target)
+    try:
+        windows = encoder.embed_windows(load_audio(path, max_seconds=None))
+    except ValueError as err:
+        report.problems.append((str(path), str(err)))
+        return None
+    storage.write_npy(target, windows)
+    return windows
+
+
+def _best_face(person: Person, cache: Cache, report: BuildReport):
+    """(aligned photo, its cache key) to invert: eyes found beats eyes guessed, then the
+    larger face; None when no photo has exactly one face."""
+    candidates = []
+    for path in person.photos:
+        key = _key(image_sha256(path), str(FACE_SIZE))
+        image_path = cache.path("aligned", key, "png")
+        info_path = cache.path("aligned", key, "json")
+        if image_path.is_file() and info_path.is_file():
+            info = json.loads(info_path.read_text())
+            report.cached["photos"] = report.cached.get("photos", 0) + 1
+        else:
+            try:
+                aligned = faces.align(path, FACE_SIZE)
+            except ValueError as err:
+                report.problems.append((str(path), str(err)))
+                continue
+            info = {"eyes_detected": aligned.eyes_detected, "face_side": aligned.box.w}
+            buffer = io.BytesIO()
+            aligned.image.save(buffer, "PNG")
+            storage.write_bytes(image_path, buffer.getvalue())
+            storage.write_json(info_path, info)
+        candidates.append(((info["eyes_detected"], info["face_side"]), image_path, key))
+    if not candidates:
+        return None
+    _, image_path, key = max(candidates, key=lambda c: c[0])
+    return faces.load_image(image_path), key
+
+
+def _invert(inverter: Inverter, generator: Generator, gen_fp: str,
+            face: tuple[Image.Image, str], cache: Cache, report: BuildReport,
+            seed: int) -> np.ndarray:
+    """w [style_dim] of an aligned photo (cached by the photo's key, models and settings)."""
+    image, key = face
+    target = cache.path("latents", inverter.cache_key(key, gen_fp, seed), "npy")
+    if target.is_file():
+        report.cached["latents"] = report.cached.get("latents", 0) + 1
+        return np.load(target)
+    w = inverter.invert(generator, image, seed=seed).w
+    storage.write_npy(target, w)
+    return w
+
+
+@contextmanager
+def _timed(totals: dict[str, float], stage: str) -> Iterator[None]:
+    """Add the time spent in the block to `totals[stage]`."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        totals[stage] = totals.get(stage, 0.0) + time.perf_counter() - start
+
+
+def _jsonable(config: BuildConfig) -> dict:
+    return json.loads(json.dumps(asdict(config), default=str))

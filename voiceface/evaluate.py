@@ -1,0 +1,260 @@
+"""Honest evaluation of a built bundle: `python -m voiceface eval PEOPLE_DIR --index index/`.
+
+Identification (closed and open set). Each person's last recording is held out (a person
+with one recording: its last 30 %, cut before windowing); the rest enrolls them. Every
+held-out 10 s window is a trial against the gallery of all N people: top-1 / top-5 accuracy
+(chance k/N), verification EER over all (trial, person) scores, and the open-set threshold
+at a chosen false-alarm rate: the score an *unenrolled* voice's best match stays under, with
+that rate, estimated by removing each trial's own person from the gallery.
+
+Generation. K folds over identities: the mapper is trained on the other folds' people only
+and predicts each held-out person's w from their voice. Retrieval of the true w among all N
+people's latents (Euclidean in W), R@1/5/10 against chance, and 1:2 matching (is the
+prediction nearer the true latent than another person's?) with a 95 % bootstrap interval
+over people; against two baselines: w_avg (the mean face) and the kNN blend of the
+training people's latents.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from . import storage
+from .build import WINDOWS_FILE, WINDOWS_INDEX
+from .gallery import Gallery
+from .mapper import VoiceToLatent, knn_blend, train_mapper
+from .voice import HOP_SECONDS, WINDOW_SECONDS, pool
+
+FALSE_ALARM_RATE = 0.01  # open-set operating point
+HOLD_OUT_FRACTION = 0.3  # of a single recording, kept for trials
+FOLDS = 5
+BOOTSTRAP = 2000  # resamples for confidence intervals
+RANKS = (1, 5, 10)
+
+
+def evaluate(index: str | Path, *, folds: int = FOLDS, far: float = FALSE_ALARM_RATE,
+             seed: int = 0, progress: bool = False) -> dict:
+    """Evaluate the bundle at `index` (built by `voiceface.build`) and return the report."""
+    index = Path(index)
+    if not (index / WINDOWS_FILE).is_file():
+        raise FileNotFoundError(f"{index} has no {WINDOWS_FILE}; build it with `python -m "
+                                "voiceface build PEOPLE_DIR --out DIR` first.")
+    gallery = Gallery.load(index / "gallery")
+    windows = np.load(index / WINDOWS_FILE)
+    rows = json.loads((index / WINDOWS_INDEX).read_text())
+    ids = [p.id for p in gallery.people]
+    enroll, trials = _split(ids, windows, rows)
+    report = {"people": len(ids), "seed": seed, "folds": folds, "false_alarm_rate": far,
+              "identification": _identification(ids, enroll, trials, far),
+              "generation": _generation(gallery, ids, windows, rows, _w_avg(index, gallery),
+                                        folds, seed, progress)}
+    return report
+
+
+def apply_threshold(index: str | Path, threshold: float) -> None:
+    """Make `threshold` the gallery's "confident match" threshold (what the app uses)."""
+    gallery = Gallery.load(Path(index) / "gallery")
+    gallery.threshold = float(threshold)
+    gallery.save(Path(index) / "gallery")
+
+
+def _split(ids: list[str], windows: np.ndarray, rows: list[dict]):
+    """Enrollment embeddings {id: [D]} and trials [(id, [D])] from held-out audio."""
+    per_window = WINDOW_SECONDS / HOP_SECONDS  # a window spans this many hops
+    enroll, trials = {}, []
+    for person in ids:
+        mine = [(i, r) for i, r in enumerate(rows) if r["person"] == person]
+        recordings = sorted({r["recording"] for _, r in mine})
+        if len(recordings) > 1:
+            held = [i for i, r in mine if r["recording"] == recordings[-1]]
+            kept = [i for i, r in mine if r["recording"] != recordings[-1]]
+        else:  # one recording: its last windows are trials, none overlapping the enrollment
+            n = len(mine)
+            cut = max(1, int(round(n * (1 - HOLD_OUT_FRACTION))))
+            kept = [i for i, _ in mine[: max(1, cut - int(per_window) + 1)]]
+            held = [i for i, _ in mine[cut:]]
+        if held and kept:
+            enroll[person] = pool(windows[kept])
+            trials += [(person, windows[i]) for i in held]
+        elif kept:
+            enroll[person] = pool(windows[kept])
+    return enroll, trials
+
+
+def _identification(ids: list[str], enroll: dict, trials: list, far: float) -> dict:
+    order = [i for i in ids if i in enroll]
+    if not trials or len(order) < 2:
+        return {"note": "too little held-out audio for identification (need 2+ people with "
+                        "more than one 10 s window)"}
+    matrix = np.stack([enroll[i] for i in order])
+    truth = np.array([order.index(p) for p, _ in trials])
+    scores = np.stack([e for _, e in trials]) @ matrix.T  # [T, N]
+    ranked = np.argsort(-scores, axis=1)
+    rank_of_truth = np.argmax(ranked == truth[:, None], axis=1)
+    genuine = scores[np.arange(len(truth)), truth]
+    mask = np.ones_like(scores, bool)
+    mask[np.arange(len(truth)), truth] = False
+    impostor = scores[mask]
+    non_mated_best = np.where(mask, scores, -np.inf).max(axis=1)  # own person removed
+    threshold = float(np.quantile(non_mated_best, 1 - far, method="higher"))
+    correct_top1 = rank_of_truth == 0
+    n = len(order)
+    return {
+        "trials": len(trials), "gallery_size": n,
+        "top1": float(np.mean(correct_top1)), "top5": float(np.mean(rank_of_truth < 5)),
+        "chance_top1": 1 / n, "chance_top5": min(5, n) / n,
+        "eer": _eer(genuine, impostor),
+        "open_set_threshold": threshold,
+        "detection_and_identification_rate": float(np.mean(correct_top1 & (genuine >= threshold))),
+        "genuine_scores": genuine.round(4).tolist(), "impostor_scores_sample":
+            np.sort(impostor)[:: max(1, len(impostor) // 500)].round(4).tolist(),
+    }
+
+
+def _eer(genuine: np.ndarray, impostor: np.ndarray) -> float:
+    """Equal error rate: where false accepts (impostor >= t) meet false rejects (genuine < t)."""
+    thresholds = np.unique(np.concatenate([genuine, impostor]))
+    far = np.array([np.mean(impostor >= t) for t in thresholds])
+    frr = np.array([np.mean(genuine < t) for t in thresholds])
+    i = int(np.argmin(np.abs(far - frr)))
+    return float((far[i] + frr[i]) / 2)
+
+
+def _w_avg(index: Path, gallery: Gallery) -> np.ndarray:
+    """The generator's w_avg, as the built mapper stored it; else the gallery's mean latent."""
+    if (index / "mapper").is_dir():
+        return VoiceToLatent.from_pretrained(index / "mapper").w_avg.numpy()
+    return gallery.latents()[1].mean(0)
+
+
+def _generation(gallery: Gallery, ids: list[str], windows: np.ndarray, rows: list[dict],
+                w_avg: np.ndarray, folds: int, seed: int, progress: bool) -> dict:
+    latent_ids, latents = gallery.latents()
+    people = [i for i in ids if i in latent_ids]
+    if len(people) < 4:
+        return {"note": f"{len(people)} people with latents; K-fold generation needs 4 or more"}
+    truth = np.stack([latents[latent_ids.index(i)] for i in people])
+    rng = np.random.default_rng(seed)
+    fold_of = {p: f for f, chunk in enumerate(np.array_split(rng.permutation(people),
+                                                              min(folds, len(people))))
+               for p in chunk}
+    person_rows = {p: [i for i, r in enumerate(rows) if r["person"] == p] for p in people}
+    predictions = {name: np.zeros_like(truth) for name in ("mapper", "knn-blend", "w_avg")}
+    for fold in sorted(set(fold_of.values())):
+        train = [p for p in people if fold_of[p] != fold]
+        test = [p for p in people if fold_of[p] == fold]
+        x = np.concatenate([windows[person_rows[p]] for p in train])
+        y = np.concatenate([np.repeat(truth[people.index(p)][None], len(person_rows[p]), 0)
+                            for p in train])
+        groups = [p for p in train for _ in person_rows[p]]
+        mapper, _ = train_mapper(x, y, groups, w_avg, seed=seed, progress=progress)
+        train_embeddings = np.stack([pool(windows[person_rows[p]]) for p in train])
+        train_latents = np.stack([truth[people.index(p)] for p in train])
+        for p in test:
+            e = pool(windows[person_rows[p]])
+            j = people.index(p)
+            predictions["mapper"][j] = mapper.predict(e)
+            scores = train_embeddings @ e
+            top = np.argsort(-scores)[:5]
+            predictions["knn-blend"][j] = knn_blend(scores[top], train_latents[top])
+            predictions["w_avg"][j] = w_avg
+    return {name: _retrieval(pred, truth, seed) for name, pred in predictions.items()}
+
+
+def _retrieval(predicted: np.ndarray, truth: np.ndarray, seed: int) -> dict:
+    n = len(truth)
+    distances = np.linalg.norm(predicted[:, None] - truth[None], axis=2)  # [N, N]
+    own = np.diag(distances)
+    rank = (distances < own[:, None]).sum(1)  # 0 = the true latent is the nearest
+    wins = (own[:, None] < distances).astype(float)  # 1:2 matching against each foil
+    np.fill_diagonal(wins, np.nan)
+    per_person = np.nanmean(wins, axis=1)
+    rng = np.random.default_rng(seed)
+    boot = [np.mean(per_person[rng.integers(0, n, n)]) for _ in range(BOOTSTRAP)]
+    result = {f"R@{k}": float(np.mean(rank < k)) for k in RANKS if k <= n}
+    result.update({f"chance_R@{k}": k / n for k in RANKS if k <= n})
+    result.update({"matching_1to2": float(np.mean(per_person)),
+                   "matching_1to2_ci95": [float(np.quantile(boot, 0.025)),
+                                          float(np.quantile(boot, 0.975))]})
+    return result
+
+
+def write_report(report: dict, out: str | Path) -> list[Path]:
+    """report.json, report.md and report.png (score distributions and retrieval) in `out`."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [storage.write_json(out / "report.json", report),
+             storage.write_bytes(out / "report.md", markdown(report).encode())]
+    paths.append(_plot(report, out / "report.png"))
+    return paths
+
+
+def markdown(report: dict) -> str:
+    ident, gen = report["identification"], report["generation"]
+    lines = ["# voiceface evaluation", "",
+             f"N = {report['people']} people; {report['folds']} folds over identities for "
+             f"generation; seed {report['seed']}.", "", "## Identification", ""]
+    if "note" in ident:
+        lines.append(ident["note"])
+    else:
+        lines += [
+            f"{ident['trials']} held-out 10 s windows against {ident['gallery_size']} people.", "",
+            "| metric | value | chance |", "| --- | --- | --- |",
+            f"| top-1 | {ident['top1']:.3f} | {ident['chance_top1']:.3f} |",
+            f"| top-5 | {ident['top5']:.3f} | {ident['chance_top5']:.3f} |",
+            f"| verification EER | {ident['eer']:.3f} | 0.5 |",
+            f"| open-set threshold at {report['false_alarm_rate']:.0%} false alarms "
+            f"| {ident['open_set_threshold']:.3f} | |",
+            f"| detection and identification rate at it "
+            f"| {ident['detection_and_identification_rate']:.3f} | |"]
+    lines += ["", "## Generation (people unseen by the mapper)", ""]
+    if "note" in gen:
+        lines.append(gen["note"])
+    else:
+        keys = [k for k in gen["mapper"] if k.startswith("R@")]
+        lines += ["| method | " + " | ".join(keys) + " | 1:2 matching (95 % CI) |",
+                  "| --- " * (len(keys) + 2) + "|",
+                  "| chance | " + " | ".join(f"{gen['mapper']['chance_' + k]:.3f}"
+                                           for k in keys) + " | 0.500 |"]
+        for name, r in gen.items():
+            low, high = r["matching_1to2_ci95"]
+            lines.append(f"| {name} | " + " | ".join(f"{r[k]:.3f}" for k in keys) +
+                         f" | {r['matching_1to2']:.3f} ({low:.3f}-{high:.3f}) |")
+    return "\n".join(lines) + "\n"
+
+
+def _plot(report: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    ident = report["identification"]
+    if "genuine_scores" in ident:
+        bins = np.linspace(-1, 1, 81)
+        left.hist(ident["impostor_scores_sample"], bins, alpha=0.6, density=True,
+                  label="other people")
+        left.hist(ident["genuine_scores"], bins, alpha=0.6, density=True, label="same person")
+        left.axvline(ident["open_set_threshold"], color="k", ls="--", label="threshold")
+        left.legend()
+    left.set(title="Voice similarity of held-out windows", xlabel="cosine")
+    gen = report["generation"]
+    if "mapper" in gen:
+        keys = [k for k in gen["mapper"] if k.startswith("R@")]
+        for offset, (name, r) in enumerate(gen.items()):
+            right.bar(np.arange(len(keys)) + 0.25 * offset, [r[k] for k in keys], 0.25,
+                      label=name)
+        right.plot(np.arange(len(keys)) + 0.25, [gen["mapper"]["chance_" + k] for k in keys],
+                   "k_", markersize=30, label="chance")
+        right.set_xticks(np.arange(len(keys)) + 0.25, keys)
+        right.legend()
+    right.set(title="Latent retrieval, unseen people", ylim=(0, 1))
+    fig.tight_layout()
+    fig.savefig(path.with_suffix(".tmp.png"), dpi=100)
+    plt.close(fig)
+    path.with_suffix(".tmp.png").replace(path)
+    return path
