@@ -145,7 +145,7 @@ def build(vf: VoiceFace) -> gr.Blocks:
         try:
             result = analyse(audio, preview)
         except ValueError as err:  # AudioError and the library's other input errors
-            raise gr.Error(str(err)) from None
+            raise gr.Error(str(err), print_exception=False) from None  # the user's, not a bug
         if preview is None:
             yield outputs(result, lang, is_preview=False)
             return

@@ -49,8 +49,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    from transformers.utils import logging as transformers_logging
+
     from .pipeline import VoiceFace
 
+    transformers_logging.disable_progress_bar()  # stderr carries only warnings and the error
     vf = VoiceFace.from_pretrained(args.bundle)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
