@@ -90,7 +90,7 @@ def write_corpus(directory: Path) -> dict[str, Case]:
 
     # -- decodes, but the content is unusable
     add("50 ms clip", _wav(d / "50ms.wav", voice[:SAMPLE_RATE // 20], SAMPLE_RATE),
-        ("0.1 s of sound|0.0 s of sound", "at least 1 s"), "50 ms of speech")
+        ("only 50 ms of sound", "at least 1 s"), "50 ms of speech")
     add("pure silence", _wav(d / "silence.wav", np.zeros(3 * SAMPLE_RATE), SAMPLE_RATE),
         ("silent", "microphone"), "3 s of digital zeros")
     add("DC only", _wav(d / "dc.wav", np.full(3 * SAMPLE_RATE, 0.3), SAMPLE_RATE),

@@ -129,7 +129,8 @@ def prepare(
         wav = trim_silence(wav)
     seconds = len(wav) / SAMPLE_RATE
     if seconds < min_seconds:
-        raise AudioError(f"{name} has only {seconds:.1f} s of sound; speak for at least "
+        heard = f"{seconds:.1f} s" if seconds >= 0.1 else f"{seconds * 1000:.0f} ms"
+        raise AudioError(f"{name} has only {heard} of sound; speak for at least "
                          f"{min_seconds:g} s.")
     if max_seconds is not None and seconds > max_seconds:
         raise AudioError(f"{name} is {seconds:.1f} s long; the limit is {max_seconds:g} s. "
