@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 
 import httpx
 import numpy as np
@@ -43,7 +44,10 @@ def recordings(tmp_path_factory):
     nan = synthetic_voice(3.0, seed=8)
     nan[100] = np.nan
     sf.write(bad, nan, SAMPLE_RATE, subtype="FLOAT")
-    return good, bad
+    phone = d / f"{SECRET}.m4a"  # decoded through ffmpeg and a temporary file of ours
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(good), "-c:a", "aac",
+                    str(phone)], check=True)
+    return good, bad, phone
 
 
 def traces(server, recording) -> list[str]:
@@ -54,13 +58,14 @@ def traces(server, recording) -> list[str]:
 
 
 def test_recordings_are_deleted_after_each_request(server, recordings):
-    good, bad = recordings
+    good, bad, phone = recordings
     client = Client(server["url"], verbose=False)
-    *_, summary = client.predict(handle_file(str(good)), api_name="/predict")
-    assert summary["matches"]
+    for recording in (good, phone):
+        *_, summary = client.predict(handle_file(str(recording)), api_name="/predict")
+        assert summary["matches"]
     with pytest.raises(AppError, match="NaN"):
         client.predict(handle_file(str(bad)), api_name="/predict")
-    assert traces(server, good) == [] and traces(server, bad) == []
+    assert [trace for r in recordings for trace in traces(server, r)] == []
 
 
 def raw_predict(http: httpx.Client, server_path: str) -> str:
@@ -100,7 +105,7 @@ def test_the_generated_face_says_it_is_ai_generated(server, recordings):
 
 
 def test_logs_hold_no_voice_data(server, recordings):
-    good, bad = recordings
+    good, bad, _ = recordings
     client = Client(server["url"], verbose=False)
     client.predict(handle_file(str(good)), api_name="/predict")
     with pytest.raises(AppError):
