@@ -10,6 +10,7 @@ Models load once per process, at start-up. On a ZeroGPU Space the model work run
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import sys
 from pathlib import Path
@@ -64,6 +65,8 @@ TEXT = {
         "examples": "Example recordings", "people": "Enrolled people",
         "gallery_intro": "The people enrolled in this gallery (read-only).",
         "no_audio": "Record or upload your voice first.",
+        "gone": "That recording was used and then deleted (recordings are never kept). "
+                "Record or upload it again.",
         "method_mapper": "generated from your voice by the trained mapper",
         "method_knn-blend": "a blend of the nearest people's faces (no trained mapper)",
         "method_average": "the average face (no latents in this gallery)",
@@ -92,6 +95,8 @@ TEXT = {
         "examples": "録音の例", "people": "登録者",
         "gallery_intro": "このギャラリーに登録されている人たち（閲覧のみ）。",
         "no_audio": "まず声を録音するか、ファイルをアップロードしてください。",
+        "gone": "この録音は使用後に削除されました（録音は保存されません）。もう一度録音するか、"
+                "アップロードしてください。",
         "method_mapper": "学習済みマッパーで声から生成",
         "method_knn-blend": "近い人たちの顔のブレンド（学習済みマッパーなし）",
         "method_average": "平均顔（このギャラリーには潜在表現がありません）",
@@ -119,8 +124,21 @@ def build(vf: VoiceFace) -> gr.Blocks:
     full = vf.generator.resolution
     preview = PREVIEW_RESOLUTION if full > PREVIEW_RESOLUTION else None
 
+    example_digests = {hashlib.sha256(p.read_bytes()).hexdigest() for p in vf.example_voices()}
+
+    def take_recording(path: str, lang: str) -> bytes:
+        """The recording's bytes; the uploaded file is deleted at once (recordings are never
+        kept), unless it is one of the bundle's public example voices."""
+        try:
+            data = Path(path).read_bytes()
+        except FileNotFoundError:
+            raise gr.Error(TEXT[lang]["gone"], print_exception=False) from None
+        if hashlib.sha256(data).hexdigest() not in example_digests:
+            Path(path).unlink(missing_ok=True)
+        return data
+
     @gpu
-    def analyse(audio: str, resolution: int | None) -> VoiceFaceResult:
+    def analyse(audio: bytes, resolution: int | None) -> VoiceFaceResult:
         return vf(audio, k=TOP_K, resolution=resolution)
 
     @gpu
@@ -154,10 +172,11 @@ def build(vf: VoiceFace) -> gr.Blocks:
         lang = language(request)
         if not audio:
             raise gr.Error(TEXT[lang]["no_audio"])
+        recording = take_recording(audio, lang)
         try:
-            result = analyse(audio, preview)
+            result = analyse(recording, preview)
         except ValueError as err:  # AudioError and the library's other input errors
-            raise gr.Error(str(err)) from None
+            raise gr.Error(str(err), print_exception=False) from None  # the user's, not a bug
         if preview is None:
             yield outputs(result, lang, is_preview=False)
             return

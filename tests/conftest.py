@@ -11,6 +11,13 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"  # before huggingface_hub is imported: tests never download
 
 import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import huggingface_hub
@@ -21,6 +28,7 @@ from voiceface.devbundle import synthetic_voice, write_dev_bundle, write_random_
 
 REPO = Path(__file__).resolve().parents[1]
 DEV_PEOPLE = 6  # people in the tests' dev bundle
+APP_START_TIMEOUT = 120  # s for app.py to load models and listen
 
 
 @pytest.fixture(scope="session")
@@ -64,3 +72,40 @@ def dev_bundle(tmp_path_factory):
     """A complete offline bundle of tiny random models and synthetic people."""
     return write_dev_bundle(tmp_path_factory.mktemp("bundles") / "dev", n_people=DEV_PEOPLE,
                             progress=False)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def serve_app(bundle: Path, log: Path, env: dict[str, str] | None = None
+              ) -> Iterator[tuple[str, subprocess.Popen]]:
+    """Run app.py on 127.0.0.1 with its output in `log`; yield (url, process)."""
+    port = free_port()
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})}
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "app.py", "--bundle", str(bundle),
+                                 "--host", "127.0.0.1", "--port", str(port)], cwd=REPO,
+                                stdout=out, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + APP_START_TIMEOUT
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=2)
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"app did not start:\n{log.read_text()[-3000:]}")
+                time.sleep(0.5)
+        yield url, proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

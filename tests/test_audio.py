@@ -123,7 +123,7 @@ def _bad_inputs(speech, tmp_path):
         "missing file": (tmp_path / "nope.wav", "not found"),
         "random bytes": (np.random.default_rng(0).bytes(5000), "could not be decoded"),
         "truncated header": (truncated, "could not be decoded"),
-        "text": (b"hello, this is not a recording" * 20, "could not be decoded"),
+        "text": (b"hello, this is not a recording" * 20, "text file, not audio"),
         "image": (png, "PNG image, not audio"),
         "nan": ((SAMPLE_RATE, nan), "NaN"),
         "inf": ((SAMPLE_RATE, inf), "NaN or infinity"),

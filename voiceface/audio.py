@@ -28,6 +28,7 @@ MAX_QUERY_SECONDS = 30.0  # s of speech in one query; enrollment passes max_seco
 MIN_INPUT_RATE = 4_000  # Hz; below this nothing speech-like survives
 MAX_INPUT_RATE = 384_000  # Hz; the highest rate audio interfaces record at
 MAX_FILE_BYTES = 100 * 1024 * 1024  # bytes; a 10 min 48 kHz stereo WAV is ~110 MB, FLAC less
+MAX_DECODED_SECONDS = 20 * 60  # s of decoded audio; a few kB of compressed silence can hold hours
 SILENCE_PEAK = 1e-3  # full scale; a recording whose peak stays below this is silent (-60 dBFS)
 TRIM_RELATIVE_DB = 40.0  # dB below the loudest frame still counts as sound
 TRIM_FRAME_SECONDS = 0.025  # s, frame for the trimming energy
@@ -51,6 +52,7 @@ _NOT_AUDIO_MAGIC = {
     b"PK\x03\x04": "a ZIP archive (or Office document)",
     b"\x7fELF": "a program",
 }
+TEXT_SNIFF_BYTES = 512  # a file whose first bytes are all printable text is not audio
 
 
 class AudioError(ValueError):
@@ -128,7 +130,8 @@ def prepare(
         wav = trim_silence(wav)
     seconds = len(wav) / SAMPLE_RATE
     if seconds < min_seconds:
-        raise AudioError(f"{name} has only {seconds:.1f} s of sound; speak for at least "
+        heard = f"{seconds:.1f} s" if seconds >= 0.1 else f"{seconds * 1000:.0f} ms"
+        raise AudioError(f"{name} has only {heard} of sound; speak for at least "
                          f"{min_seconds:g} s.")
     if max_seconds is not None and seconds > max_seconds:
         raise AudioError(f"{name} is {seconds:.1f} s long; the limit is {max_seconds:g} s. "
@@ -198,9 +201,28 @@ def _check_size(size: int, name: str) -> None:
     if size == 0:
         raise AudioError(f"{name} is empty (0 bytes). Record again or choose another file.")
     if size > MAX_FILE_BYTES:
-        raise AudioError(f"{name} is {size / 2**20:.0f} MB; the limit is "
-                         f"{MAX_FILE_BYTES / 2**20:.0f} MB. Upload a shorter or compressed "
+        raise AudioError(f"{name} is too large ({size / 2**20:.1f} MB; the limit is "
+                         f"{MAX_FILE_BYTES / 2**20:.0f} MB). Upload a shorter or compressed "
                          "recording (FLAC, Opus, MP3).")
+
+
+def _check_duration(frames: int, rate: int, name: str) -> None:
+    """Refuse before decoding what would decode to more than `MAX_DECODED_SECONDS`."""
+    if MIN_INPUT_RATE <= rate and frames > MAX_DECODED_SECONDS * rate:  # bad rates: prepare()
+        raise AudioError(f"{name} lasts more than {MAX_DECODED_SECONDS / 60:.0f} min, the "
+                         "limit. Cut it to the part with the voice.")
+
+
+def _is_text(data: bytes) -> bool:
+    """True when the first bytes are printable UTF-8 text (notes, an HTML error page)."""
+    head = data[:TEXT_SNIFF_BYTES]
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as err:
+        if err.start < len(head) - 3:  # not a character cut at the sniffing boundary: binary
+            return False
+        text = head[:err.start].decode("utf-8")
+    return bool(text) and all(ch.isprintable() or ch in "\t\r\n" for ch in text)
 
 
 def _decode_bytes(data: bytes, name: str) -> tuple[np.ndarray, int, str]:
@@ -209,10 +231,15 @@ def _decode_bytes(data: bytes, name: str) -> tuple[np.ndarray, int, str]:
         if data.startswith(magic):
             raise AudioError(f"{name} is {what}, not audio. Upload a voice recording "
                              f"({SUPPORTED_FORMATS}).")
+    if _is_text(data):
+        raise AudioError(f"{name} is a text file, not audio. Upload a voice recording "
+                         f"({SUPPORTED_FORMATS}).")
     # libsndfile reads WAV, FLAC, OGG/Vorbis/Opus and MP3 in process; the rest goes to ffmpeg
     try:
-        samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=False)
-        return samples, int(rate), name
+        with sf.SoundFile(io.BytesIO(data)) as f:
+            _check_duration(f.frames, f.samplerate, name)
+            samples = f.read(dtype="float32", always_2d=False)
+        return samples, int(f.samplerate), name
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
         pass
     samples, rate = _decode_with_ffmpeg(data, name)
@@ -228,15 +255,21 @@ def _decode_with_ffmpeg(data: bytes, name: str) -> tuple[np.ndarray, int]:
     with tempfile.TemporaryDirectory(prefix="voiceface-") as tmp:
         src, dst = Path(tmp) / "input", Path(tmp) / "output.wav"
         src.write_bytes(data)  # a file, not a pipe: MP4 keeps its index at the end
+        # -t: stop decoding just past the limit instead of filling the disk with hours
         cmd = [ffmpeg, "-nostdin", "-v", "error", "-i", str(src), "-vn", "-map", "0:a:0",
-               "-c:a", "pcm_f32le", "-f", "wav", str(dst)]
+               "-t", str(MAX_DECODED_SECONDS + 1), "-c:a", "pcm_f32le", "-f", "wav", str(dst)]
         try:
             proc = subprocess.run(cmd, capture_output=True, timeout=FFMPEG_TIMEOUT_SECONDS)
         except subprocess.TimeoutExpired as err:
             raise AudioError(f"{name} took too long to decode; convert it to WAV or FLAC.") \
                 from err
+        if b"matches no streams" in proc.stderr:  # a container (video) without sound
+            raise AudioError(f"{name} has no audio track. Upload a recording with sound "
+                             f"({SUPPORTED_FORMATS}), or record with the microphone.")
         if proc.returncode != 0 or not dst.is_file() or dst.stat().st_size == 0:
             raise AudioError(f"{name} could not be decoded as audio; it is damaged or not a "
                              f"recording. Use {SUPPORTED_FORMATS}.")
-        samples, rate = sf.read(dst, dtype="float32", always_2d=False)
+        with sf.SoundFile(dst) as f:
+            _check_duration(f.frames, f.samplerate, name)
+            samples, rate = f.read(dtype="float32", always_2d=False), f.samplerate
     return samples, int(rate)

@@ -105,8 +105,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from .pipeline import VoiceFace
+    from transformers.utils import logging as transformers_logging
 
+    from .pipeline import VoiceFace
+    from .provenance import save_png
+
+    transformers_logging.disable_progress_bar()  # stderr carries only warnings and the error
     vf = VoiceFace.from_pretrained(args.bundle)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -114,7 +118,10 @@ def _predict(args: argparse.Namespace) -> int:
     for warning in caught:
         print(f"warning: {warning.message}", file=sys.stderr)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    result.face.save(args.out)
+    if args.out.suffix.lower() == ".png":
+        save_png(result.face, args.out)  # with the text chunks saying it is AI-generated
+    else:
+        result.face.save(args.out)
     if args.json:
         print(json.dumps({
             "matches": [{"id": m.id, "name": m.name, "score": round(m.score, 6)}

@@ -338,11 +338,14 @@ def _store_face(face: Path, faces_dir: Path) -> str:
 
 
 def _remove_unreferenced(root: Path, data_name: str, faces: set[str]) -> None:
-    """Delete older data versions and face files that the new manifest does not reference."""
+    """Delete older data versions, face files the new manifest does not reference, and
+    temporary files that a killed save left behind (the caller holds the lock)."""
     for entry in root.iterdir():
         if entry.is_dir() and entry.name.startswith(("data-", ".data-")) and \
                 entry.name != data_name:
             shutil.rmtree(entry, ignore_errors=True)
+        elif entry.is_file() and entry.name.startswith(".") and entry.name.endswith(".tmp"):
+            entry.unlink(missing_ok=True)
     for face in (root / "faces").iterdir():
         if f"faces/{face.name}" not in faces:
             face.unlink(missing_ok=True)

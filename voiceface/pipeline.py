@@ -29,6 +29,7 @@ from . import hub, personas
 from .audio import AudioSource, load_audio
 from .gallery import DEFAULT_THRESHOLD, Gallery, Match
 from .mapper import VoiceToLatent, knn_blend
+from .provenance import mark
 from .stylegan2 import CONFIG_FILE as GENERATOR_CONFIG
 from .stylegan2 import Generator, convert_checkpoint, to_pil
 from .voice import DEFAULT_ENCODER, DEFAULT_ENCODER_REVISION, VoiceEncoder
@@ -207,8 +208,9 @@ class VoiceFace:
 
     @torch.inference_mode()
     def render(self, w: torch.Tensor, resolution: int | None = None) -> Image.Image:
-        """The face for w [1, style_dim] at `resolution` (default: full size)."""
-        return to_pil(self.generator.synthesis(w, noise="const", resolution=resolution))[0]
+        """The face for w [1, style_dim] at `resolution` (default: full size), marked as
+        AI-generated (`voiceface.provenance`)."""
+        return mark(to_pil(self.generator.synthesis(w, noise="const", resolution=resolution))[0])
 
 
 def load_generator(name_or_path: str | os.PathLike, filename: str = DEFAULT_GENERATOR_FILE,

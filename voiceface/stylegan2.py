@@ -24,6 +24,7 @@ import itertools
 import json
 import math
 import os
+import pickle
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -325,11 +326,17 @@ def _read_rosinality(path: Path) -> tuple[dict[str, Tensor], Tensor | None]:
     """(state dict, latent_avg or None) of a rosinality checkpoint, tensors only."""
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for non-tensor or broken pickles
+    except pickle.UnpicklingError as exc:  # weights_only met something other than tensors
+        found = re.search(r"GLOBAL (\S+)", str(exc))  # torch names the refused callable
         raise ValueError(
-            f"Cannot read {path} as a tensors-only PyTorch checkpoint: {exc}. Files holding "
-            "Python objects (NVIDIA pickles, training checkpoints with `args`) are refused; "
-            "re-save just {'g_ema': state_dict, 'latent_avg': tensor}.") from exc
+            f"{path} is not a tensors-only PyTorch checkpoint: it holds Python objects"
+            f"{f' ({found.group(1)})' if found else ''} that could run code when loaded, so it "
+            "is refused. Re-save just {'g_ema': state_dict, 'latent_avg': tensor} where the "
+            "file is trusted (NVIDIA pickles and training checkpoints with `args` need this)."
+        ) from None
+    except Exception as exc:  # torch raises several types for broken files
+        raise ValueError(f"Cannot read {path} as a tensors-only PyTorch checkpoint "
+                         f"({type(exc).__name__}); it is damaged or not a checkpoint.") from exc
     if isinstance(obj, dict) and isinstance(obj.get("g_ema"), dict):
         return obj["g_ema"], obj.get("latent_avg")
     if isinstance(obj, dict) and obj and all(isinstance(v, Tensor) for v in obj.values()):

@@ -74,15 +74,22 @@ class VoiceEncoder:
                              f"({window_seconds})].")
         local = hub.resolve_dir(name_or_path, revision, allow_patterns=ENCODER_FILES,
                                 what="voice encoder")
+        if not any(local.path.glob("*.safetensors")):
+            raise ValueError(f"{name_or_path} has no .safetensors weights. voiceface loads encoder "
+                             "weights only as safetensors: pickled weights (pytorch_model.bin) "
+                             "can run code when loaded. Use a revision with model.safetensors "
+                             "or convert the weights in a sandbox.")
         model_config = AutoConfig.from_pretrained(local.path)
         if model_config.model_type != "wav2vec2":
             raise ValueError(f"{name_or_path} is a {model_config.model_type!r} model; the voice "
                              "encoder needs a wav2vec2 checkpoint.")
         if "Wav2Vec2ForXVector" in (model_config.architectures or []):
-            model = Wav2Vec2ForXVector.from_pretrained(local.path, config=model_config)
+            model = Wav2Vec2ForXVector.from_pretrained(local.path, config=model_config,
+                                                       use_safetensors=True)
             config = EncoderConfig("xvector", -1, window_seconds, hop_seconds)
         else:
-            model = AutoModel.from_pretrained(local.path, config=model_config)
+            model = AutoModel.from_pretrained(local.path, config=model_config,
+                                              use_safetensors=True)
             n_layers = model_config.num_hidden_layers
             if not -n_layers - 1 <= layer <= n_layers:
                 raise ValueError(f"layer {layer} does not exist; {name_or_path} has hidden "

@@ -1,0 +1,163 @@
+"""Load: concurrent gradio_client clients sending real `/predict` requests for a fixed time.
+
+Starts app.py on 127.0.0.1 (a dev bundle of tiny models unless `--bundle`), warms it up, then
+`--clients` threads each send their own 3 s recording again and again for `--seconds` (own:
+Gradio stores uploads by content, and the app deletes each recording once read, so clients
+sending the very same bytes at the same moment would share one upload). Prints the
+throughput, p50/p95 latency, failures, and the server's resident memory (VmRSS) before, at its
+peak and after. New requests stop at the deadline; the ones in flight finish.
+Usage (repository root): python -m benchmarks.load [--clients 16] [--seconds 30] [--bundle DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from voiceface.audio import SAMPLE_RATE
+from voiceface.devbundle import synthetic_voice, write_dev_bundle
+
+REPO = Path(__file__).resolve().parents[1]
+CLIENTS = 16
+SECONDS = 30.0  # s of sending; requests in flight at the deadline still finish
+CLIP_SECONDS = 3.0  # s of speech per request
+RSS_SAMPLE_SECONDS = 0.5  # s between memory samples
+START_TIMEOUT = 120  # s for the app to listen
+BACK_PRESSURE = "queue is full"  # Gradio's refusal when its queue has max_size requests
+
+
+@dataclass
+class LoadReport:
+    """What a load run measured. Latencies in seconds, memory in MB."""
+
+    clients: int
+    seconds: float  # from the first request to the last answer
+    latencies: list[float] = field(default_factory=list)
+    per_client: list[int] = field(default_factory=list)  # answered requests per client
+    refused: int = 0  # Gradio's own back-pressure answers
+    failures: list[str] = field(default_factory=list)
+    rss_before: float = 0.0
+    rss_peak: float = 0.0
+    rss_after: float = 0.0
+
+    @property
+    def throughput(self) -> float:
+        return len(self.latencies) / self.seconds
+
+    def summary(self) -> str:
+        p50, p95 = np.percentile(self.latencies, [50, 95]) if self.latencies else (0.0, 0.0)
+        return (f"{self.clients} clients, {self.seconds:.1f} s: {len(self.latencies)} answers "
+                f"({self.throughput:.2f}/s), latency p50 {p50:.2f} s, p95 {p95:.2f} s, "
+                f"{self.refused} refused by the queue, {len(self.failures)} failed; server RSS "
+                f"{self.rss_before:.0f} MB before, {self.rss_peak:.0f} MB peak, "
+                f"{self.rss_after:.0f} MB after")
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of process `pid` in MB (VmRSS from /proc/<pid>/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+def run_load(url: str, clips: list[Path], pid: int, seconds: float = SECONDS) -> LoadReport:
+    """One client per clip sends it to `/predict` again and again for `seconds`; measures
+    the server process `pid`. The server should be warmed up (one request) before."""
+    from gradio_client import Client, handle_file
+
+    clients = len(clips)
+    report = LoadReport(clients, 0.0, per_client=[0] * clients, rss_before=rss_mb(pid))
+    report.rss_peak = report.rss_before
+    connections = [Client(url, verbose=False) for _ in range(clients)]
+    lock, done = threading.Lock(), threading.Event()
+
+    def client(i: int, deadline: float) -> None:
+        while time.monotonic() < deadline:
+            start = time.monotonic()
+            try:
+                connections[i].predict(handle_file(str(clips[i])), api_name="/predict")
+            except Exception as err:  # noqa: BLE001 - every failure is counted and reported
+                with lock:
+                    if BACK_PRESSURE in str(err).lower():
+                        report.refused += 1
+                    else:
+                        report.failures.append(f"{type(err).__name__}: {err}")
+                continue
+            with lock:
+                report.latencies.append(time.monotonic() - start)
+                report.per_client[i] += 1
+
+    def sample_memory() -> None:
+        while not done.wait(RSS_SAMPLE_SECONDS):
+            report.rss_peak = max(report.rss_peak, rss_mb(pid))
+
+    sampler = threading.Thread(target=sample_memory, daemon=True)
+    sampler.start()
+    start = time.monotonic()
+    threads = [threading.Thread(target=client, args=(i, start + seconds)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    report.seconds = time.monotonic() - start
+    done.set()
+    sampler.join()
+    report.rss_after = rss_mb(pid)
+    return report
+
+
+def write_clips(directory: Path, n: int) -> list[Path]:
+    """`n` different 3 s synthetic recordings (none of them a bundle example)."""
+    paths = [Path(directory) / f"load-{i:02d}.wav" for i in range(n)]
+    for i, path in enumerate(paths):
+        sf.write(path, synthetic_voice(CLIP_SECONDS, seed=100 + i, f0=110.0 + 8 * i),
+                 SAMPLE_RATE)
+    return paths
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--clients", type=int, default=CLIENTS)
+    parser.add_argument("--seconds", type=float, default=SECONDS)
+    parser.add_argument("--bundle", type=Path, help="default: a fresh dev bundle (tiny models)")
+    parser.add_argument("--port", type=int, default=7871)
+    args = parser.parse_args()
+    from gradio_client import Client, handle_file
+
+    with tempfile.TemporaryDirectory(prefix="voiceface-load-") as tmp:
+        bundle = args.bundle or write_dev_bundle(Path(tmp) / "dev", progress=False)
+        clips = write_clips(Path(tmp), args.clients)
+        url = f"http://127.0.0.1:{args.port}/"
+        proc = subprocess.Popen([sys.executable, "app.py", "--bundle", str(bundle), "--port",
+                                 str(args.port)], cwd=REPO, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + START_TIMEOUT
+            while True:
+                try:
+                    urllib.request.urlopen(url, timeout=2)
+                    break
+                except OSError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        raise SystemExit("app.py did not start; run it by hand to see why")
+                    time.sleep(0.5)
+            Client(url, verbose=False).predict(handle_file(str(clips[0])), api_name="/predict")
+            print(run_load(url, clips, proc.pid, args.seconds).summary())
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()

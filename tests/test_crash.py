@@ -1,0 +1,85 @@
+"""Crash safety: a gallery save killed with SIGKILL at random points leaves the old or the new
+gallery, never a mix, and the next save cleans up whatever the killed one left behind."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+
+import numpy as np
+from PIL import Image
+
+from voiceface.gallery import MANIFEST, Gallery
+
+TRIALS = 40
+PEOPLE = 300  # enough that one save takes a few milliseconds to kill into
+DIM = 64
+LATENT_DIM = 32
+
+
+def make_state(tmp_path, seed: int, drop: int) -> Gallery:
+    """A gallery of PEOPLE people minus person `drop`, each value depending on `seed`."""
+    rng = np.random.default_rng(seed)
+    gallery = Gallery(DIM, "enc", generator_fingerprint="gen", latent_dim=LATENT_DIM)
+    for i in range(PEOPLE):
+        e = rng.standard_normal(DIM).astype(np.float32)
+        latent = rng.standard_normal(LATENT_DIM).astype(np.float32)
+        if i == drop:
+            continue
+        faces = []
+        if i % 50 == 0:  # a few photos, so faces are written and removed too
+            faces = [tmp_path / f"face-{seed}-{i}.png"]
+            Image.new("RGB", (8, 8), (seed * 40 % 256, i % 256, 7)).save(faces[0])
+        gallery.add(f"p{i:03d}", e / np.linalg.norm(e), faces=faces, latent=latent)
+    return gallery
+
+
+def fingerprint(gallery: Gallery) -> tuple:
+    ids, latents = gallery.latents()
+    faces = [f.read_bytes() for p in gallery.people for f in p.faces]
+    return (tuple(p.id for p in gallery.people), gallery.embeddings.tobytes(), tuple(ids),
+            latents.tobytes(), tuple(faces))
+
+
+def save_forever(states: list[Gallery], root) -> None:
+    """The child: save the states in turn until killed."""
+    while True:
+        for state in states:
+            state.save(root)
+
+
+def clean_listing(root) -> bool:
+    """Only what one finished save leaves: manifest, lock, faces/ and one data directory."""
+    rest = {p.name for p in root.iterdir()} - {".lock", "faces", MANIFEST}
+    return len(rest) == 1 and rest.pop().startswith("data-") and \
+        not any(p.name.startswith(".") for p in (root / "faces").iterdir())
+
+
+def test_sigkill_during_save_leaves_old_or_new_gallery(tmp_path):
+    states = [make_state(tmp_path, seed=1, drop=0), make_state(tmp_path, seed=2, drop=1)]
+    expected = [fingerprint(s) for s in states]
+    root = tmp_path / "gallery"
+    start = time.perf_counter()
+    states[0].save(root)
+    save_seconds = time.perf_counter() - start
+    fork = multiprocessing.get_context("fork")  # the child inherits the states, no imports
+    rng = np.random.default_rng(0)
+    survived, mid_save = 0, 0
+    for trial in range(TRIALS):
+        child = fork.Process(target=save_forever, args=(states[trial % 2:] + states[:trial % 2],
+                                                        root), daemon=True)
+        child.start()
+        time.sleep(rng.uniform(0, 3 * save_seconds))
+        os.kill(child.pid, signal.SIGKILL)
+        child.join()
+        assert child.exitcode == -signal.SIGKILL
+        mid_save += not clean_listing(root)
+        loaded = Gallery.load(root)  # must always succeed
+        assert fingerprint(loaded) in expected, f"trial {trial}: a mix of old and new"
+        loaded.save(root)  # the next save cleans what the killed one left
+        assert clean_listing(root), sorted(p.name for p in root.iterdir())
+        survived += 1
+    assert survived == TRIALS
+    assert mid_save > 0  # some kills landed inside a save, not only between saves

@@ -1,0 +1,115 @@
+"""Privacy and honesty through the app: recordings are deleted after the request, logs hold no
+voice data, the API returns no server paths but Gradio's own cache handles, and generated faces
+say they are generated."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+
+import httpx
+import numpy as np
+import pytest
+import soundfile as sf
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+from conftest import serve_app
+from voiceface.audio import SAMPLE_RATE
+from voiceface.devbundle import synthetic_voice
+from voiceface.provenance import is_marked
+
+SECRET = "alice-smith-voice-note"  # a file name that must not survive anywhere on the server
+
+
+@pytest.fixture(scope="module")
+def server(dev_bundle, tmp_path_factory):
+    root = tmp_path_factory.mktemp("server")
+    cache, tmp = root / "gradio-cache", root / "tmp"
+    cache.mkdir()
+    tmp.mkdir()
+    log = root / "app.log"
+    with serve_app(dev_bundle, log, env={"GRADIO_TEMP_DIR": str(cache), "TMPDIR": str(tmp)}) \
+            as (url, _):
+        yield {"url": url, "cache": cache, "tmp": tmp, "log": log}
+
+
+@pytest.fixture(scope="module")
+def recordings(tmp_path_factory):
+    d = tmp_path_factory.mktemp("queries")
+    good, bad = d / f"{SECRET}.wav", d / f"{SECRET}-broken.wav"
+    sf.write(good, synthetic_voice(3.0, seed=7, f0=170.0), SAMPLE_RATE)
+    nan = synthetic_voice(3.0, seed=8)
+    nan[100] = np.nan
+    sf.write(bad, nan, SAMPLE_RATE, subtype="FLOAT")
+    phone = d / f"{SECRET}.m4a"  # decoded through ffmpeg and a temporary file of ours
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(good), "-c:a", "aac",
+                    str(phone)], check=True)
+    return good, bad, phone
+
+
+def traces(server, recording) -> list[str]:
+    """Files on the server that hold the recording's bytes or name."""
+    data = recording.read_bytes()
+    return [str(p) for d in (server["cache"], server["tmp"]) for p in d.rglob("*")
+            if p.is_file() and (SECRET in p.name or p.read_bytes() == data)]
+
+
+def test_recordings_are_deleted_after_each_request(server, recordings):
+    good, bad, phone = recordings
+    client = Client(server["url"], verbose=False)
+    for recording in (good, phone):
+        *_, summary = client.predict(handle_file(str(recording)), api_name="/predict")
+        assert summary["matches"]
+    with pytest.raises(AppError, match="NaN"):
+        client.predict(handle_file(str(bad)), api_name="/predict")
+    assert [trace for r in recordings for trace in traces(server, r)] == []
+
+
+def raw_predict(http: httpx.Client, server_path: str) -> str:
+    event = http.post("call/predict", json={"data": [{"path": server_path, "meta": {
+        "_type": "gradio.FileData"}}]}).json()["event_id"]
+    return http.get(f"call/predict/{event}").text
+
+
+def test_a_used_recording_cannot_be_replayed(server, recordings):
+    with httpx.Client(base_url=f"{server['url']}gradio_api/", timeout=120) as http:
+        with open(recordings[0], "rb") as f:
+            [path] = http.post("upload", files={"files": (recordings[0].name, f)}).json()
+        first, again = raw_predict(http, path), raw_predict(http, path)
+    assert "event: complete" in first
+    assert "event: error" in again and "deleted" in again and "Record or upload" in again
+
+
+def test_the_api_returns_no_server_paths_but_cache_handles(server, recordings, dev_bundle):
+    with httpx.Client(base_url=f"{server['url']}gradio_api/", timeout=120) as http:
+        with open(recordings[0], "rb") as f:
+            [path] = http.post("upload", files={"files": (recordings[0].name, f)}).json()
+        stream = raw_predict(http, path)
+    data = json.loads(stream.split("event: complete\ndata: ", 1)[1].splitlines()[0])
+    face, nearest, summary = data
+    assert not re.search(r"/\w", json.dumps(summary)), summary  # the summary names no files
+    for image in (face, nearest):  # files travel as handles into Gradio's cache, nowhere else
+        assert image["path"].startswith(str(server["cache"]))
+        assert image["url"].endswith(image["path"]) and image["url"].startswith(server["url"])
+    assert str(dev_bundle) not in stream and SECRET not in stream and path not in stream
+
+
+def test_the_generated_face_says_it_is_ai_generated(server, recordings):
+    face, nearest, _ = Client(server["url"], verbose=False).predict(
+        handle_file(str(recordings[0])), api_name="/predict")
+    assert is_marked(Image.open(face))  # PNG text chunks survive Gradio's re-encoding
+    assert not is_marked(Image.open(nearest))  # the enrolled person's photo is a photo
+
+
+def test_logs_hold_no_voice_data(server, recordings):
+    good, bad, _ = recordings
+    client = Client(server["url"], verbose=False)
+    client.predict(handle_file(str(good)), api_name="/predict")
+    with pytest.raises(AppError):
+        client.predict(handle_file(str(bad)), api_name="/predict")
+    log = server["log"].read_text()
+    assert SECRET not in log and str(server["cache"]) not in log and "Traceback" not in log
+    assert not re.search(r"array\(|tensor\(|(-?\d+\.\d+(e-?\d+)?,\s*){8}", log)
