@@ -98,18 +98,22 @@ def scan_people(people_dir: str | Path) -> tuple[list[Person], list[tuple[str, s
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a folder; give the folder that holds one "
                                 "sub-folder per person.")
-    people, problems, seen = [], [], {}
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    people, problems = [], []
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    same_id: dict[str, list[str]] = {}
+    for folder in folders:
+        same_id.setdefault(folder.name.lower(), []).append(folder.name)
+    for folder in folders:
         person_id = folder.name
         if not ID_PATTERN.match(person_id):
             problems.append((str(folder), "folder name is not a valid person id (use letters, "
                              "digits, '_', '-', '.'); skipped"))
             continue
-        if person_id.lower() in seen:
-            problems.append((str(folder), f"duplicate id: same as {seen[person_id.lower()]} "
-                             "apart from letter case; skipped"))
+        if len(same_id[person_id.lower()]) > 1:  # ids are file names: case must not matter
+            problems.append((str(folder), "duplicate id: " + ", ".join(
+                same_id[person_id.lower()]) + " differ only in letter case; rename all but "
+                "one; skipped"))
             continue
-        seen[person_id.lower()] = person_id
         try:
             meta = json.loads((folder / PERSON_FILE).read_text()) \
                 if (folder / PERSON_FILE).is_file() else {}
@@ -264,20 +268,22 @@ def _best_face(person: Person, cache: Cache, report: BuildReport):
         key = _key(image_sha256(path), str(FACE_SIZE))
         image_path = cache.path("aligned", key, "png")
         info_path = cache.path("aligned", key, "json")
-        if image_path.is_file() and info_path.is_file():
+        if info_path.is_file():  # aligned before, or refused before (same bytes, same answer)
             info = json.loads(info_path.read_text())
             report.cached["photos"] = report.cached.get("photos", 0) + 1
         else:
             try:
                 aligned = faces.align(path, FACE_SIZE)
+                info = {"eyes_detected": aligned.eyes_detected, "face_side": aligned.box.w}
+                buffer = io.BytesIO()
+                aligned.image.save(buffer, "PNG")
+                storage.write_bytes(image_path, buffer.getvalue())
             except ValueError as err:
-                report.problems.append((str(path), str(err)))
-                continue
-            info = {"eyes_detected": aligned.eyes_detected, "face_side": aligned.box.w}
-            buffer = io.BytesIO()
-            aligned.image.save(buffer, "PNG")
-            storage.write_bytes(image_path, buffer.getvalue())
+                info = {"error": str(err), "name": path.name}
             storage.write_json(info_path, info)
+        if "error" in info:
+            report.problems.append((str(path), info["error"].replace(info["name"], path.name)))
+            continue
         candidates.append(((info["eyes_detected"], info["face_side"]), image_path, key))
     if not candidates:
         return None

@@ -1,0 +1,222 @@
+"""build: a people folder (with bad data in it) -> a bundle; eval: an honest report on it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from PIL import Image
+
+from conftest import REPO
+from voiceface import build as build_module
+from voiceface.build import BuildConfig, build, scan_people
+from voiceface.devbundle import TINY_GENERATOR, write_people_folder, write_random_backbone
+from voiceface.evaluate import evaluate, markdown, write_report
+from voiceface.gallery import Gallery
+from voiceface.invert import InversionConfig, Inverter
+from voiceface.pipeline import VoiceFace
+from voiceface.stylegan2 import Generator
+
+GOOD_PEOPLE = 5  # in the people folder; person01 is then made ambiguous by "Person01"
+ENROLLED = GOOD_PEOPLE - 1
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads; on a busy machine threads contend badly."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, tiny_xvector_dir):
+    root = tmp_path_factory.mktemp("build-models")
+    Generator(TINY_GENERATOR, seed=1).save_pretrained(root / "generator")
+    return BuildConfig(encoder=str(tiny_xvector_dir), encoder_revision=None,
+                       generator=str(root / "generator"), generator_revision=None,
+                       inversion=InversionConfig(steps=3, n_init=2, resolution=32,
+                                                 backbone=str(write_random_backbone(
+                                                     root / "backbone")), revision=None))
+
+
+def no_face_photo(path):
+    gradient = np.linspace(0, 255, 256 * 256 * 3).reshape(256, 256, 3).astype(np.uint8)
+    Image.fromarray(gradient).save(path)
+
+
+@pytest.fixture(scope="module")
+def people(tmp_path_factory):
+    """Good people and every kind of bad data beside them."""
+    root = write_people_folder(tmp_path_factory.mktemp("people") / "people", GOOD_PEOPLE)
+    good = root / "person01"
+    # a good person with one broken recording and one photo without a face
+    (root / "person02" / "voice3.wav").write_bytes(np.random.default_rng(0).bytes(3000))
+    no_face_photo(root / "person02" / "face0.png")
+    (root / "person03" / "face9.jpg").write_text("not a photo")
+    # people who cannot be enrolled
+    shutil.copytree(good, root / "noconsent")
+    (root / "noconsent" / "person.json").write_text(json.dumps({"name": "X", "consent": False}))
+    shutil.copytree(good, root / "noface")
+    for photo in (root / "noface").glob("face*"):
+        no_face_photo(photo)
+    shutil.copytree(good, root / "silent")
+    for voice in (root / "silent").glob("voice*"):
+        voice.unlink()
+    sf.write(root / "silent" / "voice1.wav", np.zeros(32000, np.float32), 16000)
+    shutil.copytree(good, root / "Person01")  # the same id as person01 but for letter case
+    shutil.copytree(good, root / "bad name!")
+    (root / "brokenjson").mkdir()
+    (root / "brokenjson" / "person.json").write_text("{not json")
+    return root
+
+
+@pytest.fixture(scope="module")
+def built(people, models, tmp_path_factory):
+    out = tmp_path_factory.mktemp("index") / "index"
+    report = build(people, out, models, progress=False)
+    return out, report
+
+
+def reasons(report) -> dict[str, str]:
+    return {path.split("/people/")[-1]: reason for path, reason in report.problems}
+
+
+def test_build_enrolls_the_good_people_and_reports_every_bad_file(built):
+    out, report = built
+    assert report.enrolled == [f"person{i:02d}" for i in range(2, GOOD_PEOPLE + 1)]
+    why = reasons(report)
+    assert "could not be decoded" in why["person02/voice3.wav"]
+    assert "No face found in face0.png" in why["person02/face0.png"]
+    assert "face9.jpg" in why["person03/face9.jpg"]
+    assert "no consent recorded" in why["noconsent"]
+    assert "No face found" in why["noface/face1.jpg"] and "no usable photo" in why["noface"]
+    assert "silent" in why["silent/voice1.wav"] and "no usable recording" in why["silent"]
+    assert "duplicate id" in why["person01"] and "duplicate id" in why["Person01"]
+    assert "not a valid person id" in why["bad name!"]
+    assert "unreadable" in why["brokenjson/person.json"]
+    assert set(report.seconds) == {"embed", "align", "invert", "mapper"}
+
+
+def test_the_built_bundle_serves_predictions(built, people):
+    out, _ = built
+    vf = VoiceFace.from_pretrained(out, progress=False)
+    assert [p.id for p in vf.gallery.people] == [f"person{i:02d}" for i in range(2, GOOD_PEOPLE + 1)]
+    assert vf.gallery.people[0].name == "Dev person 2"
+    assert all(p.faces[0].is_file() and p.consent for p in vf.gallery.people)
+    assert len(vf.gallery.latents()[0]) == ENROLLED and vf.mapper is not None
+    result = vf(people / "person03" / "voice2.flac")
+    assert result.method == "mapper" and result.matches[0].id == "person03"
+    windows = np.load(out / "windows.npy")
+    rows = json.loads((out / "windows.json").read_text())
+    assert len(windows) == len(rows) and {r["person"] for r in rows} == set(
+        p.id for p in vf.gallery.people)
+
+
+def test_unchanged_people_are_not_recomputed(built, people, models, monkeypatch):
+    out, first = built
+    monkeypatch.setattr(Inverter, "invert", lambda *a, **k: pytest.fail("inverted again"))
+    monkeypatch.setattr(build_module.faces, "align",
+                        lambda *a, **k: pytest.fail("aligned a photo again"))
+    again = build(people, out, models, progress=False)
+    assert again.enrolled == first.enrolled
+    assert again.cached["latents"] == ENROLLED
+    assert again.cached["voices"] >= 2 * ENROLLED
+
+
+def test_a_failed_build_loses_nothing_and_deletion_is_complete(built, people, models, tmp_path):
+    out, _ = built
+    copy = shutil.copytree(out, tmp_path / "index")
+    before = Gallery.load(copy / "gallery")
+    empty = tmp_path / "nobody"
+    (empty / "x").mkdir(parents=True)
+    with pytest.raises(ValueError, match="can be enrolled"):
+        build(empty, copy, models, progress=False)
+    after = Gallery.load(copy / "gallery")
+    assert [p.id for p in after.people] == [p.id for p in before.people]
+
+    fewer = shutil.copytree(people, tmp_path / "people")
+    shutil.rmtree(fewer / "person05")
+    cached_before = {p.name for p in (copy / ".cache").rglob("*") if p.is_file()}
+    build(fewer, copy, models, progress=False)
+    gallery = Gallery.load(copy / "gallery")
+    assert "person05" not in gallery
+    cached_after = {p.name for p in (copy / ".cache").rglob("*") if p.is_file()}
+    assert cached_after < cached_before  # person05's embeddings, photos and latent are gone
+    assert "person05" not in (copy / "windows.json").read_text()
+
+
+def test_eval_reports_identification_and_generation(built, tmp_path):
+    out, _ = built
+    report = evaluate(out, folds=2)
+    ident, gen = report["identification"], report["generation"]
+    assert report["people"] == ENROLLED and report["folds"] == 2
+    assert ident["trials"] >= ENROLLED and ident["chance_top1"] == 1 / ENROLLED
+    assert 0 <= ident["eer"] <= 1 and -1 <= ident["open_set_threshold"] <= 1
+    assert set(gen) == {"mapper", "knn-blend", "w_avg"}
+    low, high = gen["mapper"]["matching_1to2_ci95"]
+    assert low <= gen["mapper"]["matching_1to2"] <= high
+    paths = write_report(report, tmp_path / "eval")
+    assert [p.name for p in paths] == ["report.json", "report.md", "report.png"]
+    assert Image.open(paths[2]).size[0] > 500
+    assert f"N = {ENROLLED} people" in markdown(report)
+
+
+def test_eval_cli_checks_the_folder_and_sets_the_threshold(built, people, tmp_path):
+    out, _ = built
+    index = shutil.copytree(out, tmp_path / "index")
+    run = [sys.executable, "-m", "voiceface", "eval"]
+    wrong = subprocess.run([*run, str(tmp_path), "--index", str(index)], cwd=REPO,
+                           capture_output=True, text=True, check=False)
+    assert wrong.returncode == 2 and "was not built from" in wrong.stderr
+    ok = subprocess.run([*run, str(people), "--index", str(index), "--folds", "2"], cwd=REPO,
+                        capture_output=True, text=True, check=False)
+    assert ok.returncode == 0, ok.stderr
+    report = json.loads((index / "eval" / "report.json").read_text())
+    threshold = report["identification"]["open_set_threshold"]
+    assert Gallery.load(index / "gallery").threshold == pytest.approx(threshold)
+
+
+def synthetic_index(directory, n=16, dim=8, windows=4, seed=0):
+    """An index whose truth is known: clustered voices; latents a linear function of them."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((n, dim))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    mix = rng.standard_normal((dim, 6))
+    gallery = Gallery(dim, "enc", latent_dim=6, generator_fingerprint="gen")
+    rows, all_windows = [], []
+    for i, c in enumerate(centres):
+        w = c + 0.05 * rng.standard_normal((windows, dim))
+        w /= np.linalg.norm(w, axis=1, keepdims=True)
+        all_windows.append(w)
+        rows += [{"person": f"p{i}", "recording": f"r{j // 2}.wav", "window": j % 2}
+                 for j in range(windows)]
+        gallery.add(f"p{i}", c, latent=(c @ mix).astype(np.float32), consent=True)
+    gallery.save(directory / "gallery")
+    np.save(directory / "windows.npy", np.concatenate(all_windows).astype(np.float32))
+    (directory / "windows.json").write_text(json.dumps(rows))
+    return directory
+
+
+def test_eval_metrics_on_a_gallery_whose_answers_are_known(tmp_path):
+    report = evaluate(synthetic_index(tmp_path), folds=4)
+    ident, gen = report["identification"], report["generation"]
+    assert ident["top1"] == 1.0 and ident["eer"] == 0.0
+    assert ident["trials"] == 16 * 2  # each person's second recording held out
+    assert ident["detection_and_identification_rate"] > 0.9
+    # a learnable voice -> latent relation: the mapper beats the mean face and chance
+    assert gen["mapper"]["R@1"] > 2 * gen["mapper"]["chance_R@1"]
+    assert gen["mapper"]["matching_1to2"] > gen["w_avg"]["matching_1to2"] + 0.2
+    assert gen["mapper"]["matching_1to2_ci95"][0] > 0.5
+
+
+def test_scan_refuses_a_missing_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="is not a folder"):
+        scan_people(tmp_path / "missing")
