@@ -81,18 +81,21 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve_app(bundle: Path, log: Path, env: dict[str, str] | None = None
+def serve_app(bundle: Path | None, log: Path, env: dict[str, str] | None = None,
+              args: tuple[str, ...] = (), timeout: float = APP_START_TIMEOUT
               ) -> Iterator[tuple[str, subprocess.Popen]]:
-    """Run app.py on 127.0.0.1 with its output in `log`; yield (url, process)."""
+    """Run app.py (on `bundle`, else its default) on 127.0.0.1 with more `args` and its
+    output in `log`; yield (url, process) once it answers."""
     port = free_port()
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})}
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "app.py", "--bundle", str(bundle),
+        proc = subprocess.Popen([sys.executable, "app.py",
+                                 *(["--bundle", str(bundle)] if bundle else []), *args,
                                  "--host", "127.0.0.1", "--port", str(port)], cwd=REPO,
                                 stdout=out, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}/"
     try:
-        deadline = time.monotonic() + APP_START_TIMEOUT
+        deadline = time.monotonic() + timeout
         while True:
             try:
                 urllib.request.urlopen(url, timeout=2)

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -17,52 +15,16 @@ import soundfile as sf
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from conftest import REPO
+from conftest import REPO, serve_app
 
-START_TIMEOUT = 120  # s for the app to load models and listen
 PERSONAS_START_TIMEOUT = 600  # s, first start with the default personas: caches are built
 SCREENSHOTS = REPO / "build" / "screenshots"  # kept after the run for people to look at
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_app(args: list[str], log: Path, env: dict | None = None,
-              timeout: float = START_TIMEOUT):
-    """Start app.py with `args` on a free port; returns (process, url) once it answers."""
-    port = free_port()
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})}
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "app.py", *args, "--host", "127.0.0.1",
-                                 "--port", str(port)], cwd=REPO,
-                                stdout=out, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return proc, url
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"app did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    proc.wait(timeout=30)
-
-
 @pytest.fixture(scope="module")
 def app_url(dev_bundle, tmp_path_factory):
-    proc, url = start_app(["--bundle", str(dev_bundle)],
-                          tmp_path_factory.mktemp("app") / "app.log")
-    yield url
-    stop(proc)
+    with serve_app(dev_bundle, tmp_path_factory.mktemp("app") / "app.log") as (url, _):
+        yield url
 
 
 def test_help_documents_the_flags():
@@ -98,17 +60,14 @@ def test_default_personas_build_once_then_serve(tiny_xvector_dir, tmp_path):
     from voiceface.stylegan2 import Generator
 
     Generator(TINY_GENERATOR, seed=5).save_pretrained(tmp_path / "generator")
-    args = ["--encoder", str(tiny_xvector_dir), "--generator", str(tmp_path / "generator")]
+    args = ("--encoder", str(tiny_xvector_dir), "--generator", str(tmp_path / "generator"))
     env = {"VOICEFACE_CACHE": str(tmp_path / "cache")}
     for start, log in enumerate([tmp_path / "first.log", tmp_path / "second.log"]):
-        proc, url = start_app(args, log, env, timeout=PERSONAS_START_TIMEOUT)
-        try:
+        with serve_app(None, log, env, args, timeout=PERSONAS_START_TIMEOUT) as (url, _):
             client = Client(url, verbose=False)
             voice = REPO / "assets" / "personas" / "voices" / "persona05.opus"
             _, _, summary = client.predict(handle_file(str(voice)), api_name="/predict")
             page = urllib.request.urlopen(url, timeout=10).read().decode()
-        finally:
-            stop(proc)
         assert summary["matches"][0]["id"] == "persona05"
         assert "Synthetic personas" in page
         assert ("Building the persona gallery" in log.read_text()) == (start == 0)
