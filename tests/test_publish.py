@@ -69,6 +69,9 @@ def test_space_alone_ships_the_default_personas(tmp_path):
 def built_bundle(dev_bundle, tmp_path):
     """A copy of the dev bundle that claims to be real (publishing refuses test weights)."""
     root = shutil.copytree(dev_bundle, tmp_path / "built")
+    (root / ".cache" / "voices").mkdir(parents=True)
+    (root / ".cache" / "voices" / "x.npy").write_bytes(b"cached embeddings")
+    (root / "windows.npy").write_bytes(b"per-window embeddings")
     spec = json.loads((root / "bundle.json").read_text())
     (root / "bundle.json").write_text(json.dumps({**spec, "test_weights": False}))
     return root
@@ -80,12 +83,12 @@ def test_built_bundle_plan_leaves_voice_recordings_out_unless_asked(built_bundle
     assert "bundle.json" in paths and "gallery/manifest.json" in paths
     assert any(p.startswith("mapper/") for p in paths)
     assert any(p.startswith("gallery/faces/") for p in paths)
-    assert not any(p.startswith("voices/") for p in paths)
-    assert plan.left_out and all(p.startswith("voices/") for p in plan.left_out)
+    assert not any(p.startswith(("voices/", ".cache")) for p in paths)
+    assert "windows.npy" not in paths and "windows.npy" in plan.left_out
+    assert any(p.startswith("voices/") for p in plan.left_out)
     assert "left out (voice recordings" in plan.describe()
     with_voices = plan_publish(built_bundle, repo="me/gallery", include_voices=True)
-    assert {u.path_in_repo for u in with_voices.uploads} >= {f"voices/{p.split('/')[-1]}"
-                                                           for p in plan.left_out}
+    assert {u.path_in_repo for u in with_voices.uploads} >= set(plan.left_out)
 
 
 def test_people_without_consent_stop_the_whole_publication(built_bundle):

@@ -5,7 +5,8 @@
     publish(plan)               # create the repos (model repo private by default), upload
 
 Biometric data stays home unless asked for: every enrolled person must have consent or
-nothing is published, and voice recordings are left out unless `include_voices=True`.
+nothing is published, and voice recordings (and the build's per-window voice embeddings,
+kept for evaluation) are left out unless `include_voices=True`. The build's cache stays home.
 The default personas' synthetic text-to-speech voices are their definition, not anyone's
 voice, so a personas bundle carries them.
 """
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .audio import AUDIO_SUFFIXES
+from .build import WINDOWS_FILE, WINDOWS_INDEX
 from .gallery import MANIFEST
 from .personas import PERSONAS_FILE, VOICES_DIR, load_personas
 from .pipeline import BUNDLE_FILE, EXAMPLES_DIR
@@ -75,7 +77,8 @@ class PublishPlan:
         for key, value in self.variables.items():
             lines.append(f"space variable {key}={value}")
         if self.left_out:
-            lines.append(f"left out (voice recordings; --include-voices uploads them): "
+            lines.append(f"left out (voice recordings and per-window voice embeddings; "
+                         f"--include-voices uploads them): "
                          f"{len(self.left_out)} files")
             lines += [f"  {path}" for path in self.left_out]
         lines += [f"note: {note}" for note in self.notes]
@@ -152,14 +155,17 @@ def _check_consent(root: Path) -> None:
 
 
 def _files(directory: Path) -> list[Path]:
+    """Files to publish: not hidden (the build's `.cache`), not lock or temporary files."""
     return sorted(p for p in directory.rglob("*") if p.is_file() and p.name not in SKIPPED_NAMES
-                  and not p.name.endswith(".tmp"))
+                  and not p.name.endswith(".tmp")
+                  and not any(part.startswith(".") for part in p.relative_to(directory).parts))
 
 
 def _add_built_bundle(plan: PublishPlan, root: Path, repo: str, include_voices: bool) -> None:
     for path in _files(root):
         relative = path.relative_to(root).as_posix()
-        is_voice = path.suffix.lower() in AUDIO_SUFFIXES or relative.startswith(f"{EXAMPLES_DIR}/")
+        is_voice = path.suffix.lower() in AUDIO_SUFFIXES or relative.startswith(
+            f"{EXAMPLES_DIR}/") or relative in (WINDOWS_FILE, WINDOWS_INDEX)
         if is_voice and not include_voices:
             plan.left_out.append(relative)
             continue
