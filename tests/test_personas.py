@@ -31,7 +31,7 @@ def test_shipped_personas_are_48_synthetic_people_with_their_own_voice_and_face(
     assert len(digests) == 48
     for p in SHIPPED:
         seconds = len(load_audio(p["voice_file"], max_seconds=None)) / 16000
-        assert 7.5 <= seconds <= 13.5, (p["id"], seconds)
+        assert 7.5 <= seconds <= personas.MAX_VOICE_SECONDS, (p["id"], seconds)
 
 
 def test_the_voices_differ_in_pitch():

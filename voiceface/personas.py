@@ -42,6 +42,8 @@ PERSONAS_FILE = "personas.json"
 VOICES_DIR = "voices"
 VOICE_SUFFIX = ".opus"  # Ogg Opus at 16 kHz: ~35 kB per 10 s recording
 VOICE_RMS_DBFS = -20.0  # loudness every recording is normalised to
+MAX_VOICE_SECONDS = 10.0  # s: one encoder window, so the first start embeds each voice once
+CUT_SEARCH_SECONDS = 2.0  # s before the limit searched for the quietest place to cut
 FACE_RESOLUTION = 512  # px; gallery photos of the personas (the preview is 256 px)
 CACHE_FORMAT_VERSION = 1
 MAPPER_HIDDEN = 256  # 48 pairs of arbitrary voice and face: a small mapper is plenty
@@ -120,8 +122,20 @@ def synthesize(recipe: dict, text: str) -> np.ndarray:
         _run(["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", str(raw),
               "-af", shift, "-ac", "1", str(shifted)], "ffmpeg")
         wav = load_audio(shifted, max_seconds=None)
+    wav = _cut(wav)
     return (wav * 10 ** (VOICE_RMS_DBFS / 20) / np.sqrt(np.mean(wav ** 2))).clip(-1, 1) \
         .astype(np.float32)
+
+
+def _cut(wav: np.ndarray) -> np.ndarray:
+    """At most MAX_VOICE_SECONDS, cut at the quietest 20 ms in the last CUT_SEARCH_SECONDS."""
+    limit = int(MAX_VOICE_SECONDS * SAMPLE_RATE)
+    if len(wav) <= limit:
+        return wav
+    frame = SAMPLE_RATE // 50
+    start = limit - int(CUT_SEARCH_SECONDS * SAMPLE_RATE)
+    energy = (wav[start:limit].reshape(-1, frame) ** 2).sum(1)
+    return wav[: start + frame * (int(np.argmin(energy)) + 1)]
 
 
 def write_voices(root: str | Path = PERSONAS_DIR, progress: bool = True) -> list[Path]:
