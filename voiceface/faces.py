@@ -201,9 +201,9 @@ def detect_faces(image: ImageSource) -> list[Box]:
     """Frontal faces in the photo, largest first, as boxes in its pixel coordinates.
 
     Photos larger than `DETECT_MAX_SIDE` are downscaled for the search (the cascade needs
-    no more detail, and its time grows with the pixel count); boxes are scaled back. When several boxes are found,
-    those without a pair of eyes are dropped if any has one: the cascade's false faces
-    (shoulders, clothing folds) rarely have eyes where eyes belong.
+    no more detail, and its time grows with the pixel count); boxes are scaled back. When
+    several boxes are found, those without a pair of eyes are dropped if any has one: the
+    cascade's false faces (shoulders, clothing folds) rarely have eyes where eyes belong.
     """
     image = load_image(image)
     scale = min(1.0, DETECT_MAX_SIDE / max(image.size))
