@@ -201,9 +201,9 @@ def detect_faces(image: ImageSource) -> list[Box]:
     """Frontal faces in the photo, largest first, as boxes in its pixel coordinates.
 
     Photos larger than `DETECT_MAX_SIDE` are downscaled for the search (the cascade needs
-    no more, and it is ~10x faster); boxes are scaled back. When several boxes are found,
-    those without a pair of eyes are dropped if any has one: the cascade's false faces
-    (shoulders, clothing folds) rarely have eyes where eyes belong.
+    no more detail, and its time grows with the pixel count); boxes are scaled back. When
+    several boxes are found, those without a pair of eyes are dropped if any has one: the
+    cascade's false faces (shoulders, clothing folds) rarely have eyes where eyes belong.
     """
     image = load_image(image)
     scale = min(1.0, DETECT_MAX_SIDE / max(image.size))
@@ -287,7 +287,9 @@ def align(image: ImageSource, size: int = DEFAULT_SIZE, name: str | None = None)
     crop = _warp_square(pixels, centre, x, y, max(1, round(2 * np.hypot(*x))))
     aligned = Image.fromarray(crop).resize((size, size), Image.Resampling.LANCZOS)
     tilt = math.degrees(math.atan2(eye_to_eye[1], eye_to_eye[0]))
-    return AlignedFace(aligned, box, (tuple(eye_left), tuple(eye_right)), detected, tilt)
+    eye_points = ((float(eye_left[0]), float(eye_left[1])),
+                  (float(eye_right[0]), float(eye_right[1])))
+    return AlignedFace(aligned, box, eye_points, detected, tilt)
 
 
 def align_face(image: ImageSource, size: int = DEFAULT_SIZE, name: str | None = None
