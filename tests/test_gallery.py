@@ -178,7 +178,7 @@ def test_corrupted_saved_embeddings_are_refused(gallery, tmp_path):
 
 
 # -- index choice (voiceface.ann) ------------------------------------------------------------
-from voiceface import ann  # noqa: E402
+from voiceface import ann
 
 
 def test_small_galleries_search_exactly_and_save_their_index_settings(gallery, tmp_path):

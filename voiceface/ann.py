@@ -18,9 +18,9 @@ exactly against its stored embeddings, so reported scores are always true cosine
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
-from typing import Iterator
 
 import faiss
 import numpy as np
@@ -65,7 +65,7 @@ class IndexSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict | str | None) -> "IndexSpec":
+    def from_dict(cls, data: dict | str | None) -> IndexSpec:
         """From a manifest entry: a dict of settings, a kind name, or None (= "auto")."""
         if data is None:
             return cls()
@@ -83,7 +83,7 @@ class IndexSpec:
         return self.kind
 
 
-def as_spec(index: "str | IndexSpec | None") -> IndexSpec:
+def as_spec(index: str | IndexSpec | None) -> IndexSpec:
     """Accept a kind name, an IndexSpec or None (= "auto")."""
     return index if isinstance(index, IndexSpec) else IndexSpec.from_dict(index)
 

@@ -40,6 +40,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("directory", type=Path)
     p.set_defaults(run=_convert_generator)
 
+    p = commands.add_parser("bench", help="time every stage, cold start and memory on this machine")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--quick", action="store_true", help="tiny dev models, few runs (a smoke test)")
+    p.add_argument("--repeats", type=int, default=None, help="timed calls per figure")
+    p.set_defaults(run=_bench)
+
     args = parser.parse_args(argv)
     try:
         return args.run(args)
@@ -95,4 +101,12 @@ def _convert_generator(args: argparse.Namespace) -> int:
     from .stylegan2 import convert_checkpoint
 
     print(f"wrote {convert_checkpoint(args.checkpoint, args.directory)}")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .bench import format_table, run, to_json
+
+    result = run(quick=args.quick, repeats=args.repeats)
+    print(to_json(result) if args.json else format_table(result))
     return 0
