@@ -14,9 +14,11 @@ STAGES = {"decode", "embed", "search", "map", "synth", "total"}
 
 
 def test_quick_bench_prints_one_json_object_with_every_figure(capsys):
-    assert main(["bench", "--quick", "--json", "--repeats", "1"]) == 0
+    assert main(["bench", "--quick", "--json", "--repeats", "1", "--threads", "1",
+                 "--quantize"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["quick"] is True and result["repeats"] == 1
+    assert result["quick"] is True and result["repeats"] == 1 and result["quantize"] is True
+    assert result["threads"]["torch"] == 1
     assert isinstance(result["models"], str)
     assert {"cpus", "torch", "torch_interop", "faiss_build"} <= set(result["threads"])
     assert all(isinstance(result["threads"][k], int) for k in ("cpus", "torch"))

@@ -8,7 +8,10 @@ Builds a bundle of random-weight models of full size (a wav2vec2-base x-vector e
 - cold start: a fresh Python process that imports voiceface and loads the bundle from disk,
   until it is ready to answer (then it answers once, at full size, for its peak RSS);
 - peak RSS of that serving process and of this one (which also built the bundle);
-- the thread settings.
+- the thread settings (`threads` sets torch's intra-op threads here and in the cold-start
+  process; on 2 busy cores 1 thread beat 2, see `benchmarks/encoder_options.py`).
+`quantize` swaps in the int8 voice encoder after loading (bundles cannot ask for it yet; the
+gallery was embedded in fp32, which changes timings nothing and scores little).
 """
 
 from __future__ import annotations
@@ -42,12 +45,14 @@ READY = "ready"  # what the cold-start child prints once the bundle is loaded
 
 
 def run(quick: bool = False, repeats: int | None = None,
-        durations: tuple[float, ...] = DURATIONS) -> dict:
+        durations: tuple[float, ...] = DURATIONS, threads: int | None = None,
+        quantize: bool = False) -> dict:
     """Measure and return one JSON-able dict (see `format_table` for what it holds)."""
     repeats = (QUICK_REPEATS if quick else REPEATS) if repeats is None else repeats
+    if threads:
+        torch.set_num_threads(threads)
     from transformers.utils import logging as hf_logging
 
-    from .pipeline import VoiceFace  # heavy import, after argument handling
 
     hf_logging.disable_progress_bar()  # keep stderr for errors
 
@@ -62,19 +67,20 @@ def run(quick: bool = False, repeats: int | None = None,
         for seconds in durations:
             clips[seconds] = Path(tmp) / f"clip{seconds:g}.wav"
             sf.write(clips[seconds], synthetic_voice(seconds, seed=7, f0=160.0), SAMPLE_RATE)
-        vf = VoiceFace.from_pretrained(bundle)
+        vf = _load(bundle, quantize)
         full = vf.generator.resolution
         preview = min(PREVIEW, full // 2)
         runs = [time_calls(vf, clip, resolution, repeats) | {"seconds": seconds, "px": resolution}
                 for seconds, clip in clips.items() for resolution in (preview, full)]
         del vf
-        cold = cold_start(bundle, clips[durations[len(durations) // 2]])
+        cold = cold_start(bundle, clips[durations[len(durations) // 2]], threads, quantize)
     result = {
         "quick": quick,
         "models": ("tiny random (dev bundle)" if quick else
                    "wav2vec2-base x-vector + StyleGAN2 config-f 1024 px, random weights"),
         "repeats": repeats,
-        "threads": threads(),
+        "quantize": quantize,
+        "threads": thread_settings(),
         "bundle_build_s": bundle_s,
         "runs": runs,
         "cold_start_s": cold["ready_s"],
@@ -97,13 +103,25 @@ def time_calls(vf, clip: Path, resolution: int, repeats: int) -> dict:
             for stat, fn in (("median", np.median), ("p95", lambda x: np.percentile(x, 95)))}
 
 
-def cold_start(bundle: Path, clip: Path) -> dict:
+def _load(bundle: Path, quantize: bool):
+    from .pipeline import VoiceFace
+    from .voice import VoiceEncoder
+
+    vf = VoiceFace.from_pretrained(bundle)
+    if quantize:
+        vf.encoder = VoiceEncoder.from_pretrained(bundle / "encoder", quantize=True)
+    return vf
+
+
+def cold_start(bundle: Path, clip: Path, threads: int | None = None,
+               quantize: bool = False) -> dict:
     """A fresh interpreter loads `bundle` (imports included): seconds until ready, seconds
     for its first full-size answer, and its peak RSS in MB (VmHWM: getrusage's maxrss would
     start from this process's, which Linux carries across fork and exec)."""
-    code = ("import sys, time\n"
-            "from voiceface.pipeline import VoiceFace\n"
-            "vf = VoiceFace.from_pretrained(sys.argv[1])\n"
+    code = ("import sys, time, pathlib, torch\n"
+            f"if {threads or 0}: torch.set_num_threads({threads or 0})\n"
+            "from voiceface.bench import _load\n"
+            f"vf = _load(pathlib.Path(sys.argv[1]), {quantize})\n"
             f"print({READY!r}, flush=True)\n"
             "t = time.perf_counter(); vf(sys.argv[2])\n"
             "t = time.perf_counter() - t\n"
@@ -122,7 +140,7 @@ def cold_start(bundle: Path, clip: Path) -> dict:
     return {"ready_s": ready, "answer_s": float(answer_s), "peak_rss_mb": int(rss_kb) / 1024}
 
 
-def threads() -> dict:
+def thread_settings() -> dict:
     """Thread settings that decide CPU speed."""
     import faiss
 
@@ -148,7 +166,8 @@ def _targets(result: dict, preview: int, full: int) -> dict:
 def format_table(result: dict) -> str:
     """The result as the text table `python -m voiceface bench` prints."""
     t = result["threads"]
-    lines = [f"models: {result['models']}; torch {torch.__version__}",
+    lines = [(f"models: {result['models']}{', int8 encoder' if result.get('quantize') else ''}"
+             f"; torch {torch.__version__}"),
              (f"threads: {t['cpus']} CPUs, torch {t['torch']} (interop {t['torch_interop']}), "
              f"faiss {t['faiss_build']}, OMP_NUM_THREADS={t['OMP_NUM_THREADS']}"),
              f"median (p95) seconds of {result['repeats']} calls after a warm-up",

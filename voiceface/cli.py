@@ -44,6 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--quick", action="store_true", help="tiny dev models, few runs (a smoke test)")
     p.add_argument("--repeats", type=int, default=None, help="timed calls per figure")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--quantize", action="store_true", help="int8 voice encoder")
     p.set_defaults(run=_bench)
 
     args = parser.parse_args(argv)
@@ -107,6 +109,7 @@ def _convert_generator(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from .bench import format_table, run, to_json
 
-    result = run(quick=args.quick, repeats=args.repeats)
+    result = run(quick=args.quick, repeats=args.repeats, threads=args.threads,
+                 quantize=args.quantize)
     print(to_json(result) if args.json else format_table(result))
     return 0
