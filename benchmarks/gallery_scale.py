@@ -7,10 +7,10 @@ including the exact re-scoring of ANN candidates) and recall@1 against exact sea
   a new recording of an enrolled voice);
 - "fresh" queries: new random vectors (nobody enrolled; in 512-d every stored vector is about
   equally far, the hardest case for any ANN index and not one the open-set search needs).
-Search-time settings (efSearch, nprobe) are swept on one build.
+Search-time settings (efSearch, nprobe) are swept on one build; IVF rows say nlist/nprobe.
 Usage (repository root): python -m benchmarks.gallery_scale [--sizes 10000 100000 1000000]
     [--kinds flat hnsw ivfpq] [--hnsw-m 32] [--ef-construction 80] [--ef-search 16 32 64 128]
-    [--nprobe 8 16 32 64] [--pq-m 64] [--queries 200]
+    [--nlist 0] [--nprobe 0] [--pq-m 64] [--queries 200]     (0 = the defaults for N)
 """
 
 from __future__ import annotations
@@ -108,8 +108,9 @@ def run_size(n: int, args: argparse.Namespace) -> None:
             settings = [(f"efSearch={e}", IndexSpec(**{**spec.to_dict(), "ef_search": e}))
                         for e in args.ef_search]
         else:
-            settings = [(f"nprobe={p}", IndexSpec(**{**spec.to_dict(), "nprobe": p}))
-                        for p in args.nprobe]
+            nlist = index.nlist  # the one chosen for N
+            settings = [(f"{nlist}/{p or max(1, nlist // 8)}",
+                         IndexSpec(**{**spec.to_dict(), "nprobe": p})) for p in args.nprobe]
         for label, setting in settings:
             configure(index, setting)
             timed = FLAT_TIMED_QUERIES if kind == "flat" else len(qs["near"])
@@ -132,8 +133,8 @@ def main() -> None:
     parser.add_argument("--hnsw-m", type=int, default=IndexSpec.hnsw_m)
     parser.add_argument("--ef-construction", type=int, default=IndexSpec.ef_construction)
     parser.add_argument("--ef-search", type=int, nargs="+", default=[16, 32, 64, 128])
-    parser.add_argument("--nlist", type=int, default=0, help="0 = about 4 * sqrt(N)")
-    parser.add_argument("--nprobe", type=int, nargs="+", default=[8, 16, 32, 64])
+    parser.add_argument("--nlist", type=int, default=0, help="0 = about sqrt(N)")
+    parser.add_argument("--nprobe", type=int, nargs="+", default=[0], help="0 = nlist / 8")
     parser.add_argument("--pq-m", type=int, default=IndexSpec.pq_m)
     parser.add_argument("--queries", type=int, default=200, help="of each kind")
     parser.add_argument("--threads", type=int, default=1,
