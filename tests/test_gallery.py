@@ -245,5 +245,5 @@ def test_auto_switches_to_ivfpq_above_flat_max_and_can_be_overridden(monkeypatch
 def test_unknown_index_kind_is_refused():
     with pytest.raises(ValueError, match="'annoy' is not one of auto, flat, hnsw, ivfpq"):
         Gallery(DIM, "enc-A", index="annoy")
-    with pytest.raises(ValueError, match="nprobe=-1 must be positive"):
+    with pytest.raises(ValueError, match="nprobe=-1 must be at least 0"):
         ann.IndexSpec(nprobe=-1)

@@ -60,9 +60,10 @@ class IndexSpec:
         if self.kind not in KINDS:
             raise ValueError(f"Index kind {self.kind!r} is not one of {', '.join(KINDS)}.")
         for f in fields(self):
-            if f.name != "kind" and (getattr(self, f.name) < (0 if f.name in ZERO_OK else 1)):
-                raise ValueError(f"Index setting {f.name}={getattr(self, f.name)} must be "
-                                 "positive.")
+            least = 0 if f.name in ZERO_OK else 1
+            if f.name != "kind" and getattr(self, f.name) < least:
+                raise ValueError(f"Index setting {f.name}={getattr(self, f.name)} must be at "
+                                 f"least {least}.")
 
     def to_dict(self) -> dict:
         return asdict(self)
