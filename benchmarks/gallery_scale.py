@@ -26,7 +26,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from voiceface.ann import IndexSpec, build, configure, search
+from voiceface.ann import IndexSpec, build, configure, default_nprobe, search
 
 DIM = 512
 NEAR_COSINE = 0.8  # expected cosine between a "near" query and its source vector
@@ -109,7 +109,7 @@ def run_size(n: int, args: argparse.Namespace) -> None:
                         for e in args.ef_search]
         else:
             nlist = index.nlist  # the one chosen for N
-            settings = [(f"{nlist}/{p or max(1, nlist // 8)}",
+            settings = [(f"{nlist}/{min(nlist, p or default_nprobe(nlist))}",
                          IndexSpec(**{**spec.to_dict(), "nprobe": p})) for p in args.nprobe]
         for label, setting in settings:
             configure(index, setting)
@@ -134,7 +134,7 @@ def main() -> None:
     parser.add_argument("--ef-construction", type=int, default=IndexSpec.ef_construction)
     parser.add_argument("--ef-search", type=int, nargs="+", default=[16, 32, 64, 128])
     parser.add_argument("--nlist", type=int, default=0, help="0 = about sqrt(N)")
-    parser.add_argument("--nprobe", type=int, nargs="+", default=[0], help="0 = nlist / 8")
+    parser.add_argument("--nprobe", type=int, nargs="+", default=[0], help="0 = nlist / 8, at least 64")
     parser.add_argument("--pq-m", type=int, default=IndexSpec.pq_m)
     parser.add_argument("--queries", type=int, default=200, help="of each kind")
     parser.add_argument("--threads", type=int, default=1,

