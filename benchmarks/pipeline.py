@@ -2,7 +2,8 @@
 
 Builds a bundle of random-weight models (full size by default: wav2vec2-base x-vector and a
 1024 px config-f StyleGAN2; `--tiny` for the dev bundle's models), then times
-- in process: `VoiceFace(audio, resolution=256)` per stage, and the full-size render;
+- in process: `VoiceFace(audio, resolution=...)` per stage at 256 px and at full size
+  (`voiceface.bench.time_calls`; `python -m voiceface bench` adds p95, cold start and RSS);
 - with `--app`: app.py on 127.0.0.1, submit -> 256 px preview -> full face via gradio_client.
 Medians over `--repeats` runs after one warm-up.
 Usage (repository root): python -m benchmarks.pipeline [--app] [--tiny]
@@ -24,13 +25,13 @@ import soundfile as sf
 import torch
 
 from voiceface.audio import SAMPLE_RATE
+from voiceface.bench import PREVIEW, time_calls
 from voiceface.devbundle import synthetic_voice, write_dev_bundle
 from voiceface.pipeline import VoiceFace
 from voiceface.stylegan2 import GeneratorConfig
 from voiceface.stylegan2_ops import reuse_freed_memory
 
 REPO = Path(__file__).resolve().parents[1]
-PREVIEW = 256  # px
 DURATIONS = (3.0, 5.0, 10.0)  # s of speech
 
 
@@ -38,20 +39,13 @@ def in_process(bundle: Path, repeats: int, clips: dict[float, Path]) -> None:
     start = time.perf_counter()
     vf = VoiceFace.from_pretrained(bundle)
     print(f"load bundle: {time.perf_counter() - start:.2f} s")
-    preview = PREVIEW if vf.generator.resolution > PREVIEW else None
+    full = vf.generator.resolution
+    preview = PREVIEW if full > PREVIEW else full // 2
     for seconds, clip in clips.items():
-        runs = []
-        for i in range(repeats + 1):
-            result = vf(clip, resolution=preview)
-            t0 = time.perf_counter()
-            vf.render(torch.from_numpy(result.w)[None])
-            full = time.perf_counter() - t0
-            if i:  # the first run is the warm-up
-                runs.append({**result.timings, "full_render": full})
-        med = {k: float(np.median([r[k] for r in runs])) for k in runs[0]}
-        stages = "  ".join(f"{k} {v:.3f}" for k, v in med.items())
-        print(f"{seconds:>4.0f} s audio: {stages}  | to preview {med['total']:.3f} s, "
-              f"to full {med['total'] + med['full_render']:.3f} s")
+        med = {px: time_calls(vf, clip, px, repeats)["median"] for px in (preview, full)}
+        stages = "  ".join(f"{k} {v:.3f}" for k, v in med[preview].items() if k != "total")
+        print(f"{seconds:>4.0f} s audio: {stages}  | to preview {med[preview]['total']:.3f} s, "
+              f"to full {med[full]['total']:.3f} s")
 
 
 def through_app(bundle: Path, repeats: int, clip: Path) -> None:

@@ -175,3 +175,75 @@ def test_corrupted_saved_embeddings_are_refused(gallery, tmp_path):
     storage.write_npy(data / "embeddings.npy", 2 * gallery.embeddings)
     with pytest.raises(GalleryError, match="unit vectors"):
         Gallery.load(root)
+
+
+# -- index choice (voiceface.ann) ------------------------------------------------------------
+from voiceface import ann
+
+
+def test_small_galleries_search_exactly_and_save_their_index_settings(gallery, tmp_path):
+    assert gallery.index_kind == "flat" and gallery.index_spec.kind == "auto"
+    root = gallery.save(tmp_path / "g")
+    manifest = json.loads((root / gallery_module.MANIFEST).read_text())
+    assert manifest["index"]["kind"] == "auto"
+    del manifest["index"]  # a gallery saved before index settings existed
+    storage.write_json(root / gallery_module.MANIFEST, manifest)
+    old = Gallery.load(root)
+    assert old.index_kind == "flat"
+    query = gallery.embedding("p1")
+    assert old.search(query, k=4) == [m for m in Gallery.load(root).search(query, k=4)]
+    assert [m.score for m in old.search(query, k=4)] == \
+        [m.score for m in gallery.search(query, k=4)]
+
+
+def big_gallery(n, index, seed=0):
+    rng = np.random.default_rng(seed)
+    g = Gallery(DIM, "enc-A", index=index)
+    for i, e in enumerate(unit(rng, n)):
+        g.add(f"p{i}", e)
+    return g
+
+
+def near(rng, vector, cosine=0.9):
+    noisy = vector + np.sqrt(1 / cosine ** 2 - 1) / np.sqrt(DIM) * rng.standard_normal(DIM)
+    return (noisy / np.linalg.norm(noisy)).astype(np.float32)
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivfpq"])
+def test_approximate_indexes_return_exact_scores_and_survive_save_load(kind, tmp_path,
+                                                                       monkeypatch):
+    monkeypatch.setattr(ann, "IVF_MIN", 100)
+    spec = ann.IndexSpec(kind=kind, nlist=4, nprobe=2, pq_m=8, rerank=20)
+    g = big_gallery(400, spec)
+    assert g.index_kind == kind
+    rng = np.random.default_rng(5)
+    query = near(rng, g.embedding("p123"))
+    matches = g.search(query, k=3)
+    brute = g.embeddings @ query
+    assert matches[0].id == "p123"
+    assert [m.score for m in matches] == pytest.approx(sorted(brute)[::-1][:3], abs=1e-6)
+    loaded = Gallery.load(g.save(tmp_path / "g"))
+    assert loaded.index_spec == spec and loaded.index_kind == kind
+    assert loaded.search(query, k=3) == matches
+    g.add("newcomer", unit(rng)[0])  # grows the built index in place
+    assert g.search(g.embedding("newcomer"), k=1)[0].id == "newcomer"
+
+
+def test_auto_switches_to_ivfpq_above_flat_max_and_can_be_overridden(monkeypatch, tmp_path):
+    monkeypatch.setattr(ann, "FLAT_MAX", 300)
+    monkeypatch.setattr(ann, "IVF_MIN", 100)
+    g = big_gallery(301, ann.IndexSpec(nlist=4, pq_m=8))
+    assert g.index_kind == "ivfpq"
+    g.remove("p0")
+    assert g.index_kind == "flat"
+    g.reindex("hnsw")
+    assert g.index_kind == "hnsw" and g.search(g.embedding("p7"), k=1)[0].id == "p7"
+    root = g.save(tmp_path / "g")
+    assert Gallery.load(root, index="flat").index_kind == "flat"
+
+
+def test_unknown_index_kind_is_refused():
+    with pytest.raises(ValueError, match="'annoy' is not one of auto, flat, hnsw, ivfpq"):
+        Gallery(DIM, "enc-A", index="annoy")
+    with pytest.raises(ValueError, match="nprobe=-1 must be at least 0"):
+        ann.IndexSpec(nprobe=-1)

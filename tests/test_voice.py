@@ -118,3 +118,19 @@ def test_bad_arguments_are_refused(tiny_w2v2_dir, xvector):
         VoiceEncoder.from_pretrained(tiny_w2v2_dir, hop_seconds=20.0)
     with pytest.raises(ValueError, match="expected non-empty"):
         xvector.embed(np.zeros((2, 100), np.float32))
+
+
+def test_quantized_encoder_is_close_to_fp32_and_has_its_own_fingerprint(tiny_xvector_dir,
+                                                                         tiny_w2v2_dir, speech):
+    wav = speech(3.0, seed=4)
+    for path in (tiny_xvector_dir, tiny_w2v2_dir):
+        fp32 = VoiceEncoder.from_pretrained(path)
+        int8 = VoiceEncoder.from_pretrained(path, quantize=True)
+        assert int8.config.quantize and not fp32.config.quantize
+        assert int8.fingerprint == fp32.fingerprint + "|int8"
+        assert any(".quantized." in type(m).__module__ for m in int8.model.modules())
+        emb = int8.embed(wav)
+        assert emb.shape == (fp32.dim,) and np.linalg.norm(emb) == pytest.approx(1.0, abs=1e-5)
+        assert cos(emb, fp32.embed(wav)) > 0.99
+    with pytest.raises(ValueError, match="CPU only"):
+        VoiceEncoder.from_pretrained(tiny_xvector_dir, quantize=True, device="cuda")

@@ -96,6 +96,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--dry-run", action="store_true", help="only list what would be uploaded")
     p.set_defaults(run=_publish)
 
+    p = commands.add_parser("bench", help="time every stage, cold start and memory on this machine")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--quick", action="store_true", help="tiny dev models, few runs (a smoke test)")
+    p.add_argument("--repeats", type=int, default=None, help="timed calls per figure")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--quantize", action="store_true", help="int8 voice encoder")
+    p.set_defaults(run=_bench)
+
     args = parser.parse_args(argv)
     try:
         return args.run(args)
@@ -236,4 +244,13 @@ def _dev_people(args: argparse.Namespace) -> int:
     from .devbundle import write_people_folder
 
     print(f"wrote {write_people_folder(args.directory, n_people=args.people)}")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .bench import format_table, run, to_json
+
+    result = run(quick=args.quick, repeats=args.repeats, threads=args.threads,
+                 quantize=args.quantize)
+    print(to_json(result) if args.json else format_table(result))
     return 0

@@ -1,9 +1,12 @@
 """The enrolled people: a FAISS inner-product index over their voice embeddings, plus metadata.
 
-Embeddings are L2-normalised, so inner product = cosine similarity. A gallery is saved as a
-directory:
+Embeddings are L2-normalised, so inner product = cosine similarity. Small galleries are
+searched exactly; large ones through an approximate index whose candidates are re-scored
+exactly (`voiceface.ann`; `Gallery(..., index="auto"|"flat"|"hnsw"|"ivfpq")`). A gallery is
+saved as a directory:
 
-    manifest.json          format version, encoder/generator fingerprints, threshold, data dir
+    manifest.json          format version, encoder/generator fingerprints, threshold, data
+                           dir, index settings
     data-<id>/             people.json, embeddings.npy, index.faiss, latents.npy
     faces/<sha>.<ext>      face images, content-addressed (shared by every data version)
 
@@ -26,7 +29,8 @@ from typing import Sequence
 import faiss
 import numpy as np
 
-from . import storage
+from . import ann, storage
+from .ann import IndexSpec
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -67,7 +71,9 @@ class Gallery:
 
     def __init__(self, dim: int, encoder_fingerprint: str, *,
                  threshold: float = DEFAULT_THRESHOLD, generator_fingerprint: str | None = None,
-                 latent_dim: int | None = None):
+                 latent_dim: int | None = None, index: str | IndexSpec = "auto"):
+        """`index`: "auto" (exact search up to `ann.FLAT_MAX` people, IVF-PQ above), "flat",
+        "hnsw", "ivfpq", or an `ann.IndexSpec` with tuned settings; saved with the gallery."""
         if dim <= 0:
             raise GalleryError(f"Embedding size must be positive, got {dim}.")
         self.dim = dim
@@ -80,6 +86,7 @@ class Gallery:
         self._embeddings = np.zeros((0, dim), np.float32)
         self._latents: dict[str, np.ndarray] = {}
         self._index: faiss.Index | None = None
+        self.index_spec = ann.as_spec(index)
 
     # -- contents ---------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -117,6 +124,16 @@ class Gallery:
         return ids, (np.stack([self._latents[i] for i in ids]) if ids
                      else np.zeros((0, dim), np.float32))
 
+    @property
+    def index_kind(self) -> str:
+        """The index searched at the current size: "flat", "hnsw" or "ivfpq"."""
+        return self.index_spec.resolve(len(self))
+
+    def reindex(self, index: str | IndexSpec = "auto") -> None:
+        """Use other index settings; the index is rebuilt at the next search or save."""
+        self.index_spec = ann.as_spec(index)
+        self._index = None
+
     # -- changes ----------------------------------------------------------------------------
     def add(self, person_id: str, embedding: np.ndarray, *, name: str | None = None,
             faces: Sequence[str | os.PathLike] = (), consent: bool = False, n_clips: int = 1,
@@ -136,7 +153,10 @@ class Gallery:
         self._rows[person_id] = len(self._people)
         self._people.append(person)
         self._embeddings = np.vstack([self._embeddings, vector[None]])
-        self._index = None
+        if self._index is not None and ann.kind_of(self._index) == self.index_kind:
+            self._index.add(vector[None])  # grow in place: no rebuild of a large index
+        else:
+            self._index = None
         return person
 
     def update(self, person_id: str, *, embedding: np.ndarray | None = None,
@@ -182,12 +202,10 @@ class Gallery:
         if k < 1:
             raise GalleryError(f"k must be at least 1, got {k}.")
         query = self._check_embedding(embedding)[None]
-        if self._index is None:
-            self._index = faiss.IndexFlatIP(self.dim)
-            self._index.add(self._embeddings)
-        scores, rows = self._index.search(query, min(k, len(self._people)))
+        scores, rows = ann.search(self._built_index(), self._embeddings, query,
+                                  min(k, len(self._people)), self.index_spec)
         matches = []
-        for rank, (score, row) in enumerate(zip(scores[0], rows[0]), start=1):
+        for rank, (score, row) in enumerate(zip(scores[0], rows[0][rows[0] >= 0]), start=1):
             person = self._people[int(row)]
             face = person.faces[0] if person.faces else None
             matches.append(Match(person.id, person.name, float(score), rank, face))
@@ -196,6 +214,11 @@ class Gallery:
     def confident(self, matches: Sequence[Match]) -> bool:
         """True when the best match reaches the threshold (open-set decision)."""
         return bool(matches) and matches[0].score >= self.threshold
+
+    def _built_index(self) -> faiss.Index:
+        if self._index is None:
+            self._index = ann.build(self._embeddings, self.index_spec)
+        return self._index
 
     # -- persistence ------------------------------------------------------------------------
     def save(self, directory: str | os.PathLike) -> Path:
@@ -220,8 +243,7 @@ class Gallery:
             storage.write_npy(tmp / "embeddings.npy", self._embeddings)
             storage.write_npy(tmp / "latents.npy", latents)
             storage.write_json(tmp / "latent_ids.json", ids)
-            index = faiss.IndexFlatIP(self.dim)
-            index.add(self._embeddings)
+            index = self._built_index() if self._people else faiss.IndexFlatIP(self.dim)
             faiss.write_index(index, str(tmp / "index.faiss"))
             storage.fsync_path(tmp / "index.faiss")
             storage.fsync_path(tmp)
@@ -232,6 +254,7 @@ class Gallery:
                 "dim": self.dim, "encoder_fingerprint": self.encoder_fingerprint,
                 "generator_fingerprint": self.generator_fingerprint,
                 "latent_dim": self.latent_dim, "threshold": self.threshold,
+                "index": self.index_spec.to_dict(),
             })
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -242,8 +265,11 @@ class Gallery:
 
     @classmethod
     def load(cls, directory: str | os.PathLike, *, encoder_fingerprint: str | None = None,
-             generator_fingerprint: str | None = None) -> "Gallery":
-        """Read a saved gallery. With fingerprints given, refuse one built for other models."""
+             generator_fingerprint: str | None = None,
+             index: str | IndexSpec | None = None) -> "Gallery":
+        """Read a saved gallery. With fingerprints given, refuse one built for other models.
+        `index` overrides the saved index settings (a saved index of another kind is rebuilt
+        at the first search)."""
         root = Path(directory)
         manifest_path = root / MANIFEST
         if not manifest_path.is_file():
@@ -266,7 +292,8 @@ class Gallery:
         gallery = cls(manifest["dim"], manifest["encoder_fingerprint"],
                       threshold=manifest["threshold"],
                       generator_fingerprint=manifest.get("generator_fingerprint"),
-                      latent_dim=manifest.get("latent_dim"))
+                      latent_dim=manifest.get("latent_dim"),
+                      index=manifest.get("index") if index is None else index)
         data = root / manifest["data"]
         embeddings = np.load(data / "embeddings.npy")
         latents = np.load(data / "latents.npy")
@@ -293,6 +320,10 @@ class Gallery:
         if gallery._index.ntotal != len(gallery):
             raise GalleryError(f"The index at {root} holds {gallery._index.ntotal} vectors for "
                                f"{len(gallery)} people; rebuild it.")
+        if ann.kind_of(gallery._index) != gallery.index_kind:
+            gallery._index = None  # e.g. a flat index from before "auto" chose HNSW
+        else:
+            ann.configure(gallery._index, gallery.index_spec)
         return gallery
 
     # -- checks -----------------------------------------------------------------------------

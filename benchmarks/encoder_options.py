@@ -1,0 +1,101 @@
+"""Voice encoder speed-ups against plain fp32 transformers, for one 5 s utterance.
+
+A base-size wav2vec2 x-vector encoder with random weights (trained weights cost the same time;
+but the cosine figures below say less about them: random weights do not produce speaker
+features, and quantisation error grows or shrinks with the weights' real ranges). Options:
+- fp32 with 2 and with 1 torch threads;
+- dynamic int8 quantisation of the Linear layers (`VoiceEncoder.from_pretrained(quantize=True)`);
+- `torch.compile` of the model, with --compile (its first call compiled for 222 s on this
+  2-core machine under load: far beyond a 15 s cold start).
+The options are timed round-robin (one call each per round) so that load from other work on a
+shared machine falls on all of them alike. Cosine similarity of each option's embedding to the
+fp32 one is reported for a synthetic voice and, if `espeak-ng` is installed, synthetic speech.
+Usage (repository root): python -m benchmarks.encoder_options [--rounds 10] [--compile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from voiceface.audio import SAMPLE_RATE, load_audio
+from voiceface.devbundle import synthetic_voice, write_random_encoder
+from voiceface.voice import VoiceEncoder
+
+SECONDS = 5.0  # utterance length
+ESPEAK_TEXT = ("The quick brown fox jumps over the lazy dog while seven wizards quietly "
+               "vex the jumping frogs.")
+
+
+def test_audio(tmp: Path) -> dict[str, np.ndarray]:
+    """5 s clips: a synthetic voice and, when espeak-ng is installed, synthetic speech."""
+    clips = {"synthetic voice": synthetic_voice(SECONDS, seed=3, f0=150.0)}
+    if shutil.which("espeak-ng"):
+        wav = tmp / "espeak.wav"
+        subprocess.run(["espeak-ng", "-w", str(wav), ESPEAK_TEXT], check=True)
+        speech = load_audio(wav)
+        reps = int(np.ceil(SECONDS * SAMPLE_RATE / len(speech)))
+        clips["espeak-ng speech"] = np.tile(speech, reps)[:int(SECONDS * SAMPLE_RATE)]
+    return clips
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--compile", action="store_true", help="also try torch.compile (slow)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write_random_encoder(Path(tmp) / "enc", config={})
+        clips = test_audio(Path(tmp))
+        fp32 = VoiceEncoder.from_pretrained(path)
+        int8 = VoiceEncoder.from_pretrained(path, quantize=True)
+        options = {"fp32, 2 threads": (fp32, 2), "fp32, 1 thread": (fp32, 1),
+                   "int8 dynamic, 2 threads": (int8, 2), "int8 dynamic, 1 thread": (int8, 1)}
+        if args.compile:
+            compiled = VoiceEncoder.from_pretrained(path)
+            compiled.model = torch.compile(compiled.model)
+            start = time.perf_counter()
+            torch.set_num_threads(2)
+            try:
+                compiled.embed(clips["synthetic voice"])
+                print(f"torch.compile: first call (compiling) {time.perf_counter() - start:.1f} s")
+                options["torch.compile, 2 threads"] = (compiled, 2)
+            except Exception as err:  # report and go on: compile support varies by machine
+                print(f"torch.compile failed: {type(err).__name__}: {str(err)[:200]}")
+    wav = clips["synthetic voice"]
+    reference = {name: fp32.embed(clip) for name, clip in clips.items()}
+    times: dict[str, list[float]] = {name: [] for name in options}
+    for name, (encoder, threads) in options.items():  # warm-up
+        torch.set_num_threads(threads)
+        encoder.embed(wav)
+    for _ in range(args.rounds):
+        for name, (encoder, threads) in options.items():
+            torch.set_num_threads(threads)
+            start = time.perf_counter()
+            encoder.embed(wav)
+            times[name].append(time.perf_counter() - start)
+    base = float(np.median(times["fp32, 2 threads"]))
+    print(f"torch {torch.__version__}, wav2vec2-base x-vector, random weights, {SECONDS:g} s "
+          f"utterance, median of {args.rounds} round-robin rounds; 2 shared CPUs")
+    print(f"{'option':<26} {'median s':>9} {'p95 s':>7} {'speed-up':>9} " +
+          " ".join(f"{'cos ' + n:>22}" for n in clips))
+    for name, (encoder, threads) in options.items():
+        torch.set_num_threads(threads)
+        cosines = [float(encoder.embed(clip) @ reference[n]) for n, clip in clips.items()]
+        med = float(np.median(times[name]))
+        print(f"{name:<26} {med:>9.3f} {np.percentile(times[name], 95):>7.3f} "
+              f"{base / med:>8.2f}x " + " ".join(f"{c:>22.4f}" for c in cosines))
+    if len(reference) > 1:  # how far apart different inputs land: the scale cosines live on
+        a, b = reference.values()
+        print(f"for scale: fp32 cosine between the two clips' embeddings {float(a @ b):.4f}")
+
+
+if __name__ == "__main__":
+    main()
