@@ -253,6 +253,13 @@ def main(argv: list[str] | None = None) -> int:
                              "default does not draw well (default: $VOICEFACE_GENERATOR)")
     parser.add_argument("--generator-file", default=os.environ.get("VOICEFACE_GENERATOR_FILE"),
                         help="checkpoint file inside a --generator Hub repo")
+    parser.add_argument("--threads", type=int,
+                        default=int(os.environ.get("VOICEFACE_THREADS", "0")) or None,
+                        help="torch threads (default: $VOICEFACE_THREADS, else torch's choice); "
+                             "1 is faster when other processes share the CPU cores")
+    parser.add_argument("--quantize", action="store_true",
+                        default=os.environ.get("VOICEFACE_QUANTIZE", "") in ("1", "true"),
+                        help="int8 voice encoder on the CPU (faster; $VOICEFACE_QUANTIZE=1)")
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
                         help="address to listen on (0.0.0.0 for every interface)")
     parser.add_argument("--port", type=int,
@@ -262,10 +269,13 @@ def main(argv: list[str] | None = None) -> int:
     # A server renders again and again: keep freed activation memory for reuse instead of
     # faulting in fresh pages each time (about 20 % of a 1024 px render on 2 vCPUs).
     reuse_freed_memory()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     try:
         vf = VoiceFace.from_pretrained(args.bundle, encoder=args.encoder,
                                        generator=args.generator,
-                                       generator_file=args.generator_file)
+                                       generator_file=args.generator_file,
+                                       quantize=args.quantize or None)
     except (WeightsNotFound, ValueError) as err:
         print(f"voiceface cannot start: {err}", file=sys.stderr)
         return 2

@@ -101,12 +101,15 @@ class VoiceFace:
         generator_file: str | None = None,
         generator_revision: str | None = None,
         device: str | None = None,
+        quantize: bool | None = None,
         progress: bool = True,
     ) -> "VoiceFace":
         """Load a bundle (local directory or Hub repo id); keyword arguments override its
         choice of encoder and generator. Derived artifacts made for other models are refused,
         except a personas bundle's, which are caches: built once for these models (with a
-        `progress` bar) in `cache_dir()` and reused.
+        `progress` bar) in `cache_dir()` and reused. `quantize` (default: the bundle's
+        `encoder.quantize`) runs the voice encoder in int8 on the CPU; its embeddings have
+        their own fingerprint, so a gallery must be built with the same setting.
         """
         bundle = default_bundle() if bundle is None else bundle
         root = hub.resolve_dir(bundle, revision, what="voiceface bundle").path
@@ -121,7 +124,8 @@ class VoiceFace:
         voice = VoiceEncoder.from_pretrained(
             _in_bundle(root, encoder or enc.get("name_or_path", DEFAULT_ENCODER)),
             encoder_revision if encoder else enc.get("revision", DEFAULT_ENCODER_REVISION),
-            layer=enc.get("layer", -1), device=device)
+            layer=enc.get("layer", -1), device=device,
+            quantize=enc.get("quantize", False) if quantize is None else quantize)
         if generator:
             gen = {"name_or_path": generator, "filename": generator_file,
                    "revision": generator_revision}
