@@ -171,7 +171,8 @@ def build(people_dir: str | Path, out: str | Path, config: BuildConfig = BuildCo
                                     "; not enrolled"))
             continue
         with _timed(report.seconds, "invert"):
-            w = _invert(inverter, generator, gen_fp, face, cache, report, config.seed)
+            w = _invert(inverter, generator, gen_fp, face, cache, report, config.seed,
+                        progress)
         face = face[0]
         enrolled.append((person, np.concatenate(windows), rows, face, w))
 
@@ -293,14 +294,20 @@ def _best_face(person: Person, cache: Cache, report: BuildReport):
 
 def _invert(inverter: Inverter, generator: Generator, gen_fp: str,
             face: tuple[Image.Image, str], cache: Cache, report: BuildReport,
-            seed: int) -> np.ndarray:
+            seed: int, progress: bool) -> np.ndarray:
     """w [style_dim] of an aligned photo (cached by the photo's key, models and settings)."""
     image, key = face
     target = cache.path("latents", inverter.cache_key(key, gen_fp, seed), "npy")
     if target.is_file():
         report.cached["latents"] = report.cached.get("latents", 0) + 1
         return np.load(target)
-    w = inverter.invert(generator, image, seed=seed).w
+    with tqdm(total=inverter.config.steps, desc="inverting the photo", leave=False,
+              disable=not progress) as bar:
+        def step(done: int, steps: int, loss: float) -> None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.3f}")
+
+        w = inverter.invert(generator, image, seed=seed, progress=step).w
     storage.write_npy(target, w)
     return w
 
