@@ -61,8 +61,9 @@ class InversionConfig:
     [-1, 1]); backbone / revision: the perceptual feature model.
     """
 
-    # 30 steps: ~8 s each at 256 px on a busy 2-vCPU machine, ~5 min per photo with the start
-    # (python -m benchmarks.invert); the build caches w per photo, so it is paid once.
+    # 30 steps at 256 px on a busy shared 2-vCPU machine: 8.3 s/step, 4.8 min per photo with
+    # 1 torch thread (13.4 s/step, 7 min with 2); at resolution 64: 3.9 s/step, 2.1 min.
+    # (python -m benchmarks.invert) The build caches w per photo, so it is paid once.
     steps: int = 30
     resolution: int = 256
     n_init: int = 8
