@@ -4,15 +4,13 @@ generator built here), never the network."""
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from transformers import Dinov2Config, Dinov2Model
 
-from voiceface.devbundle import TINY_GENERATOR
+from voiceface.devbundle import TINY_GENERATOR, write_random_backbone
 from voiceface.hub import WeightsNotFound
 from voiceface.invert import (
     Backbone,
@@ -24,8 +22,6 @@ from voiceface.invert import (
 )
 from voiceface.stylegan2 import Generator, to_pil, z_from_seed
 
-TINY_BACKBONE = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2,
-                     patch_size=8, image_size=64)
 TARGET_SEED = 123  # z seed of the face the tests invert
 
 
@@ -42,14 +38,7 @@ def one_thread():
 @pytest.fixture(scope="module")
 def backbone_dir(tmp_path_factory):
     """A tiny random DINOv2 saved like a Hub checkpoint, with its image processor config."""
-    directory = tmp_path_factory.mktemp("dinov2-tiny")
-    torch.manual_seed(0)
-    Dinov2Model(Dinov2Config(**TINY_BACKBONE)).save_pretrained(directory)
-    (directory / "preprocessor_config.json").write_text(json.dumps({
-        "image_processor_type": "BitImageProcessor", "crop_size": {"height": 56, "width": 56},
-        "size": {"shortest_edge": 64}, "image_mean": [0.5, 0.4, 0.3],
-        "image_std": [0.25, 0.25, 0.25]}))
-    return directory
+    return write_random_backbone(tmp_path_factory.mktemp("dinov2-tiny"))
 
 
 @pytest.fixture(scope="module")

@@ -75,7 +75,8 @@ def write_random_encoder(directory: Path, seed: int = 0,
 
 def write_random_backbone(directory: Path, seed: int = 0, config: dict | None = None) -> Path:
     """Save a random DINOv2 (tiny by default; `config={}` gives ViT-B) with an image processor
-    config, as a stand-in for the inversion backbone."""
+    config, as a stand-in for the inversion backbone. The normalisation is deliberately not
+    ImageNet's, so tests can tell that it is read from the file."""
     from transformers import Dinov2Config, Dinov2Model
 
     torch.manual_seed(seed)
@@ -85,7 +86,7 @@ def write_random_backbone(directory: Path, seed: int = 0, config: dict | None = 
     storage.write_json(Path(directory) / "preprocessor_config.json", {
         "image_processor_type": "BitImageProcessor",
         "crop_size": {"height": side, "width": side}, "size": {"shortest_edge": side + 8},
-        "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]})
+        "image_mean": [0.5, 0.4, 0.3], "image_std": [0.25, 0.25, 0.25]})
     return Path(directory)
 
 
