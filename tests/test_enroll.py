@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import threading
+import urllib.request
 
 import numpy as np
 import pytest
@@ -16,7 +18,7 @@ from voiceface.gallery import Gallery, GalleryError
 from voiceface.invert import InversionConfig
 from voiceface.pipeline import VoiceFace
 
-from conftest import DEV_PEOPLE, REPO
+from conftest import DEV_PEOPLE, REPO, serve_app
 
 PHOTO = REPO / "tests" / "fixtures" / "faces" / "astronaut.jpg"
 RATE = 16_000
@@ -187,3 +189,48 @@ def test_the_gallery_directory_persists_across_restarts(open_live, dev_bundle, t
         again.vf.encoder.fingerprint, "another-encoder"))
     with pytest.raises(GalleryError, match="other models"):
         open_live()
+
+
+def test_app_enroll_and_delete_need_the_password(dev_bundle, inversion, tmp_path):
+    from gradio_client import Client, handle_file
+
+    sf.write(tmp_path / "aiko.wav", voice(1)[1], RATE)
+    live_dir = tmp_path / "live"
+    args = ("--gallery-dir", str(live_dir), "--backbone", inversion.backbone,
+            "--inversion-steps", "3", "--inversion-resolution", "32")
+    env = {"VOICEFACE_ADMIN_PASSWORD": "open sesame"}
+
+    def upload():  # each request's uploads are deleted by the app, so send them afresh
+        return handle_file(str(tmp_path / "aiko.wav")), handle_file(str(PHOTO))
+
+    with serve_app(dev_bundle, tmp_path / "app.log", env, args) as (url, _):
+        client = Client(url, verbose=False)
+        with pytest.raises(Exception, match="Wrong admin password"):
+            client.predict("guess", *upload(), "Aiko", True, api_name="/enroll")
+        with pytest.raises(Exception, match="Consent is required"):
+            client.predict("open sesame", *upload(), "Aiko", False, api_name="/enroll")
+        assert len(Gallery.load(live_dir / "gallery")) == DEV_PEOPLE
+        status, people, *_ = client.predict("open sesame", *upload(), "Aiko", True,
+                                            api_name="/enroll")
+        assert "Enrolled **Aiko**" in status and len(people) == DEV_PEOPLE + 1
+        aiko = status.split("`")[1]
+        _, _, summary = client.predict(upload()[0], api_name="/predict")
+        assert summary["matches"][0]["id"] == aiko
+
+        with pytest.raises(Exception, match="Wrong admin password"):
+            client.predict("", aiko, True, api_name="/delete")
+        with pytest.raises(Exception, match="confirmation"):
+            client.predict("open sesame", aiko, False, api_name="/delete")
+        status, people, *_ = client.predict("open sesame", aiko, True, api_name="/delete")
+        assert "Deleted **Aiko**" in status and len(people) == DEV_PEOPLE
+        _, _, summary = client.predict(upload()[0], api_name="/predict")
+        assert aiko not in {m["id"] for m in summary["matches"]}
+    assert aiko not in Gallery.load(live_dir / "gallery")
+
+    with serve_app(dev_bundle, tmp_path / "readonly.log") as (url, _):  # no password
+        endpoints = Client(url, verbose=False).view_api(return_format="dict", print_info=False)
+        assert "/predict" in endpoints["named_endpoints"]
+        assert not {"/enroll", "/delete"} & set(endpoints["named_endpoints"])
+        config = json.loads(urllib.request.urlopen(url + "config", timeout=10).read())
+        elem_ids = {c.get("props", {}).get("elem_id") for c in config["components"]}
+        assert "voice" in elem_ids and not {"password", "enroll-voice"} & elem_ids
