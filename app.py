@@ -294,8 +294,16 @@ def build(vf: VoiceFace, live: LiveGallery | None = None,
             people = gr.Gallery(people_gallery, label=i18n("people"), columns=6,
                                 height="auto", elem_id="people")
         if live is not None and admin_password:
+
+            def forget_copies(names: set[str]) -> None:
+                """Delete the copies of these photos Gradio made in its cache to serve them."""
+                for files in demo.temp_file_sets:
+                    for copy in [f for f in list(files) if Path(f).name in names]:
+                        Path(copy).unlink(missing_ok=True)
+                        files.discard(copy)
+
             with gr.Tab(i18n("tab_enroll")):
-                enroll_tab(live, admin_password, people, people_gallery)
+                enroll_tab(live, admin_password, people, people_gallery, forget_copies)
         # The programmatic endpoint: audio file in; generated face, nearest face, summary out.
         api_faces = [gr.Image(type="pil", format="png", visible=False) for _ in range(2)]
 
@@ -321,9 +329,10 @@ def take_upload(path: str | None, missing: str) -> bytes:
         Path(path).unlink(missing_ok=True)
 
 
-def enroll_tab(live: LiveGallery, admin_password: str, people: gr.Gallery,
-               people_gallery) -> None:
-    """The Enroll tab's layout and events (inside a `gr.Tab`): enroll, latent status, delete."""
+def enroll_tab(live: LiveGallery, admin_password: str, people: gr.Gallery, people_gallery,
+               forget_copies) -> None:
+    """The Enroll tab's layout and events (inside a `gr.Tab`): enroll, latent status, delete.
+    `forget_copies(names)` deletes the served copies of a deleted person's photos."""
 
     def check_password(password: str | None, lang: str) -> None:
         if not hmac.compare_digest((password or "").encode(), admin_password.encode()):
@@ -355,8 +364,10 @@ def enroll_tab(live: LiveGallery, admin_password: str, people: gr.Gallery,
             raise gr.Error(TEXT[lang]["no_person"], print_exception=False)
         if not confirm:
             raise gr.Error(TEXT[lang]["not_confirmed"], print_exception=False)
-        name = live.vf.gallery.person(person_id).name
+        person = live.vf.gallery.person(person_id)
         live.delete(person_id)
+        forget_copies({Path(face).name for face in person.faces})
+        name = person.name
         return (TEXT[lang]["deleted"].format(name=name, id=person_id), people_gallery(),
                 choices(), False)
 

@@ -198,7 +198,8 @@ def test_app_enroll_and_delete_need_the_password(dev_bundle, inversion, tmp_path
     live_dir = tmp_path / "live"
     args = ("--gallery-dir", str(live_dir), "--backbone", inversion.backbone,
             "--inversion-steps", "3", "--inversion-resolution", "32")
-    env = {"VOICEFACE_ADMIN_PASSWORD": "open sesame"}
+    gradio_cache = tmp_path / "gradio-cache"
+    env = {"VOICEFACE_ADMIN_PASSWORD": "open sesame", "GRADIO_TEMP_DIR": str(gradio_cache)}
 
     def upload():  # each request's uploads are deleted by the app, so send them afresh
         return handle_file(str(tmp_path / "aiko.wav")), handle_file(str(PHOTO))
@@ -216,6 +217,8 @@ def test_app_enroll_and_delete_need_the_password(dev_bundle, inversion, tmp_path
         aiko = status.split("`")[1]
         _, _, summary = client.predict(upload()[0], api_name="/predict")
         assert summary["matches"][0]["id"] == aiko
+        photo = Gallery.load(live_dir / "gallery").person(aiko).faces[0].read_bytes()
+        assert photo in files(gradio_cache).values()  # served, so copied into the cache
 
         with pytest.raises(Exception, match="Wrong admin password"):
             client.predict("", aiko, True, api_name="/delete")
@@ -225,6 +228,8 @@ def test_app_enroll_and_delete_need_the_password(dev_bundle, inversion, tmp_path
         assert "Deleted **Aiko**" in status and len(people) == DEV_PEOPLE
         _, _, summary = client.predict(upload()[0], api_name="/predict")
         assert aiko not in {m["id"] for m in summary["matches"]}
+        left = set(files(gradio_cache).values()) | set(files(live_dir).values())
+        assert not {photo, (tmp_path / "aiko.wav").read_bytes(), PHOTO.read_bytes()} & left
     assert aiko not in Gallery.load(live_dir / "gallery")
 
     with serve_app(dev_bundle, tmp_path / "readonly.log") as (url, _):  # no password
