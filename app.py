@@ -338,9 +338,11 @@ def enroll_tab(live: LiveGallery, admin_password: str, people: gr.Gallery, peopl
         if not hmac.compare_digest((password or "").encode(), admin_password.encode()):
             raise gr.Error(TEXT[lang]["bad_password"], print_exception=False)
 
+    def person_choices() -> list[tuple[str, str]]:
+        return [(f"{p.name} ({p.id})", p.id) for p in live.vf.gallery.people]
+
     def choices() -> gr.Dropdown:
-        return gr.Dropdown(choices=[(f"{p.name} ({p.id})", p.id) for p in live.vf.gallery.people],
-                           value=None)
+        return gr.Dropdown(choices=person_choices(), value=None)
 
     def enroll(password, voice, photo, name, consent, request: gr.Request):
         lang = language(request)
@@ -404,7 +406,7 @@ def enroll_tab(live: LiveGallery, admin_password: str, people: gr.Gallery, peopl
     enroll_status = gr.Markdown(elem_id="enroll-status")
     status = gr.Markdown(elem_id="latent-status")
     gr.Markdown(i18n("delete_title"))
-    person = gr.Dropdown(choices=choices().choices, label=i18n("person"),
+    person = gr.Dropdown(choices=person_choices(), label=i18n("person"),
                          allow_custom_value=True, elem_id="delete-person")
     confirm = gr.Checkbox(value=False, label=i18n("confirm_delete"), elem_id="confirm-delete")
     delete_button = gr.Button(i18n("delete"), variant="stop", elem_id="delete")
