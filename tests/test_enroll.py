@@ -19,6 +19,7 @@ from voiceface.invert import InversionConfig
 from voiceface.pipeline import VoiceFace
 
 from conftest import DEV_PEOPLE, REPO, serve_app
+from test_faces import png_header
 
 PHOTO = REPO / "tests" / "fixtures" / "faces" / "astronaut.jpg"
 RATE = 16_000
@@ -67,6 +68,15 @@ def no_face(path):
     return path
 
 
+def two_faces(path):
+    photo = Image.open(PHOTO)
+    pair = Image.new("RGB", (2 * photo.width, photo.height))
+    pair.paste(photo, (0, 0))
+    pair.paste(photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT), (photo.width, 0))
+    pair.save(path)
+    return path
+
+
 def mirrored(path):
     """Another photo of the (same) face: mirrored, so its bytes differ from PHOTO's."""
     Image.open(PHOTO).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(path)
@@ -90,6 +100,12 @@ def test_enroll_refuses_without_consent_or_with_bad_data_and_saves_nothing(open_
     with pytest.raises(ValueError, match="not an image"):
         (tmp_path / "notes.jpg").write_text("not a photo")
         live.enroll("Aiko", voice(1), tmp_path / "notes.jpg", consent=True)
+    with pytest.raises(ValueError, match="Found 2 faces"):
+        live.enroll("Aiko", voice(1), two_faces(tmp_path / "two.jpg"), consent=True)
+    with pytest.raises(ValueError, match="megapixels"):
+        live.enroll("Aiko", voice(1), png_header(9000, 9000), consent=True)
+    with pytest.raises(ValueError, match="limit is 120 s"):
+        live.enroll("Aiko", voice(1, seconds=121.0), PHOTO, consent=True)
     with pytest.raises(ValueError, match="display name"):
         live.enroll("  ", voice(1), PHOTO, consent=True)
     assert files(live.root) == before

@@ -172,14 +172,16 @@ class LiveGallery:
     # -- delete -----------------------------------------------------------------------------
     def delete(self, person_id: str) -> None:
         """Remove a person completely: embedding, index entry, metadata, latent and photo
-        (the save removes photos no one references); then retrain the mapper without them,
-        or drop it when fewer than `min_people` latents remain."""
+        (the save removes photos no one references; no recording was kept); then retrain
+        the mapper without them, or drop it when fewer than `min_people` latents remain."""
         with self._lock:
             if person_id not in self.vf.gallery:
                 raise GalleryError(f"No person with id {person_id!r} in the gallery.")
+            had_latent = self.vf.gallery.latent(person_id) is not None
             self._change(lambda g: g.remove(person_id))
             self._status.pop(person_id, None)
-            self._retrain()
+            if had_latent:  # else the mapper never saw them
+                self._retrain()
 
     # -- internals --------------------------------------------------------------------------
     def _change(self, change) -> None:
