@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from voiceface.enroll import MAX_ENROLL_SECONDS, MIN_ENROLL_SECONDS, LiveGallery, speech_seconds
+from voiceface.enroll import MAX_NAME_CHARS, LiveGallery, speech_seconds
 from voiceface.hub import WeightsNotFound
 from voiceface.invert import DEFAULT_BACKBONE, DEFAULT_BACKBONE_REVISION, InversionConfig
 from voiceface.pipeline import VoiceFace, VoiceFaceResult, cache_dir, default_bundle
@@ -400,7 +400,7 @@ def enroll_tab(live: LiveGallery, admin_password: str, people: gr.Gallery, peopl
             seconds = gr.Markdown(elem_id="enroll-duration")
         photo = gr.Image(sources=["webcam", "upload"], type="filepath", label=i18n("photo"),
                          elem_id="enroll-photo", height=FACE_HEIGHT)
-    name = gr.Textbox(label=i18n("name"), max_length=80, elem_id="enroll-name")
+    name = gr.Textbox(label=i18n("name"), max_length=MAX_NAME_CHARS, elem_id="enroll-name")
     consent = gr.Checkbox(value=False, label=i18n("consent"), elem_id="consent")
     enroll_button = gr.Button(i18n("enroll"), variant="primary", elem_id="enroll")
     enroll_status = gr.Markdown(elem_id="enroll-status")

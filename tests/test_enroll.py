@@ -12,14 +12,13 @@ import soundfile as sf
 import torch
 from PIL import Image
 
+from conftest import DEV_PEOPLE, REPO, serve_app
+from test_faces import png_header
 from voiceface.devbundle import synthetic_voice, write_random_backbone
 from voiceface.enroll import LiveGallery
 from voiceface.gallery import Gallery, GalleryError
 from voiceface.invert import InversionConfig
 from voiceface.pipeline import VoiceFace
-
-from conftest import DEV_PEOPLE, REPO, serve_app
-from test_faces import png_header
 
 PHOTO = REPO / "tests" / "fixtures" / "faces" / "astronaut.jpg"
 RATE = 16_000
@@ -174,7 +173,7 @@ def test_concurrent_enrollments_both_land(open_live):
     def enroll(name, seed, f0):
         try:
             ids.append(live.enroll(name, voice(seed, f0=f0), PHOTO, consent=True))
-        except Exception as err:  # reported below
+        except Exception as err:  # noqa: BLE001 - reported below
             errors.append(err)
 
     threads = [threading.Thread(target=enroll, args=(f"Person {i}", 10 + i, 150.0 + 60 * i))

@@ -27,8 +27,8 @@ import re
 import shutil
 import threading
 import time
-import uuid
 import unicodedata
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -60,11 +60,11 @@ class LiveGallery:
     """Enroll and delete people in `vf`'s gallery, saved in a directory; see the module doc."""
 
     def __init__(self, vf: VoiceFace, directory: str | Path, *,
-                 inversion: InversionConfig = InversionConfig(),
+                 inversion: InversionConfig | None = None,
                  min_people: int = MIN_MAPPER_PEOPLE, seed: int = 0):
         self.vf = vf
         self.root = Path(directory)
-        self.inversion = inversion
+        self.inversion = inversion or InversionConfig()  # the photo -> latent settings
         self.min_people = min_people
         self.seed = seed
         self.mapper_people: list[str] | None = None  # whom the last retrained mapper saw
@@ -81,8 +81,8 @@ class LiveGallery:
         Live-enrolled people still missing a latent are queued again."""
         live = cls(vf, directory, **kwargs)
         gallery_dir = live.root / GALLERY
-        fingerprints = dict(encoder_fingerprint=vf.encoder.fingerprint,
-                            generator_fingerprint=vf.generator_fingerprint)
+        fingerprints = {"encoder_fingerprint": vf.encoder.fingerprint,
+                        "generator_fingerprint": vf.generator_fingerprint}
         with live._lock, storage.locked(live.root):
             if not (gallery_dir / MANIFEST).is_file():
                 vf.gallery.save(gallery_dir)
@@ -210,7 +210,7 @@ class LiveGallery:
                 return
             try:
                 self._invert(person_id)
-            except Exception as err:  # reported per person; the worker keeps going
+            except Exception as err:  # noqa: BLE001 - reported per person; the worker goes on
                 if person_id in self._status:
                     self._status[person_id] = f"failed: {err}"
             finally:
