@@ -254,3 +254,21 @@ def test_app_enroll_and_delete_need_the_password(dev_bundle, inversion, tmp_path
         config = json.loads(urllib.request.urlopen(url + "config", timeout=10).read())
         elem_ids = {c.get("props", {}).get("elem_id") for c in config["components"]}
         assert "voice" in elem_ids and not {"password", "enroll-voice"} & elem_ids
+
+
+def test_a_failed_latent_is_reported_and_retried_on_the_next_start(dev_bundle, inversion,
+                                                                   tmp_path):
+    vf = VoiceFace.from_pretrained(dev_bundle, progress=False)
+    broken = InversionConfig(steps=3, n_init=2, resolution=32,
+                             backbone=str(tmp_path / "no-backbone"), revision=None)
+    live = LiveGallery.open(vf, tmp_path / "live", inversion=broken)
+    aiko = live.enroll("Aiko", voice(1), PHOTO, consent=True)
+    assert live.wait(WAIT) and live.status(aiko).startswith("failed: ")
+    assert aiko in live.vf.gallery and live.vf.gallery.latent(aiko) is None  # still searchable
+    live.close()
+
+    vf = VoiceFace.from_pretrained(dev_bundle, progress=False)
+    again = LiveGallery.open(vf, tmp_path / "live", inversion=inversion)
+    assert again.wait(WAIT) and again.status(aiko) == "ready"
+    assert Gallery.load(tmp_path / "live" / "gallery").latent(aiko) is not None
+    again.close()
