@@ -193,7 +193,9 @@ def test_the_gallery_directory_persists_across_restarts(open_live, dev_bundle, t
     live = open_live(min_people=DEV_PEOPLE + 1)
     aiko = live.enroll("Aiko Sato", voice(1), PHOTO, consent=True)
     assert live.wait(WAIT)
+    (live.root / "incoming" / "crashed.jpg").write_bytes(b"a photo a crash left behind")
     again = open_live(min_people=DEV_PEOPLE + 1)  # a new process, same directory
+    assert not (live.root / "incoming").exists()
     assert aiko in again.vf.gallery and again.status(aiko) == "ready"
     assert again.vf(voice(1)).matches[0].id == aiko
     assert again.vf.mapper is not None and again.vf.mapper.config.in_dim == 24

@@ -78,12 +78,14 @@ class LiveGallery:
     def open(cls, vf: VoiceFace, directory: str | Path, **kwargs) -> LiveGallery:
         """Use `directory` as `vf`'s gallery: load the one saved there, or copy the bundle's
         there first. Raises `GalleryError` when the saved one was made for other models.
-        Live-enrolled people still missing a latent are queued again."""
+        Live-enrolled people still missing a latent are queued again; photos a crash left
+        between alignment and save are deleted."""
         live = cls(vf, directory, **kwargs)
         gallery_dir = live.root / GALLERY
         fingerprints = {"encoder_fingerprint": vf.encoder.fingerprint,
                         "generator_fingerprint": vf.generator_fingerprint}
         with live._lock, storage.locked(live.root):
+            shutil.rmtree(live.root / INCOMING, ignore_errors=True)  # left by a crash
             if not (gallery_dir / MANIFEST).is_file():
                 vf.gallery.save(gallery_dir)
                 if vf.mapper is not None:
