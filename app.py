@@ -1,7 +1,10 @@
 """voiceface Gradio app: layout and event wiring over `voiceface.pipeline.VoiceFace`.
 
     python app.py [--bundle DIR_OR_REPO] [--encoder DIR_OR_REPO] [--generator PATH_OR_REPO]
-                  [--host 127.0.0.1] [--port 7860] [--share]
+                  [--gallery-dir DIR] [--host 127.0.0.1] [--port 7860] [--share]
+
+With $VOICEFACE_ADMIN_PASSWORD set, an Enroll tab adds and deletes people (password checked
+on every request) in the gallery directory; without it the app is read-only.
 
 Models load once per process, at start-up. On a ZeroGPU Space the model work runs inside
 `spaces.GPU`; elsewhere it runs on whatever device the pipeline picked (CPU here).
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import hmac
 import os
 import sys
 from pathlib import Path
@@ -22,8 +26,10 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from voiceface.enroll import MAX_NAME_CHARS, LiveGallery, speech_seconds
 from voiceface.hub import WeightsNotFound
-from voiceface.pipeline import VoiceFace, VoiceFaceResult, default_bundle
+from voiceface.invert import DEFAULT_BACKBONE, DEFAULT_BACKBONE_REVISION, InversionConfig
+from voiceface.pipeline import VoiceFace, VoiceFaceResult, cache_dir, default_bundle
 from voiceface.stylegan2_ops import reuse_freed_memory
 
 PREVIEW_RESOLUTION = 256  # px, drawn first; the full-size face replaces it
@@ -33,6 +39,8 @@ MAX_FILE_SIZE = "20mb"  # uploads larger than this are refused by the server
 CONCURRENCY = 1  # requests computed at once: on 2 CPU cores one at a time is fastest
 DELETE_CACHE = (600, 600)  # s: every 10 min, delete uploads and renders older than 10 min
 BROWSER_SAMPLE_RATE = 16_000  # Hz requested from the browser's recorder
+STATUS_POLL = 2.0  # s between refreshes of the enrollment status
+ADMIN_PASSWORD_VAR = "VOICEFACE_ADMIN_PASSWORD"  # set it (a Space secret) to allow enrollment
 
 try:  # ZeroGPU Spaces provide `spaces`; everywhere else the work runs where it is
     import spaces
@@ -63,7 +71,33 @@ TEXT = {
         "generated": "Generated face", "nearest": "Nearest enrolled person",
         "top": "Nearest people", "chart": "Voice similarity (cosine)",
         "examples": "Example recordings", "people": "Enrolled people",
-        "gallery_intro": "The people enrolled in this gallery (read-only).",
+        "gallery_intro": "The people enrolled in this gallery.",
+        "tab_enroll": "Enroll",
+        "enroll_intro": "Add a person who agrees to it, or delete one. Needs the admin "
+                        "password. The recording is used for the voice embedding and then "
+                        "deleted; the aligned photo is kept for display.",
+        "password": "Admin password", "enroll_voice": "Their voice",
+        "voice_hint": "Read aloud or talk freely: 20-90 s suggested (at least 5 s, at most "
+                      "2 min).",
+        "photo": "Their face (one person, front-facing)", "name": "Display name",
+        "consent": "This person agrees that their voice and face are stored and searched "
+                   "here, and knows they can ask to be deleted at any time.",
+        "enroll": "Enroll", "delete_title": "### Delete a person",
+        "person": "Person", "confirm_delete": "Yes, delete this person completely",
+        "delete": "Delete",
+        "bad_password": "Wrong admin password.",
+        "no_voice": "Record or upload their voice first.",
+        "no_photo": "Take or upload their photo first.",
+        "no_person": "Choose the person to delete.",
+        "not_confirmed": "Tick the confirmation box to delete.",
+        "enrolled": "Enrolled **{name}** (`{id}`): searchable by voice now; their face "
+                    "latent is being computed.",
+        "deleted": "Deleted **{name}** (`{id}`): voice embedding, photo and latent are gone "
+                   "and the mapper no longer uses them.",
+        "duration": "{seconds:.1f} s of sound",
+        "latents": "**Face latents:** {people}",
+        "st_queued": "queued", "st_inverting": "computing", "st_ready": "ready",
+        "st_failed": "failed",
         "no_audio": "Record or upload your voice first.",
         "gone": "That recording was used and then deleted (recordings are never kept). "
                 "Record or upload it again.",
@@ -93,7 +127,31 @@ TEXT = {
         "generated": "生成された顔", "nearest": "最も近い登録者",
         "top": "近い人たち", "chart": "声の類似度（コサイン）",
         "examples": "録音の例", "people": "登録者",
-        "gallery_intro": "このギャラリーに登録されている人たち（閲覧のみ）。",
+        "gallery_intro": "このギャラリーに登録されている人たち。",
+        "tab_enroll": "登録",
+        "enroll_intro": "同意した人を登録、または削除します。管理者パスワードが必要です。録音は声の"
+                        "埋め込みの計算に使った後に削除し、位置合わせした顔写真を表示用に保存します。",
+        "password": "管理者パスワード", "enroll_voice": "その人の声",
+        "voice_hint": "音読または自由に話してください：20〜90秒を推奨（5秒以上、2分以内）。",
+        "photo": "その人の顔（一人、正面向き）", "name": "表示名",
+        "consent": "この人は、声と顔がここに保存・検索されることに同意し、いつでも削除を求め"
+                   "られることを知っています。",
+        "enroll": "登録", "delete_title": "### 登録者の削除",
+        "person": "登録者", "confirm_delete": "はい、この人を完全に削除します",
+        "delete": "削除",
+        "bad_password": "管理者パスワードが違います。",
+        "no_voice": "まずその人の声を録音するか、アップロードしてください。",
+        "no_photo": "まずその人の写真を撮るか、アップロードしてください。",
+        "no_person": "削除する人を選んでください。",
+        "not_confirmed": "削除するには確認のチェックを入れてください。",
+        "enrolled": "**{name}**（`{id}`）を登録しました。声で今すぐ検索できます。顔の潜在表現を"
+                    "計算中です。",
+        "deleted": "**{name}**（`{id}`）を削除しました。声の埋め込み、写真、潜在表現は消去され、"
+                   "マッパーももう使いません。",
+        "duration": "音声 {seconds:.1f} 秒",
+        "latents": "**顔の潜在表現：** {people}",
+        "st_queued": "待機中", "st_inverting": "計算中", "st_ready": "完了",
+        "st_failed": "失敗",
         "no_audio": "まず声を録音するか、ファイルをアップロードしてください。",
         "gone": "この録音は使用後に削除されました（録音は保存されません）。もう一度録音するか、"
                 "アップロードしてください。",
@@ -116,11 +174,20 @@ def language(request: gr.Request | None) -> str:
     return "ja" if first.startswith("ja") else "en"
 
 
-def build(vf: VoiceFace) -> gr.Blocks:
-    """The app's layout and events over one loaded pipeline."""
-    people = vf.gallery.people
-    # Gallery photos are served as files (allowed in `launch`), not re-encoded per request.
-    portraits = {p.id: str(p.faces[0]) for p in people if p.faces}
+def build(vf: VoiceFace, live: LiveGallery | None = None,
+          admin_password: str | None = None) -> gr.Blocks:
+    """The app's layout and events over one loaded pipeline; with `live` and an
+    `admin_password`, also the Enroll tab."""
+
+    def portraits() -> dict[str, str]:
+        # Gallery photos are served as files (allowed in `launch`), not re-encoded per
+        # request. Read per call: enrollment swaps the gallery.
+        return {p.id: str(p.faces[0]) for p in vf.gallery.people if p.faces}
+
+    def people_gallery() -> list[tuple[str, str]]:
+        faces = portraits()
+        return [(faces[p.id], p.name) for p in vf.gallery.people if p.id in faces]
+
     full = vf.generator.resolution
     preview = PREVIEW_RESOLUTION if full > PREVIEW_RESOLUTION else None
 
@@ -154,11 +221,12 @@ def build(vf: VoiceFace) -> gr.Blocks:
         else:
             match_text = text["no_match"].format(name=best.name, score=best.score,
                                                  threshold=vf.gallery.threshold)
-        top = [(portraits[m.id], f"{m.rank}. {m.name} ({m.score:.2f})")
-               for m in result.matches if m.id in portraits]
+        faces = portraits()
+        top = [(faces[m.id], f"{m.rank}. {m.name} ({m.score:.2f})")
+               for m in result.matches if m.id in faces]
         chart = pd.DataFrame({"person": [f"{m.rank}. {m.name}" for m in result.matches],
                               "similarity": [round(m.score, 3) for m in result.matches]})
-        nearest = portraits.get(best.id) if result.confident else None
+        nearest = faces.get(best.id) if result.confident else None
         summary = {
             "matches": [{"id": m.id, "name": m.name, "score": round(m.score, 4)}
                         for m in result.matches],
@@ -223,8 +291,19 @@ def build(vf: VoiceFace) -> gr.Blocks:
                          api_name="predict_ui", api_visibility="undocumented")
         with gr.Tab(i18n("tab_gallery")):
             gr.Markdown(i18n("gallery_intro"))
-            gr.Gallery([(portraits[p.id], p.name) for p in people if p.id in portraits],
-                       label=i18n("people"), columns=6, height="auto", elem_id="people")
+            people = gr.Gallery(people_gallery, label=i18n("people"), columns=6,
+                                height="auto", elem_id="people")
+        if live is not None and admin_password:
+
+            def forget_copies(names: set[str]) -> None:
+                """Delete the copies of these photos Gradio made in its cache to serve them."""
+                for files in demo.temp_file_sets:
+                    for copy in [f for f in list(files) if Path(f).name in names]:
+                        Path(copy).unlink(missing_ok=True)
+                        files.discard(copy)
+
+            with gr.Tab(i18n("tab_enroll")):
+                enroll_tab(live, admin_password, people, people_gallery, forget_copies)
         # The programmatic endpoint: audio file in; generated face, nearest face, summary out.
         api_faces = [gr.Image(type="pil", format="png", visible=False) for _ in range(2)]
 
@@ -236,6 +315,114 @@ def build(vf: VoiceFace) -> gr.Blocks:
                                        outputs=[*api_faces, summary], api_name="predict")
     demo.queue(default_concurrency_limit=CONCURRENCY)
     return demo
+
+
+def take_upload(path: str | None, missing: str) -> bytes:
+    """An uploaded file's bytes; the file is deleted at once (uploads are never kept)."""
+    if not path:
+        raise gr.Error(missing, print_exception=False)
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise gr.Error(missing, print_exception=False) from None
+    finally:
+        Path(path).unlink(missing_ok=True)
+
+
+def enroll_tab(live: LiveGallery, admin_password: str, people: gr.Gallery, people_gallery,
+               forget_copies) -> None:
+    """The Enroll tab's layout and events (inside a `gr.Tab`): enroll, latent status, delete.
+    `forget_copies(names)` deletes the served copies of a deleted person's photos."""
+
+    def check_password(password: str | None, lang: str) -> None:
+        if not hmac.compare_digest((password or "").encode(), admin_password.encode()):
+            raise gr.Error(TEXT[lang]["bad_password"], print_exception=False)
+
+    def person_choices() -> list[tuple[str, str]]:
+        return [(f"{p.name} ({p.id})", p.id) for p in live.vf.gallery.people]
+
+    def choices() -> gr.Dropdown:
+        return gr.Dropdown(choices=person_choices(), value=None)
+
+    def enroll(password, voice, photo, name, consent, request: gr.Request):
+        lang = language(request)
+        text = TEXT[lang]
+        try:  # read and delete the uploads whatever happens next
+            voice_bytes = take_upload(voice, text["no_voice"])
+        finally:
+            photo_bytes = take_upload(photo, text["no_photo"])
+        check_password(password, lang)
+        try:
+            person_id = live.enroll(name, voice_bytes, photo_bytes, bool(consent))
+        except ValueError as err:  # the library's message says what to fix
+            raise gr.Error(str(err), print_exception=False) from None
+        done = text["enrolled"].format(name=live.vf.gallery.person(person_id).name, id=person_id)
+        return done, people_gallery(), choices(), None, None, "", False
+
+    def delete(password, person_id, confirm, request: gr.Request):
+        lang = language(request)
+        check_password(password, lang)
+        if not person_id or person_id not in live.vf.gallery:
+            raise gr.Error(TEXT[lang]["no_person"], print_exception=False)
+        if not confirm:
+            raise gr.Error(TEXT[lang]["not_confirmed"], print_exception=False)
+        person = live.vf.gallery.person(person_id)
+        live.delete(person_id)
+        forget_copies({Path(face).name for face in person.faces})
+        name = person.name
+        return (TEXT[lang]["deleted"].format(name=name, id=person_id), people_gallery(),
+                choices(), False)
+
+    def duration(voice: str | None, request: gr.Request) -> str:
+        if not voice:
+            return ""
+        try:
+            return TEXT[language(request)]["duration"].format(seconds=speech_seconds(voice))
+        except ValueError as err:
+            return str(err)
+
+    def latent_status(request: gr.Request) -> str:
+        text = TEXT[language(request)]
+        shown = [f"{p.name}: {text.get('st_' + status, text['st_failed'] + status[6:])}"
+                 for p in live.vf.gallery.people if p.extra.get("live_enrolled")
+                 for status in [live.status(p.id)]]
+        return text["latents"].format(people=" · ".join(shown)) if shown else ""
+
+    gr.Markdown(i18n("enroll_intro"))
+    password = gr.Textbox(type="password", label=i18n("password"), elem_id="password")
+    with gr.Row():
+        with gr.Column():
+            voice = gr.Audio(sources=["microphone", "upload"], type="filepath",
+                             label=i18n("enroll_voice"), elem_id="enroll-voice",
+                             waveform_options=gr.WaveformOptions(
+                                 sample_rate=BROWSER_SAMPLE_RATE))
+            gr.Markdown(i18n("voice_hint"))
+            seconds = gr.Markdown(elem_id="enroll-duration")
+        photo = gr.Image(sources=["webcam", "upload"], type="filepath", label=i18n("photo"),
+                         elem_id="enroll-photo", height=FACE_HEIGHT)
+    name = gr.Textbox(label=i18n("name"), max_length=MAX_NAME_CHARS, elem_id="enroll-name")
+    consent = gr.Checkbox(value=False, label=i18n("consent"), elem_id="consent")
+    enroll_button = gr.Button(i18n("enroll"), variant="primary", elem_id="enroll")
+    enroll_status = gr.Markdown(elem_id="enroll-status")
+    status = gr.Markdown(elem_id="latent-status")
+    gr.Markdown(i18n("delete_title"))
+    person = gr.Dropdown(choices=person_choices(), label=i18n("person"),
+                         allow_custom_value=True, elem_id="delete-person")
+    confirm = gr.Checkbox(value=False, label=i18n("confirm_delete"), elem_id="confirm-delete")
+    delete_button = gr.Button(i18n("delete"), variant="stop", elem_id="delete")
+    delete_status = gr.Markdown(elem_id="delete-status")
+
+    for event in (voice.stop_recording, voice.upload):
+        event(duration, inputs=[voice], outputs=[seconds], api_visibility="private",
+              concurrency_limit=None)
+    gr.Timer(STATUS_POLL).tick(latent_status, outputs=[status], api_visibility="private",
+                               concurrency_limit=None, show_progress="hidden")
+    enroll_button.click(enroll, inputs=[password, voice, photo, name, consent],
+                        outputs=[enroll_status, people, person, voice, photo, name, consent],
+                        api_name="enroll")
+    delete_button.click(delete, inputs=[password, person, confirm],
+                        outputs=[delete_status, people, person, confirm], api_name="delete")
+    person.focus(choices, outputs=[person], api_visibility="private", concurrency_limit=None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -265,7 +452,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int,
                         default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link")
+    parser.add_argument("--gallery-dir", default=os.environ.get("VOICEFACE_GALLERY_DIR"),
+                        help="keep the gallery in this directory (e.g. /data/voiceface on a "
+                             "Space with persistent storage): loaded if it holds one, else the "
+                             "bundle's is copied there. Default: $VOICEFACE_GALLERY_DIR; with "
+                             f"${ADMIN_PASSWORD_VAR} set, {cache_dir() / 'gallery'}")
+    parser.add_argument("--backbone", default=os.environ.get("VOICEFACE_BACKBONE"),
+                        help="perceptual backbone for enrolled faces' latents (directory or Hub "
+                             f"repo; default {DEFAULT_BACKBONE})")
+    parser.add_argument("--inversion-steps", type=int, default=InversionConfig.steps,
+                        help="optimisation steps per enrolled face")
+    parser.add_argument("--inversion-resolution", type=int, default=InversionConfig.resolution,
+                        help="px the generator renders at while inverting a face")
     args = parser.parse_args(argv)
+    admin_password = os.environ.get(ADMIN_PASSWORD_VAR) or None
+    gallery_dir = args.gallery_dir or (cache_dir() / "gallery" if admin_password else None)
     # A server renders again and again: keep freed activation memory for reuse instead of
     # faulting in fresh pages each time (about 20 % of a 1024 px render on 2 vCPUs).
     reuse_freed_memory()
@@ -276,13 +477,22 @@ def main(argv: list[str] | None = None) -> int:
                                        generator=args.generator,
                                        generator_file=args.generator_file,
                                        quantize=args.quantize or None)
+        live = None
+        if gallery_dir:
+            inversion = InversionConfig(
+                steps=args.inversion_steps, resolution=args.inversion_resolution,
+                backbone=args.backbone or DEFAULT_BACKBONE,
+                revision=None if args.backbone else DEFAULT_BACKBONE_REVISION)
+            live = LiveGallery.open(vf, gallery_dir, inversion=inversion)
     except (WeightsNotFound, ValueError) as err:
         print(f"voiceface cannot start: {err}", file=sys.stderr)
         return 2
-    photo_dirs = sorted({str(Path(p.faces[0]).parent) for p in vf.gallery.people if p.faces})
-    build(vf).launch(server_name=args.host, server_port=args.port, share=args.share,
-                     allowed_paths=photo_dirs,
-                     max_file_size=MAX_FILE_SIZE, i18n=i18n)
+    photo_dirs = {str(Path(p.faces[0]).parent) for p in vf.gallery.people if p.faces}
+    if live is not None:
+        photo_dirs.add(str(live.photo_dir))  # where enrolled people's photos will be
+    build(vf, live, admin_password).launch(
+        server_name=args.host, server_port=args.port, share=args.share,
+        allowed_paths=sorted(photo_dirs), max_file_size=MAX_FILE_SIZE, i18n=i18n)
     return 0
 
 

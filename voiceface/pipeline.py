@@ -78,7 +78,8 @@ class VoiceFace:
 
     def __init__(self, encoder: VoiceEncoder, generator: Generator, gallery: Gallery,
                  mapper: VoiceToLatent | None = None, *, truncation: float = DEFAULT_TRUNCATION,
-                 test_weights: bool = False, root: Path | None = None):
+                 test_weights: bool = False, root: Path | None = None,
+                 generator_fingerprint: str | None = None):
         self.encoder = encoder
         self.generator = generator.eval()
         self.gallery = gallery
@@ -86,6 +87,7 @@ class VoiceFace:
         self.truncation = truncation
         self.test_weights = test_weights
         self.root = root  # the bundle directory, when loaded from one
+        self.generator_fingerprint = generator_fingerprint or gallery.generator_fingerprint
         self.synthetic_personas = False  # the gallery holds the synthetic default personas
         self.examples: list[Path] = []  # example recordings shipped with the bundle
 
@@ -150,7 +152,8 @@ class VoiceFace:
                                                    generator_fingerprint=gen_fp)
         vf = cls(voice, face_gen, gallery, mapper,
                  truncation=spec.get("truncation", DEFAULT_TRUNCATION),
-                 test_weights=bool(spec.get("test_weights", False)), root=root)
+                 test_weights=bool(spec.get("test_weights", False)), root=root,
+                 generator_fingerprint=gen_fp)
         vf.synthetic_personas = bool(spec.get("personas"))
         vf.examples = examples
         return vf
