@@ -28,6 +28,7 @@ from PIL import Image
 
 from voiceface.enroll import MAX_NAME_CHARS, LiveGallery, speech_seconds
 from voiceface.hub import WeightsNotFound
+from voiceface.ui_text import TEXT
 from voiceface.invert import DEFAULT_BACKBONE, DEFAULT_BACKBONE_REVISION, InversionConfig
 from voiceface.pipeline import VoiceFace, VoiceFaceResult, cache_dir, default_bundle
 from voiceface.stylegan2_ops import reuse_freed_memory
@@ -50,120 +51,6 @@ except ImportError:
     def gpu(fn):
         return fn
 
-TEXT = {
-    "en": {
-        "title": "# voiceface: from a voice to a face",
-        "intro": "Speak for 3-10 seconds (or upload a recording). You get the enrolled person "
-                 "whose voice is nearest, and a face generated from your voice.",
-        "note": "**Note:** the generated face is a statistical guess learned from a small "
-                "gallery, not a reconstruction of the speaker. Do not use it to identify anyone. "
-                "Your recording is not stored.",
-        "test_banner": "**TEST WEIGHTS:** this app runs on a dev bundle of tiny random models; "
-                       "its faces and matches mean nothing.",
-        "personas_note": "**Synthetic personas:** the people in this gallery are made up: "
-                         "text-to-speech voices paired with faces drawn by the generator. "
-                         "Which voice goes with which face is arbitrary, so here the "
-                         "generated face has nothing real to learn from. With a gallery of "
-                         "real, consenting people (`python -m voiceface build`, see the "
-                         "README) it learns what voices and faces share.",
-        "tab_main": "Voice to face", "tab_gallery": "Gallery",
-        "voice": "Your voice", "submit": "Make my face",
-        "generated": "Generated face", "nearest": "Nearest enrolled person",
-        "top": "Nearest people", "chart": "Voice similarity (cosine)",
-        "examples": "Example recordings", "people": "Enrolled people",
-        "gallery_intro": "The people enrolled in this gallery.",
-        "tab_enroll": "Enroll",
-        "enroll_intro": "Add a person who agrees to it, or delete one. Needs the admin "
-                        "password. The recording is used for the voice embedding and then "
-                        "deleted; the aligned photo is kept for display.",
-        "password": "Admin password", "enroll_voice": "Their voice",
-        "voice_hint": "Read aloud or talk freely: 20-90 s suggested (at least 5 s, at most "
-                      "2 min).",
-        "photo": "Their face (one person, front-facing)", "name": "Display name",
-        "consent": "This person agrees that their voice and face are stored and searched "
-                   "here, and knows they can ask to be deleted at any time.",
-        "enroll": "Enroll", "delete_title": "### Delete a person",
-        "person": "Person", "confirm_delete": "Yes, delete this person completely",
-        "delete": "Delete",
-        "bad_password": "Wrong admin password.",
-        "no_voice": "Record or upload their voice first.",
-        "no_photo": "Take or upload their photo first.",
-        "no_person": "Choose the person to delete.",
-        "not_confirmed": "Tick the confirmation box to delete.",
-        "enrolled": "Enrolled **{name}** (`{id}`): searchable by voice now; their face "
-                    "latent is being computed.",
-        "deleted": "Deleted **{name}** (`{id}`): voice embedding, photo and latent are gone "
-                   "and the mapper no longer uses them.",
-        "duration": "{seconds:.1f} s of sound",
-        "latents": "**Face latents:** {people}",
-        "st_queued": "queued", "st_inverting": "computing", "st_ready": "ready",
-        "st_failed": "failed",
-        "no_audio": "Record or upload your voice first.",
-        "gone": "That recording was used and then deleted (recordings are never kept). "
-                "Record or upload it again.",
-        "method_mapper": "generated from your voice by the trained mapper",
-        "method_knn-blend": "a blend of the nearest people's faces (no trained mapper)",
-        "method_average": "the average face (no latents in this gallery)",
-        "preview": "preview, full resolution coming",
-        "match": "**{name}**, similarity {score:.2f}",
-        "no_match": "**No confident match**: the nearest voice ({name}) has similarity "
-                    "{score:.2f}, below the threshold {threshold:.2f}.",
-    },
-    "ja": {
-        "title": "# voiceface：声から顔へ",
-        "intro": "3〜10秒ほど話してください（録音ファイルのアップロードも可）。声が最も近い登録者と、"
-                 "あなたの声から生成した顔を表示します。",
-        "note": "**注意：** 生成された顔は小さなギャラリーから学習した統計的な推測であり、話者の顔の"
-                "再現ではありません。個人の特定には使わないでください。録音は保存されません。",
-        "test_banner": "**テスト用の重み：** このアプリは小さなランダムモデルの開発用バンドルで動いています。"
-                       "顔も照合結果も意味を持ちません。",
-        "personas_note": "**合成ペルソナ：** このギャラリーの人たちは架空の人物です。音声合成の声と、"
-                         "生成器が描いた顔を組み合わせています。声と顔の組み合わせは任意なので、"
-                         "ここでは生成される顔が学べる本当の関係はありません。同意を得た実在の"
-                         "人たちのギャラリー（`python -m voiceface build`、READMEを参照）なら、"
-                         "声と顔に共通するものを学習します。",
-        "tab_main": "声から顔へ", "tab_gallery": "ギャラリー",
-        "voice": "あなたの声", "submit": "顔を生成",
-        "generated": "生成された顔", "nearest": "最も近い登録者",
-        "top": "近い人たち", "chart": "声の類似度（コサイン）",
-        "examples": "録音の例", "people": "登録者",
-        "gallery_intro": "このギャラリーに登録されている人たち。",
-        "tab_enroll": "登録",
-        "enroll_intro": "同意した人を登録、または削除します。管理者パスワードが必要です。録音は声の"
-                        "埋め込みの計算に使った後に削除し、位置合わせした顔写真を表示用に保存します。",
-        "password": "管理者パスワード", "enroll_voice": "その人の声",
-        "voice_hint": "音読または自由に話してください：20〜90秒を推奨（5秒以上、2分以内）。",
-        "photo": "その人の顔（一人、正面向き）", "name": "表示名",
-        "consent": "この人は、声と顔がここに保存・検索されることに同意し、いつでも削除を求め"
-                   "られることを知っています。",
-        "enroll": "登録", "delete_title": "### 登録者の削除",
-        "person": "登録者", "confirm_delete": "はい、この人を完全に削除します",
-        "delete": "削除",
-        "bad_password": "管理者パスワードが違います。",
-        "no_voice": "まずその人の声を録音するか、アップロードしてください。",
-        "no_photo": "まずその人の写真を撮るか、アップロードしてください。",
-        "no_person": "削除する人を選んでください。",
-        "not_confirmed": "削除するには確認のチェックを入れてください。",
-        "enrolled": "**{name}**（`{id}`）を登録しました。声で今すぐ検索できます。顔の潜在表現を"
-                    "計算中です。",
-        "deleted": "**{name}**（`{id}`）を削除しました。声の埋め込み、写真、潜在表現は消去され、"
-                   "マッパーももう使いません。",
-        "duration": "音声 {seconds:.1f} 秒",
-        "latents": "**顔の潜在表現：** {people}",
-        "st_queued": "待機中", "st_inverting": "計算中", "st_ready": "完了",
-        "st_failed": "失敗",
-        "no_audio": "まず声を録音するか、ファイルをアップロードしてください。",
-        "gone": "この録音は使用後に削除されました（録音は保存されません）。もう一度録音するか、"
-                "アップロードしてください。",
-        "method_mapper": "学習済みマッパーで声から生成",
-        "method_knn-blend": "近い人たちの顔のブレンド（学習済みマッパーなし）",
-        "method_average": "平均顔（このギャラリーには潜在表現がありません）",
-        "preview": "プレビュー、高解像度を生成中",
-        "match": "**{name}**、類似度 {score:.2f}",
-        "no_match": "**確かな一致なし：** 最も近い声（{name}）の類似度 {score:.2f} は"
-                    "しきい値 {threshold:.2f} 未満です。",
-    },
-}
 i18n = gr.I18n(**TEXT)
 
 
