@@ -22,6 +22,7 @@ from pathlib import Path
 
 import huggingface_hub
 import pytest
+import torch
 from transformers import Wav2Vec2Model
 
 from voiceface.devbundle import synthetic_voice, write_dev_bundle, write_random_encoder
@@ -29,6 +30,16 @@ from voiceface.devbundle import synthetic_voice, write_dev_bundle, write_random_
 REPO = Path(__file__).resolve().parents[1]
 DEV_PEOPLE = 6  # people in the tests' dev bundle
 APP_START_TIMEOUT = 120  # s for app.py to load models and listen
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """For a module of tiny models: they gain nothing from threads, and on a busy machine
+    two threads contending for the cores make every step many times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,6 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 from PIL import Image
 
 from conftest import REPO
@@ -27,13 +26,7 @@ GOOD_PEOPLE = 5  # in the people folder; person01 is then made ambiguous by "Per
 ENROLLED = GOOD_PEOPLE - 1
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads; on a busy machine threads contend badly."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import urllib.request
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 from PIL import Image
 
 from conftest import DEV_PEOPLE, REPO, serve_app
@@ -25,13 +24,7 @@ RATE = 16_000
 WAIT = 600  # s; a safety net so a broken worker fails the test instead of hanging it
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads; on a busy machine threads contend badly."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

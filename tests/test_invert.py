@@ -25,14 +25,7 @@ from voiceface.stylegan2 import Generator, to_pil, z_from_seed
 TARGET_SEED = 123  # z seed of the face the tests invert
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy machine two threads contending
-    for cores make each step many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
