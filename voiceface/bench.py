@@ -10,8 +10,9 @@ Builds a bundle of random-weight models of full size (a wav2vec2-base x-vector e
 - peak RSS of that serving process and of this one (which also built the bundle);
 - the thread settings (`threads` sets torch's intra-op threads here and in the cold-start
   process; on 2 busy cores 1 thread beat 2, see `benchmarks/encoder_options.py`).
-`quantize` swaps in the int8 voice encoder after loading (bundles cannot ask for it yet; the
-gallery was embedded in fp32, which changes timings nothing and scores little).
+`quantize` swaps in the int8 voice encoder after loading (the gallery was embedded in fp32,
+which changes timings nothing and scores little; a served bundle would be built with
+`VoiceFace.from_pretrained(..., quantize=True)` so that the fingerprints agree).
 """
 
 from __future__ import annotations
@@ -52,7 +53,6 @@ def run(quick: bool = False, repeats: int | None = None,
     if threads:
         torch.set_num_threads(threads)
     from transformers.utils import logging as hf_logging
-
 
     hf_logging.disable_progress_bar()  # keep stderr for errors
 
