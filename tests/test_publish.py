@@ -153,3 +153,12 @@ def test_publish_creates_private_repos_commits_the_plan_and_sets_the_variable():
     assert sorted(model_commit[2]) == sorted(u.path_in_repo for u in plan.uploads
                                              if u.repo_id == "me/voices")
     assert calls[-1] == ("add_space_variable", "me/demo", "VOICEFACE_BUNDLE", "me/voices")
+
+
+def test_a_bundle_naming_local_models_gets_a_warning(built_bundle):
+    spec = json.loads((built_bundle / "bundle.json").read_text())
+    spec["encoder"]["name_or_path"] = "/home/me/encoder"
+    (built_bundle / "bundle.json").write_text(json.dumps(spec))
+    notes = plan_publish(built_bundle, repo="me/gallery").notes
+    assert any("local encoder (/home/me/encoder)" in n for n in notes)
+    assert not any("generator" in n for n in notes)

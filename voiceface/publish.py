@@ -104,6 +104,11 @@ def plan_publish(bundle: str | Path, *, repo: str | None = None, space: str | No
         raise PublishError(f"{root} is a dev bundle of tiny random test models; publish a "
                            "bundle built from real data instead.")
     plan = PublishPlan(repo, space, private)
+    for what in ("encoder", "generator"):
+        name = str(spec.get(what, {}).get("name_or_path", ""))
+        if name.startswith(("/", "~", "..")):  # a path outside the bundle
+            plan.notes.append(f"bundle.json names a local {what} ({name}); elsewhere it will "
+                              f"not be found: build with a Hub {what} to publish")
     personas_dir = (root / spec["personas"]).resolve() if spec.get("personas") else None
     if personas_dir is None:
         _check_consent(root)
