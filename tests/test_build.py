@@ -10,9 +10,10 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
+from gradio_client import Client, handle_file
 from PIL import Image
 
-from conftest import REPO
+from conftest import REPO, serve_app
 from voiceface import build as build_module
 from voiceface.build import BuildConfig, build, scan_people
 from voiceface.devbundle import TINY_GENERATOR, write_people_folder, write_random_backbone
@@ -213,3 +214,13 @@ def test_eval_metrics_on_a_gallery_whose_answers_are_known(tmp_path):
 def test_scan_refuses_a_missing_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="is not a folder"):
         scan_people(tmp_path / "missing")
+
+
+def test_the_app_serves_the_built_bundle(built, people, tmp_path):
+    out, _ = built
+    with serve_app(out, tmp_path / "app.log") as (url, _):
+        _, nearest, summary = Client(url, verbose=False).predict(
+            handle_file(str(people / "person04" / "voice1.flac")), api_name="/predict")
+    assert summary["matches"][0] == {**summary["matches"][0], "id": "person04",
+                                     "name": "Dev person 4"}
+    assert summary["method"] == "mapper" and nearest is not None
