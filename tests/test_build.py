@@ -144,6 +144,7 @@ def test_a_failed_build_loses_nothing_and_deletion_is_complete(built, people, mo
     assert "person05" not in gallery
     cached_after = {p.name for p in (copy / ".cache").rglob("*") if p.is_file()}
     assert cached_after < cached_before  # person05's embeddings, photos and latent are gone
+    assert "person05.jpg" in cached_before and "person05.jpg" not in cached_after
     assert "person05" not in (copy / "windows.json").read_text()
 
 

@@ -180,10 +180,8 @@ def build(people_dir: str | Path, out: str | Path, config: BuildConfig = BuildCo
         raise ValueError(f"Nobody in {people_dir} could be enrolled:\n{report.summary()}")
     gallery = Gallery(encoder.dim, encoder.fingerprint, threshold=config.threshold,
                       generator_fingerprint=gen_fp, latent_dim=generator.style_dim)
-    display = out / CACHE / "display"
-    display.mkdir(parents=True, exist_ok=True)
     for person, windows, rows, face, w in enrolled:
-        photo = display / f"{person.id}.jpg"
+        photo = cache.path("display", person.id, "jpg")
         face.resize((DISPLAY_SIZE, DISPLAY_SIZE)).save(photo, quality=92)
         gallery.add(person.id, pool(windows), name=person.name, faces=[photo], consent=True,
                     n_clips=len({r["recording"] for r in rows}), latent=w,
@@ -237,7 +235,7 @@ class Cache:
 
     def prune(self) -> None:
         for path in self.root.glob("*/*"):
-            if path.is_file() and path not in self.used and path.parent.name != "display":
+            if path.is_file() and path not in self.used:
                 path.unlink()
 
 
