@@ -22,7 +22,7 @@ from .audio import SAMPLE_RATE
 from .gallery import Gallery
 from .mapper import train_mapper
 from .pipeline import BUNDLE_FILE, BUNDLE_FORMAT_VERSION, DEFAULT_TRUNCATION, load_generator
-from .stylegan2 import Generator, GeneratorConfig, to_pil, z_from_seed
+from .stylegan2 import Generator, GeneratorConfig, to_pil
 from .voice import VoiceEncoder, pool
 
 TINY_ENCODER = dict(
@@ -121,8 +121,7 @@ def write_dev_bundle(directory: str | Path, n_people: int = DEV_PEOPLE, seed: in
             sf.write(root / "voices" / f"{person_id}.flac", example, SAMPLE_RATE)
             face_seed = seed * 1000 + i
             with torch.inference_mode():
-                z = z_from_seed(face_seed, generator.style_dim)[None]
-                w = generator.truncate(generator.mapping(z), DEFAULT_TRUNCATION)
+                w = generator.seed_latents([face_seed], DEFAULT_TRUNCATION)
                 face = to_pil(generator.synthesis(w))[0]
             face_path = Path(tmp) / f"{person_id}.png"
             face.save(face_path)

@@ -34,7 +34,7 @@ from . import storage
 from .audio import SAMPLE_RATE, load_audio
 from .gallery import Gallery
 from .mapper import train_mapper
-from .stylegan2 import Generator, to_pil, z_from_seed
+from .stylegan2 import Generator, to_pil
 from .voice import VoiceEncoder, pool
 
 PERSONAS_DIR = Path(__file__).resolve().parent.parent / "assets" / "personas"
@@ -211,8 +211,7 @@ def _build(root: Path, encoder: VoiceEncoder, generator: Generator, generator_fi
         windows = encoder.embed_windows(load_audio(persona["voice_file"], max_seconds=None))
         face = persona["face"]
         with torch.inference_mode():
-            z = z_from_seed(face["seed"], generator.style_dim)[None].to(generator.w_avg.device)
-            w = generator.truncate(generator.mapping(z), face["truncation"])
+            w = generator.seed_latents([face["seed"]], face["truncation"])
             image = to_pil(generator.synthesis(w, noise="const", resolution=resolution))[0]
         face_path = faces / f"{persona['id']}.png"
         image.save(face_path)

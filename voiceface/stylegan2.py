@@ -242,8 +242,12 @@ class Generator(nn.Module):
     def sample(self, seeds: Sequence[int], psi: float = DEFAULT_PSI, noise: NoiseMode = "const",
                resolution: int | None = None) -> Tensor:
         """Images [len(seeds), 3, r, r] for z = `z_from_seed(seed)`, truncated by psi."""
+        return self.synthesis(self.seed_latents(seeds, psi), noise, resolution)
+
+    def seed_latents(self, seeds: Sequence[int], psi: float = DEFAULT_PSI) -> Tensor:
+        """w [len(seeds), style_dim] for z = `z_from_seed(seed)`, truncated by psi."""
         z = torch.stack([z_from_seed(s, self.style_dim) for s in seeds]).to(self.w_avg)
-        return self.synthesis(self.truncate(self.mapping(z), psi), noise, resolution)
+        return self.truncate(self.mapping(z), psi)
 
     # ----------------------------------------------------------------------- files
 
