@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,7 +80,8 @@ class VoiceFace:
     def __init__(self, encoder: VoiceEncoder, generator: Generator, gallery: Gallery,
                  mapper: VoiceToLatent | None = None, *, truncation: float = DEFAULT_TRUNCATION,
                  test_weights: bool = False, root: Path | None = None,
-                 generator_fingerprint: str | None = None):
+                 generator_fingerprint: str | None = None, synthetic_personas: bool = False,
+                 examples: Sequence[Path] = ()):
         self.encoder = encoder
         self.generator = generator.eval()
         self.gallery = gallery
@@ -88,8 +90,8 @@ class VoiceFace:
         self.test_weights = test_weights
         self.root = root  # the bundle directory, when loaded from one
         self.generator_fingerprint = generator_fingerprint or gallery.generator_fingerprint
-        self.synthetic_personas = False  # the gallery holds the synthetic default personas
-        self.examples: list[Path] = []  # example recordings shipped with the bundle
+        self.synthetic_personas = synthetic_personas  # the gallery holds the default personas
+        self.examples = list(examples)  # example recordings shipped with the bundle
 
     @classmethod
     def from_pretrained(
@@ -150,13 +152,11 @@ class VoiceFace:
             mapper = VoiceToLatent.from_pretrained(derived / "mapper",
                                                    encoder_fingerprint=voice.fingerprint,
                                                    generator_fingerprint=gen_fp)
-        vf = cls(voice, face_gen, gallery, mapper,
-                 truncation=spec.get("truncation", DEFAULT_TRUNCATION),
-                 test_weights=bool(spec.get("test_weights", False)), root=root,
-                 generator_fingerprint=gen_fp)
-        vf.synthetic_personas = bool(spec.get("personas"))
-        vf.examples = examples
-        return vf
+        return cls(voice, face_gen, gallery, mapper,
+                   truncation=spec.get("truncation", DEFAULT_TRUNCATION),
+                   test_weights=bool(spec.get("test_weights", False)), root=root,
+                   generator_fingerprint=gen_fp, synthetic_personas=bool(spec.get("personas")),
+                   examples=examples)
 
     def example_voices(self) -> list[Path]:
         """Example recordings: the bundle's `voices/`, or a few of its personas' voices."""
