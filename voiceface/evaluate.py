@@ -46,11 +46,14 @@ def evaluate(index: str | Path, *, folds: int = FOLDS, far: float = FALSE_ALARM_
     windows = np.load(index / WINDOWS_FILE)
     rows = json.loads((index / WINDOWS_INDEX).read_text())
     ids = [p.id for p in gallery.people]
-    enroll, trials = _split(ids, windows, rows)
+    by_person: dict[str, list[int]] = {}  # person -> their rows of windows, in order
+    for i, row in enumerate(rows):
+        by_person.setdefault(row["person"], []).append(i)
+    enroll, trials = _split(ids, windows, rows, by_person)
     report = {"people": len(ids), "seed": seed, "folds": folds, "false_alarm_rate": far,
               "identification": _identification(ids, enroll, trials, far),
-              "generation": _generation(gallery, ids, windows, rows, _w_avg(index, gallery),
-                                        folds, seed, progress)}
+              "generation": _generation(gallery, ids, windows, by_person,
+                                        _w_avg(index, gallery), folds, seed, progress)}
     return report
 
 
@@ -61,12 +64,13 @@ def apply_threshold(index: str | Path, threshold: float) -> None:
     gallery.save(Path(index) / "gallery")
 
 
-def _split(ids: list[str], windows: np.ndarray, rows: list[dict]):
+def _split(ids: list[str], windows: np.ndarray, rows: list[dict],
+           by_person: dict[str, list[int]]):
     """Enrollment embeddings {id: [D]} and trials [(id, [D])] from held-out audio."""
     per_window = WINDOW_SECONDS / HOP_SECONDS  # a window spans this many hops
     enroll, trials = {}, []
     for person in ids:
-        mine = [(i, r) for i, r in enumerate(rows) if r["person"] == person]
+        mine = [(i, rows[i]) for i in by_person.get(person, [])]
         recordings = sorted({r["recording"] for _, r in mine})
         if len(recordings) > 1:
             held = [i for i, r in mine if r["recording"] == recordings[-1]]
@@ -90,7 +94,8 @@ def _identification(ids: list[str], enroll: dict, trials: list, far: float) -> d
         return {"note": "too little held-out audio for identification (need 2+ people with "
                         "more than one 10 s window)"}
     matrix = np.stack([enroll[i] for i in order])
-    truth = np.array([order.index(p) for p, _ in trials])
+    position = {p: j for j, p in enumerate(order)}
+    truth = np.array([position[p] for p, _ in trials])
     scores = np.stack([e for _, e in trials]) @ matrix.T  # [T, N]
     ranked = np.argsort(-scores, axis=1)
     rank_of_truth = np.argmax(ranked == truth[:, None], axis=1)
@@ -130,32 +135,34 @@ def _w_avg(index: Path, gallery: Gallery) -> np.ndarray:
     return gallery.latents()[1].mean(0)
 
 
-def _generation(gallery: Gallery, ids: list[str], windows: np.ndarray, rows: list[dict],
-                w_avg: np.ndarray, folds: int, seed: int, progress: bool) -> dict:
+def _generation(gallery: Gallery, ids: list[str], windows: np.ndarray,
+                person_rows: dict[str, list[int]], w_avg: np.ndarray, folds: int, seed: int,
+                progress: bool) -> dict:
     latent_ids, latents = gallery.latents()
-    people = [i for i in ids if i in latent_ids]
+    latent_of = dict(zip(latent_ids, latents))
+    people = [i for i in ids if i in latent_of]
     if len(people) < 4:
         return {"note": f"{len(people)} people with latents; K-fold generation needs 4 or more"}
-    truth = np.stack([latents[latent_ids.index(i)] for i in people])
+    truth = np.stack([latent_of[i] for i in people])
+    position = {p: j for j, p in enumerate(people)}
     rng = np.random.default_rng(seed)
     fold_of = {p: f for f, chunk in enumerate(np.array_split(rng.permutation(people),
                                                               min(folds, len(people))))
                for p in chunk}
-    person_rows = {p: [i for i, r in enumerate(rows) if r["person"] == p] for p in people}
     predictions = {name: np.zeros_like(truth) for name in ("mapper", "knn-blend", "w_avg")}
     for fold in sorted(set(fold_of.values())):
         train = [p for p in people if fold_of[p] != fold]
         test = [p for p in people if fold_of[p] == fold]
         x = np.concatenate([windows[person_rows[p]] for p in train])
-        y = np.concatenate([np.repeat(truth[people.index(p)][None], len(person_rows[p]), 0)
+        y = np.concatenate([np.repeat(truth[position[p]][None], len(person_rows[p]), 0)
                             for p in train])
         groups = [p for p in train for _ in person_rows[p]]
         mapper, _ = train_mapper(x, y, groups, w_avg, seed=seed, progress=progress)
         train_embeddings = np.stack([pool(windows[person_rows[p]]) for p in train])
-        train_latents = np.stack([truth[people.index(p)] for p in train])
+        train_latents = np.stack([truth[position[p]] for p in train])
         for p in test:
             e = pool(windows[person_rows[p]])
-            j = people.index(p)
+            j = position[p]
             predictions["mapper"][j] = mapper.predict(e)
             scores = train_embeddings @ e
             top = np.argsort(-scores)[:5]
