@@ -21,10 +21,8 @@ from pathlib import Path
 from typing import Iterator
 
 import gradio as gr
-import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 
 from voiceface.enroll import MAX_NAME_CHARS, LiveGallery, speech_seconds
 from voiceface.hub import WeightsNotFound
@@ -76,7 +74,8 @@ def build(vf: VoiceFace, live: LiveGallery | None = None,
         return [(faces[p.id], p.name) for p in vf.gallery.people if p.id in faces]
 
     full = vf.generator.resolution
-    preview = PREVIEW_RESOLUTION if full > PREVIEW_RESOLUTION else None
+    # the preview first, then the full face, from one render (see VoiceFace.stream)
+    sizes = [PREVIEW_RESOLUTION, full] if full > PREVIEW_RESOLUTION else [full]
 
     example_digests = {hashlib.sha256(p.read_bytes()).hexdigest() for p in vf.example_voices()}
 
@@ -92,12 +91,8 @@ def build(vf: VoiceFace, live: LiveGallery | None = None,
         return data
 
     @gpu
-    def analyse(audio: bytes, resolution: int | None) -> VoiceFaceResult:
-        return vf(audio, k=TOP_K, resolution=resolution)
-
-    @gpu
-    def render(w: np.ndarray) -> Image.Image:
-        return vf.render(torch.from_numpy(w)[None].to(vf.generator.w_avg.device))
+    def analyse(audio: bytes) -> Iterator[VoiceFaceResult]:
+        yield from vf.stream(audio, k=TOP_K, resolutions=sizes)
 
     def outputs(result: VoiceFaceResult, lang: str, is_preview: bool):
         text = TEXT[lang]
@@ -128,16 +123,14 @@ def build(vf: VoiceFace, live: LiveGallery | None = None,
         if not audio:
             raise gr.Error(TEXT[lang]["no_audio"])
         recording = take_recording(audio, lang)
+        results = analyse(recording)
         try:
-            result = analyse(recording, preview)
+            first = next(results)
         except ValueError as err:  # AudioError and the library's other input errors
             raise gr.Error(str(err), print_exception=False) from None  # the user's, not a bug
-        if preview is None:
+        yield outputs(first, lang, is_preview=len(sizes) > 1)
+        for result in results:
             yield outputs(result, lang, is_preview=False)
-            return
-        yield outputs(result, lang, is_preview=True)
-        result.face = render(result.w)
-        yield outputs(result, lang, is_preview=False)
 
     with gr.Blocks(title="voiceface", delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(i18n("title"))

@@ -86,6 +86,29 @@ def test_client_predict_returns_both_faces_and_a_summary(app_url, dev_bundle):
     assert len(summary["matches"]) == 5
 
 
+def test_a_generator_above_the_preview_size_streams_preview_then_full_face(tmp_path):
+    """With a generator larger than the 256 px preview the page gets the preview first, then
+    the full face continued from the same render; the API answers with the full face."""
+    from voiceface.devbundle import write_dev_bundle
+    from voiceface.stylegan2 import GeneratorConfig, resolutions
+
+    config = GeneratorConfig(size=512, style_dim=64, n_mlp=2,
+                             channels={r: 8 for r in resolutions(512)})
+    bundle = write_dev_bundle(tmp_path / "bundle", n_people=3, progress=False,
+                              generator_config=config)
+    with serve_app(bundle, tmp_path / "app.log") as (url, _):
+        client = Client(url, verbose=False)
+        voice = handle_file(str(bundle / "voices" / "dev01.flac"))
+        face, _, summary = client.predict(voice, api_name="/predict")
+        job = client.submit(voice, api_name="/predict_ui")  # what the page's button calls
+        job.result(timeout=120)
+        updates = job.outputs()
+    assert Image.open(face).size == (512, 512)
+    assert summary["matches"][0]["id"] == "dev01" and summary["method"] == "mapper"
+    assert [Image.open(u[0]).size for u in updates] == [(256, 256), (512, 512)]
+    assert "preview" in updates[0][1] and "preview" not in updates[1][1]
+
+
 def test_client_bad_audio_gets_the_library_message(app_url, tmp_path):
     png = tmp_path / "photo.png"
     Image.new("RGB", (4, 4)).save(png)

@@ -18,7 +18,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -169,6 +169,17 @@ class VoiceFace:
         resolution: None for the generator's full size, or a smaller power of two for a
         fast preview. Raises AudioError for unusable audio.
         """
+        return next(self.stream(audio, k, truncation, None if resolution is None else [resolution]))
+
+    def stream(self, audio: AudioSource, k: int = DEFAULT_K, truncation: float | None = None,
+               resolutions: Sequence[int] | None = None) -> Iterator[VoiceFaceResult]:
+        """Like calling the pipeline, with one result per resolution in `resolutions`
+        (ascending powers of two; default: full size only), each ready as soon as its face is
+        drawn. One render serves them all (`Generator.progressive`): a 256 px preview and
+        then the full face cost the full face alone. The voice is analysed at the call (so
+        AudioError is raised here); faces are drawn as the iterator is read. Each result's
+        timings count the work up to its own face, not the caller's time between results.
+        """
         timings: dict[str, float] = {}
         clock = time.perf_counter()
 
@@ -190,13 +201,27 @@ class VoiceFace:
         # 4. map the voice to a latent
         w, method = self.latent(embedding, matches)
         lap("map")
-        # 5. synthesise the face
+        # 5. synthesise the face, at each resolution asked for
         w = self.generator.truncate(w, self.truncation if truncation is None else truncation)
-        face = self.render(w, resolution)
-        lap("synthesise")
-        timings["total"] = sum(timings.values())
-        return VoiceFaceResult(face, w[0].cpu().numpy(), matches,
-                               self.gallery.confident(matches), method, embedding, timings)
+        sizes = [self.generator.resolution] if resolutions is None else list(resolutions)
+        images = self.generator.progressive(w, sizes, noise="const")
+        confident = self.gallery.confident(matches)
+
+        def results() -> Iterator[VoiceFaceResult]:
+            drawn = 0.0
+            for _ in sizes:
+                start = time.perf_counter()
+                # inference mode around each step only: a generator suspended inside the
+                # context would leave it switched on in the caller's code
+                with torch.inference_mode():
+                    face = mark(to_pil(next(images))[0])
+                drawn += time.perf_counter() - start
+                laps = {**timings, "synthesise": drawn}
+                laps["total"] = sum(laps.values())
+                yield VoiceFaceResult(face, w[0].cpu().numpy(), matches, confident, method,
+                                      embedding, laps)
+
+        return results()
 
     def latent(self, embedding: np.ndarray, matches: list[Match]) -> tuple[torch.Tensor, str]:
         """w [1, style_dim] for an embedding: the mapper, else a blend of the matches' latents."""
@@ -212,12 +237,6 @@ class VoiceFace:
                 w, method = self.generator.w_avg.cpu().numpy(), "average"
         return torch.from_numpy(np.asarray(w, np.float32)).reshape(1, -1).to(
             self.generator.w_avg.device), method
-
-    @torch.inference_mode()
-    def render(self, w: torch.Tensor, resolution: int | None = None) -> Image.Image:
-        """The face for w [1, style_dim] at `resolution` (default: full size), marked as
-        AI-generated (`voiceface.provenance`)."""
-        return mark(to_pil(self.generator.synthesis(w, noise="const", resolution=resolution))[0])
 
 
 def load_generator(name_or_path: str | os.PathLike, filename: str = DEFAULT_GENERATOR_FILE,

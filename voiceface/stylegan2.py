@@ -26,7 +26,7 @@ import math
 import os
 import pickle
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -199,12 +199,25 @@ class Generator(nn.Module):
         size) and return the RGB skip image accumulated there, a cheap preview.
         Output is float in roughly [-1, 1]. Differentiable unless autograd is off.
         """
+        size = self.resolution if resolution is None else resolution
+        (image,) = self.progressive(w, [size], noise, generator)
+        return image
+
+    def progressive(self, w: Tensor, sizes: Sequence[int], noise: NoiseMode = "const",
+                    generator: torch.Generator | None = None) -> Iterator[Tensor]:
+        """Images at each resolution in `sizes` (ascending), from one pass of the network: each
+        is yielded as soon as its level is done, and the next continues from there, so a
+        256 px preview and then the full face cost the full face alone. Each image equals
+        `synthesis(w, noise, r)` (with "random" noise: for the same `generator` state).
+        Arguments are checked at the call; for one sample (or with autograd on) the work
+        happens as the iterator is read."""
         n, ws = self._broadcast_w(w)
-        res = self.resolution if resolution is None else resolution
         allowed = resolutions(self.resolution)
-        if res not in allowed:
-            raise ValueError(f"resolution must be one of {allowed}, got {resolution}")
-        sides = layer_resolutions(self.resolution)[: 2 * allowed.index(res) + 1]
+        wanted = list(sizes)
+        if not wanted or wanted != sorted(set(wanted)) or not set(wanted) <= set(allowed):
+            raise ValueError(f"resolution must be one of {allowed} (ascending, each once), "
+                             f"got {wanted}")
+        sides = layer_resolutions(self.resolution)[: 2 * allowed.index(wanted[-1]) + 1]
         if noise == "const":
             stored = [getattr(self.noises, f"noise_{j}") for j in range(len(sides))]
             noises = [m.expand(n, -1, -1, -1) for m in stored]
@@ -212,11 +225,17 @@ class Generator(nn.Module):
             noises = [torch.randn(n, 1, r, r, generator=generator).to(ws) for r in sides]
         else:
             raise ValueError(f'noise must be "const" or "random", got {noise!r}')
+
+        def pick(levels: Iterator[Tensor]) -> Iterator[Tensor]:
+            return (image for side, image in zip(allowed, levels) if side in wanted)
+
         if torch.is_grad_enabled() or n == 1:
-            return self._synthesize(ws, noises)
-        # The inference kernels run one sample at a time (weights modulated per sample).
-        return torch.cat([self._synthesize(ws[i : i + 1], [m[i : i + 1] for m in noises])
-                          for i in range(n)])
+            return pick(self._levels(ws, noises))
+        # The inference kernels run one sample at a time (weights modulated per sample),
+        # each to the end before the next, so a batch needs one sample's activations.
+        per_sample = [list(pick(self._levels(ws[i : i + 1], [m[i : i + 1] for m in noises])))
+                      for i in range(n)]
+        return iter([torch.cat(images) for images in zip(*per_sample)])
 
     def _broadcast_w(self, w: Tensor) -> tuple[int, Tensor]:
         """Validate w and return (N, W+ [N, num_ws, D])."""
@@ -227,16 +246,18 @@ class Generator(nn.Module):
             return w.shape[0], w
         raise ValueError(f"w must be [N, {d}] or W+ [N, {k}, {d}], got {list(w.shape)}")
 
-    def _synthesize(self, ws: Tensor, noises: list[Tensor]) -> Tensor:
-        """ws [N, num_ws, D], one noise map per styled conv to run -> RGB [N, 3, r, r]."""
+    def _levels(self, ws: Tensor, noises: list[Tensor]) -> Iterator[Tensor]:
+        """ws [N, num_ws, D], one noise map per styled conv to run -> the RGB skip image
+        [N, 3, r, r] at each level r = 4, 8, ... that the noise maps reach."""
         x = self.input.input.expand(ws.shape[0], -1, -1, -1)
         x = self.conv1(x, ws[:, 0], noises[0])
         skip = self.to_rgb1(x, ws[:, 1], None)
+        yield skip
         for i in range((len(noises) - 1) // 2):
             x = self.convs[2 * i](x, ws[:, 2 * i + 1], noises[2 * i + 1])
             x = self.convs[2 * i + 1](x, ws[:, 2 * i + 2], noises[2 * i + 2])
             skip = self.to_rgbs[i](x, ws[:, 2 * i + 3], skip)
-        return skip
+            yield skip
 
     @torch.inference_mode()
     def sample(self, seeds: Sequence[int], psi: float = DEFAULT_PSI, noise: NoiseMode = "const",
