@@ -29,6 +29,10 @@ def test_quick_bench_prints_one_json_object_with_every_figure(capsys):
         for stat in ("median", "p95"):
             assert set(r[stat]) == STAGES
             assert all(isinstance(v, float) and v >= 0 for v in r[stat].values())
+    for seconds in bench.DURATIONS:  # preview and full face come from the same stream calls
+        preview, full = sorted((r for r in runs if r["seconds"] == seconds), key=lambda r: r["px"])
+        assert preview["median"]["embed"] == full["median"]["embed"]
+        assert preview["median"]["synth"] < full["median"]["synth"]
     for key in ("cold_start_s", "first_answer_s", "peak_rss_mb", "bench_peak_rss_mb",
                 "bundle_build_s"):
         assert isinstance(result[key], float) and result[key] > 0, key

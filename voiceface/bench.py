@@ -3,8 +3,9 @@
 Builds a bundle of random-weight models of full size (a wav2vec2-base x-vector encoder and a
 1024 px config-f StyleGAN2; random weights cost exactly what trained ones do) or, with
 `quick`, the dev bundle's tiny ones, then measures
-- per stage (decode, embed, search, map, synth) and end to end: median and p95 of one
-  `VoiceFace` call for 3, 5 and 10 s utterances at the 256 px preview and at full size;
+- per stage (decode, embed, search, map, synth) and end to end: median and p95 for 3, 5 and
+  10 s utterances of the 256 px preview and of the full-size face, both from one
+  `VoiceFace.stream` call as the app makes it (the full face continues the preview's render);
 - cold start: a fresh Python process that imports voiceface and loads the bundle from disk,
   until it is ready to answer (then it answers once, at full size, for its peak RSS);
 - peak RSS of that serving process and of this one (which also built the bundle);
@@ -70,8 +71,9 @@ def run(quick: bool = False, repeats: int | None = None,
         vf = _load(bundle, quantize)
         full = vf.generator.resolution
         preview = min(PREVIEW, full // 2)
-        runs = [time_calls(vf, clip, resolution, repeats) | {"seconds": seconds, "px": resolution}
-                for seconds, clip in clips.items() for resolution in (preview, full)]
+        runs = [stats | {"seconds": seconds, "px": px} for seconds, clip in clips.items()
+                for px, stats in zip((preview, full),
+                                     time_calls(vf, clip, (preview, full), repeats))]
         del vf
         cold = cold_start(bundle, clips[durations[len(durations) // 2]], threads, quantize)
     result = {
@@ -92,21 +94,26 @@ def run(quick: bool = False, repeats: int | None = None,
     return result
 
 
-def time_calls(vf, clip: Path, resolution: int, repeats: int) -> dict:
-    """Median and p95 seconds per stage of `vf(clip, resolution=...)`, after one warm-up."""
-    calls = []
+def time_calls(vf, clip: Path, resolutions: tuple[int, ...], repeats: int) -> list[dict]:
+    """For each of `resolutions`, median and p95 seconds per stage up to that face, from
+    `vf.stream(clip, resolutions=...)` calls after one warm-up."""
+    calls = []  # per call: the timings of each face
     for i in range(repeats + 1):
-        timings = vf(clip, resolution=resolution).timings
+        timings = [result.timings for result in vf.stream(clip, resolutions=resolutions)]
         if i:
             calls.append(timings)
-    return {stat: {name: float(fn([c[key] for c in calls])) for name, key in STAGES.items()}
-            for stat, fn in (("median", np.median), ("p95", lambda x: np.percentile(x, 95)))}
+    stats = (("median", np.median), ("p95", lambda x: np.percentile(x, 95)))
+    return [{stat: {name: float(fn([c[j][key] for c in calls])) for name, key in STAGES.items()}
+             for stat, fn in stats} for j in range(len(resolutions))]
 
 
 def _load(bundle: Path, quantize: bool):
+    """The pipeline as the app serves it (with its allocator setting)."""
     from .pipeline import VoiceFace
+    from .stylegan2_ops import reuse_freed_memory
     from .voice import VoiceEncoder
 
+    reuse_freed_memory()
     vf = VoiceFace.from_pretrained(bundle)
     if quantize:
         vf.encoder = VoiceEncoder.from_pretrained(bundle / "encoder", quantize=True)
