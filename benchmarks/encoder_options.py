@@ -6,11 +6,15 @@ features, and quantisation error grows or shrinks with the weights' real ranges)
 - fp32 with 2 and with 1 torch threads;
 - dynamic int8 quantisation of the Linear layers (`VoiceEncoder.from_pretrained(quantize=True)`);
 - `torch.compile` of the model, with --compile (its first call compiled for 222 s on this
-  2-core machine under load: far beyond a 15 s cold start).
+  2-core machine under load: far beyond a 15 s cold start);
+- ONNX Runtime, fp32 and dynamic int8 (MatMul weights), with --onnx: the model exported with
+  torch.onnx (TorchScript exporter); needs `pip install onnxruntime onnx`, which voiceface
+  itself does not use.
+All run with the allocator setting the app uses (`stylegan2_ops.reuse_freed_memory`).
 The options are timed round-robin (one call each per round) so that load from other work on a
 shared machine falls on all of them alike. Cosine similarity of each option's embedding to the
 fp32 one is reported for a synthetic voice and, if `espeak-ng` is installed, synthetic speech.
-Usage (repository root): python -m benchmarks.encoder_options [--rounds 10] [--compile]
+Usage (repository root): python -m benchmarks.encoder_options [--rounds 10] [--compile] [--onnx]
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +32,7 @@ import torch
 
 from voiceface.audio import SAMPLE_RATE, load_audio
 from voiceface.devbundle import synthetic_voice, write_random_encoder
+from voiceface.stylegan2_ops import reuse_freed_memory
 from voiceface.voice import VoiceEncoder
 
 SECONDS = 5.0  # utterance length
@@ -46,11 +52,53 @@ def test_audio(tmp: Path) -> dict[str, np.ndarray]:
     return clips
 
 
+class OnnxEncoder:
+    """`embed` of a VoiceEncoder's x-vector model run by ONNX Runtime (export done here)."""
+
+    def __init__(self, encoder: VoiceEncoder, directory: Path, int8: bool):
+        import onnxruntime
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        class Embeddings(torch.nn.Module):
+            def __init__(self, model: torch.nn.Module):
+                super().__init__()
+                self.model = model
+
+            def forward(self, values: torch.Tensor) -> torch.Tensor:
+                return self.model(values).embeddings
+
+        path = directory / "encoder.onnx"
+        example = torch.zeros(1, int(SECONDS * SAMPLE_RATE))
+        with warnings.catch_warnings():  # the TorchScript exporter is deprecated, still works
+            warnings.simplefilter("ignore")
+            torch.onnx.export(Embeddings(encoder.model).eval(), (example,), str(path),
+                              input_names=["values"], output_names=["embeddings"],
+                              dynamic_axes={"values": {1: "samples"}}, dynamo=False)
+        if int8:
+            quantize_dynamic(str(path), str(directory / "encoder.int8.onnx"),
+                             weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
+            path = directory / "encoder.int8.onnx"
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        self.session = onnxruntime.InferenceSession(str(path), options,
+                                                    providers=["CPUExecutionProvider"])
+        self.feature_extractor = encoder.feature_extractor
+
+    def embed(self, wav: np.ndarray) -> np.ndarray:
+        values = self.feature_extractor([wav], sampling_rate=SAMPLE_RATE,
+                                        return_tensors="np")["input_values"]
+        emb = self.session.run(None, {"values": values.astype(np.float32)})[0][0]
+        return emb / np.linalg.norm(emb)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--compile", action="store_true", help="also try torch.compile (slow)")
+    parser.add_argument("--onnx", action="store_true",
+                        help="also try ONNX Runtime (pip install onnxruntime onnx)")
     args = parser.parse_args()
+    reuse_freed_memory()
     with tempfile.TemporaryDirectory() as tmp:
         path = write_random_encoder(Path(tmp) / "enc", config={})
         clips = test_audio(Path(tmp))
@@ -69,6 +117,10 @@ def main() -> None:
                 options["torch.compile, 2 threads"] = (compiled, 2)
             except Exception as err:  # report and go on: compile support varies by machine
                 print(f"torch.compile failed: {type(err).__name__}: {str(err)[:200]}")
+        if args.onnx:
+            torch.set_num_threads(2)
+            options["onnxruntime fp32, 2 threads"] = (OnnxEncoder(fp32, Path(tmp), False), 2)
+            options["onnxruntime int8, 2 threads"] = (OnnxEncoder(fp32, Path(tmp), True), 2)
     wav = clips["synthetic voice"]
     reference = {name: fp32.embed(clip) for name, clip in clips.items()}
     times: dict[str, list[float]] = {name: [] for name in options}

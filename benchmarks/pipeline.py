@@ -2,8 +2,8 @@
 
 Builds a bundle of random-weight models (full size by default: wav2vec2-base x-vector and a
 1024 px config-f StyleGAN2; `--tiny` for the dev bundle's models), then times
-- in process: `VoiceFace(audio, resolution=...)` per stage at 256 px and at full size
-  (`voiceface.bench.time_calls`; `python -m voiceface bench` adds p95, cold start and RSS);
+- in process: per stage to the 256 px preview and to the full face of one `VoiceFace.stream`
+  call (`voiceface.bench.time_calls`; `python -m voiceface bench` adds p95, cold start, RSS);
 - with `--app`: app.py on 127.0.0.1, submit -> 256 px preview -> full face via gradio_client.
 Medians over `--repeats` runs after one warm-up.
 Usage (repository root): python -m benchmarks.pipeline [--app] [--tiny]
@@ -42,7 +42,8 @@ def in_process(bundle: Path, repeats: int, clips: dict[float, Path]) -> None:
     full = vf.generator.resolution
     preview = PREVIEW if full > PREVIEW else full // 2
     for seconds, clip in clips.items():
-        med = {px: time_calls(vf, clip, px, repeats)["median"] for px in (preview, full)}
+        stats = time_calls(vf, clip, (preview, full), repeats)
+        med = {px: s["median"] for px, s in zip((preview, full), stats)}
         stages = "  ".join(f"{k} {v:.3f}" for k, v in med[preview].items() if k != "total")
         print(f"{seconds:>4.0f} s audio: {stages}  | to preview {med[preview]['total']:.3f} s, "
               f"to full {med[full]['total']:.3f} s")
