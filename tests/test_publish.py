@@ -72,6 +72,9 @@ def built_bundle(dev_bundle, tmp_path):
     (root / ".cache" / "voices").mkdir(parents=True)
     (root / ".cache" / "voices" / "x.npy").write_bytes(b"cached embeddings")
     (root / "windows.npy").write_bytes(b"per-window embeddings")
+    (root / "build.json").write_text(json.dumps({  # as `build` writes it, with a refusal
+        "enrolled": ["dev00"], "problems": [["/home/me/people/jane_doe", "no consent"]],
+        "people_dir": "/home/me/people", "seconds": {"embed": 1.0}, "mapper": None}))
     spec = json.loads((root / "bundle.json").read_text())
     (root / "bundle.json").write_text(json.dumps({**spec, "test_weights": False}))
     return root
@@ -89,6 +92,16 @@ def test_built_bundle_plan_leaves_voice_recordings_out_unless_asked(built_bundle
     assert "left out (voice recordings" in plan.describe()
     with_voices = plan_publish(built_bundle, repo="me/gallery", include_voices=True)
     assert {u.path_in_repo for u in with_voices.uploads} >= set(plan.left_out)
+
+
+def test_build_report_is_published_without_local_paths_or_refused_people(built_bundle,
+                                                                          tmp_path):
+    plan = plan_publish(built_bundle, repo="me/gallery")
+    report = json.loads((materialise(plan, "me/gallery", tmp_path / "repo") / "build.json")
+                        .read_text())
+    assert report == {"enrolled": ["dev00"], "seconds": {"embed": 1.0}, "mapper": None}
+    assert "people_dir" in json.loads((built_bundle / "build.json").read_text())  # kept home
+    assert any("build.json goes without" in note for note in plan.notes)
 
 
 def test_people_without_consent_stop_the_whole_publication(built_bundle):

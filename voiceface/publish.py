@@ -6,7 +6,9 @@
 
 Biometric data stays home unless asked for: every enrolled person must have consent or
 nothing is published, and voice recordings (and the build's per-window voice embeddings,
-kept for evaluation) are left out unless `include_voices=True`. The build's cache stays home.
+kept for evaluation) are left out unless `include_voices=True`. The build's cache stays home,
+and so do the local parts of its report (`build.json`): the people folder's path and the list
+of problems, whose paths can name people who were never enrolled (no consent, say).
 The default personas' synthetic text-to-speech voices are their definition, not anyone's
 voice, so a personas bundle carries them.
 """
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .audio import AUDIO_SUFFIXES
-from .build import WINDOWS_FILE, WINDOWS_INDEX
+from .build import REPORT_FILE, WINDOWS_FILE, WINDOWS_INDEX
 from .gallery import MANIFEST
 from .personas import PERSONAS_FILE, VOICES_DIR, load_personas
 from .pipeline import BUNDLE_FILE, EXAMPLES_DIR
@@ -27,6 +29,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SPACE_FILES = ("app.py", "requirements.txt", "packages.txt")  # beside voiceface/*.py
 SPACE_PERSONAS = "assets/personas"  # where a Space keeps the personas of a default bundle
 SKIPPED_NAMES = {".lock", ".gitkeep"}
+LOCAL_REPORT_KEYS = ("people_dir", "problems")  # parts of build.json that stay home
 
 
 class PublishError(ValueError):
@@ -173,8 +176,16 @@ def _add_built_bundle(plan: PublishPlan, root: Path, repo: str, include_voices: 
             f"{EXAMPLES_DIR}/") or relative in (WINDOWS_FILE, WINDOWS_INDEX)
         if is_voice and not include_voices:
             plan.left_out.append(relative)
-            continue
-        plan.uploads.append(Upload(repo, "model", relative, source=path))
+        elif relative == REPORT_FILE:
+            report = {k: v for k, v in json.loads(path.read_text()).items()
+                      if k not in LOCAL_REPORT_KEYS}
+            plan.uploads.append(Upload(repo, "model", relative,
+                                       content=(json.dumps(report, indent=1) + "\n").encode()))
+            plan.notes.append(f"{REPORT_FILE} goes without the local people folder's path and "
+                              "the build's problem list (paths that can name people who were "
+                              "not enrolled)")
+        else:
+            plan.uploads.append(Upload(repo, "model", relative, source=path))
 
 
 def _add_personas_bundle(plan: PublishPlan, spec: dict, personas_dir: Path, repo_id: str,
