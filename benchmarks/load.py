@@ -12,12 +12,9 @@ Usage (repository root): python -m benchmarks.load [--clients 16] [--seconds 30]
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,12 +24,12 @@ import soundfile as sf
 from voiceface.audio import SAMPLE_RATE
 from voiceface.devbundle import synthetic_voice, write_dev_bundle
 
-REPO = Path(__file__).resolve().parents[1]
+from .serve import running_app
+
 CLIENTS = 16
 SECONDS = 30.0  # s of sending; requests in flight at the deadline still finish
 CLIP_SECONDS = 3.0  # s of speech per request
 RSS_SAMPLE_SECONDS = 0.5  # s between memory samples
-START_TIMEOUT = 120  # s for the app to listen
 BACK_PRESSURE = "queue is full"  # Gradio's refusal when its queue has max_size requests
 
 
@@ -138,26 +135,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="voiceface-load-") as tmp:
         bundle = args.bundle or write_dev_bundle(Path(tmp) / "dev", progress=False)
         clips = write_clips(Path(tmp), args.clients)
-        url = f"http://127.0.0.1:{args.port}/"
-        proc = subprocess.Popen([sys.executable, "app.py", "--bundle", str(bundle), "--port",
-                                 str(args.port)], cwd=REPO, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + START_TIMEOUT
-            while True:
-                try:
-                    urllib.request.urlopen(url, timeout=2)
-                    break
-                except OSError:
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        raise SystemExit("app.py did not start; run it by hand to see why")
-                    time.sleep(0.5)
+        with running_app(bundle, args.port) as (url, proc):
             Client(url, verbose=False).predict(handle_file(str(clips[0])), api_name="/predict")
             print(run_load(url, clips, proc.pid, args.seconds).summary())
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
-
 
 if __name__ == "__main__":
     main()

@@ -12,12 +12,8 @@ Usage (repository root): python -m benchmarks.pipeline [--app] [--tiny]
 from __future__ import annotations
 
 import argparse
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +27,8 @@ from voiceface.pipeline import VoiceFace
 from voiceface.stylegan2 import GeneratorConfig
 from voiceface.stylegan2_ops import reuse_freed_memory
 
-REPO = Path(__file__).resolve().parents[1]
+from .serve import running_app
+
 DURATIONS = (3.0, 5.0, 10.0)  # s of speech
 
 
@@ -52,23 +49,8 @@ def in_process(bundle: Path, repeats: int, clips: dict[float, Path]) -> None:
 def through_app(bundle: Path, repeats: int, clip: Path) -> None:
     from gradio_client import Client, handle_file
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "app.py", "--bundle", str(bundle), "--port",
-                             str(port)], cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        while True:
-            try:
-                urllib.request.urlopen(url, timeout=2)
-                break
-            except OSError:
-                if proc.poll() is not None:
-                    raise SystemExit("app.py exited; run it by hand to see why")
-                time.sleep(0.2)
+    with running_app(bundle) as (url, _):
         print(f"app start to ready: {time.perf_counter() - start:.1f} s")
         client = Client(url, verbose=False)
         firsts, lasts = [], []
@@ -84,9 +66,6 @@ def through_app(bundle: Path, repeats: int, clip: Path) -> None:
                 lasts.append(time.perf_counter() - t0)
         print(f"app, 5 s audio: submit -> first image {np.median(firsts):.3f} s, "
               f"-> final image {np.median(lasts):.3f} s (median of {repeats})")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def main() -> None:
