@@ -40,4 +40,8 @@ def running_app(bundle: Path, port: int | None = None) -> Iterator[tuple[str, su
         yield url, proc
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -74,7 +74,8 @@ def built_bundle(dev_bundle, tmp_path):
     (root / "windows.npy").write_bytes(b"per-window embeddings")
     (root / "build.json").write_text(json.dumps({  # as `build` writes it, with a refusal
         "enrolled": ["dev00"], "problems": [["/home/me/people/jane_doe", "no consent"]],
-        "people_dir": "/home/me/people", "seconds": {"embed": 1.0}, "mapper": None}))
+        "people_dir": "/home/me/people", "seconds": {"embed": 1.0}, "mapper": None,
+        "some_later_key": "/home/me/elsewhere"}))
     spec = json.loads((root / "bundle.json").read_text())
     (root / "bundle.json").write_text(json.dumps({**spec, "test_weights": False}))
     return root

@@ -182,6 +182,8 @@ class VoiceFace:
         """
         timings: dict[str, float] = {}
         clock = time.perf_counter()
+        sizes = self.generator.check_sizes(
+            [self.generator.resolution] if resolutions is None else resolutions)
 
         def lap(stage: str) -> None:
             nonlocal clock
@@ -203,18 +205,16 @@ class VoiceFace:
         lap("map")
         # 5. synthesise the face, at each resolution asked for
         w = self.generator.truncate(w, self.truncation if truncation is None else truncation)
-        sizes = [self.generator.resolution] if resolutions is None else list(resolutions)
-        images = self.generator.progressive(w, sizes, noise="const")
+        with torch.inference_mode():  # the levels run in it whenever the iterator is read
+            images = self.generator.progressive(w, sizes, noise="const")
         confident = self.gallery.confident(matches)
+        setup = time.perf_counter() - clock
 
         def results() -> Iterator[VoiceFaceResult]:
-            drawn = 0.0
+            drawn = setup
             for _ in sizes:
                 start = time.perf_counter()
-                # inference mode around each step only: a generator suspended inside the
-                # context would leave it switched on in the caller's code
-                with torch.inference_mode():
-                    face = mark(to_pil(next(images))[0])
+                face = mark(to_pil(next(images))[0])
                 drawn += time.perf_counter() - start
                 laps = {**timings, "synthesise": drawn}
                 laps["total"] = sum(laps.values())

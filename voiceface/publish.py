@@ -29,7 +29,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SPACE_FILES = ("app.py", "requirements.txt", "packages.txt")  # beside voiceface/*.py
 SPACE_PERSONAS = "assets/personas"  # where a Space keeps the personas of a default bundle
 SKIPPED_NAMES = {".lock", ".gitkeep"}
-LOCAL_REPORT_KEYS = ("people_dir", "problems")  # parts of build.json that stay home
+# build.json published: these keys only (not the people folder's path or the problem list)
+PUBLIC_REPORT_KEYS = ("enrolled", "seconds", "cached", "mapper", "config")
 
 
 class PublishError(ValueError):
@@ -178,7 +179,7 @@ def _add_built_bundle(plan: PublishPlan, root: Path, repo: str, include_voices: 
             plan.left_out.append(relative)
         elif relative == REPORT_FILE:
             report = {k: v for k, v in json.loads(path.read_text()).items()
-                      if k not in LOCAL_REPORT_KEYS}
+                      if k in PUBLIC_REPORT_KEYS}
             plan.uploads.append(Upload(repo, "model", relative,
                                        content=(json.dumps(report, indent=1) + "\n").encode()))
             plan.notes.append(f"{REPORT_FILE} goes without the local people folder's path and "

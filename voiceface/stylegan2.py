@@ -208,15 +208,13 @@ class Generator(nn.Module):
         """Images at each resolution in `sizes` (ascending), from one pass of the network: each
         is yielded as soon as its level is done, and the next continues from there, so a
         256 px preview and then the full face cost the full face alone. Each image equals
-        `synthesis(w, noise, r)` (with "random" noise: for the same `generator` state).
-        Arguments are checked at the call; for one sample (or with autograd on) the work
-        happens as the iterator is read."""
+        `synthesis(w, noise, r)` (with "random" noise: for the same `generator` state); it is
+        the caller's to change. Arguments are checked at the call, and the work runs in the
+        autograd / inference mode of the call whenever the iterator is read (for a batch
+        with autograd off, all of it at the call)."""
         n, ws = self._broadcast_w(w)
+        wanted = self.check_sizes(sizes)
         allowed = resolutions(self.resolution)
-        wanted = list(sizes)
-        if not wanted or wanted != sorted(set(wanted)) or not set(wanted) <= set(allowed):
-            raise ValueError(f"resolution must be one of {allowed} (ascending, each once), "
-                             f"got {wanted}")
         sides = layer_resolutions(self.resolution)[: 2 * allowed.index(wanted[-1]) + 1]
         if noise == "const":
             stored = [getattr(self.noises, f"noise_{j}") for j in range(len(sides))]
@@ -225,17 +223,27 @@ class Generator(nn.Module):
             noises = [torch.randn(n, 1, r, r, generator=generator).to(ws) for r in sides]
         else:
             raise ValueError(f'noise must be "const" or "random", got {noise!r}')
-
-        def pick(levels: Iterator[Tensor]) -> Iterator[Tensor]:
-            return (image for side, image in zip(allowed, levels) if side in wanted)
-
-        if torch.is_grad_enabled() or n == 1:
-            return pick(self._levels(ws, noises))
+        modes = (torch.is_grad_enabled(), torch.is_inference_mode_enabled())
+        if modes[0] or n == 1:
+            return _read_levels(self._levels(ws, noises), allowed, wanted, modes)
         # The inference kernels run one sample at a time (weights modulated per sample),
         # each to the end before the next, so a batch needs one sample's activations.
-        per_sample = [list(pick(self._levels(ws[i : i + 1], [m[i : i + 1] for m in noises])))
-                      for i in range(n)]
-        return iter([torch.cat(images) for images in zip(*per_sample)])
+        def sample(i: int) -> list[Tensor]:
+            levels = self._levels(ws[i : i + 1], [m[i : i + 1] for m in noises])
+            return list(_read_levels(levels, allowed, wanted, modes))
+
+        return iter([torch.cat(images) for images in zip(*[sample(i) for i in range(n)])])
+
+    def check_sizes(self, sizes: Sequence[int]) -> list[int]:
+        """`sizes` as a list, if it is ascending levels of this generator (each once), else
+        ValueError saying which levels there are."""
+        allowed, wanted = resolutions(self.resolution), list(sizes)
+        if len(wanted) == 1 and wanted[0] not in allowed:
+            raise ValueError(f"resolution must be one of {allowed}, got {wanted[0]}")
+        if not wanted or wanted != sorted(set(wanted)) or not set(wanted) <= set(allowed):
+            raise ValueError(f"resolutions must be levels of {allowed}, ascending and each "
+                             f"once, got {wanted}")
+        return wanted
 
     def _broadcast_w(self, w: Tensor) -> tuple[int, Tensor]:
         """Validate w and return (N, W+ [N, num_ws, D])."""
@@ -345,6 +353,24 @@ class Generator(nn.Module):
                 "config": self.config.to_dict(), "metadata": {**self.metadata, **(metadata or {})}}
         storage.write_json(directory / CONFIG_FILE, meta)
         return directory
+
+
+def _read_levels(levels: Iterator[Tensor], allowed: list[int], wanted: list[int],
+                 modes: tuple[bool, bool]) -> Iterator[Tensor]:
+    """The images of `levels` (one per side in `allowed`) at the `wanted` sides, each level
+    computed under `modes` (grad enabled, inference mode) as they were at the call. Images
+    before the last are copies (the next level reads its own); after the last, `levels` is
+    closed so its activations are freed before the caller gets the image."""
+    grad, inference = modes
+    for side in allowed[: allowed.index(wanted[-1]) + 1]:
+        with torch.inference_mode(inference), torch.set_grad_enabled(grad):
+            image = next(levels)
+            if side == wanted[-1]:
+                levels.close()
+            elif side in wanted:
+                image = image.clone()
+        if side in wanted:
+            yield image
 
 
 def _read_rosinality(path: Path) -> tuple[dict[str, Tensor], Tensor | None]:
