@@ -135,7 +135,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="voiceface-load-") as tmp:
         bundle = args.bundle or write_dev_bundle(Path(tmp) / "dev", progress=False)
         clips = write_clips(Path(tmp), args.clients)
-        with running_app(bundle, args.port) as (url, proc):
+        with running_app(bundle, port=args.port) as (url, proc):
             Client(url, verbose=False).predict(handle_file(str(clips[0])), api_name="/predict")
             print(run_load(url, clips, proc.pid, args.seconds).summary())
 

@@ -1,7 +1,9 @@
-"""app.py on 127.0.0.1 for the benchmarks that time it through its API (load, pipeline)."""
+"""app.py on 127.0.0.1, for the benchmarks that time it through its API (load, pipeline) and
+for the tests (`tests/conftest.py` serves the app with it)."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -13,29 +15,38 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 START_TIMEOUT = 300  # s for the app to answer its first page
+LOG_TAIL = 3000  # characters of the app's log shown when it does not start
 
 
 @contextmanager
-def running_app(bundle: Path, port: int | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
-    """Start app.py on `bundle` (on `port`, else a free one); yield (url, process) once it
+def running_app(bundle: Path | None, log: Path | None = None,
+                env: dict[str, str] | None = None, args: tuple[str, ...] = (),
+                timeout: float = START_TIMEOUT, port: int | None = None
+                ) -> Iterator[tuple[str, subprocess.Popen]]:
+    """Run app.py (on `bundle`, else its default) on 127.0.0.1 (`port`, else a free one) with
+    more `args` and `env`, its output in `log` (else discarded); yield (url, process) once it
     answers; stop it afterwards."""
     if port is None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "app.py", "--bundle", str(bundle), "--host",
-                             "127.0.0.1", "--port", str(port)], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})}
+    command = [sys.executable, "app.py", *(["--bundle", str(bundle)] if bundle else []), *args,
+               "--host", "127.0.0.1", "--port", str(port)]
+    with open(log or os.devnull, "w") as out:
+        proc = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}/"
     try:
-        deadline = time.monotonic() + START_TIMEOUT
+        deadline = time.monotonic() + timeout
         while True:
             try:
                 urllib.request.urlopen(url, timeout=2)
                 break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit("app.py did not start; run it by hand to see why") from None
+                    shown = (f"\n{log.read_text()[-LOG_TAIL:]}" if log
+                             else "; run it by hand to see why")
+                    raise RuntimeError(f"app did not start{shown}") from None
                 time.sleep(0.2)
         yield url, proc
     finally:

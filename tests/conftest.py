@@ -11,13 +11,8 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"  # before huggingface_hub is imported: tests never download
 
 import shutil
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import huggingface_hub
@@ -25,6 +20,7 @@ import pytest
 import torch
 from transformers import Wav2Vec2Model
 
+from benchmarks.serve import running_app
 from voiceface.devbundle import synthetic_voice, write_dev_bundle, write_random_encoder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,41 +81,9 @@ def dev_bundle(tmp_path_factory):
                             progress=False)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
 def serve_app(bundle: Path | None, log: Path, env: dict[str, str] | None = None,
               args: tuple[str, ...] = (), timeout: float = APP_START_TIMEOUT
-              ) -> Iterator[tuple[str, subprocess.Popen]]:
-    """Run app.py (on `bundle`, else its default) on 127.0.0.1 with more `args` and its
-    output in `log`; yield (url, process) once it answers."""
-    port = free_port()
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})}
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "app.py",
-                                 *(["--bundle", str(bundle)] if bundle else []), *args,
-                                 "--host", "127.0.0.1", "--port", str(port)], cwd=REPO,
-                                stdout=out, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                urllib.request.urlopen(url, timeout=2)
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"app did not start:\n{log.read_text()[-3000:]}")
-                time.sleep(0.5)
-        yield url, proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+              ) -> AbstractContextManager[tuple[str, subprocess.Popen]]:
+    """app.py (on `bundle`, else its default) on 127.0.0.1 with more `args` and its output
+    in `log`: a context giving (url, process) once it answers."""
+    return running_app(bundle, log, env, args, timeout)
