@@ -28,7 +28,6 @@ from .pipeline import BUNDLE_FILE, EXAMPLES_DIR
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SPACE_FILES = ("app.py", "requirements.txt", "packages.txt")  # beside voiceface/*.py
 SPACE_PERSONAS = "assets/personas"  # where a Space keeps the personas of a default bundle
-SKIPPED_NAMES = {".lock", ".gitkeep"}
 # build.json published: these keys only (not the people folder's path or the problem list)
 PUBLIC_REPORT_KEYS = ("enrolled", "seconds", "cached", "mapper", "config")
 
@@ -164,9 +163,9 @@ def _check_consent(root: Path) -> None:
 
 
 def _files(directory: Path) -> list[Path]:
-    """Files to publish: not hidden (the build's `.cache`), not lock or temporary files."""
-    return sorted(p for p in directory.rglob("*") if p.is_file() and p.name not in SKIPPED_NAMES
-                  and not p.name.endswith(".tmp")
+    """Files to publish: not hidden (the build's `.cache`, `.lock`, `.gitkeep`), not temporary
+    files."""
+    return sorted(p for p in directory.rglob("*") if p.is_file() and not p.name.endswith(".tmp")
                   and not any(part.startswith(".") for part in p.relative_to(directory).parts))
 
 
