@@ -17,6 +17,7 @@ training people's latents.
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -263,7 +264,7 @@ def _plot(report: dict, path: Path) -> Path:
         right.legend()
     right.set(title="Latent retrieval, unseen people", ylim=(0, 1))
     fig.tight_layout()
-    fig.savefig(path.with_suffix(".tmp.png"), dpi=100)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=100)
     plt.close(fig)
-    path.with_suffix(".tmp.png").replace(path)
-    return path
+    return storage.write_bytes(path, png.getvalue())
