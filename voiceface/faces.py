@@ -21,6 +21,7 @@ import io
 import math
 import os
 import struct
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,11 +187,19 @@ def _finish(image: Image.Image, name: str) -> Image.Image:
 # -------------------------------------------------------------------------- detection
 
 
+_loaded = threading.local()  # per thread: detectMultiScale is not documented as thread-safe
+
+
 def _cascade(filename: str) -> cv2.CascadeClassifier:
-    cascade = cv2.CascadeClassifier(os.path.join(cv2.data.haarcascades, filename))
-    if cascade.empty():
-        raise RuntimeError(f"OpenCV's {filename} is missing; reinstall opencv-python-headless<5.")
-    return cascade
+    """OpenCV's Haar cascade `filename`, loaded once per thread (loading costs ~30 ms)."""
+    cascades = _loaded.__dict__.setdefault("cascades", {})
+    if filename not in cascades:
+        cascade = cv2.CascadeClassifier(os.path.join(cv2.data.haarcascades, filename))
+        if cascade.empty():
+            raise RuntimeError(f"OpenCV's {filename} is missing; reinstall "
+                               "opencv-python-headless<5.")
+        cascades[filename] = cascade
+    return cascades[filename]
 
 
 def _grey(image: Image.Image) -> np.ndarray:
