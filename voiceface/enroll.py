@@ -37,8 +37,8 @@ from . import faces, storage
 from .audio import SAMPLE_RATE, AudioSource, load_audio
 from .gallery import MANIFEST, Gallery, GalleryError
 from .invert import InversionConfig, Inverter
-from .mapper import VoiceToLatent, train_mapper
-from .pipeline import VoiceFace
+from .mapper import train_mapper
+from .pipeline import GALLERY_DIR, MAPPER_DIR, VoiceFace, load_derived
 from .voice import pool
 
 MIN_ENROLL_SECONDS = 5.0  # s of speech; fewer give an unreliable voice embedding
@@ -50,8 +50,6 @@ MIN_MAPPER_PEOPLE = 4  # people with latents needed to (re)train the mapper
 MAPPER_HIDDEN = 256  # a small gallery: a small mapper
 MAPPER_EPOCHS = 500
 MAPPER_PATIENCE = 50
-GALLERY = "gallery"
-MAPPER = "mapper"
 INCOMING = "incoming"  # photos between alignment and the gallery's save
 READY = "ready"
 
@@ -81,7 +79,7 @@ class LiveGallery:
         Live-enrolled people still missing a latent are queued again; photos a crash left
         between alignment and save are deleted."""
         live = cls(vf, directory, **kwargs)
-        gallery_dir = live.root / GALLERY
+        gallery_dir = live.root / GALLERY_DIR
         fingerprints = {"encoder_fingerprint": vf.encoder.fingerprint,
                         "generator_fingerprint": vf.generator_fingerprint}
         with live._lock, storage.locked(live.root):
@@ -89,15 +87,13 @@ class LiveGallery:
             if not (gallery_dir / MANIFEST).is_file():
                 vf.gallery.save(gallery_dir)
                 if vf.mapper is not None:
-                    vf.mapper.save_pretrained(live.root / MAPPER)
+                    vf.mapper.save_pretrained(live.root / MAPPER_DIR)
         try:
-            vf.gallery = Gallery.load(gallery_dir, **fingerprints)
+            vf.gallery, vf.mapper = load_derived(live.root, **fingerprints)
         except GalleryError as err:
             raise GalleryError(f"{err} The gallery directory {live.root} holds people enrolled "
                                "with other models: start with those models, or choose another "
                                "gallery directory.") from None
-        vf.mapper = VoiceToLatent.from_pretrained(live.root / MAPPER, **fingerprints) \
-            if (live.root / MAPPER).is_dir() else None
         for person in vf.gallery.people:
             if vf.gallery.latent(person.id) is not None:
                 live._status[person.id] = READY
@@ -108,7 +104,7 @@ class LiveGallery:
     @property
     def photo_dir(self) -> Path:
         """Where the gallery's face photos live (to serve them)."""
-        return self.root / GALLERY / "faces"
+        return self.root / GALLERY_DIR / "faces"
 
     # -- enroll -----------------------------------------------------------------------------
     def enroll(self, name: str, voice_audio: AudioSource, face_photo: faces.ImageSource,
@@ -189,7 +185,7 @@ class LiveGallery:
     def _change(self, change) -> None:
         """Load the saved gallery, apply `change(gallery)`, save it, swap a fresh copy in
         (the caller holds the lock)."""
-        gallery_dir = self.root / GALLERY
+        gallery_dir = self.root / GALLERY_DIR
         gallery = Gallery.load(gallery_dir)
         change(gallery)
         gallery.save(gallery_dir)
@@ -241,7 +237,7 @@ class LiveGallery:
         `min_people` have one (the caller holds the lock)."""
         gallery = self.vf.gallery
         ids, latents = gallery.latents()
-        mapper_dir = self.root / MAPPER
+        mapper_dir = self.root / MAPPER_DIR
         if len(ids) < max(2, self.min_people):
             shutil.rmtree(mapper_dir, ignore_errors=True)
             self.vf.mapper, self.mapper_people = None, None

@@ -44,6 +44,7 @@ DEFAULT_GENERATOR_REVISION = "d9b2f23f21856b6bdfabd37de6f3d04cf39f891e"
 DEFAULT_TRUNCATION = 0.7  # psi: pull generated faces toward the average face
 DEFAULT_K = 5  # matches returned
 EXAMPLES_DIR = "voices"  # example recordings inside a bundle
+GALLERY_DIR, MAPPER_DIR = "gallery", "mapper"  # the derived artifacts inside a bundle
 
 
 def cache_dir() -> Path:
@@ -79,7 +80,7 @@ class VoiceFace:
 
     def __init__(self, encoder: VoiceEncoder, generator: Generator, gallery: Gallery,
                  mapper: VoiceToLatent | None = None, *, truncation: float = DEFAULT_TRUNCATION,
-                 test_weights: bool = False, root: Path | None = None,
+                 test_weights: bool = False,
                  generator_fingerprint: str | None = None, synthetic_personas: bool = False,
                  examples: Sequence[Path] = ()):
         self.encoder = encoder
@@ -88,7 +89,6 @@ class VoiceFace:
         self.mapper = mapper
         self.truncation = truncation
         self.test_weights = test_weights
-        self.root = root  # the bundle directory, when loaded from one
         self.generator_fingerprint = generator_fingerprint or gallery.generator_fingerprint
         self.synthetic_personas = synthetic_personas  # the gallery holds the default personas
         self.examples = list(examples)  # example recordings shipped with the bundle
@@ -145,16 +145,10 @@ class VoiceFace:
                 personas_root, voice, face_gen, gen_fp, cache_dir(),
                 threshold=spec.get("threshold", DEFAULT_THRESHOLD), progress=progress)
             examples = personas.example_voices(personas_root)
-        gallery = Gallery.load(derived / "gallery", encoder_fingerprint=voice.fingerprint,
-                               generator_fingerprint=gen_fp)
-        mapper = None
-        if (derived / "mapper").is_dir():
-            mapper = VoiceToLatent.from_pretrained(derived / "mapper",
-                                                   encoder_fingerprint=voice.fingerprint,
-                                                   generator_fingerprint=gen_fp)
+        gallery, mapper = load_derived(derived, voice.fingerprint, gen_fp)
         return cls(voice, face_gen, gallery, mapper,
                    truncation=spec.get("truncation", DEFAULT_TRUNCATION),
-                   test_weights=bool(spec.get("test_weights", False)), root=root,
+                   test_weights=bool(spec.get("test_weights", False)),
                    generator_fingerprint=gen_fp, synthetic_personas=bool(spec.get("personas")),
                    examples=examples)
 
@@ -237,6 +231,19 @@ class VoiceFace:
                 w, method = self.generator.w_avg.cpu().numpy(), "average"
         return torch.from_numpy(np.asarray(w, np.float32)).reshape(1, -1).to(
             self.generator.w_avg.device), method
+
+
+def load_derived(directory: Path, encoder_fingerprint: str, generator_fingerprint: str
+                 ) -> tuple[Gallery, VoiceToLatent | None]:
+    """The gallery in `directory/GALLERY_DIR` and the mapper in `directory/MAPPER_DIR` (None if
+    there is none), each refused when made with models of other fingerprints."""
+    fingerprints = {"encoder_fingerprint": encoder_fingerprint,
+                    "generator_fingerprint": generator_fingerprint}
+    gallery = Gallery.load(directory / GALLERY_DIR, **fingerprints)
+    mapper_dir = directory / MAPPER_DIR
+    mapper = VoiceToLatent.from_pretrained(mapper_dir, **fingerprints) if mapper_dir.is_dir() \
+        else None
+    return gallery, mapper
 
 
 def load_generator(name_or_path: str | os.PathLike, filename: str = DEFAULT_GENERATOR_FILE,
