@@ -44,8 +44,6 @@ CACHE = ".cache"  # inside the output bundle
 WINDOWS_FILE = "windows.npy"  # [M, D] per-window embeddings of every enrolled recording
 WINDOWS_INDEX = "windows.json"  # row -> person, recording, start second
 REPORT_FILE = "build.json"
-FACE_SIZE = 1024  # px of the aligned photos (FFHQ alignment size)
-DISPLAY_SIZE = 512  # px of the photo shown in the app
 
 
 @dataclass(frozen=True)
@@ -182,7 +180,7 @@ def build(people_dir: str | Path, out: str | Path, config: BuildConfig = BuildCo
                       generator_fingerprint=gen_fp, latent_dim=generator.style_dim)
     for person, windows, rows, face, w in enrolled:
         photo = cache.path("display", person.id, "jpg")
-        face.resize((DISPLAY_SIZE, DISPLAY_SIZE)).save(photo, quality=92)
+        face.resize((faces.DISPLAY_SIZE,) * 2).save(photo, quality=faces.DISPLAY_QUALITY)
         gallery.add(person.id, pool(windows), name=person.name, faces=[photo], consent=True,
                     n_clips=len({r["recording"] for r in rows}), latent=w,
                     extra={k: v for k, v in person.meta.items()
@@ -264,7 +262,7 @@ def _best_face(person: Person, cache: Cache, report: BuildReport):
     larger face; None when no photo has exactly one face."""
     candidates = []
     for path in person.photos:
-        key = _key(image_sha256(path), str(FACE_SIZE))
+        key = _key(image_sha256(path), str(faces.DEFAULT_SIZE))
         image_path = cache.path("aligned", key, "png")
         info_path = cache.path("aligned", key, "json")
         if info_path.is_file():  # aligned before, or refused before (same bytes, same answer)
@@ -272,7 +270,7 @@ def _best_face(person: Person, cache: Cache, report: BuildReport):
             report.cached["photos"] = report.cached.get("photos", 0) + 1
         else:
             try:
-                aligned = faces.align(path, FACE_SIZE)
+                aligned = faces.align(path, faces.DEFAULT_SIZE)
                 info = {"eyes_detected": aligned.eyes_detected, "face_side": aligned.box.w}
                 buffer = io.BytesIO()
                 aligned.image.save(buffer, "PNG")

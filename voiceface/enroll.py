@@ -37,19 +37,14 @@ from . import faces, storage
 from .audio import SAMPLE_RATE, AudioSource, load_audio
 from .gallery import MANIFEST, Gallery, GalleryError
 from .invert import InversionConfig, Inverter
-from .mapper import train_mapper
+from .mapper import SMALL_MAPPER, train_mapper
 from .pipeline import GALLERY_DIR, MAPPER_DIR, VoiceFace, load_derived
 from .voice import pool
 
 MIN_ENROLL_SECONDS = 5.0  # s of speech; fewer give an unreliable voice embedding
 MAX_ENROLL_SECONDS = 120.0  # s of speech; 20-90 s is plenty
-DISPLAY_SIZE = 512  # px of the aligned photo kept for display and inversion
-JPEG_QUALITY = 92
 MAX_NAME_CHARS = 80
 MIN_MAPPER_PEOPLE = 4  # people with latents needed to (re)train the mapper
-MAPPER_HIDDEN = 256  # a small gallery: a small mapper
-MAPPER_EPOCHS = 500
-MAPPER_PATIENCE = 50
 INCOMING = "incoming"  # photos between alignment and the gallery's save
 READY = "ready"
 
@@ -123,7 +118,7 @@ class LiveGallery:
                              f"{MAX_NAME_CHARS}.")
         wav = load_audio(voice_audio, max_seconds=MAX_ENROLL_SECONDS,
                          min_seconds=MIN_ENROLL_SECONDS)
-        aligned = faces.align(face_photo, DISPLAY_SIZE, name="the face photo").image
+        aligned = faces.align(face_photo, faces.DISPLAY_SIZE, name="the face photo").image
         embedding = pool(self.vf.encoder.embed_windows(wav))
         del wav  # nothing of the recording is kept
         person_id = new_id(name)
@@ -131,7 +126,7 @@ class LiveGallery:
         incoming.mkdir(parents=True, exist_ok=True)
         photo = incoming / f"{uuid.uuid4().hex}.jpg"
         buffer = io.BytesIO()
-        aligned.save(buffer, "JPEG", quality=JPEG_QUALITY)
+        aligned.save(buffer, "JPEG", quality=faces.DISPLAY_QUALITY)
         storage.write_bytes(photo, buffer.getvalue())
         try:
             with self._lock:
@@ -244,8 +239,7 @@ class LiveGallery:
             return
         embeddings = np.stack([gallery.embedding(i) for i in ids])
         mapper, _ = train_mapper(embeddings, latents, ids,
-                                 self.vf.generator.w_avg.cpu().numpy(), hidden=MAPPER_HIDDEN,
-                                 max_epochs=MAPPER_EPOCHS, patience=MAPPER_PATIENCE,
+                                 self.vf.generator.w_avg.cpu().numpy(), **SMALL_MAPPER,
                                  encoder_fingerprint=self.vf.encoder.fingerprint,
                                  generator_fingerprint=self.vf.generator_fingerprint,
                                  seed=self.seed, progress=False)

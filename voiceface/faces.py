@@ -55,6 +55,8 @@ FFHQ_CENTRE_SHIFT = 0.1  # ... centred this fraction of eye-to-mouth below the e
 PAD_BLUR = 0.02  # Gaussian sigma of the blur over padded regions, fraction of the crop side
 PAD_FADE = 0.10  # distance over which padding fades from reflection to blur, same unit
 DEFAULT_SIZE = 1024  # px; FFHQ and the config-f generator
+DISPLAY_SIZE = 512  # px of the aligned photo the app shows for a person
+DISPLAY_QUALITY = 92  # its JPEG quality
 
 ImageSource = str | os.PathLike | bytes | bytearray | Image.Image | np.ndarray
 

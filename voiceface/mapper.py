@@ -27,6 +27,8 @@ CONFIG_FILE = "mapper.json"
 WEIGHTS_FILE = "mapper.safetensors"
 KNN_TEMPERATURE = 0.05  # cosine units; softmax(score / T) weights the neighbours' latents
 BATCH_SIZE = 256  # rows per optimisation step
+# `train_mapper` settings for galleries of tens of people (the personas, live enrollment)
+SMALL_MAPPER = {"hidden": 256, "max_epochs": 500, "patience": 50}
 
 
 @dataclass(frozen=True)

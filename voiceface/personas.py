@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from . import storage
 from .audio import SAMPLE_RATE, load_audio
 from .gallery import Gallery
-from .mapper import train_mapper
+from .mapper import SMALL_MAPPER, train_mapper
 from .stylegan2 import Generator, to_pil
 from .voice import VoiceEncoder, pool
 
@@ -46,7 +46,6 @@ MAX_VOICE_SECONDS = 10.0  # s: one encoder window, so the first start embeds eac
 CUT_SEARCH_SECONDS = 2.0  # s before the limit searched for the quietest place to cut
 FACE_RESOLUTION = 512  # px; gallery photos of the personas (the preview is 256 px)
 CACHE_FORMAT_VERSION = 1
-MAPPER_HIDDEN = 256  # 48 pairs of arbitrary voice and face: a small mapper is plenty
 EXAMPLES = 6  # persona recordings offered as examples in the app
 TTS_TIMEOUT = 60  # s per synthesis command
 
@@ -226,8 +225,7 @@ def _build(root: Path, encoder: VoiceEncoder, generator: Generator, generator_fi
     gallery.save(out / "gallery")
     shutil.rmtree(faces)  # the gallery keeps its own content-addressed copies
     mapper, report = train_mapper(np.concatenate(rows), np.stack(latents), groups,
-                                  generator.w_avg.cpu().numpy(), hidden=MAPPER_HIDDEN,
-                                  max_epochs=500, patience=50,
+                                  generator.w_avg.cpu().numpy(), **SMALL_MAPPER,
                                   encoder_fingerprint=encoder.fingerprint,
                                   generator_fingerprint=generator_fingerprint,
                                   progress=progress)
