@@ -14,29 +14,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import statistics
 import tempfile
 from pathlib import Path
 
 import torch
-from transformers import Dinov2Config, Dinov2Model
 
-from voiceface.invert import FALLBACK_MEAN, FALLBACK_STD, InversionConfig, Inverter
+from voiceface.devbundle import write_random_backbone
+from voiceface.invert import InversionConfig, Inverter
 from voiceface.stylegan2 import Generator, GeneratorConfig, to_pil
 
 DINOV2_SMALL = dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6,
                     patch_size=14, image_size=518)
-DINOV2_PROCESSOR = {"crop_size": {"height": 224, "width": 224}, "size": {"shortest_edge": 256},
-                    "image_mean": list(FALLBACK_MEAN), "image_std": list(FALLBACK_STD)}
-
-
-def write_random_backbone(directory: Path) -> Path:
-    """A DINOv2-small-sized random model + its processor config, saved like the Hub's."""
-    torch.manual_seed(0)
-    Dinov2Model(Dinov2Config(**DINOV2_SMALL)).save_pretrained(directory)
-    (directory / "preprocessor_config.json").write_text(json.dumps(DINOV2_PROCESSOR))
-    return directory
 
 
 def main() -> None:
@@ -52,8 +41,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     generator = Generator(GeneratorConfig.ffhq(1024), seed=0)
     with tempfile.TemporaryDirectory() as tmp:
+        backbone = write_random_backbone(Path(tmp), config=DINOV2_SMALL)
         config = InversionConfig(steps=args.steps, resolution=args.resolution,
-                                 backbone=str(write_random_backbone(Path(tmp))), revision=None)
+                                 backbone=str(backbone), revision=None)
         inverter = Inverter.from_pretrained(config)
     start_only = Inverter(inverter.backbone, dataclasses.replace(config, steps=0))
     faces = to_pil(generator.sample(range(100, 100 + args.photos), resolution=config.resolution))
