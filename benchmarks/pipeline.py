@@ -17,19 +17,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
 
-from voiceface.audio import SAMPLE_RATE
-from voiceface.bench import PREVIEW, time_calls
-from voiceface.devbundle import synthetic_voice, write_dev_bundle
+from voiceface.bench import preview_size, time_calls, write_inputs
 from voiceface.pipeline import VoiceFace
-from voiceface.stylegan2 import GeneratorConfig
 from voiceface.stylegan2_ops import reuse_freed_memory
 
 from .serve import running_app
-
-DURATIONS = (3.0, 5.0, 10.0)  # s of speech
 
 
 def in_process(bundle: Path, repeats: int, clips: dict[float, Path]) -> None:
@@ -37,7 +31,7 @@ def in_process(bundle: Path, repeats: int, clips: dict[float, Path]) -> None:
     vf = VoiceFace.from_pretrained(bundle)
     print(f"load bundle: {time.perf_counter() - start:.2f} s")
     full = vf.generator.resolution
-    preview = PREVIEW if full > PREVIEW else full // 2
+    preview = preview_size(full)
     for seconds, clip in clips.items():
         stats = time_calls(vf, clip, (preview, full), repeats)
         med = {px: s["median"] for px, s in zip((preview, full), stats)}
@@ -80,15 +74,8 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{'tiny' if args.tiny else 'full-size'} random-weight models")
     with tempfile.TemporaryDirectory() as tmp:
-        sizes = {} if args.tiny else {"encoder_config": {},
-                                      "generator_config": GeneratorConfig.ffhq(1024)}
-        start = time.perf_counter()
-        bundle = write_dev_bundle(Path(tmp) / "bundle", n_people=4, progress=False, **sizes)
-        print(f"bundle written in {time.perf_counter() - start:.1f} s")
-        clips = {}
-        for seconds in DURATIONS:
-            clips[seconds] = Path(tmp) / f"clip{seconds:g}.wav"
-            sf.write(clips[seconds], synthetic_voice(seconds, seed=7, f0=160.0), SAMPLE_RATE)
+        bundle, bundle_s, clips = write_inputs(Path(tmp), args.tiny)
+        print(f"bundle written in {bundle_s:.1f} s")
         in_process(bundle, args.repeats, clips)
         if args.app:
             through_app(bundle, args.repeats, clips[5.0])

@@ -58,19 +58,10 @@ def run(quick: bool = False, repeats: int | None = None,
     hf_logging.disable_progress_bar()  # keep stderr for errors
 
     with tempfile.TemporaryDirectory(prefix="voiceface-bench-") as tmp:
-        sizes = {} if quick else {"encoder_config": {},
-                                  "generator_config": GeneratorConfig.ffhq(1024)}
-        start = time.perf_counter()
-        bundle = write_dev_bundle(Path(tmp) / "bundle", n_people=BUNDLE_PEOPLE,
-                                  progress=False, **sizes)
-        bundle_s = time.perf_counter() - start
-        clips = {}
-        for seconds in durations:
-            clips[seconds] = Path(tmp) / f"clip{seconds:g}.wav"
-            sf.write(clips[seconds], synthetic_voice(seconds, seed=7, f0=160.0), SAMPLE_RATE)
+        bundle, bundle_s, clips = write_inputs(Path(tmp), quick, durations)
         vf = _load(bundle, quantize)
         full = vf.generator.resolution
-        preview = min(PREVIEW, full // 2)
+        preview = preview_size(full)
         runs = [stats | {"seconds": seconds, "px": px} for seconds, clip in clips.items()
                 for px, stats in zip((preview, full),
                                      time_calls(vf, clip, (preview, full), repeats))]
@@ -92,6 +83,27 @@ def run(quick: bool = False, repeats: int | None = None,
     }
     result["targets"] = _targets(result, preview, full)
     return result
+
+
+def write_inputs(directory: Path, quick: bool, durations: tuple[float, ...] = DURATIONS
+                 ) -> tuple[Path, float, dict[float, Path]]:
+    """In `directory`: a bundle of random-weight models (the dev bundle's tiny ones if `quick`,
+    else full size) and one synthetic utterance per duration. Returns (bundle, seconds taken
+    to write it, {duration: clip})."""
+    sizes = {} if quick else {"encoder_config": {}, "generator_config": GeneratorConfig.ffhq(1024)}
+    start = time.perf_counter()
+    bundle = write_dev_bundle(directory / "bundle", n_people=BUNDLE_PEOPLE, progress=False,
+                              **sizes)
+    bundle_s = time.perf_counter() - start
+    clips = {seconds: directory / f"clip{seconds:g}.wav" for seconds in durations}
+    for seconds, clip in clips.items():
+        sf.write(clip, synthetic_voice(seconds, seed=7, f0=160.0), SAMPLE_RATE)
+    return bundle, bundle_s, clips
+
+
+def preview_size(full: int) -> int:
+    """px of the preview timed for a generator of `full` px (PREVIEW, or half of a small one)."""
+    return min(PREVIEW, full // 2)
 
 
 def time_calls(vf, clip: Path, resolutions: tuple[int, ...], repeats: int) -> list[dict]:
