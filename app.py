@@ -64,14 +64,10 @@ def build(vf: VoiceFace, live: LiveGallery | None = None,
     """The app's layout and events over one loaded pipeline; with `live` and an
     `admin_password`, also the Enroll tab."""
 
-    def portraits() -> dict[str, str]:
-        # Gallery photos are served as files (allowed in `launch`), not re-encoded per
-        # request. Read per call: enrollment swaps the gallery.
-        return {p.id: str(p.faces[0]) for p in vf.gallery.people if p.faces}
-
+    # Gallery photos are served as files (allowed in `launch`), not re-encoded per request.
+    # Read per call: enrollment swaps the gallery.
     def people_gallery() -> list[tuple[str, str]]:
-        faces = portraits()
-        return [(faces[p.id], p.name) for p in vf.gallery.people if p.id in faces]
+        return [(str(p.faces[0]), p.name) for p in vf.gallery.people if p.faces]
 
     full = vf.generator.resolution
     # the preview first, then the full face, from one render (see VoiceFace.stream)
@@ -103,7 +99,8 @@ def build(vf: VoiceFace, live: LiveGallery | None = None,
         else:
             match_text = text["no_match"].format(name=best.name, score=best.score,
                                                  threshold=vf.gallery.threshold)
-        faces = portraits()
+        faces = {m.id: str(m.face) for m in result.matches  # each match carries its photo;
+                 if m.face and m.id in vf.gallery}          # not if deleted meanwhile
         top = [(faces[m.id], f"{m.rank}. {m.name} ({m.score:.2f})")
                for m in result.matches if m.id in faces]
         chart = pd.DataFrame({"person": [f"{m.rank}. {m.name}" for m in result.matches],
