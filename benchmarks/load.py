@@ -70,9 +70,10 @@ def rss_mb(pid: int) -> float:
 
 def run_load(url: str, clips: list[Path], pid: int, seconds: float = SECONDS) -> LoadReport:
     """One client per clip sends it to `/predict` again and again for `seconds`; measures
-    the server process `pid`. The server should be warmed up (one request) before."""
+    the server process `pid`, after one warm-up request (not counted)."""
     from gradio_client import Client, handle_file
 
+    Client(url, verbose=False).predict(handle_file(str(clips[0])), api_name="/predict")
     clients = len(clips)
     report = LoadReport(clients, 0.0, per_client=[0] * clients, rss_before=rss_mb(pid))
     report.rss_peak = report.rss_before
@@ -130,13 +131,10 @@ def main() -> None:
     parser.add_argument("--bundle", type=Path, help="default: a fresh dev bundle (tiny models)")
     parser.add_argument("--port", type=int, default=7871)
     args = parser.parse_args()
-    from gradio_client import Client, handle_file
-
     with tempfile.TemporaryDirectory(prefix="voiceface-load-") as tmp:
         bundle = args.bundle or write_dev_bundle(Path(tmp) / "dev", progress=False)
         clips = write_clips(Path(tmp), args.clients)
         with running_app(bundle, port=args.port) as (url, proc):
-            Client(url, verbose=False).predict(handle_file(str(clips[0])), api_name="/predict")
             print(run_load(url, clips, proc.pid, args.seconds).summary())
 
 if __name__ == "__main__":

@@ -5,10 +5,9 @@
 
 from __future__ import annotations
 
-from gradio_client import Client, handle_file
+from conftest import serve_app
 
 from benchmarks.load import CLIENTS, run_load, write_clips
-from conftest import serve_app
 
 SECONDS = 30.0  # s of sending
 RSS_MARGIN_MB = 300  # the server may keep some memory (allocator, caches), not grow per request
@@ -17,7 +16,6 @@ RSS_MARGIN_MB = 300  # the server may keep some memory (allocator, caches), not 
 def test_concurrent_clients_all_get_answers_and_memory_returns(dev_bundle, tmp_path):
     clips = write_clips(tmp_path, CLIENTS)
     with serve_app(dev_bundle, tmp_path / "app.log") as (url, proc):
-        Client(url, verbose=False).predict(handle_file(str(clips[0])), api_name="/predict")
         report = run_load(url, clips, proc.pid, seconds=SECONDS)
     print(report.summary())
     assert report.failures == []
