@@ -185,13 +185,16 @@ def build(people_dir: str | Path, out: str | Path, config: BuildConfig = BuildCo
                     n_clips=len({r["recording"] for r in rows}), latent=w,
                     extra={k: v for k, v in person.meta.items()
                            if k not in ("name", "consent")})
+    all_windows = np.concatenate([windows for _, windows, *_ in enrolled])
+    all_rows = [row for _, _, rows, *_ in enrolled for row in rows]  # one per window
     mapper = None
     if len(enrolled) >= 2:
         with _timed(report.seconds, "mapper"):
             mapper, train = train_mapper(
-                np.concatenate([e[1] for e in enrolled]),
-                np.concatenate([np.repeat(e[4][None], len(e[1]), 0) for e in enrolled]),
-                [p.id for p, windows, *_ in enrolled for _ in range(len(windows))],
+                all_windows,
+                np.concatenate([np.repeat(w[None], len(windows), 0)
+                                for _, windows, _, _, w in enrolled]),
+                [row["person"] for row in all_rows],
                 generator.w_avg.cpu().numpy(), encoder_fingerprint=encoder.fingerprint,
                 generator_fingerprint=gen_fp, seed=config.seed, progress=progress)
         report.mapper = {"best_epoch": train.best_epoch, "val_loss": train.val_loss,
@@ -201,8 +204,8 @@ def build(people_dir: str | Path, out: str | Path, config: BuildConfig = BuildCo
     gallery.save(out / "gallery")
     if mapper is not None:
         mapper.save_pretrained(out / "mapper")
-    storage.write_npy(out / WINDOWS_FILE, np.concatenate([e[1] for e in enrolled]))
-    storage.write_json(out / WINDOWS_INDEX, [r for e in enrolled for r in e[2]])
+    storage.write_npy(out / WINDOWS_FILE, all_windows)
+    storage.write_json(out / WINDOWS_INDEX, all_rows)
     report.enrolled = [p.id for p, *_ in enrolled]
     storage.write_json(out / REPORT_FILE, {**asdict(report), "config": _jsonable(config),
                                            "people_dir": str(Path(people_dir).resolve())})
