@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .audio import AUDIO_SUFFIXES
 from .build import REPORT_FILE, WINDOWS_FILE, WINDOWS_INDEX
-from .gallery import MANIFEST
+from .gallery import MANIFEST, Gallery
 from .personas import PERSONAS_FILE, VOICES_DIR, load_personas
 from .pipeline import BUNDLE_FILE, EXAMPLES_DIR
 
@@ -152,9 +152,7 @@ def _check_consent(root: Path) -> None:
     manifest = root / "gallery" / MANIFEST
     if not manifest.is_file():
         raise PublishError(f"{root} has no gallery ({manifest} is missing); build it first.")
-    data = root / "gallery" / json.loads(manifest.read_text())["data"]
-    people = json.loads((data / "people.json").read_text())
-    missing = [p["id"] for p in people if not p.get("consent")]
+    missing = [p.id for p in Gallery.load(root / "gallery").people if not p.consent]
     if missing:
         raise PublishError(
             f"{len(missing)} enrolled people have no recorded consent: {', '.join(missing)}. "
