@@ -16,6 +16,7 @@ voice, so a personas bundle carries them.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,13 +63,17 @@ class PublishPlan:
     variables: dict[str, str] = field(default_factory=dict)  # Space variables
     notes: list[str] = field(default_factory=list)
 
+    def targets(self) -> Iterator[tuple[str, str, list[Upload]]]:
+        """(repo id, repo type, its uploads) for the model repo and the Space, where given."""
+        for repo_id, repo_type in ((self.repo, "model"), (self.space, "space")):
+            if repo_id is not None:
+                yield repo_id, repo_type, [u for u in self.uploads
+                                           if u.repo_id == repo_id and u.repo_type == repo_type]
+
     def describe(self) -> str:
         """The plan as people read it: one line per file, grouped by repo."""
         lines = []
-        for repo_id, repo_type in ((self.repo, "model"), (self.space, "space")):
-            if repo_id is None:
-                continue
-            files = [u for u in self.uploads if u.repo_id == repo_id and u.repo_type == repo_type]
+        for repo_id, repo_type, files in self.targets():
             visibility = "private" if self.private else "public"
             size = sum(len(u.content) if u.content is not None else u.source.stat().st_size
                        for u in files)
@@ -133,13 +138,10 @@ def publish(plan: PublishPlan, api=None) -> list[str]:
 
     api = api or HfApi()
     urls = []
-    for repo_id, repo_type in ((plan.repo, "model"), (plan.space, "space")):
-        if repo_id is None:
-            continue
+    for repo_id, repo_type, files in plan.targets():
         api.create_repo(repo_id, repo_type=repo_type, private=plan.private, exist_ok=True,
                         **({"space_sdk": "gradio"} if repo_type == "space" else {}))
-        operations = [CommitOperationAdd(u.path_in_repo, u.data()) for u in plan.uploads
-                      if u.repo_id == repo_id and u.repo_type == repo_type]
+        operations = [CommitOperationAdd(u.path_in_repo, u.data()) for u in files]
         info = api.create_commit(repo_id, operations, repo_type=repo_type,
                                  commit_message="Publish with `python -m voiceface publish`")
         urls.append(info.commit_url)
