@@ -27,6 +27,7 @@ from huggingface_hub.errors import (
 
 HASH_CHUNK_BYTES = 8 * 1024 * 1024  # bytes read at a time when fingerprinting local files
 FINGERPRINT_HEX = 16  # hex digits kept of a content hash
+SAFE_MODEL_FILES = ("*.json", "*.safetensors")  # what to fetch: configs and weights, no pickles
 
 _HUB_ERRORS = (LocalEntryNotFoundError, EntryNotFoundError, OfflineModeIsEnabled,
                RepositoryNotFoundError, RevisionNotFoundError, HfHubHTTPError, HFValidationError,
@@ -48,6 +49,19 @@ class Resolved:
 def is_local(name_or_path: str | os.PathLike) -> bool:
     """True when `name_or_path` names an existing local file or directory."""
     return Path(name_or_path).expanduser().exists()
+
+
+def resolve_safetensors_dir(name_or_path: str | os.PathLike, revision: str | None,
+                            what: str) -> Resolved:
+    """`resolve_dir` for a `transformers` checkpoint: only its configs and safetensors
+    weights are fetched, and one without safetensors weights is refused."""
+    local = resolve_dir(name_or_path, revision, allow_patterns=SAFE_MODEL_FILES, what=what)
+    if not any(local.path.glob("*.safetensors")):
+        raise WeightsNotFound(f"The {what} {name_or_path} has no .safetensors weights. voiceface "
+                              "loads weights only as safetensors: pickled weights "
+                              "(pytorch_model.bin) can run code when loaded. Use a revision "
+                              "with model.safetensors, or convert the weights in a sandbox.")
+    return local
 
 
 def resolve_dir(

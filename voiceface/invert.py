@@ -40,7 +40,6 @@ from .stylegan2 import Generator
 
 DEFAULT_BACKBONE = "facebook/dinov2-small"
 DEFAULT_BACKBONE_REVISION = "ed25f3a31f01632728cabb09d1542f84ab7b0056"
-BACKBONE_FILES = ("*.json", "*.safetensors")  # configs and weights, no pickles
 PROCESSOR_FILE = "preprocessor_config.json"
 FALLBACK_MEAN = (0.485, 0.456, 0.406)  # ImageNet RGB mean, when the processor gives none
 FALLBACK_STD = (0.229, 0.224, 0.225)
@@ -108,12 +107,7 @@ class Backbone(torch.nn.Module):
                         revision: str | None = DEFAULT_BACKBONE_REVISION) -> Backbone:
         """Load a local directory or Hub repo: model config + safetensors weights, with the
         input side and mean/std read from its `preprocessor_config.json` when present."""
-        local = hub.resolve_dir(name_or_path, revision, allow_patterns=BACKBONE_FILES,
-                                what="perceptual backbone")
-        if not list(local.path.glob("*.safetensors")):
-            raise hub.WeightsNotFound(f"The perceptual backbone {name_or_path} has no "
-                                      ".safetensors weights; use a checkpoint saved with "
-                                      "safetensors (pickled .bin files are not loaded).")
+        local = hub.resolve_safetensors_dir(name_or_path, revision, "perceptual backbone")
         model_config = AutoConfig.from_pretrained(local.path)
         model = AutoModel.from_pretrained(local.path, config=model_config, use_safetensors=True)
         processor_path = local.path / PROCESSOR_FILE

@@ -32,7 +32,6 @@ DEFAULT_ENCODER_REVISION = "f00a71e827414d3e04228bb97bbee924d3044e85"  # adds mo
 WINDOW_SECONDS = 10.0  # s per window for long audio
 HOP_SECONDS = 5.0  # s between window starts (50 % overlap)
 BATCH_WINDOWS = 8  # windows per forward pass in embed_many
-ENCODER_FILES = ("*.json", "*.safetensors")  # what to fetch: configs and weights, no pickles
 
 
 @dataclass(frozen=True)
@@ -80,13 +79,7 @@ class VoiceEncoder:
         if not 0 < hop_seconds <= window_seconds:
             raise ValueError(f"hop_seconds ({hop_seconds}) must be in (0, window_seconds "
                              f"({window_seconds})].")
-        local = hub.resolve_dir(name_or_path, revision, allow_patterns=ENCODER_FILES,
-                                what="voice encoder")
-        if not any(local.path.glob("*.safetensors")):
-            raise ValueError(f"{name_or_path} has no .safetensors weights. voiceface loads encoder "
-                             "weights only as safetensors: pickled weights (pytorch_model.bin) "
-                             "can run code when loaded. Use a revision with model.safetensors "
-                             "or convert the weights in a sandbox.")
+        local = hub.resolve_safetensors_dir(name_or_path, revision, "voice encoder")
         model_config = AutoConfig.from_pretrained(local.path)
         if model_config.model_type != "wav2vec2":
             raise ValueError(f"{name_or_path} is a {model_config.model_type!r} model; the voice "
