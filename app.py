@@ -13,10 +13,13 @@ Models load once per process, at start-up. On a ZeroGPU Space the model work run
 from __future__ import annotations
 
 import argparse
-import hashlib
-import hmac
+import logging
 import os
+import re
+import string
 import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -24,6 +27,7 @@ import gradio as gr
 import pandas as pd
 import torch
 
+from voiceface.admin import AdminGate, AdminRefused
 from voiceface.enroll import MAX_NAME_CHARS, LiveGallery, speech_seconds
 from voiceface.hub import WeightsNotFound
 from voiceface.ui_text import TEXT
@@ -35,8 +39,10 @@ PREVIEW_RESOLUTION = 256  # px, drawn first; the full-size face replaces it
 TOP_K = 5  # people shown below the faces
 FACE_HEIGHT = 320  # px of each face on the page
 MAX_FILE_SIZE = "20mb"  # uploads larger than this are refused by the server
-CONCURRENCY = 1  # requests computed at once: on 2 CPU cores one at a time is fastest
-DELETE_CACHE = (600, 600)  # s: every 10 min, delete uploads and renders older than 10 min
+MODEL_QUEUE = "models"  # one queue for every event that decodes audio or runs a model ...
+CONCURRENCY = 1  # ... computing one request at a time: on 2 CPU cores that is fastest
+FILE_LIFETIME = 300  # s an upload or a render stays in Gradio's cache before it is deleted
+CLEANINGS_PER_LIFETIME = 5  # the cache is cleaned this often within one lifetime
 BROWSER_SAMPLE_RATE = 16_000  # Hz requested from the browser's recorder
 STATUS_POLL = 2.0  # s between refreshes of the enrollment status
 ADMIN_PASSWORD_VAR = "VOICEFACE_ADMIN_PASSWORD"  # set it (a Space secret) to allow enrollment
@@ -50,6 +56,56 @@ except ImportError:
         return fn
 
 i18n = gr.I18n(**TEXT)
+log = logging.getLogger("voiceface.app")
+MARKDOWN_SPECIAL = re.compile(f"([{re.escape(string.punctuation)}])")
+
+
+def plain(text: str) -> str:
+    """`text` (a person's name, anything a visitor chose) shown literally inside Markdown:
+    every ASCII punctuation mark is backslash-escaped, so no link, image, HTML tag or
+    autolinked address can form, whatever the name holds."""
+    return MARKDOWN_SPECIAL.sub(r"\\\1", text)
+
+
+def public(err: Exception) -> str:
+    """An error's message fit for a visitor: any absolute path in it is cut to its file name
+    (the library's messages name files; the server's directories are nobody's business)."""
+    return re.sub(r"(?:/[^\s/'\"]+)+/([^\s/'\"]+)", r"\1", str(err))
+
+
+class ModelCalls:
+    """Counts the model calls in flight. The shared queue makes overlap impossible; if it ever
+    happens (a misconfigured event) it is logged as an error, which the load test watches."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.running = 0
+
+    @contextmanager
+    def __call__(self):
+        with self._lock:
+            self.running += 1
+            if self.running > 1:
+                log.error("%d model calls overlap: an event is outside the shared queue",
+                          self.running)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.running -= 1
+
+
+def read_upload(path: str | None, missing: str, gone: str) -> bytes:
+    """The bytes of a file a request names. Nothing is deleted here: Gradio stores uploads by
+    content (two visitors who send the same bytes share one file) and a request may name any
+    file the app serves, so deleting what a request names would let one visitor destroy
+    another's files. Gradio's cache cleaning deletes uploads `FILE_LIFETIME` s after upload."""
+    if not path:
+        raise gr.Error(missing, print_exception=False)
+    try:
+        return Path(path).read_bytes()
+    except OSError:  # cleaned away, a directory, unreadable: say so, never echo the path
+        raise gr.Error(gone, print_exception=False) from None
 
 
 def language(request: gr.Request | None) -> str:
@@ -59,10 +115,11 @@ def language(request: gr.Request | None) -> str:
     return "ja" if first.startswith("ja") else "en"
 
 
-def build(vf: VoiceFace, live: LiveGallery | None = None,
-          admin_password: str | None = None) -> gr.Blocks:
+def build(vf: VoiceFace, live: LiveGallery | None = None, admin_password: str | None = None,
+          file_lifetime: int = FILE_LIFETIME) -> gr.Blocks:
     """The app's layout and events over one loaded pipeline; with `live` and an
-    `admin_password`, also the Enroll tab."""
+    `admin_password`, also the Enroll tab. Uploads and renders are deleted from Gradio's cache
+    `file_lifetime` s after they were made (the example voices excepted)."""
 
     # Gallery photos are served as files (allowed in `launch`), not re-encoded per request.
     # Read per call: enrollment swaps the gallery.
@@ -72,19 +129,8 @@ def build(vf: VoiceFace, live: LiveGallery | None = None,
     full = vf.generator.resolution
     # the preview first, then the full face, from one render (see VoiceFace.stream)
     sizes = [PREVIEW_RESOLUTION, full] if full > PREVIEW_RESOLUTION else [full]
-
-    example_digests = {hashlib.sha256(p.read_bytes()).hexdigest() for p in vf.example_voices()}
-
-    def take_recording(path: str, lang: str) -> bytes:
-        """The recording's bytes; the uploaded file is deleted at once (recordings are never
-        kept), unless it is one of the bundle's public example voices."""
-        try:
-            data = Path(path).read_bytes()
-        except FileNotFoundError:
-            raise gr.Error(TEXT[lang]["gone"], print_exception=False) from None
-        if hashlib.sha256(data).hexdigest() not in example_digests:
-            Path(path).unlink(missing_ok=True)
-        return data
+    model_call = ModelCalls()
+    queue = {"concurrency_id": MODEL_QUEUE, "concurrency_limit": CONCURRENCY}
 
     @gpu
     def analyse(audio: bytes) -> Iterator[VoiceFaceResult]:
@@ -95,9 +141,9 @@ def build(vf: VoiceFace, live: LiveGallery | None = None,
         best = result.matches[0]
         caption = text[f"method_{result.method}"] + (f" ({text['preview']})" if is_preview else "")
         if result.confident:
-            match_text = text["match"].format(name=best.name, score=best.score)
+            match_text = text["match"].format(name=plain(best.name), score=best.score)
         else:
-            match_text = text["no_match"].format(name=best.name, score=best.score,
+            match_text = text["no_match"].format(name=plain(best.name), score=best.score,
                                                  threshold=vf.gallery.threshold)
         faces = {m.id: str(m.face) for m in result.matches  # each match carries its photo;
                  if m.face and m.id in vf.gallery}          # not if deleted meanwhile
@@ -117,19 +163,22 @@ def build(vf: VoiceFace, live: LiveGallery | None = None,
 
     def predict(audio: str | None, request: gr.Request) -> Iterator[tuple]:
         lang = language(request)
-        if not audio:
-            raise gr.Error(TEXT[lang]["no_audio"])
-        recording = take_recording(audio, lang)
+        recording = read_upload(audio, TEXT[lang]["no_audio"], TEXT[lang]["gone"])
         results = analyse(recording)
-        try:
-            first = next(results)
-        except ValueError as err:  # AudioError and the library's other input errors
-            raise gr.Error(str(err), print_exception=False) from None  # the user's, not a bug
-        yield outputs(first, lang, is_preview=len(sizes) > 1)
-        for result in results:
-            yield outputs(result, lang, is_preview=False)
+        is_preview = len(sizes) > 1
+        while True:
+            try:
+                with model_call():  # the voice is analysed at the first step, faces drawn after
+                    result = next(results, None)
+            except ValueError as err:  # AudioError and the library's other input errors
+                raise gr.Error(public(err), print_exception=False) from None  # the user's
+            if result is None:
+                return
+            yield outputs(result, lang, is_preview)
+            is_preview = False
 
-    with gr.Blocks(title="voiceface", delete_cache=DELETE_CACHE) as demo:
+    with gr.Blocks(title="voiceface", delete_cache=(
+            max(1, file_lifetime // CLEANINGS_PER_LIFETIME), file_lifetime)) as demo:
         gr.Markdown(i18n("title"))
         if vf.test_weights:
             gr.Markdown(i18n("test_banner"), elem_id="test-banner")
@@ -151,7 +200,8 @@ def build(vf: VoiceFace, live: LiveGallery | None = None,
                 with gr.Column():
                     nearest = gr.Image(label=i18n("nearest"), elem_id="nearest", type="pil",
                                        format="png", interactive=False, height=FACE_HEIGHT)
-                    nearest_caption = gr.Markdown(elem_id="nearest-caption")
+                    nearest_caption = gr.Markdown(elem_id="nearest-caption",
+                                                  latex_delimiters=[])
             gr.Markdown(i18n("note"))
             top = gr.Gallery(label=i18n("top"), columns=TOP_K, rows=1, height=200,
                              object_fit="contain", elem_id="top")
@@ -160,12 +210,18 @@ def build(vf: VoiceFace, live: LiveGallery | None = None,
             summary = gr.JSON(visible=False)
             examples = sorted(vf.example_voices())
             if examples:
-                gr.Examples([[str(e)] for e in examples], inputs=[audio],
-                            label=i18n("examples"))
+                shown = gr.Examples([[str(e)] for e in examples], inputs=[audio],
+                                    label=i18n("examples"))
+                # Gradio copies them into its cache once, when the app is built, and hands
+                # out those copies on every click: they must outlive the cache cleaning
+                # (which spares what a rendered component lists in `keep_in_cache`).
+                audio.keep_in_cache.update(value["path"] for example in
+                                           shown.non_none_processed_examples.values()
+                                           for value in example)
             submit.click(predict, inputs=[audio],
                          outputs=[generated, generated_caption, nearest, nearest_caption, top,
                                   chart, summary],
-                         api_name="predict_ui", api_visibility="undocumented")
+                         api_name="predict_ui", api_visibility="undocumented", **queue)
         with gr.Tab(i18n("tab_gallery")):
             gr.Markdown(i18n("gallery_intro"))
             people = gr.Gallery(people_gallery, label=i18n("people"), columns=6,
@@ -180,7 +236,8 @@ def build(vf: VoiceFace, live: LiveGallery | None = None,
                         files.discard(copy)
 
             with gr.Tab(i18n("tab_enroll")):
-                enroll_tab(live, admin_password, people, people_gallery, forget_copies)
+                enroll_tab(live, AdminGate(admin_password), people, people_gallery,
+                           forget_copies, model_call, queue)
         # The programmatic endpoint: audio file in; generated face, nearest face, summary out.
         api_faces = [gr.Image(type="pil", format="png", visible=False) for _ in range(2)]
 
@@ -189,31 +246,27 @@ def build(vf: VoiceFace, live: LiveGallery | None = None,
             return face, near, report
 
         gr.Button(visible=False).click(api_predict, inputs=[audio],
-                                       outputs=[*api_faces, summary], api_name="predict")
+                                       outputs=[*api_faces, summary], api_name="predict",
+                                       **queue)
     demo.queue(default_concurrency_limit=CONCURRENCY)
     return demo
 
 
-def take_upload(path: str | None, missing: str) -> bytes:
-    """An uploaded file's bytes; the file is deleted at once (uploads are never kept)."""
-    if not path:
-        raise gr.Error(missing, print_exception=False)
-    try:
-        return Path(path).read_bytes()
-    except FileNotFoundError:
-        raise gr.Error(missing, print_exception=False) from None
-    finally:
-        Path(path).unlink(missing_ok=True)
-
-
-def enroll_tab(live: LiveGallery, admin_password: str, people: gr.Gallery, people_gallery,
-               forget_copies) -> None:
+def enroll_tab(live: LiveGallery, gate: AdminGate, people: gr.Gallery, people_gallery,
+               forget_copies, model_call: ModelCalls, queue: dict) -> None:
     """The Enroll tab's layout and events (inside a `gr.Tab`): enroll, latent status, delete.
-    `forget_copies(names)` deletes the served copies of a deleted person's photos."""
+    `forget_copies(names)` deletes the served copies of a deleted person's photos;
+    `model_call` counts model work; `queue` puts an event in the shared model queue."""
 
-    def check_password(password: str | None, lang: str) -> None:
-        if not hmac.compare_digest((password or "").encode(), admin_password.encode()):
-            raise gr.Error(TEXT[lang]["bad_password"], print_exception=False)
+    def check_password(password: str | None, request: gr.Request, lang: str) -> None:
+        client = request.client.host if request.client else "unknown"
+        try:
+            gate.check(password, client)
+        except AdminRefused as err:
+            text = TEXT[lang]
+            message = (text["password_wait"].format(seconds=err.retry_after)
+                       if err.retry_after else text["bad_password"])
+            raise gr.Error(message, print_exception=False) from None
 
     def person_choices() -> list[tuple[str, str]]:
         return [(f"{p.name} ({p.id})", p.id) for p in live.vf.gallery.people]
@@ -224,45 +277,47 @@ def enroll_tab(live: LiveGallery, admin_password: str, people: gr.Gallery, peopl
     def enroll(password, voice, photo, name, consent, request: gr.Request):
         lang = language(request)
         text = TEXT[lang]
-        try:  # read and delete the uploads whatever happens next
-            voice_bytes = take_upload(voice, text["no_voice"])
-        finally:
-            photo_bytes = take_upload(photo, text["no_photo"])
-        check_password(password, lang)
-        try:
-            person_id = live.enroll(name, voice_bytes, photo_bytes, bool(consent))
+        check_password(password, request, lang)
+        voice_bytes = read_upload(voice, text["no_voice"], text["gone"])
+        photo_bytes = read_upload(photo, text["no_photo"], text["gone"])
+        try:  # consent goes through as sent: the library takes only a real True
+            with model_call():
+                person_id = live.enroll(name, voice_bytes, photo_bytes, consent)
         except ValueError as err:  # the library's message says what to fix
-            raise gr.Error(str(err), print_exception=False) from None
-        done = text["enrolled"].format(name=live.vf.gallery.person(person_id).name, id=person_id)
+            raise gr.Error(public(err), print_exception=False) from None
+        done = text["enrolled"].format(name=plain(live.vf.gallery.person(person_id).name),
+                                       id=person_id)
         return done, people_gallery(), choices(), None, None, "", False
 
     def delete(password, person_id, confirm, request: gr.Request):
         lang = language(request)
-        check_password(password, lang)
-        if not person_id or person_id not in live.vf.gallery:
+        check_password(password, request, lang)
+        if not isinstance(person_id, str) or person_id not in live.vf.gallery:
             raise gr.Error(TEXT[lang]["no_person"], print_exception=False)
-        if not confirm:
+        if confirm is not True:
             raise gr.Error(TEXT[lang]["not_confirmed"], print_exception=False)
         person = live.vf.gallery.person(person_id)
-        live.delete(person_id)
+        with model_call():
+            live.delete(person_id)
         forget_copies({Path(face).name for face in person.faces})
-        name = person.name
-        return (TEXT[lang]["deleted"].format(name=name, id=person_id), people_gallery(),
-                choices(), False)
+        return (TEXT[lang]["deleted"].format(name=plain(person.name), id=person_id),
+                people_gallery(), choices(), False)
 
     def duration(voice: str | None, request: gr.Request) -> str:
         if not voice:
             return ""
+        text = TEXT[language(request)]
         try:
-            return TEXT[language(request)]["duration"].format(seconds=speech_seconds(voice))
+            with model_call():
+                return text["duration"].format(seconds=speech_seconds(
+                    read_upload(voice, text["no_voice"], text["gone"])))
         except ValueError as err:
-            return str(err)
+            return public(err)
 
     def latent_status(request: gr.Request) -> str:
-        text = TEXT[language(request)]
-        shown = [f"{p.name}: {text.get('st_' + status, text['st_failed'] + status[6:])}"
-                 for p in live.vf.gallery.people if p.extra.get("live_enrolled")
-                 for status in [live.status(p.id)]]
+        text = TEXT[language(request)]  # a failure's reason is in the server log, not here
+        shown = [f"{plain(p.name)}: {text.get('st_' + live.status(p.id), text['st_failed'])}"
+                 for p in live.vf.gallery.people if p.extra.get("live_enrolled")]
         return text["latents"].format(people=" · ".join(shown)) if shown else ""
 
     gr.Markdown(i18n("enroll_intro"))
@@ -274,31 +329,31 @@ def enroll_tab(live: LiveGallery, admin_password: str, people: gr.Gallery, peopl
                              waveform_options=gr.WaveformOptions(
                                  sample_rate=BROWSER_SAMPLE_RATE))
             gr.Markdown(i18n("voice_hint"))
-            seconds = gr.Markdown(elem_id="enroll-duration")
+            seconds = gr.Markdown(elem_id="enroll-duration", latex_delimiters=[])
         photo = gr.Image(sources=["webcam", "upload"], type="filepath", label=i18n("photo"),
                          elem_id="enroll-photo", height=FACE_HEIGHT)
     name = gr.Textbox(label=i18n("name"), max_length=MAX_NAME_CHARS, elem_id="enroll-name")
     consent = gr.Checkbox(value=False, label=i18n("consent"), elem_id="consent")
     enroll_button = gr.Button(i18n("enroll"), variant="primary", elem_id="enroll")
-    enroll_status = gr.Markdown(elem_id="enroll-status")
-    status = gr.Markdown(elem_id="latent-status")
+    enroll_status = gr.Markdown(elem_id="enroll-status", latex_delimiters=[])
+    status = gr.Markdown(elem_id="latent-status", latex_delimiters=[])
     gr.Markdown(i18n("delete_title"))
     person = gr.Dropdown(choices=person_choices(), label=i18n("person"),
                          allow_custom_value=True, elem_id="delete-person")
     confirm = gr.Checkbox(value=False, label=i18n("confirm_delete"), elem_id="confirm-delete")
     delete_button = gr.Button(i18n("delete"), variant="stop", elem_id="delete")
-    delete_status = gr.Markdown(elem_id="delete-status")
+    delete_status = gr.Markdown(elem_id="delete-status", latex_delimiters=[])
 
     for event in (voice.stop_recording, voice.upload):
-        event(duration, inputs=[voice], outputs=[seconds], api_visibility="private",
-              concurrency_limit=None)
+        event(duration, inputs=[voice], outputs=[seconds], api_visibility="private", **queue)
     gr.Timer(STATUS_POLL).tick(latent_status, outputs=[status], api_visibility="private",
                                concurrency_limit=None, show_progress="hidden")
     enroll_button.click(enroll, inputs=[password, voice, photo, name, consent],
                         outputs=[enroll_status, people, person, voice, photo, name, consent],
-                        api_name="enroll")
+                        api_name="enroll", **queue)
     delete_button.click(delete, inputs=[password, person, confirm],
-                        outputs=[delete_status, people, person, confirm], api_name="delete")
+                        outputs=[delete_status, people, person, confirm], api_name="delete",
+                        **queue)
     person.focus(choices, outputs=[person], api_visibility="private", concurrency_limit=None)
 
 
@@ -329,6 +384,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int,
                         default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link")
+    parser.add_argument("--file-lifetime", type=int,
+                        default=int(os.environ.get("VOICEFACE_FILE_LIFETIME", FILE_LIFETIME)),
+                        help="seconds an upload (recording, photo) or a generated image stays "
+                             "on the server before it is deleted (default: "
+                             f"$VOICEFACE_FILE_LIFETIME, else {FILE_LIFETIME})")
     parser.add_argument("--gallery-dir", default=os.environ.get("VOICEFACE_GALLERY_DIR"),
                         help="keep the gallery in this directory (e.g. /data/voiceface on a "
                              "Space with persistent storage): loaded if it holds one, else the "
@@ -342,6 +402,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inversion-resolution", type=int, default=InversionConfig.resolution,
                         help="px the generator renders at while inverting a face")
     args = parser.parse_args(argv)
+    if args.file_lifetime < 1:
+        parser.error(f"--file-lifetime must be at least 1 s, got {args.file_lifetime}")
+    logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s: %(message)s",
+                        level=logging.WARNING)
     admin_password = os.environ.get(ADMIN_PASSWORD_VAR) or None
     gallery_dir = args.gallery_dir or (cache_dir() / "gallery" if admin_password else None)
     # A server renders again and again: keep freed activation memory for reuse instead of
@@ -367,9 +431,10 @@ def main(argv: list[str] | None = None) -> int:
     photo_dirs = {str(Path(p.faces[0]).parent) for p in vf.gallery.people if p.faces}
     if live is not None:
         photo_dirs.add(str(live.photo_dir))  # where enrolled people's photos will be
-    build(vf, live, admin_password).launch(
+    build(vf, live, admin_password, args.file_lifetime).launch(
         server_name=args.host, server_port=args.port, share=args.share,
-        allowed_paths=sorted(photo_dirs), max_file_size=MAX_FILE_SIZE, i18n=i18n)
+        allowed_paths=sorted(photo_dirs), max_file_size=MAX_FILE_SIZE, i18n=i18n,
+        enable_monitoring=False)  # request counts of the admin endpoints are no one's business
     return 0
 
 

@@ -1,11 +1,12 @@
-"""Load: concurrent gradio_client clients sending real `/predict` requests for a fixed time.
+"""Load: concurrent gradio_client clients sending real requests for a fixed time.
 
 Starts app.py on 127.0.0.1 (a dev bundle of tiny models unless `--bundle`), warms it up, then
-`--clients` threads each send their own 3 s recording again and again for `--seconds` (own:
-Gradio stores uploads by content, and the app deletes each recording once read, so clients
-sending the very same bytes at the same moment would share one upload). Prints the
-throughput, p50/p95 latency, failures, and the server's resident memory (VmRSS) before, at its
-peak and after. New requests stop at the deadline; the ones in flight finish.
+`--clients` threads each send their own 3 s recording again and again for `--seconds`, half
+of them to the API endpoint `/predict` and half to the page's own event `/predict_ui`. Prints
+the throughput, p50/p95 latency, failures, the server's resident memory (VmRSS) before, at its
+peak and after, and how often the server logged overlapping model calls (every event that
+runs a model shares one queue of one, so this must stay 0). New requests stop at the
+deadline; the ones in flight finish.
 Usage (repository root): python -m benchmarks.load [--clients 16] [--seconds 30] [--bundle DIR]
 """
 
@@ -31,6 +32,8 @@ SECONDS = 30.0  # s of sending; requests in flight at the deadline still finish
 CLIP_SECONDS = 3.0  # s of speech per request
 RSS_SAMPLE_SECONDS = 0.5  # s between memory samples
 BACK_PRESSURE = "queue is full"  # Gradio's refusal when its queue has max_size requests
+ENDPOINTS = ("/predict", "/predict_ui")  # client i sends to ENDPOINTS[i % 2]
+OVERLAP = "model calls overlap"  # what app.py logs if two model calls ever run at once
 
 
 @dataclass
@@ -46,6 +49,7 @@ class LoadReport:
     rss_before: float = 0.0
     rss_peak: float = 0.0
     rss_after: float = 0.0
+    overlaps: int = 0  # overlapping model calls the server logged
 
     @property
     def throughput(self) -> float:
@@ -57,7 +61,7 @@ class LoadReport:
                 f"({self.throughput:.2f}/s), latency p50 {p50:.2f} s, p95 {p95:.2f} s, "
                 f"{self.refused} refused by the queue, {len(self.failures)} failed; server RSS "
                 f"{self.rss_before:.0f} MB before, {self.rss_peak:.0f} MB peak, "
-                f"{self.rss_after:.0f} MB after")
+                f"{self.rss_after:.0f} MB after; {self.overlaps} overlapping model calls")
 
 
 def rss_mb(pid: int) -> float:
@@ -68,9 +72,11 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for process {pid}")
 
 
-def run_load(url: str, clips: list[Path], pid: int, seconds: float = SECONDS) -> LoadReport:
-    """One client per clip sends it to `/predict` again and again for `seconds`; measures
-    the server process `pid`, after one warm-up request (not counted)."""
+def run_load(url: str, clips: list[Path], pid: int, log: Path,
+             seconds: float = SECONDS) -> LoadReport:
+    """One client per clip sends it to `/predict` or `/predict_ui` (alternating) again and
+    again for `seconds`; measures the server process `pid`, after one warm-up request (not
+    counted), and counts the overlapping model calls its `log` reports."""
     from gradio_client import Client, handle_file
 
     Client(url, verbose=False).predict(handle_file(str(clips[0])), api_name="/predict")
@@ -84,7 +90,8 @@ def run_load(url: str, clips: list[Path], pid: int, seconds: float = SECONDS) ->
         while time.monotonic() < deadline:
             start = time.monotonic()
             try:
-                connections[i].predict(handle_file(str(clips[i])), api_name="/predict")
+                connections[i].predict(handle_file(str(clips[i])),
+                                       api_name=ENDPOINTS[i % len(ENDPOINTS)])
             except Exception as err:  # noqa: BLE001 - every failure is counted and reported
                 with lock:
                     if BACK_PRESSURE in str(err).lower():
@@ -112,6 +119,7 @@ def run_load(url: str, clips: list[Path], pid: int, seconds: float = SECONDS) ->
     done.set()
     sampler.join()
     report.rss_after = rss_mb(pid)
+    report.overlaps = log.read_text(errors="replace").count(OVERLAP)
     return report
 
 
@@ -134,8 +142,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="voiceface-load-") as tmp:
         bundle = args.bundle or write_dev_bundle(Path(tmp) / "dev", progress=False)
         clips = write_clips(Path(tmp), args.clients)
-        with running_app(bundle, port=args.port) as (url, proc):
-            print(run_load(url, clips, proc.pid, args.seconds).summary())
+        log = Path(tmp) / "app.log"
+        with running_app(bundle, log, port=args.port) as (url, proc):
+            print(run_load(url, clips, proc.pid, log, args.seconds).summary())
 
 if __name__ == "__main__":
     main()

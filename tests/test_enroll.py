@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import urllib.request
 
 import numpy as np
@@ -13,6 +14,7 @@ from PIL import Image
 
 from conftest import DEV_PEOPLE, REPO, serve_app
 from test_faces import png_header
+from voiceface.admin import FIRST_DELAY
 from voiceface.devbundle import synthetic_voice, write_random_backbone
 from voiceface.enroll import LiveGallery
 from voiceface.gallery import Gallery, GalleryError
@@ -206,18 +208,21 @@ def test_app_enroll_and_delete_need_the_password(dev_bundle, inversion, tmp_path
 
     sf.write(tmp_path / "aiko.wav", voice(1)[1], RATE)
     live_dir = tmp_path / "live"
+    lifetime = 10  # s the uploads may stay in Gradio's cache
     args = ("--gallery-dir", str(live_dir), "--backbone", inversion.backbone,
-            "--inversion-steps", "3", "--inversion-resolution", "32")
+            "--inversion-steps", "3", "--inversion-resolution", "32",
+            "--file-lifetime", str(lifetime))
     gradio_cache = tmp_path / "gradio-cache"
     env = {"VOICEFACE_ADMIN_PASSWORD": "open sesame", "GRADIO_TEMP_DIR": str(gradio_cache)}
 
-    def upload():  # each request's uploads are deleted by the app, so send them afresh
+    def upload():
         return handle_file(str(tmp_path / "aiko.wav")), handle_file(str(PHOTO))
 
     with serve_app(dev_bundle, tmp_path / "app.log", env, args) as (url, _):
         client = Client(url, verbose=False)
         with pytest.raises(Exception, match="Wrong admin password"):
             client.predict("guess", *upload(), "Aiko", True, api_name="/enroll")
+        time.sleep(FIRST_DELAY)  # the back-off a wrong password earns (tests/test_admin.py)
         with pytest.raises(Exception, match="Consent is required"):
             client.predict("open sesame", *upload(), "Aiko", False, api_name="/enroll")
         assert len(Gallery.load(live_dir / "gallery")) == DEV_PEOPLE
@@ -232,6 +237,7 @@ def test_app_enroll_and_delete_need_the_password(dev_bundle, inversion, tmp_path
 
         with pytest.raises(Exception, match="Wrong admin password"):
             client.predict("", aiko, True, api_name="/delete")
+        time.sleep(2 * FIRST_DELAY)  # the second wrong one in a row waits twice as long
         with pytest.raises(Exception, match="confirmation"):
             client.predict("open sesame", aiko, False, api_name="/delete")
         status, people, *_ = client.predict("open sesame", aiko, True, api_name="/delete")
@@ -239,7 +245,12 @@ def test_app_enroll_and_delete_need_the_password(dev_bundle, inversion, tmp_path
         _, _, summary = client.predict(upload()[0], api_name="/predict")
         assert aiko not in {m["id"] for m in summary["matches"]}
         left = set(files(gradio_cache).values()) | set(files(live_dir).values())
-        assert not {photo, (tmp_path / "aiko.wav").read_bytes(), PHOTO.read_bytes()} & left
+        assert photo not in left  # the kept photo and its served copies: at once
+        uploads = {(tmp_path / "aiko.wav").read_bytes(), PHOTO.read_bytes()}
+        deadline = time.monotonic() + 3 * lifetime  # the uploads: within their lifetime
+        while uploads & set(files(gradio_cache).values()) and time.monotonic() < deadline:
+            time.sleep(1.0)
+        assert not uploads & (set(files(gradio_cache).values()) | set(files(live_dir).values()))
     assert aiko not in Gallery.load(live_dir / "gallery")
 
     with serve_app(dev_bundle, tmp_path / "readonly.log") as (url, _):  # no password

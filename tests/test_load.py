@@ -1,4 +1,5 @@
-"""Load: 16 concurrent API clients for about half a minute; nothing fails, memory comes back.
+"""Load: 16 concurrent clients (API and page events) for about half a minute; nothing fails,
+model calls never overlap, memory comes back.
 
 `pytest tests/test_load.py -s` prints the figures (also `python -m benchmarks.load`).
 """
@@ -15,9 +16,11 @@ RSS_MARGIN_MB = 300  # the server may keep some memory (allocator, caches), not 
 
 def test_concurrent_clients_all_get_answers_and_memory_returns(dev_bundle, tmp_path):
     clips = write_clips(tmp_path, CLIENTS)
-    with serve_app(dev_bundle, tmp_path / "app.log") as (url, proc):
-        report = run_load(url, clips, proc.pid, seconds=SECONDS)
+    log = tmp_path / "app.log"
+    with serve_app(dev_bundle, log) as (url, proc):
+        report = run_load(url, clips, proc.pid, log, seconds=SECONDS)
     print(report.summary())
     assert report.failures == []
+    assert report.overlaps == 0  # the page's event and the API share one queue of one
     assert all(n >= 1 for n in report.per_client)  # every client was served, none starved
     assert report.rss_after < report.rss_before + RSS_MARGIN_MB

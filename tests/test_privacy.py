@@ -1,12 +1,13 @@
-"""Privacy and honesty through the app: recordings are deleted after the request, logs hold no
-voice data, the API returns no server paths but Gradio's own cache handles, and generated faces
-say they are generated."""
+"""Privacy and honesty through the app: recordings and renders are deleted within the file
+lifetime (the example voices stay usable), logs hold no voice data, the API returns no server
+paths but Gradio's own cache handles, and generated faces say they are generated."""
 
 from __future__ import annotations
 
 import json
 import re
 import subprocess
+import time
 
 import httpx
 import numpy as np
@@ -14,6 +15,8 @@ import pytest
 import soundfile as sf
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
+from pathlib import Path
+
 from PIL import Image
 
 from conftest import serve_app
@@ -22,6 +25,7 @@ from voiceface.devbundle import synthetic_voice
 from voiceface.provenance import is_marked
 
 SECRET = "alice-smith-voice-note"  # a file name that must not survive anywhere on the server
+LIFETIME = 10  # s an upload or a render may stay (app.py --file-lifetime)
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +35,8 @@ def server(dev_bundle, tmp_path_factory):
     cache.mkdir()
     tmp.mkdir()
     log = root / "app.log"
-    with serve_app(dev_bundle, log, env={"GRADIO_TEMP_DIR": str(cache), "TMPDIR": str(tmp)}) \
-            as (url, _):
+    with serve_app(dev_bundle, log, env={"GRADIO_TEMP_DIR": str(cache), "TMPDIR": str(tmp)},
+                   args=("--file-lifetime", str(LIFETIME))) as (url, _):
         yield {"url": url, "cache": cache, "tmp": tmp, "log": log}
 
 
@@ -57,30 +61,38 @@ def traces(server, recording) -> list[str]:
             if p.is_file() and (SECRET in p.name or p.read_bytes() == data)]
 
 
-def test_recordings_are_deleted_after_each_request(server, recordings):
-    good, bad, phone = recordings
-    client = Client(server["url"], verbose=False)
-    for recording in (good, phone):
-        *_, summary = client.predict(handle_file(str(recording)), api_name="/predict")
-        assert summary["matches"]
-    with pytest.raises(AppError, match="NaN"):
-        client.predict(handle_file(str(bad)), api_name="/predict")
-    assert [trace for r in recordings for trace in traces(server, r)] == []
-
-
 def raw_predict(http: httpx.Client, server_path: str) -> str:
     event = http.post("call/predict", json={"data": [{"path": server_path, "meta": {
         "_type": "gradio.FileData"}}]}).json()["event_id"]
     return http.get(f"call/predict/{event}").text
 
 
-def test_a_used_recording_cannot_be_replayed(server, recordings):
+def test_uploads_and_renders_are_deleted_within_the_lifetime_examples_stay(server, recordings,
+                                                                           dev_bundle):
+    good, bad, phone = recordings
+    examples = {p.read_bytes() for p in (dev_bundle / "voices").iterdir()}
+    photos = {p.read_bytes() for p in (dev_bundle / "gallery" / "faces").iterdir()}  # public
+    client = Client(server["url"], verbose=False)
+    for recording in (good, phone):
+        *_, summary = client.predict(handle_file(str(recording)), api_name="/predict")
+        assert summary["matches"]
+    with pytest.raises(AppError, match="NaN"):
+        client.predict(handle_file(str(bad)), api_name="/predict")
+    assert traces(server, good)  # kept for the lifetime, not deleted by the request
+
+    def left() -> list[Path]:  # files in the cache other than copies of public files
+        return [p for p in server["cache"].rglob("*")
+                if p.is_file() and p.read_bytes() not in examples | photos]
+
+    deadline = time.monotonic() + 3 * LIFETIME  # a lifetime, a cleaning interval and slack
+    while (left() or [t for r in recordings for t in traces(server, r)]) and \
+            time.monotonic() < deadline:
+        time.sleep(1.0)
+    assert left() == [] and [t for r in recordings for t in traces(server, r)] == []
+    copies = [p for p in server["cache"].rglob("*") if p.is_file() and p.read_bytes() in examples]
+    assert len(copies) == len(examples)  # the examples' copies outlived the cleaning ...
     with httpx.Client(base_url=f"{server['url']}gradio_api/", timeout=120) as http:
-        with open(recordings[0], "rb") as f:
-            [path] = http.post("upload", files={"files": (recordings[0].name, f)}).json()
-        first, again = raw_predict(http, path), raw_predict(http, path)
-    assert "event: complete" in first
-    assert "event: error" in again and "deleted" in again and "Record or upload" in again
+        assert "event: complete" in raw_predict(http, str(copies[0]))  # ... and still work
 
 
 def test_the_api_returns_no_server_paths_but_cache_handles(server, recordings, dev_bundle):

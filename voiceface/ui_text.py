@@ -11,7 +11,7 @@ TEXT = {
                  "whose voice is nearest, and a face generated from your voice.",
         "note": "**Note:** the generated face is a statistical guess learned from a small "
                 "gallery, not a reconstruction of the speaker. Do not use it to identify anyone. "
-                "Your recording is not stored.",
+                "Your recording is deleted from the server within minutes and never kept.",
         "test_banner": "**TEST WEIGHTS:** this app runs on a dev bundle of tiny random models; "
                        "its faces and matches mean nothing.",
         "personas_note": "**Synthetic personas:** the people in this gallery are made up: "
@@ -40,6 +40,7 @@ TEXT = {
         "person": "Person", "confirm_delete": "Yes, delete this person completely",
         "delete": "Delete",
         "bad_password": "Wrong admin password.",
+        "password_wait": "Too many wrong admin passwords; try again in {seconds:.0f} s.",
         "no_voice": "Record or upload their voice first.",
         "no_photo": "Take or upload their photo first.",
         "no_person": "Choose the person to delete.",
@@ -53,8 +54,8 @@ TEXT = {
         "st_queued": "queued", "st_inverting": "computing", "st_ready": "ready",
         "st_failed": "failed",
         "no_audio": "Record or upload your voice first.",
-        "gone": "That recording was used and then deleted (recordings are never kept). "
-                "Record or upload it again.",
+        "gone": "That file is no longer on the server (uploads are deleted after a few "
+                "minutes). Record or upload it again.",
         "method_mapper": "generated from your voice by the trained mapper",
         "method_knn-blend": "a blend of the nearest people's faces (no trained mapper)",
         "method_average": "the average face (no latents in this gallery)",
@@ -68,7 +69,8 @@ TEXT = {
         "intro": "3〜10秒ほど話してください（録音ファイルのアップロードも可）。声が最も近い登録者と、"
                  "あなたの声から生成した顔を表示します。",
         "note": "**注意：** 生成された顔は小さなギャラリーから学習した統計的な推測であり、話者の顔の"
-                "再現ではありません。個人の特定には使わないでください。録音は保存されません。",
+                "再現ではありません。個人の特定には使わないでください。録音は数分以内にサーバーから"
+                "削除され、保存されません。",
         "test_banner": "**テスト用の重み：** このアプリは小さなランダムモデルの開発用バンドルで動いています。"
                        "顔も照合結果も意味を持ちません。",
         "personas_note": "**合成ペルソナ：** このギャラリーの人たちは架空の人物です。音声合成の声と、"
@@ -94,6 +96,7 @@ TEXT = {
         "person": "登録者", "confirm_delete": "はい、この人を完全に削除します",
         "delete": "削除",
         "bad_password": "管理者パスワードが違います。",
+        "password_wait": "管理者パスワードの誤りが多すぎます。{seconds:.0f} 秒後にもう一度お試しください。",
         "no_voice": "まずその人の声を録音するか、アップロードしてください。",
         "no_photo": "まずその人の写真を撮るか、アップロードしてください。",
         "no_person": "削除する人を選んでください。",
@@ -107,8 +110,8 @@ TEXT = {
         "st_queued": "待機中", "st_inverting": "計算中", "st_ready": "完了",
         "st_failed": "失敗",
         "no_audio": "まず声を録音するか、ファイルをアップロードしてください。",
-        "gone": "この録音は使用後に削除されました（録音は保存されません）。もう一度録音するか、"
-                "アップロードしてください。",
+        "gone": "このファイルはもうサーバーにありません（アップロードは数分後に削除されます）。"
+                "もう一度録音するか、アップロードしてください。",
         "method_mapper": "学習済みマッパーで声から生成",
         "method_knn-blend": "近い人たちの顔のブレンド（学習済みマッパーなし）",
         "method_average": "平均顔（このギャラリーには潜在表現がありません）",

@@ -1,0 +1,251 @@
+"""One visitor cannot harm another or the server: crafted requests over raw HTTP, as an
+attacker sends them, against the app with and without an admin password.
+
+Attackers connect from their own loopback addresses (127.0.0.x), so the admin password's
+per-client back-off that their wrong guesses earn does not slow the tests' own admin.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import DEV_PEOPLE, REPO, serve_app
+from voiceface.audio import SAMPLE_RATE
+from voiceface.devbundle import synthetic_voice, write_random_backbone
+from voiceface.gallery import Gallery
+
+PASSWORD = "open sesame"
+PHOTO = REPO / "tests" / "fixtures" / "faces" / "astronaut.jpg"
+TIMEOUT = 120  # s for one request
+
+
+def recording(path: Path, seed: int, seconds: float = 3.0) -> Path:
+    sf.write(path, synthetic_voice(seconds, seed=seed, f0=150.0 + 10 * seed), SAMPLE_RATE)
+    return path
+
+
+def client(url: str, address: str = "127.0.0.1") -> httpx.Client:
+    """A raw HTTP client for Gradio's API routes, connecting from `address`."""
+    return httpx.Client(base_url=f"{url}gradio_api/", timeout=TIMEOUT,
+                        transport=httpx.HTTPTransport(local_address=address))
+
+
+def file_ref(path: str | Path) -> dict:
+    """What a client sends for a file input: a reference to a path on the server."""
+    return {"path": str(path), "meta": {"_type": "gradio.FileData"}}
+
+
+def upload(http: httpx.Client, path: Path, data: bytes | None = None) -> str:
+    [server_path] = http.post("upload", files={"files": (
+        path.name, path.read_bytes() if data is None else data)}).json()
+    return server_path
+
+
+def call(http: httpx.Client, api: str, data: list) -> tuple[str, object]:
+    """POST one event and read its stream to the end: ("complete", outputs) or
+    ("error", message)."""
+    posted = http.post(f"call/{api}", json={"data": data})
+    if posted.status_code != 200:
+        return "refused", posted.text
+    stream = http.get(f"call/{api}/{posted.json()['event_id']}").text
+    kind, payload = re.findall(r"^event: (\w+)\ndata: (.*)$", stream, re.M)[-1]
+    payload = json.loads(payload)
+    return kind, payload["error"] if kind == "error" and isinstance(payload, dict) else payload
+
+
+def digests(paths) -> dict[str, str | None]:
+    return {str(p): hashlib.sha256(Path(p).read_bytes()).hexdigest() if Path(p).is_file()
+            else None for p in paths}
+
+
+@pytest.fixture(scope="module")
+def backbone(tmp_path_factory):
+    return write_random_backbone(tmp_path_factory.mktemp("backbone") / "backbone")
+
+
+@pytest.fixture(scope="module", params=["admin", "read-only"])
+def server(request, dev_bundle, backbone, tmp_path_factory):
+    """The app on the dev bundle, with an admin password and a live gallery, or read-only."""
+    root = tmp_path_factory.mktemp(request.param)
+    cache = root / "gradio-cache"
+    env, args = {"GRADIO_TEMP_DIR": str(cache)}, ()
+    if request.param == "admin":
+        env["VOICEFACE_ADMIN_PASSWORD"] = PASSWORD
+        args = ("--gallery-dir", str(root / "live"), "--backbone", str(backbone),
+                "--inversion-steps", "3", "--inversion-resolution", "32")
+    with serve_app(dev_bundle, root / "app.log", env, args) as (url, _):
+        yield {"url": url, "cache": cache, "root": root, "log": root / "app.log",
+               "admin": request.param == "admin"}
+
+
+def victims(server, dev_bundle, tmp_path) -> list[Path]:
+    """Files a visitor must not be able to touch: visitor A's render, the served copy of a
+    gallery photo, the cached example voice, bundle files and a file outside the cache."""
+    with client(server["url"]) as http:
+        kind, outputs = call(http, "predict", [file_ref(upload(
+            http, recording(tmp_path / "visitor-a.wav", seed=1)))])
+    assert kind == "complete", outputs
+    face, nearest, _ = outputs
+    examples = {p.read_bytes() for p in (dev_bundle / "voices").iterdir()}
+    [example] = [p for p in server["cache"].rglob("*")
+                 if p.is_file() and p.read_bytes() in examples][:1]
+    outside = recording(tmp_path / "outside.wav", seed=2)
+    bundle_photo = next((dev_bundle / "gallery" / "faces").iterdir())
+    return [Path(face["path"]), Path(nearest["path"]), example, bundle_photo,
+            dev_bundle / "bundle.json", outside]
+
+
+def test_crafted_file_references_touch_no_one_elses_files(server, dev_bundle, tmp_path):
+    targets = victims(server, dev_bundle, tmp_path)
+    before = digests(targets)
+    assert None not in before.values()
+    answers, admin_answers = [], []
+    with client(server["url"], "127.0.0.2") as attacker:
+        for target in targets:
+            ref = file_ref(target)
+            answers += [call(attacker, "predict", [ref]), call(attacker, "predict_ui", [ref])]
+            for password in ("guess", PASSWORD) if server["admin"] else ():  # right one too
+                admin_answers += [
+                    call(attacker, "enroll", [password, ref, ref, "Mallory", False]),
+                    call(attacker, "delete", [password, str(target), True])]
+    assert digests(targets) == before  # every file is still there, unchanged
+    assert "complete" not in {kind for kind, _ in admin_answers}  # nothing enrolled, deleted
+    if server["admin"]:
+        assert len(Gallery.load(server["root"] / "live" / "gallery")) == DEV_PEOPLE
+    refusals = json.dumps([m for kind, m in answers + admin_answers if kind != "complete"])
+    assert str(server["cache"]) not in refusals and str(dev_bundle) not in refusals
+
+
+def test_two_visitors_sending_the_same_bytes_at_once_both_get_answers(server, tmp_path):
+    same = recording(tmp_path / "same.wav", seed=3)
+    answers = []
+
+    def visitor(address: str) -> None:
+        with client(server["url"], address) as http:
+            answers.append(call(http, "predict", [file_ref(upload(http, same))]))
+
+    threads = [threading.Thread(target=visitor, args=(f"127.0.0.{3 + i}",)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [kind for kind, _ in answers] == ["complete", "complete"], answers
+
+
+def test_page_and_api_requests_share_one_queue(server, tmp_path):
+    clips = [recording(tmp_path / f"q{i}.wav", seed=10 + i) for i in range(6)]
+    answers = []
+
+    def visitor(i: int) -> None:
+        with client(server["url"], f"127.0.0.{10 + i}") as http:
+            answers.append(call(http, ("predict", "predict_ui")[i % 2],
+                                [file_ref(upload(http, clips[i]))]))
+
+    threads = [threading.Thread(target=visitor, args=(i,)) for i in range(len(clips))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [kind for kind, _ in answers] == ["complete"] * len(clips), answers
+    assert "model calls overlap" not in server["log"].read_text()
+
+
+def test_a_directory_or_a_missing_file_is_a_clean_message(server, tmp_path):
+    with client(server["url"], "127.0.0.20") as http:
+        path = upload(http, recording(tmp_path / "gone.wav", seed=4))
+        Path(path).unlink()  # as the cache cleaning does
+        answers = [call(http, "predict", [file_ref(path)]),
+                   call(http, "predict", [file_ref(Path(path).parent)])]
+    for kind, message in answers:
+        assert kind == "error" and "no longer on the server" in message, message
+        assert str(server["cache"]) not in message
+    log = server["log"].read_text()
+    assert "IsADirectoryError" not in log and "FileNotFoundError" not in log
+
+
+def test_monitoring_routes_show_visitors_nothing(server):
+    with httpx.Client(base_url=server["url"], timeout=30) as http:
+        for route in ("monitoring", "monitoring/summary", "gradio_api/monitoring/summary"):
+            response = http.get(route)
+            assert response.status_code in (403, 404), (route, response.status_code)
+            assert "delete" not in response.text and "predict" not in response.text
+
+
+only_admin = pytest.mark.parametrize("server", ["admin"], indirect=True)  # enroll, delete
+
+
+@only_admin
+def test_consent_must_be_the_boolean_true(server, tmp_path):
+    voice = recording(tmp_path / "consent.wav", seed=5, seconds=6.0)
+    with client(server["url"]) as http:
+        for consent in ("false", "true", "0", "", 1, [], None):
+            kind, message = call(http, "enroll", [PASSWORD, file_ref(upload(http, voice)),
+                                                  file_ref(upload(http, PHOTO)), "Eve",
+                                                  consent])
+            assert kind == "error" and "Consent is required" in message, (consent, message)
+    assert len(Gallery.load(server["root"] / "live" / "gallery")) == DEV_PEOPLE
+
+
+@only_admin
+def test_wrong_passwords_back_off_and_are_logged_without_the_guess(server):
+    guess = "hunter2-guess"
+    with client(server["url"], "127.0.0.30") as attacker:
+        first = call(attacker, "delete", [guess, "nobody", True])
+        at_once = [call(attacker, "delete", [PASSWORD, "nobody", True]) for _ in range(3)]
+        time.sleep(1.2)  # the first failure's wait is over: the next guess is compared
+        second = call(attacker, "delete", [guess, "nobody", True])
+        right_too_soon = call(attacker, "delete", [PASSWORD, "nobody", True])
+    assert first == ("error", "Wrong admin password.")
+    assert all(kind == "error" and "try again in" in m for kind, m in at_once), at_once
+    assert second == ("error", "Wrong admin password.")
+    assert "try again in 2 s" in right_too_soon[1]
+    with client(server["url"], "127.0.0.31") as admin:  # others are not slowed down
+        assert call(admin, "delete", [PASSWORD, "nobody", True]) == (
+            "error", "Choose the person to delete.")
+    log = server["log"].read_text()
+    assert log.count("wrong admin password from 127.0.0.30") == 2 and guess not in log
+
+
+MARKUP_NAMES = ["![t](http://127.0.0.1:1/t.png)", "<img src=x>", "[a](javascript:alert(1))"]
+
+
+@only_admin
+def test_names_are_shown_as_plain_text_to_every_visitor(server, tmp_path):
+    """Names holding Markdown or HTML reach the page as text: no image is fetched, no link
+    made, in the enrollment answer and in the latent status every visitor's page polls."""
+    from playwright.sync_api import sync_playwright
+
+    from test_app import CHROMIUM, SCREENSHOTS
+
+    with client(server["url"]) as http:
+        for i, name in enumerate(MARKUP_NAMES):
+            voice = recording(tmp_path / f"markup{i}.wav", seed=20 + i, seconds=6.0)
+            kind, outputs = call(http, "enroll", [PASSWORD, file_ref(upload(http, voice)),
+                                                  file_ref(upload(http, PHOTO)), name, True])
+            assert kind == "complete", outputs
+            assert not re.search(r"(?<!\\)(<img|\]\()", outputs[0]), outputs[0]  # escaped
+    fetched = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page()
+        page.on("request", lambda r: fetched.append(r.url))
+        page.goto(server["url"])
+        page.get_by_role("tab", name="Enroll").click()
+        status = page.locator("#latent-status")
+        for name in MARKUP_NAMES:  # the literal names, as text
+            status.filter(has_text=name).wait_for(timeout=30_000)
+        assert status.locator("img, a").count() == 0
+        page.screenshot(path=str(SCREENSHOTS / "enroll-markup-names.png"), full_page=True)
+        browser.close()
+    assert not [u for u in fetched if "127.0.0.1:1/" in u or u.endswith("/x")]
