@@ -58,7 +58,7 @@ class Calibration:
 
     def describe(self) -> str:
         """One line for people: the threshold, what it accepted, and how it was measured."""
-        line = (f"threshold {self.threshold:.3f}: accepts {self.accepted} of {self.trials} "
+        line = (f"threshold {self.threshold:.4f}: accepts {self.accepted} of {self.trials} "
                 f"non-mated trials ({self.far_achieved:.1%}; target {self.far_target:.1%})")
         if not self.enough_trials:
             line += (f"; {self.trials} trials cannot measure {self.far_target:.1%} (the finest "

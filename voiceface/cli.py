@@ -238,7 +238,7 @@ def _eval(args: argparse.Namespace) -> int:
     calibration = report["identification"].get("calibration")
     if calibration is not None and not args.keep_threshold:
         apply_threshold(args.index, calibration)
-        print(f"the gallery's threshold is now {Calibration.from_dict(calibration).describe()}")
+        print(f"the gallery now uses this {Calibration.from_dict(calibration).describe()}")
     print(f"wrote {out}/report.json, report.md, report.png")
     return 0
 

@@ -37,7 +37,8 @@ from .voice import pool
 
 EVAL_METHOD = ("eval: best score of each held-out window against the other people's "
                "enrollment embeddings")
-PLOT_MARGIN = 0.05  # cosine, around the plotted scores
+PLOT_MARGIN = 0.1  # of the plotted scores' spread, added either side
+MIN_PLOT_SPREAD = 1e-3  # cosine; the narrowest range plotted (when all scores are equal)
 PLOT_BINS = 40
 FOLDS = 5
 BOOTSTRAP = 2000  # resamples for confidence intervals
@@ -257,13 +258,14 @@ def markdown(report: dict) -> str:
 
 
 def score_range(identification: dict) -> tuple[float, float]:
-    """The cosine range the score plot shows: every plotted score and the threshold, with
-    `PLOT_MARGIN` either side, within [-1, 1]."""
+    """The cosine range the score plot shows: every plotted score and the threshold, widened
+    by `PLOT_MARGIN` of their spread either side, within [-1, 1]."""
     shown = [identification["genuine_scores"], identification["impostor_scores_sample"],
              identification["non_mated_best_scores"],
              [identification["calibration"]["threshold"]]]
-    return (max(-1.0, min(min(s) for s in shown) - PLOT_MARGIN),
-            min(1.0, max(max(s) for s in shown) + PLOT_MARGIN))
+    low, high = min(min(s) for s in shown), max(max(s) for s in shown)
+    margin = PLOT_MARGIN * max(high - low, MIN_PLOT_SPREAD)
+    return max(-1.0, low - margin), min(1.0, high + margin)
 
 
 def _plot(report: dict, path: Path) -> Path:
@@ -272,7 +274,7 @@ def _plot(report: dict, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 5))
     ident = report["identification"]
     if "genuine_scores" in ident:
         calibration = ident["calibration"]
@@ -284,11 +286,11 @@ def _plot(report: dict, path: Path) -> Path:
                   color="tab:red", label="other person (best match: the open-set trials)")
         left.hist(ident["genuine_scores"], bins, alpha=0.5, density=True, label="same person")
         left.axvline(calibration["threshold"], color="k", ls="--",
-                     label=f"threshold {calibration['threshold']:.3f} "
+                     label=f"threshold {calibration['threshold']:.4f} "
                            f"({calibration['accepted']}/{calibration['trials']} "
                            "best matches accepted)")
         left.set_xlim(low, high)
-        left.legend(fontsize="small")
+        left.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.15))
     left.set(title="Voice similarity of held-out windows", xlabel="cosine", ylabel="density")
     gen = report["generation"]
     if "mapper" in gen:
