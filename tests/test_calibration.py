@@ -1,4 +1,4 @@
-"""The open-set threshold: exact boundary semantics, its record in the gallery, live recalibration."""
+"""The open-set threshold: exact boundaries, its record in the gallery, live recalibration."""
 
 from __future__ import annotations
 

@@ -4,8 +4,8 @@
 StyleGAN2 generator, a gallery of synthetic people (harmonic "voices" with their own pitch and
 formants, faces rendered by the generator from a seed, so each face's latent is exact) and a
 mapper trained on them. The gallery's threshold is calibrated like a built one's (on the
-enrolled recordings' windows; 8 people give 8 trials). Its `bundle.json` says `"test_weights": true`: nothing it produces
-means anything about real voices or faces.
+enrolled recordings' windows; 8 people give 8 trials). Its `bundle.json` says
+`"test_weights": true`: nothing it produces means anything about real voices or faces.
 """
 
 from __future__ import annotations
@@ -109,7 +109,8 @@ def write_dev_bundle(directory: str | Path, n_people: int = DEV_PEOPLE, seed: in
                                                          metadata={"test_weights": "true"})
     generator, gen_fp = load_generator(root / "generator")
     rng = np.random.default_rng(seed)
-    gallery = Gallery(encoder.dim, encoder.fingerprint, generator_fingerprint=gen_fp, latent_dim=generator.style_dim)
+    gallery = Gallery(encoder.dim, encoder.fingerprint, generator_fingerprint=gen_fp,
+                      latent_dim=generator.style_dim)
     rows, latents, groups = [], [], []
     with tempfile.TemporaryDirectory(prefix="voiceface-dev-") as tmp:
         for i in range(n_people):

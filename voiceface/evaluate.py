@@ -232,7 +232,7 @@ def markdown(report: dict) -> str:
             f"| top-5 | {ident['top5']:.3f} | {ident['chance_top5']:.3f} |",
             f"| verification EER | {ident['eer']:.3f} | 0.5 |",
             f"| open-set threshold at {report['false_alarm_rate']:.0%} false alarms "
-            f"| {ident['open_set_threshold']:.3f} | |",
+            f"| {ident['open_set_threshold']:.4f} | |",
             f"| detection and identification rate at it "
             f"| {ident['detection_and_identification_rate']:.3f} | |", "",
             "Open-set threshold (held out): " +
