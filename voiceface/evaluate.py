@@ -238,7 +238,8 @@ def markdown(report: dict) -> str:
             "Open-set threshold (held out): " +
             Calibration.from_dict(ident["calibration"]).describe() + "."]
     calibration = report.get("gallery_calibration")
-    lines += ["", "The gallery's threshold (set by build): " +
+    lines += ["", "The gallery's threshold (what the app uses; set by build, or by an earlier "
+              "eval): " +
               (Calibration.from_dict(calibration).describe() if calibration else
                "not calibrated") + "."]
     lines += ["", "## Generation (people unseen by the mapper)", ""]
