@@ -15,13 +15,18 @@ from PIL import Image
 
 from conftest import REPO, serve_app
 from voiceface import build as build_module
-from voiceface.build import BuildConfig, build, scan_people
-from voiceface.devbundle import TINY_GENERATOR, write_people_folder, write_random_backbone
-from voiceface.evaluate import evaluate, markdown, write_report
+from voiceface.audio import SAMPLE_RATE, load_audio
+from voiceface.build import (BuildConfig, BuildReport, Cache, build, scan_people,
+                             split_for_evaluation)
+from voiceface.calibration import WINDOWS_METHOD, best_non_mated, threshold_at_far
+from voiceface.devbundle import (TINY_GENERATOR, synthetic_voice, write_people_folder,
+                                 write_random_backbone)
+from voiceface.evaluate import evaluate, markdown, score_range, write_report
 from voiceface.gallery import Gallery
 from voiceface.invert import InversionConfig, Inverter
 from voiceface.pipeline import VoiceFace
 from voiceface.stylegan2 import Generator
+from voiceface.voice import VoiceEncoder, window_bounds
 
 GOOD_PEOPLE = 5  # in the people folder; person01 is then made ambiguous by "Person01"
 ENROLLED = GOOD_PEOPLE - 1
@@ -97,6 +102,48 @@ def test_build_enrolls_the_good_people_and_reports_every_bad_file(built):
     assert "not a valid person id" in why["bad name!"]
     assert "unreadable" in why["brokenjson/person.json"]
     assert set(report.seconds) == {"embed", "align", "invert", "mapper"}
+
+
+def test_the_build_calibrates_the_threshold_on_every_window(built, people, models, tmp_path):
+    out, report = built
+    gallery = Gallery.load(out / "gallery")
+    windows = np.load(out / "windows.npy")
+    owners = [r["person"] for r in json.loads((out / "windows.json").read_text())]
+    scores = best_non_mated(windows, owners, gallery.embeddings, [p.id for p in gallery.people])
+    threshold, accepted = threshold_at_far(scores, 0.01)
+    c = gallery.calibration
+    assert (c.threshold, c.trials, c.accepted, c.far_target, c.method) == \
+        (threshold, len(windows), accepted, 0.01, WINDOWS_METHOD)
+    assert c.far_achieved == accepted / len(windows) and gallery.threshold == threshold
+    assert c.encoder_fingerprint == gallery.encoder_fingerprint
+    assert report.calibration == c.to_dict() and "open set: threshold" in report.summary()
+
+    # a rebuild with one person has nothing to calibrate on: the measured threshold stays
+    copy = shutil.copytree(out, tmp_path / "index")
+    alone = tmp_path / "alone"
+    shutil.copytree(people / "person03", alone / "person03")
+    build(alone, copy, models, progress=False)
+    assert Gallery.load(copy / "gallery").calibration == c
+
+
+def test_a_single_recording_is_split_in_time_before_it_is_windowed(tiny_xvector_dir, tmp_path):
+    n = 12 * SAMPLE_RATE
+    parts = split_for_evaluation(n)
+    assert parts == [("enroll", 0, 134_400), ("held_out", 134_400, n)]  # cut at 8.4 s
+    enroll, held = ([(a + s, a + e) for s, e in window_bounds(b - a)] for _, a, b in parts)
+    assert max(e for _, e in enroll) <= min(s for s, _ in held)  # no sample in both
+    assert window_bounds(n) == [(0, 160_000), (32_000, n)]  # windowing first overlapped 8 s
+    assert split_for_evaluation(3 * SAMPLE_RATE) == [("enroll", 0, 3 * SAMPLE_RATE)]
+
+    # build embeds each part on its own
+    path = tmp_path / "voice.flac"
+    sf.write(path, synthetic_voice(12.0, seed=3), SAMPLE_RATE)
+    encoder = VoiceEncoder.from_pretrained(tiny_xvector_dir)
+    got = build_module._embed(encoder, path, Cache(tmp_path / "cache"), BuildReport(), True)
+    wav = load_audio(path, max_seconds=None)
+    (_, _, cut), _ = split_for_evaluation(len(wav))
+    np.testing.assert_allclose(got["enroll"], encoder.embed_windows(wav[:cut]), atol=1e-6)
+    np.testing.assert_allclose(got["held_out"], encoder.embed_windows(wav[cut:]), atol=1e-6)
 
 
 def test_the_built_bundle_serves_predictions(built, people):
@@ -176,10 +223,13 @@ def test_eval_cli_checks_the_folder_and_sets_the_threshold(built, people, tmp_pa
     assert ok.returncode == 0, ok.stderr
     report = json.loads((index / "eval" / "report.json").read_text())
     threshold = report["identification"]["open_set_threshold"]
-    assert Gallery.load(index / "gallery").threshold == pytest.approx(threshold)
+    gallery = Gallery.load(index / "gallery")
+    assert gallery.threshold == threshold
+    assert gallery.calibration.to_dict() == report["identification"]["calibration"]
+    assert f"the gallery now uses this threshold {threshold:.4f}: accepts" in ok.stdout
 
 
-def synthetic_index(directory, n=16, dim=8, windows=4, seed=0):
+def synthetic_index(directory, n=16, dim=8, windows=4, seed=0, part=None):
     """An index whose truth is known: clustered voices; latents a linear function of them."""
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((n, dim))
@@ -192,6 +242,8 @@ def synthetic_index(directory, n=16, dim=8, windows=4, seed=0):
         w /= np.linalg.norm(w, axis=1, keepdims=True)
         all_windows.append(w)
         rows += [{"person": f"p{i}", "recording": f"r{j // 2}.wav", "window": j % 2}
+                 if part is None else
+                 {"person": f"p{i}", "recording": "r.wav", "window": j, "part": part(j)}
                  for j in range(windows)]
         gallery.add(f"p{i}", c, latent=(c @ mix).astype(np.float32), consent=True)
     gallery.save(directory / "gallery")
@@ -206,10 +258,33 @@ def test_eval_metrics_on_a_gallery_whose_answers_are_known(tmp_path):
     assert ident["top1"] == 1.0 and ident["eer"] == 0.0
     assert ident["trials"] == 16 * 2  # each person's second recording held out
     assert ident["detection_and_identification_rate"] > 0.9
+    c = ident["calibration"]  # 32 trials cannot measure 1 %: none is accepted, and it says so
+    assert (c["trials"], c["accepted"], c["far_achieved"]) == (32, 0, 0.0)
+    assert "32 trials cannot measure 1.0% (the finest rate is 3.1%)" in markdown(report)
     # a learnable voice -> latent relation: the mapper beats the mean face and chance
     assert gen["mapper"]["R@1"] > 2 * gen["mapper"]["chance_R@1"]
     assert gen["mapper"]["matching_1to2"] > gen["w_avg"]["matching_1to2"] + 0.2
     assert gen["mapper"]["matching_1to2_ci95"][0] > 0.5
+
+
+def test_eval_holds_out_the_held_out_part_of_a_single_recording(tmp_path):
+    index = synthetic_index(tmp_path, part=lambda j: "held_out" if j == 3 else "enroll")
+    assert evaluate(index, folds=4)["identification"]["trials"] == 16  # one window each
+    rows = json.loads((index / "windows.json").read_text())
+    (index / "windows.json").write_text(json.dumps([{k: v for k, v in r.items() if k != "part"}
+                                                   for r in rows]))
+    assert "note" in evaluate(index, folds=4)["identification"]  # unsplit: nothing held out
+
+
+def test_the_score_plot_zooms_to_the_scores_and_the_threshold():
+    ident = {"genuine_scores": [0.91, 0.95], "impostor_scores_sample": [0.62, 0.8],
+             "non_mated_best_scores": [0.7, 0.8], "calibration": {"threshold": 0.85}}
+    assert score_range(ident) == pytest.approx((0.587, 0.983))  # 10 % of 0.62-0.95 added
+    ident["calibration"]["threshold"] = 0.5
+    assert score_range(ident) == pytest.approx((0.455, 0.995))
+    same = {**ident, "genuine_scores": [1.0], "impostor_scores_sample": [1.0],
+            "non_mated_best_scores": [1.0], "calibration": {"threshold": 1.0}}
+    assert score_range(same) == pytest.approx((0.9999, 1.0))
 
 
 def test_scan_refuses_a_missing_folder(tmp_path):

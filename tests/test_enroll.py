@@ -15,6 +15,7 @@ from PIL import Image
 from conftest import DEV_PEOPLE, REPO, serve_app
 from test_faces import png_header
 from voiceface.admin import FIRST_DELAY
+from voiceface.calibration import LIVE_METHOD, best_non_mated, threshold_at_far
 from voiceface.devbundle import synthetic_voice, write_random_backbone
 from voiceface.enroll import LiveGallery
 from voiceface.gallery import Gallery, GalleryError
@@ -147,6 +148,10 @@ def test_delete_removes_every_trace_and_retrains(open_live, tmp_path):
     for gallery in (live.vf.gallery, Gallery.load(live.root / "gallery")):
         assert aiko not in gallery and ken in gallery and len(gallery) == DEV_PEOPLE + 1
         assert not np.any(np.all(np.isclose(gallery.embeddings, embedding), axis=1))
+        # recalibrated on the people left: each one's embedding against everyone else's
+        c, e, ids = gallery.calibration, gallery.embeddings, [p.id for p in gallery.people]
+        assert (c.method, c.trials, c.far_target) == (LIVE_METHOD, DEV_PEOPLE + 1, 0.01)
+        assert c.threshold == threshold_at_far(best_non_mated(e, ids, e, ids), 0.01)[0]
     assert aiko not in live.mapper_people and ken in live.mapper_people
     assert live.vf(voice(1)).matches[0].id != aiko
     left = files(live.root)

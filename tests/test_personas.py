@@ -12,6 +12,7 @@ import torch
 
 from voiceface import personas
 from voiceface.audio import load_audio
+from voiceface.calibration import WINDOWS_METHOD
 from voiceface.devbundle import TINY_GENERATOR
 from voiceface.gallery import Gallery
 from voiceface.pipeline import VoiceFace, load_generator
@@ -115,6 +116,11 @@ def test_persona_caches_are_built_once_then_reused(personas_dir, tiny_xvector_di
         w = g.truncate(g.mapping(z_from_seed(seed, g.style_dim)[None]), 0.7)[0].numpy()
     np.testing.assert_allclose(vf.gallery.latent("persona14"), w, atol=1e-6)
     assert vf.gallery.people[0].faces[0].is_file()
+    # calibrated on the personas' own windows (one each): 4 trials cannot measure 1 %
+    c, e = vf.gallery.calibration, vf.gallery.embeddings
+    assert (c.trials, c.accepted, c.far_target, c.method) == (4, 0, 0.01, WINDOWS_METHOD)
+    assert not c.enough_trials and vf.gallery.threshold == c.threshold
+    assert c.threshold > (e @ e.T - 2 * np.eye(4)).max()  # above every other-persona score
     # a persona's own recording finds that persona first
     result = vf(personas_dir / "voices" / "persona37.opus")
     assert result.matches[0].id == "persona37"
@@ -131,7 +137,7 @@ def test_other_models_or_changed_personas_get_their_own_cache(personas_dir, tiny
                                                              tiny_generator_dir, tmp_path):
     voice = VoiceEncoder.from_pretrained(tiny_xvector_dir)
     generator, fingerprint = load_generator(tiny_generator_dir)
-    build = dict(threshold=0.7, progress=False)
+    build = dict(progress=False)
     first = personas.persona_bundle(personas_dir, voice, generator, fingerprint, tmp_path, **build)
     Generator(TINY_GENERATOR, seed=4).save_pretrained(tmp_path / "other")
     other, other_fp = load_generator(tmp_path / "other")

@@ -5,7 +5,14 @@
     people/<person_id>/voice*.wav|flac|...     one or more recordings (~90 s in all is ideal)
 
 Every recording is embedded in 10 s windows (kept in `windows.npy` for evaluation); a
-person's embedding is the renormalised mean. Every photo is aligned; the best (eyes found,
+person's embedding is the renormalised mean. A person with a single recording has it split
+in time before windowing (`split_for_evaluation`: the first 70 % and the last 30 %, each
+cut into windows on its own), so that `eval` can hold out the last part without any window
+overlapping the enrollment; the gallery pools the windows of both parts. The open-set
+threshold is calibrated on those windows at `BuildConfig.far` (`voiceface.calibration`:
+each window's best score among the other people's gallery embeddings is a non-mated
+trial); with a single person there is nothing to calibrate on, and the previous build's
+threshold and its record stay. Every photo is aligned; the best (eyes found,
 largest face) is inverted into StyleGAN2's W space. Then the mapper is trained and the
 bundle written. Work per file is cached under `<out>/.cache` by content hash, so an
 unchanged person costs nothing on the next build. Bad files are reported by path with the
@@ -28,8 +35,9 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from . import faces, storage
-from .audio import AUDIO_SUFFIXES, load_audio
-from .gallery import DEFAULT_THRESHOLD, ID_PATTERN, Gallery
+from .audio import AUDIO_SUFFIXES, MIN_SPEECH_SECONDS, SAMPLE_RATE, load_audio
+from .calibration import FALSE_ALARM_RATE, Calibration, calibrate_windows
+from .gallery import ID_PATTERN, Gallery, GalleryError
 from .invert import InversionConfig, Inverter, image_sha256
 from .mapper import train_mapper
 from .pipeline import (BUNDLE_FILE, BUNDLE_FORMAT_VERSION, DEFAULT_GENERATOR,
@@ -44,6 +52,8 @@ CACHE = ".cache"  # inside the output bundle
 WINDOWS_FILE = "windows.npy"  # [M, D] per-window embeddings of every enrolled recording
 WINDOWS_INDEX = "windows.json"  # row -> person, recording, start second
 REPORT_FILE = "build.json"
+HOLD_OUT_FRACTION = 0.3  # of a single recording: its last part, held out by `eval`
+ENROLL_PART, HELD_OUT_PART = "enroll", "held_out"  # windows.json "part" of a split recording
 
 
 @dataclass(frozen=True)
@@ -57,7 +67,7 @@ class BuildConfig:
     generator_file: str = DEFAULT_GENERATOR_FILE
     generator_revision: str | None = DEFAULT_GENERATOR_REVISION
     inversion: InversionConfig = field(default_factory=InversionConfig)
-    threshold: float = DEFAULT_THRESHOLD
+    far: float = FALSE_ALARM_RATE  # target false-alarm rate of the calibrated threshold
     truncation: float = DEFAULT_TRUNCATION
     seed: int = 0
 
@@ -82,10 +92,13 @@ class BuildReport:
     seconds: dict[str, float] = field(default_factory=dict)  # per stage, all people
     cached: dict[str, int] = field(default_factory=dict)  # files served from the cache
     mapper: dict | None = None
+    calibration: dict | None = None  # the gallery's `Calibration`, None when never measured
 
     def summary(self) -> str:
         lines = [f"enrolled {len(self.enrolled)} people; {len(self.problems)} problems"]
         lines += [f"  {path}: {reason}" for path, reason in self.problems]
+        lines.append("open set: " + (Calibration.from_dict(self.calibration).describe()
+                                     if self.calibration else "threshold not calibrated"))
         lines.append("time: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items()))
         return "\n".join(lines)
 
@@ -154,13 +167,15 @@ def build(people_dir: str | Path, out: str | Path, config: BuildConfig = BuildCo
     enrolled = []  # (person, windows [n, D], window rows, aligned face, w)
     for person in tqdm(people, desc="people", disable=not progress):
         windows, rows = [], []
+        split = len(person.voices) == 1
         for path in person.voices:
             with _timed(report.seconds, "embed"):
-                got = _embed(encoder, path, cache, report)
-            if got is not None:
-                windows.append(got)
-                rows += [{"person": person.id, "recording": path.name, "window": i}
-                         for i in range(len(got))]
+                got = _embed(encoder, path, cache, report, split)
+            for part, part_windows in (got or {}).items():
+                windows.append(part_windows)
+                rows += [{"person": person.id, "recording": path.name, "window": i,
+                          **({"part": part} if split else {})}
+                         for i in range(len(part_windows))]
         with _timed(report.seconds, "align"):
             face = _best_face(person, cache, report)
         if not windows or face is None:
@@ -176,8 +191,8 @@ def build(people_dir: str | Path, out: str | Path, config: BuildConfig = BuildCo
 
     if not enrolled:
         raise ValueError(f"Nobody in {people_dir} could be enrolled:\n{report.summary()}")
-    gallery = Gallery(encoder.dim, encoder.fingerprint, threshold=config.threshold,
-                      generator_fingerprint=gen_fp, latent_dim=generator.style_dim)
+    gallery = Gallery(encoder.dim, encoder.fingerprint, generator_fingerprint=gen_fp,
+                      latent_dim=generator.style_dim)
     for person, windows, rows, face, w in enrolled:
         photo = cache.path("display", person.id, "jpg")
         face.resize((faces.DISPLAY_SIZE,) * 2).save(photo, quality=faces.DISPLAY_QUALITY)
@@ -187,6 +202,9 @@ def build(people_dir: str | Path, out: str | Path, config: BuildConfig = BuildCo
                            if k not in ("name", "consent")})
     all_windows = np.concatenate([windows for _, windows, *_ in enrolled])
     all_rows = [row for _, _, rows, *_ in enrolled for row in rows]  # one per window
+    if calibrate_windows(all_windows, [row["person"] for row in all_rows], gallery,
+                         config.far) is None:
+        _keep_threshold(gallery, out / "gallery")
     mapper = None
     if len(enrolled) >= 2:
         with _timed(report.seconds, "mapper"):
@@ -207,6 +225,7 @@ def build(people_dir: str | Path, out: str | Path, config: BuildConfig = BuildCo
     storage.write_npy(out / WINDOWS_FILE, all_windows)
     storage.write_json(out / WINDOWS_INDEX, all_rows)
     report.enrolled = [p.id for p, *_ in enrolled]
+    report.calibration = gallery.calibration and gallery.calibration.to_dict()
     storage.write_json(out / REPORT_FILE, {**asdict(report), "config": _jsonable(config),
                                            "people_dir": str(Path(people_dir).resolve())})
     storage.write_json(out / BUNDLE_FILE, {
@@ -244,20 +263,55 @@ def _key(*parts: str) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
 
 
-def _embed(encoder: VoiceEncoder, path: Path, cache: Cache,
-           report: BuildReport) -> np.ndarray | None:
-    """Window embeddings [n, D] of one recording (cached), or None with the reason reported."""
-    target = cache.path("voices", _key(image_sha256(path), encoder.fingerprint), "npy")
-    if target.is_file():
+def split_for_evaluation(n_samples: int) -> list[tuple[str, int, int]]:
+    """The parts (name, start, end) of a person's single recording of `n_samples`, each cut
+    into windows on its own: "enroll" is [0, cut), "held_out" [cut, n_samples), with
+    cut = round(n_samples * (1 - HOLD_OUT_FRACTION)). A held-out part shorter than the
+    shortest query (`MIN_SPEECH_SECONDS`) is not split off: all is "enroll"."""
+    cut = round(n_samples * (1 - HOLD_OUT_FRACTION))
+    if n_samples - cut < MIN_SPEECH_SECONDS * SAMPLE_RATE:
+        return [(ENROLL_PART, 0, n_samples)]
+    return [(ENROLL_PART, 0, cut), (HELD_OUT_PART, cut, n_samples)]
+
+
+def _embed(encoder: VoiceEncoder, path: Path, cache: Cache, report: BuildReport,
+           split: bool) -> dict[str, np.ndarray] | None:
+    """Window embeddings [n, D] of one recording (cached): {"whole": ...}, or with `split`
+    one entry per part of `split_for_evaluation`; None with the reason reported."""
+    sha = image_sha256(path)
+    if split:
+        targets = {part: cache.path("voices", _key(sha, encoder.fingerprint, part,
+                                                   str(HOLD_OUT_FRACTION)), "npy")
+                   for part in (ENROLL_PART, HELD_OUT_PART)}
+    else:
+        targets = {"whole": cache.path("voices", _key(sha, encoder.fingerprint), "npy")}
+    if all(target.is_file() for target in targets.values()):
         report.cached["voices"] = report.cached.get("voices", 0) + 1
-        return np.load(target)
+        return {part: np.load(target) for part, target in targets.items()}
     try:
-        windows = encoder.embed_windows(load_audio(path, max_seconds=None))
+        wav = load_audio(path, max_seconds=None)
+        parts = split_for_evaluation(len(wav)) if split else [("whole", 0, len(wav))]
+        embedded = dict(zip([name for name, *_ in parts],
+                            encoder.embed_windows_many([wav[a:b] for _, a, b in parts])))
     except ValueError as err:
         report.problems.append((str(path), str(err)))
         return None
-    storage.write_npy(target, windows)
+    windows = {part: embedded.get(part, np.zeros((0, encoder.dim), np.float32))
+               for part in targets}  # a recording too short to split holds nothing out
+    for part, target in targets.items():
+        storage.write_npy(target, windows[part])
     return windows
+
+
+def _keep_threshold(gallery: Gallery, directory: Path) -> None:
+    """Carry the previous build's threshold, and how it was measured, into `gallery` (when
+    there was one for the same encoder)."""
+    try:
+        previous = Gallery.load(directory, encoder_fingerprint=gallery.encoder_fingerprint)
+    except GalleryError:
+        return
+    gallery.threshold = previous.threshold
+    gallery.calibrate(previous.calibration)
 
 
 def _best_face(person: Person, cache: Cache, report: BuildReport):

@@ -57,6 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--inversion-resolution", type=int, default=None,
                    help="px the generator renders at while inverting")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--far", type=float, default=None,
+                   help="false-alarm rate the open-set threshold is calibrated at (default 0.01)")
     p.set_defaults(run=_build)
 
     p = commands.add_parser("eval", help="evaluate a built bundle: identification, open-set "
@@ -200,7 +202,8 @@ def _build(args: argparse.Namespace) -> int:
     config = BuildConfig()
     given = {k: v for k, v in {
         "encoder": args.encoder, "generator": args.generator,
-        "generator_file": args.generator_file, "seed": args.seed}.items() if v is not None}
+        "generator_file": args.generator_file, "seed": args.seed,
+        "far": args.far}.items() if v is not None}
     if args.encoder:  # a new encoder: its own revision (None = as found)
         given["encoder_revision"] = args.encoder_revision
     if args.generator:
@@ -219,6 +222,7 @@ def _build(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from .build import REPORT_FILE
+    from .calibration import Calibration
     from .evaluate import apply_threshold, evaluate, markdown, write_report
 
     built = args.index / REPORT_FILE
@@ -231,11 +235,10 @@ def _eval(args: argparse.Namespace) -> int:
     out = args.out or args.index / "eval"
     write_report(report, out)
     print(markdown(report))
-    threshold = report["identification"].get("open_set_threshold")
-    if threshold is not None and not args.keep_threshold:
-        apply_threshold(args.index, threshold)
-        print(f"the gallery's threshold is now {threshold:.3f} (open set, "
-              f"{args.far:.0%} false alarms)")
+    calibration = report["identification"].get("calibration")
+    if calibration is not None and not args.keep_threshold:
+        apply_threshold(args.index, calibration)
+        print(f"the gallery now uses this {Calibration.from_dict(calibration).describe()}")
     print(f"wrote {out}/report.json, report.md, report.png")
     return 0
 

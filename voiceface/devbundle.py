@@ -3,8 +3,9 @@
 `write_dev_bundle(DIR)` writes a tiny randomly initialised wav2vec2 x-vector encoder, a tiny
 StyleGAN2 generator, a gallery of synthetic people (harmonic "voices" with their own pitch and
 formants, faces rendered by the generator from a seed, so each face's latent is exact) and a
-mapper trained on them. Its `bundle.json` says `"test_weights": true`: nothing it produces
-means anything about real voices or faces.
+mapper trained on them. The gallery's threshold is calibrated like a built one's (on the
+enrolled recordings' windows; 8 people give 8 trials). Its `bundle.json` says
+`"test_weights": true`: nothing it produces means anything about real voices or faces.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForXV
 
 from . import storage
 from .audio import SAMPLE_RATE
+from .calibration import calibrate_windows
 from .gallery import Gallery
 from .mapper import train_mapper
 from .pipeline import BUNDLE_FILE, BUNDLE_FORMAT_VERSION, DEFAULT_TRUNCATION, load_generator
@@ -36,7 +38,6 @@ TINY_BACKBONE = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                      patch_size=8, image_size=64)
 DEV_PEOPLE = 8
 VOICE_SECONDS = 4.0  # s per synthetic recording
-DEV_THRESHOLD = 0.9  # cosine; random tiny encoders put everything close together
 
 
 def synthetic_voice(seconds: float, rate: int = SAMPLE_RATE, seed: int = 0, f0: float = 140.0,
@@ -108,8 +109,8 @@ def write_dev_bundle(directory: str | Path, n_people: int = DEV_PEOPLE, seed: in
                                                          metadata={"test_weights": "true"})
     generator, gen_fp = load_generator(root / "generator")
     rng = np.random.default_rng(seed)
-    gallery = Gallery(encoder.dim, encoder.fingerprint, threshold=DEV_THRESHOLD,
-                      generator_fingerprint=gen_fp, latent_dim=generator.style_dim)
+    gallery = Gallery(encoder.dim, encoder.fingerprint, generator_fingerprint=gen_fp,
+                      latent_dim=generator.style_dim)
     rows, latents, groups = [], [], []
     with tempfile.TemporaryDirectory(prefix="voiceface-dev-") as tmp:
         for i in range(n_people):
@@ -133,6 +134,7 @@ def write_dev_bundle(directory: str | Path, n_people: int = DEV_PEOPLE, seed: in
             rows.append(windows)
             latents += [w[0].numpy()] * len(windows)
             groups += [person_id] * len(windows)
+        calibrate_windows(np.concatenate(rows), groups, gallery)
         gallery.save(root / "gallery")
     mapper, _ = train_mapper(np.concatenate(rows), np.stack(latents), groups,
                              generator.w_avg.numpy(), hidden=64, max_epochs=200, patience=20,

@@ -35,6 +35,7 @@ import numpy as np
 
 from . import faces, storage
 from .audio import SAMPLE_RATE, AudioSource, load_audio
+from .calibration import recalibrate
 from .gallery import MANIFEST, Gallery, GalleryError
 from .invert import InversionConfig, Inverter
 from .mapper import SMALL_MAPPER, train_mapper
@@ -183,6 +184,7 @@ class LiveGallery:
         gallery_dir = self.root / GALLERY_DIR
         gallery = Gallery.load(gallery_dir)
         change(gallery)
+        recalibrate(gallery)  # the threshold follows the people: see its docstring
         gallery.save(gallery_dir)
         self.vf.gallery = Gallery.load(gallery_dir)
 

@@ -1,11 +1,16 @@
 """Honest evaluation of a built bundle: `python -m voiceface eval PEOPLE_DIR --index index/`.
 
-Identification (closed and open set). Each person's last recording is held out (a person
-with one recording: its last 30 %, cut before windowing); the rest enrolls them. Every
-held-out 10 s window is a trial against the gallery of all N people: top-1 / top-5 accuracy
-(chance k/N), verification EER over all (trial, person) scores, and the open-set threshold
-at a chosen false-alarm rate: the score an *unenrolled* voice's best match stays under, with
-that rate, estimated by removing each trial's own person from the gallery.
+Identification (closed and open set). Each person's last recording is held out; the rest
+enrolls them. A person with one recording had it split in time by `build` before it was
+cut into windows (`build.split_for_evaluation`: samples [0, cut) enroll, [cut, end) are
+held out, cut = 70 % of the recording; each part is windowed on its own), so no held-out
+window shares a sample with the enrollment. Every held-out 10 s window is a trial against
+the gallery of all N people: top-1 / top-5 accuracy (chance k/N), verification EER over all
+(trial, person) scores, and the open-set threshold at a chosen false-alarm rate: the score
+an *unenrolled* voice's best match stays under, estimated by removing each trial's own
+person from the gallery (`voiceface.calibration.threshold_at_far`; with T trials the finest
+rate is 1/T, and the report gives the rate achieved). The gallery's own calibration, set by
+`build`, is reported beside it.
 
 Generation. K folds over identities: the mapper is trained on the other folds' people only
 and predicts each held-out person's w from their voice. Retrieval of the true w among all N
@@ -24,13 +29,17 @@ from pathlib import Path
 import numpy as np
 
 from . import storage
-from .build import WINDOWS_FILE, WINDOWS_INDEX
+from .build import HELD_OUT_PART, WINDOWS_FILE, WINDOWS_INDEX
+from .calibration import FALSE_ALARM_RATE, Calibration, best_non_mated, calibrate
 from .gallery import Gallery
 from .mapper import VoiceToLatent, knn_blend, train_mapper
-from .voice import HOP_SECONDS, WINDOW_SECONDS, pool
+from .voice import pool
 
-FALSE_ALARM_RATE = 0.01  # open-set operating point
-HOLD_OUT_FRACTION = 0.3  # of a single recording, kept for trials
+EVAL_METHOD = ("eval: best score of each held-out window against the other people's "
+               "enrollment embeddings")
+PLOT_MARGIN = 0.1  # of the plotted scores' spread, added either side
+MIN_PLOT_SPREAD = 1e-3  # cosine; the narrowest range plotted (when all scores are equal)
+PLOT_BINS = 40
 FOLDS = 5
 BOOTSTRAP = 2000  # resamples for confidence intervals
 RANKS = (1, 5, 10)
@@ -51,36 +60,38 @@ def evaluate(index: str | Path, *, folds: int = FOLDS, far: float = FALSE_ALARM_
     for i, row in enumerate(rows):
         by_person.setdefault(row["person"], []).append(i)
     enroll, trials = _split(ids, windows, rows, by_person)
+    calibration = gallery.calibration
     report = {"people": len(ids), "seed": seed, "folds": folds, "false_alarm_rate": far,
-              "identification": _identification(ids, enroll, trials, far),
+              "gallery_calibration": calibration and calibration.to_dict(),
+              "identification": _identification(ids, enroll, trials, far,
+                                                 gallery.encoder_fingerprint),
               "generation": _generation(gallery, ids, windows, by_person,
                                         _w_avg(index, gallery), folds, seed, progress)}
     return report
 
 
-def apply_threshold(index: str | Path, threshold: float) -> None:
-    """Make `threshold` the gallery's "confident match" threshold (what the app uses)."""
+def apply_threshold(index: str | Path, calibration: dict) -> None:
+    """Make the report's `identification["calibration"]` the gallery's "confident match"
+    threshold (what the app uses), recorded with how it was measured."""
     gallery = Gallery.load(Path(index) / "gallery")
-    gallery.threshold = float(threshold)
+    gallery.calibrate(Calibration.from_dict(calibration))
     gallery.save(Path(index) / "gallery")
 
 
 def _split(ids: list[str], windows: np.ndarray, rows: list[dict],
            by_person: dict[str, list[int]]):
-    """Enrollment embeddings {id: [D]} and trials [(id, [D])] from held-out audio."""
-    per_window = WINDOW_SECONDS / HOP_SECONDS  # a window spans this many hops
+    """Enrollment embeddings {id: [D]} and trials [(id, [D])] from held-out audio: a person's
+    last recording, or the held-out part of a single one (none when it had none)."""
     enroll, trials = {}, []
     for person in ids:
         mine = [(i, rows[i]) for i in by_person.get(person, [])]
         recordings = sorted({r["recording"] for _, r in mine})
         if len(recordings) > 1:
             held = [i for i, r in mine if r["recording"] == recordings[-1]]
-            kept = [i for i, r in mine if r["recording"] != recordings[-1]]
-        else:  # one recording: its last windows are trials, none overlapping the enrollment
-            n = len(mine)
-            cut = max(1, int(round(n * (1 - HOLD_OUT_FRACTION))))
-            kept = [i for i, _ in mine[: max(1, cut - int(per_window) + 1)]]
-            held = [i for i, _ in mine[cut:]]
+        else:
+            held = [i for i, r in mine if r.get("part") == HELD_OUT_PART]
+        held_rows = set(held)
+        kept = [i for i, _ in mine if i not in held_rows]
         if held and kept:
             enroll[person] = pool(windows[kept])
             trials += [(person, windows[i]) for i in held]
@@ -89,7 +100,8 @@ def _split(ids: list[str], windows: np.ndarray, rows: list[dict],
     return enroll, trials
 
 
-def _identification(ids: list[str], enroll: dict, trials: list, far: float) -> dict:
+def _identification(ids: list[str], enroll: dict, trials: list, far: float,
+                    encoder_fingerprint: str) -> dict:
     order = [i for i in ids if i in enroll]
     if not trials or len(order) < 2:
         return {"note": "too little held-out audio for identification (need 2+ people with "
@@ -104,8 +116,10 @@ def _identification(ids: list[str], enroll: dict, trials: list, far: float) -> d
     mask = np.ones_like(scores, bool)
     mask[np.arange(len(truth)), truth] = False
     impostor = scores[mask]
-    non_mated_best = np.where(mask, scores, -np.inf).max(axis=1)  # own person removed
-    threshold = float(np.quantile(non_mated_best, 1 - far, method="higher"))
+    non_mated_best = best_non_mated(np.stack([e for _, e in trials]), [p for p, _ in trials],
+                                    matrix, order)  # own person removed
+    calibration = calibrate(non_mated_best, far, encoder_fingerprint, EVAL_METHOD)
+    threshold = calibration.threshold
     correct_top1 = rank_of_truth == 0
     n = len(order)
     return {
@@ -113,10 +127,11 @@ def _identification(ids: list[str], enroll: dict, trials: list, far: float) -> d
         "top1": float(np.mean(correct_top1)), "top5": float(np.mean(rank_of_truth < 5)),
         "chance_top1": 1 / n, "chance_top5": min(5, n) / n,
         "eer": _eer(genuine, impostor),
-        "open_set_threshold": threshold,
+        "open_set_threshold": threshold, "calibration": calibration.to_dict(),
         "detection_and_identification_rate": float(np.mean(correct_top1 & (genuine >= threshold))),
         "genuine_scores": genuine.round(4).tolist(), "impostor_scores_sample":
             np.sort(impostor)[:: max(1, len(impostor) // 500)].round(4).tolist(),
+        "non_mated_best_scores": non_mated_best.round(4).tolist(),
     }
 
 
@@ -217,9 +232,16 @@ def markdown(report: dict) -> str:
             f"| top-5 | {ident['top5']:.3f} | {ident['chance_top5']:.3f} |",
             f"| verification EER | {ident['eer']:.3f} | 0.5 |",
             f"| open-set threshold at {report['false_alarm_rate']:.0%} false alarms "
-            f"| {ident['open_set_threshold']:.3f} | |",
+            f"| {ident['open_set_threshold']:.4f} | |",
             f"| detection and identification rate at it "
-            f"| {ident['detection_and_identification_rate']:.3f} | |"]
+            f"| {ident['detection_and_identification_rate']:.3f} | |", "",
+            "Open-set threshold (held out): " +
+            Calibration.from_dict(ident["calibration"]).describe() + "."]
+    calibration = report.get("gallery_calibration")
+    lines += ["", "The gallery's threshold (what the app uses; set by build, or by an earlier "
+              "eval): " +
+              (Calibration.from_dict(calibration).describe() if calibration else
+               "not calibrated") + "."]
     lines += ["", "## Generation (people unseen by the mapper)", ""]
     if "note" in gen:
         lines.append(gen["note"])
@@ -236,22 +258,41 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def score_range(identification: dict) -> tuple[float, float]:
+    """The cosine range the score plot shows: every plotted score and the threshold, widened
+    by `PLOT_MARGIN` of their spread either side, within [-1, 1]."""
+    shown = [identification["genuine_scores"], identification["impostor_scores_sample"],
+             identification["non_mated_best_scores"],
+             [identification["calibration"]["threshold"]]]
+    low, high = min(min(s) for s in shown), max(max(s) for s in shown)
+    margin = PLOT_MARGIN * max(high - low, MIN_PLOT_SPREAD)
+    return max(-1.0, low - margin), min(1.0, high + margin)
+
+
 def _plot(report: dict, path: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 5))
     ident = report["identification"]
     if "genuine_scores" in ident:
-        bins = np.linspace(-1, 1, 81)
-        left.hist(ident["impostor_scores_sample"], bins, alpha=0.6, density=True,
-                  label="other people")
-        left.hist(ident["genuine_scores"], bins, alpha=0.6, density=True, label="same person")
-        left.axvline(ident["open_set_threshold"], color="k", ls="--", label="threshold")
-        left.legend()
-    left.set(title="Voice similarity of held-out windows", xlabel="cosine")
+        calibration = ident["calibration"]
+        low, high = score_range(ident)
+        bins = np.linspace(low, high, PLOT_BINS + 1)
+        left.hist(ident["impostor_scores_sample"], bins, alpha=0.5, density=True,
+                  label="other person (every pair)")
+        left.hist(ident["non_mated_best_scores"], bins, density=True, histtype="step", lw=2,
+                  color="tab:red", label="other person (best match: the open-set trials)")
+        left.hist(ident["genuine_scores"], bins, alpha=0.5, density=True, label="same person")
+        left.axvline(calibration["threshold"], color="k", ls="--",
+                     label=f"threshold {calibration['threshold']:.4f} "
+                           f"({calibration['accepted']}/{calibration['trials']} "
+                           "best matches accepted)")
+        left.set_xlim(low, high)
+        left.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.15))
+    left.set(title="Voice similarity of held-out windows", xlabel="cosine", ylabel="density")
     gen = report["generation"]
     if "mapper" in gen:
         keys = [k for k in gen["mapper"] if k.startswith("R@")]

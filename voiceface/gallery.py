@@ -5,8 +5,8 @@ searched exactly; large ones through an approximate index whose candidates are r
 exactly (`voiceface.ann`; `Gallery(..., index="auto"|"flat"|"hnsw"|"ivfpq")`). A gallery is
 saved as a directory:
 
-    manifest.json          format version, encoder/generator fingerprints, threshold, data
-                           dir, index settings
+    manifest.json          format version, encoder/generator fingerprints, threshold and
+                           how it was calibrated, data dir, index settings
     data-<id>/             people.json, embeddings.npy, index.faiss, latents.npy
     faces/<sha>.<ext>      face images, content-addressed (shared by every data version)
 
@@ -31,10 +31,11 @@ import numpy as np
 
 from . import ann, storage
 from .ann import IndexSpec
+from .calibration import Calibration
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-DEFAULT_THRESHOLD = 0.70  # cosine; below it the answer is "no confident match" (calibrate per encoder)
+DEFAULT_THRESHOLD = 0.70  # cosine; an unmeasured placeholder until a gallery is calibrated
 NORM_TOLERANCE = 1e-3  # an embedding's norm may differ from 1 by this much
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # safe as a file name
 
@@ -81,6 +82,7 @@ class Gallery:
         self.generator_fingerprint = generator_fingerprint
         self.latent_dim = latent_dim
         self.threshold = float(threshold)
+        self._calibration: Calibration | None = None
         self._people: list[Person] = []
         self._rows: dict[str, int] = {}
         self._embeddings = np.zeros((0, dim), np.float32)
@@ -215,6 +217,20 @@ class Gallery:
         """True when the best match reaches the threshold (open-set decision)."""
         return bool(matches) and matches[0].score >= self.threshold
 
+    @property
+    def calibration(self) -> Calibration | None:
+        """How the threshold was measured (`voiceface.calibration`); None when it was not:
+        the default, or set by hand since."""
+        c = self._calibration
+        return c if c is not None and c.threshold == self.threshold else None
+
+    def calibrate(self, calibration: Calibration | None) -> None:
+        """Use a measured threshold, recording how it was measured; None forgets the record
+        (the threshold stays)."""
+        self._calibration = calibration
+        if calibration is not None:
+            self.threshold = calibration.threshold
+
     def _built_index(self) -> faiss.Index:
         if self._index is None:
             self._index = ann.build(self._embeddings, self.index_spec)
@@ -254,6 +270,7 @@ class Gallery:
                 "dim": self.dim, "encoder_fingerprint": self.encoder_fingerprint,
                 "generator_fingerprint": self.generator_fingerprint,
                 "latent_dim": self.latent_dim, "threshold": self.threshold,
+                "calibration": self.calibration and self.calibration.to_dict(),
                 "index": self.index_spec.to_dict(),
             })
         except BaseException:
@@ -294,6 +311,9 @@ class Gallery:
                       generator_fingerprint=manifest.get("generator_fingerprint"),
                       latent_dim=manifest.get("latent_dim"),
                       index=manifest.get("index") if index is None else index)
+        if manifest.get("calibration"):  # absent from galleries saved before calibration
+            gallery.calibrate(Calibration.from_dict(manifest["calibration"]))
+            gallery.threshold = float(manifest["threshold"])  # a hand-set one stays uncalibrated
         data = root / manifest["data"]
         embeddings = np.load(data / "embeddings.npy")
         latents = np.load(data / "latents.npy")

@@ -10,7 +10,11 @@ not that a voice predicts a face.
 
 Embeddings, the search index, latents, face renders and the mapper depend on the encoder
 and generator, so they are caches: `persona_bundle` builds them once per (personas, encoder,
-generator) fingerprint into a writable directory and reuses them on the next start.
+generator) fingerprint into a writable directory and reuses them on the next start. The
+gallery's open-set threshold is calibrated then (`voiceface.calibration.calibrate_windows`):
+each persona's recording windows are scored against the other personas, one best score per
+window. With one 10 s window each, 48 personas give 48 trials, too few to measure 1 % (the
+finest rate is 1/48): the threshold then accepts none of them, and its record says so.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from tqdm.auto import tqdm
 
 from . import storage
 from .audio import SAMPLE_RATE, load_audio
+from .calibration import FALSE_ALARM_RATE, calibrate_windows
 from .gallery import Gallery
 from .mapper import SMALL_MAPPER, train_mapper
 from .stylegan2 import Generator, to_pil
@@ -45,7 +50,7 @@ VOICE_RMS_DBFS = -20.0  # loudness every recording is normalised to
 MAX_VOICE_SECONDS = 10.0  # s: one encoder window, so the first start embeds each voice once
 CUT_SEARCH_SECONDS = 2.0  # s before the limit searched for the quietest place to cut
 FACE_RESOLUTION = 512  # px; gallery photos of the personas (the preview is 256 px)
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2  # 2: the gallery's threshold is calibrated
 EXAMPLES = 6  # persona recordings offered as examples in the app
 TTS_TIMEOUT = 60  # s per synthesis command
 
@@ -165,17 +170,18 @@ def _run(command: list[str], what: str) -> None:
 
 # -- derived caches -----------------------------------------------------------------------
 def persona_bundle(root: str | Path, encoder: VoiceEncoder, generator: Generator,
-                   generator_fingerprint: str, cache: str | Path, *, threshold: float,
-                   progress: bool = True) -> Path:
+                   generator_fingerprint: str, cache: str | Path, *,
+                   far: float = FALSE_ALARM_RATE, progress: bool = True) -> Path:
     """The directory holding `gallery/` and `mapper/` of the personas for these models.
 
     Built on first use (a few minutes with full-size models on 2 CPU cores) into
-    `cache/personas/<key>`, where the key hashes the personas' content and the models'
-    fingerprints; later calls, and later processes, reuse it.
+    `cache/personas/<key>`, where the key hashes the personas' content, the models'
+    fingerprints and the threshold's target false-alarm rate `far`; later calls, and later
+    processes, reuse it.
     """
     root = Path(root)
     key = hashlib.sha256(json.dumps([CACHE_FORMAT_VERSION, personas_fingerprint(root),
-                                     encoder.fingerprint, generator_fingerprint, threshold])
+                                     encoder.fingerprint, generator_fingerprint, far])
                          .encode()).hexdigest()[:16]
     parent = Path(cache) / "personas"
     target = parent / key
@@ -186,7 +192,7 @@ def persona_bundle(root: str | Path, encoder: VoiceEncoder, generator: Generator
               file=sys.stderr)
         work = parent / f".{key}.{uuid.uuid4().hex[:8]}.tmp"
         try:
-            _build(root, encoder, generator, generator_fingerprint, work, threshold, progress)
+            _build(root, encoder, generator, generator_fingerprint, work, far, progress)
             shutil.rmtree(target, ignore_errors=True)
             work.rename(target)
             storage.fsync_path(parent)
@@ -196,10 +202,10 @@ def persona_bundle(root: str | Path, encoder: VoiceEncoder, generator: Generator
 
 
 def _build(root: Path, encoder: VoiceEncoder, generator: Generator, generator_fingerprint: str,
-           out: Path, threshold: float, progress: bool) -> None:
+           out: Path, far: float, progress: bool) -> None:
     started = time.perf_counter()
     personas = load_personas(root)
-    gallery = Gallery(encoder.dim, encoder.fingerprint, threshold=threshold,
+    gallery = Gallery(encoder.dim, encoder.fingerprint,
                       generator_fingerprint=generator_fingerprint,
                       latent_dim=generator.style_dim)
     resolution = min(FACE_RESOLUTION, generator.resolution)
@@ -222,6 +228,7 @@ def _build(root: Path, encoder: VoiceEncoder, generator: Generator, generator_fi
         rows.append(windows)
         latents += [latent] * len(windows)
         groups += [persona["id"]] * len(windows)
+    calibrate_windows(np.concatenate(rows), groups, gallery, far)
     gallery.save(out / "gallery")
     shutil.rmtree(faces)  # the gallery keeps its own content-addressed copies
     mapper, report = train_mapper(np.concatenate(rows), np.stack(latents), groups,

@@ -28,7 +28,8 @@ from PIL import Image
 
 from . import hub, personas
 from .audio import AudioSource, load_audio
-from .gallery import DEFAULT_THRESHOLD, Gallery, Match
+from .calibration import FALSE_ALARM_RATE
+from .gallery import Gallery, Match
 from .mapper import VoiceToLatent, knn_blend
 from .provenance import mark
 from .stylegan2 import CONFIG_FILE as GENERATOR_CONFIG
@@ -143,7 +144,7 @@ class VoiceFace:
             personas_root = root / spec["personas"]
             derived = personas.persona_bundle(
                 personas_root, voice, face_gen, gen_fp, cache_dir(),
-                threshold=spec.get("threshold", DEFAULT_THRESHOLD), progress=progress)
+                far=spec.get("far", FALSE_ALARM_RATE), progress=progress)
             examples = personas.example_voices(personas_root)
         gallery, mapper = load_derived(derived, voice.fingerprint, gen_fp)
         return cls(voice, face_gen, gallery, mapper,

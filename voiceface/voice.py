@@ -203,13 +203,21 @@ def split_windows(wav: np.ndarray, window_seconds: float = WINDOW_SECONDS,
     Audio no longer than one window is a single window. All windows of a long recording have
     the same length, so they batch without padding.
     """
+    return [wav[start:end] for start, end in
+            window_bounds(len(wav), window_seconds, hop_seconds, rate)]
+
+
+def window_bounds(n_samples: int, window_seconds: float = WINDOW_SECONDS,
+                  hop_seconds: float = HOP_SECONDS,
+                  rate: int = SAMPLE_RATE) -> list[tuple[int, int]]:
+    """The sample ranges [start, end) of `split_windows` on a recording of `n_samples`."""
     size, hop = int(window_seconds * rate), int(hop_seconds * rate)
-    if len(wav) <= size:
-        return [wav]
-    starts = list(range(0, len(wav) - size + 1, hop))
-    if starts[-1] + size < len(wav):
-        starts.append(len(wav) - size)
-    return [wav[s:s + size] for s in starts]
+    if n_samples <= size:
+        return [(0, n_samples)]
+    starts = list(range(0, n_samples - size + 1, hop))
+    if starts[-1] + size < n_samples:
+        starts.append(n_samples - size)
+    return [(s, s + size) for s in starts]
 
 
 def pool(window_embeddings: np.ndarray) -> np.ndarray:

@@ -1,0 +1,112 @@
+"""The open-set threshold: exact boundaries, its record in the gallery, live recalibration."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from voiceface.calibration import (LIVE_METHOD, Calibration, best_non_mated, calibrate,
+                                   recalibrate, threshold_at_far)
+from voiceface.gallery import MANIFEST, Gallery
+
+
+def above(x: float) -> float:
+    return float(np.nextafter(x, np.inf))
+
+
+@pytest.mark.parametrize("scores, far, threshold, accepted", [
+    # 5 trials at 20 %: one may pass; the 2nd highest (0.4) and below are rejected
+    ([0.1, 0.2, 0.3, 0.4, 0.5], 0.2, above(0.4), 1),
+    # a tie at the boundary: accepting one 0.5 accepts both, so neither is accepted
+    ([0.5, 0.2, 0.5, 0.4, 0.3], 0.2, above(0.5), 0),
+    # 40 % of 5 = 2 may pass; 0.8 is tied twice, so only 0.9 is
+    ([0.9, 0.8, 0.8, 0.7, 0.1], 0.4, above(0.8), 1),
+    # 3 trials cannot measure 1 %: none is accepted
+    ([0.3, 0.1, 0.2], 0.01, above(0.3), 0),
+    # 29 % of 100 is 29 trials, although 0.29 * 100 < 29 in floating point
+    (np.arange(100) / 100, 0.29, above(0.70), 29),
+    # negative scores work the same way
+    ([-0.2, -0.1, -0.3, -0.4], 0.5, above(-0.3), 2),
+])
+def test_threshold_at_far_accepts_at_most_the_allowed_trials(scores, far, threshold, accepted):
+    got, count = threshold_at_far(scores, far)
+    assert got == threshold and count == accepted
+    assert np.count_nonzero(np.asarray(scores) >= got) == accepted  # what Gallery.confident does
+    assert accepted <= far * len(scores) + 1e-9
+
+
+def test_threshold_at_far_refuses_what_it_cannot_measure():
+    with pytest.raises(ValueError, match="at least 2 people"):
+        threshold_at_far([], 0.01)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        threshold_at_far([0.1, 0.2], 1.0)
+    with pytest.raises(ValueError, match="NaN"):
+        threshold_at_far([0.1, np.nan], 0.1)
+
+
+def test_calibration_reports_the_rate_achieved_and_too_few_trials():
+    c = calibrate(np.array([0.1, 0.2, 0.3, 0.4, 0.5]), 0.2, "enc", "hand")
+    assert (c.threshold, c.far_achieved, c.trials, c.accepted, c.enough_trials) == \
+        (above(0.4), 0.2, 5, 1, True)
+    few = calibrate(np.array([0.3, 0.1, 0.2]), 0.01, "enc", "hand")
+    assert (few.far_achieved, few.accepted, few.enough_trials) == (0.0, 0, False)
+    assert "3 trials cannot measure 1.0% (the finest rate is 33.3%)" in few.describe()
+    assert Calibration.from_dict(few.to_dict()) == few
+
+
+def test_best_non_mated_leaves_each_trials_own_person_out():
+    embeddings = np.array([[1, 0], [0.6, 0.8], [0, 1]], np.float32)
+    trials = np.array([[1, 0], [0, 1], [0, 1]], np.float32)
+    best = best_non_mated(trials, ["a", "c", "b"], embeddings, ["a", "b", "c"])
+    # a's trial: b 0.6, c 0; c's trial: a 0, b 0.8 (its own 1.0 left out); b's trial: c 1.0
+    assert best.tolist() == [float(np.float32(0.6)), float(np.float32(0.8)), 1.0]
+    alone = best_non_mated(trials[:1], ["a"], embeddings[:1], ["a"])
+    assert alone.size == 0
+
+
+def gallery_of(vectors: dict[str, list[float]]) -> Gallery:
+    gallery = Gallery(2, "enc")
+    for person_id, v in vectors.items():
+        gallery.add(person_id, np.array(v, np.float32))
+    return gallery
+
+
+def test_a_live_gallery_recalibrates_on_its_embeddings():
+    gallery = gallery_of({"a": [1, 0], "b": [0.6, 0.8], "c": [0, 1]})
+    gallery.calibrate(calibrate(np.array([0.1, 0.2, 0.3]), 0.67, "enc", "before"))
+    got = recalibrate(gallery)  # best non-mated: a 0.6, b 0.8, c 0.8; 67 % of 3 = 2 pass
+    f32 = float(np.float32(0.6))
+    assert (got.threshold, got.accepted, got.trials, got.far_target, got.method) == \
+        (above(f32), 2, 3, 0.67, LIVE_METHOD)
+    assert gallery.calibration == got and gallery.threshold == got.threshold
+    assert recalibrate(gallery) is got  # unchanged people: the record (and its date) stay
+    gallery.remove("c")
+    assert recalibrate(gallery).trials == 2
+    gallery.remove("b")
+    assert recalibrate(gallery) is None and gallery.calibration is None
+    assert gallery.threshold == above(f32)  # nothing to measure on: the threshold stays
+
+
+def test_the_calibration_is_saved_and_a_hand_set_threshold_is_not_called_calibrated(tmp_path):
+    gallery = gallery_of({"a": [1, 0], "b": [0, 1]})
+    assert gallery.calibration is None
+    recalibrate(gallery)
+    gallery.save(tmp_path / "g")
+    loaded = Gallery.load(tmp_path / "g")
+    assert loaded.calibration == gallery.calibration and loaded.threshold == gallery.threshold
+    loaded.threshold = 0.5
+    assert loaded.calibration is None
+    loaded.save(tmp_path / "g")
+    assert json.loads((tmp_path / "g" / MANIFEST).read_text())["calibration"] is None
+    assert Gallery.load(tmp_path / "g").threshold == 0.5
+
+
+def test_a_manifest_from_before_calibration_still_loads(tmp_path):
+    gallery_of({"a": [1, 0], "b": [0, 1]}).save(tmp_path / "g")
+    manifest = json.loads((tmp_path / "g" / MANIFEST).read_text())
+    del manifest["calibration"]
+    (tmp_path / "g" / MANIFEST).write_text(json.dumps(manifest))
+    loaded = Gallery.load(tmp_path / "g")
+    assert loaded.calibration is None and loaded.threshold == 0.70 and len(loaded) == 2

@@ -1,0 +1,147 @@
+"""The open-set threshold, measured: the score an unenrolled voice's best match stays under.
+
+A gallery answers "no confident match" when the best score is below its threshold
+(`Gallery.confident`: accepted when `score >= threshold`). The threshold is set from
+*non-mated trials*: voices scored against a gallery their own person is not in, each trial
+keeping its best score (what an unenrolled voice would get). At a target false-alarm rate f
+over T trials, at most k = floor(f * T) trials may be accepted; the threshold is the
+smallest number above the (k+1)-th highest score, so that score and every score tied with
+it are rejected. With f * T < 1 no trial may be accepted: the finest rate T trials can
+measure is 1/T, and the calibration says so (`Calibration.enough_trials`) instead of
+claiming f.
+
+Who the trials are depends on what is at hand; `Calibration.method` records it:
+- `build` and the personas: every window of every person's recordings, scored against the
+  gallery's other people (`calibrate_windows`);
+- `eval`: the held-out windows, scored against the enrollment embeddings of the others;
+- a live gallery (`recalibrate`): only embeddings are kept, so each enrolled person's stored
+  embedding is a trial against everyone else's (N people give N trials).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, replace
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from .gallery import Gallery
+
+FALSE_ALARM_RATE = 0.01  # default target: 1 % of unenrolled voices get a "confident" match
+COUNT_TOLERANCE = 1e-9  # trials; so that e.g. 0.29 * 100 allows 29 accepted trials, not 28
+WINDOWS_METHOD = ("best score of each recording window against the other people's gallery "
+                  "embeddings")
+LIVE_METHOD = "best score of each enrolled person's embedding against everyone else's"
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """How a gallery's threshold was set: on `trials` non-mated trials at a target false-alarm
+    rate `far_target`, accepting `accepted` of them (`far_achieved` = accepted / trials)."""
+
+    threshold: float
+    far_target: float
+    far_achieved: float
+    trials: int
+    accepted: int
+    date: str  # UTC, ISO 8601
+    encoder_fingerprint: str
+    method: str
+
+    @property
+    def enough_trials(self) -> bool:
+        """False when the trials are too few to measure `far_target` (it is below 1/trials)."""
+        return self.far_target * self.trials + COUNT_TOLERANCE >= 1
+
+    def describe(self) -> str:
+        """One line for people: the threshold, what it accepted, and how it was measured."""
+        line = (f"threshold {self.threshold:.4f}: accepts {self.accepted} of {self.trials} "
+                f"non-mated trials ({self.far_achieved:.1%}; target {self.far_target:.1%})")
+        if not self.enough_trials:
+            line += (f"; {self.trials} trials cannot measure {self.far_target:.1%} (the finest "
+                     f"rate is {1 / self.trials:.1%}), so none is accepted")
+        return f"{line}; {self.method}; {self.date}"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Calibration:
+        return cls(**data)
+
+
+def threshold_at_far(non_mated: Sequence[float] | np.ndarray, far: float) -> tuple[float, int]:
+    """(threshold, accepted): the lowest threshold accepting (`score >= threshold`) at most
+    floor(far * T) of the T non-mated scores, ties included, and how many it accepts."""
+    scores = np.sort(np.asarray(non_mated, np.float64).ravel())[::-1]  # highest first
+    if scores.size == 0:
+        raise ValueError("No non-mated trials to set a threshold on: a gallery needs at least "
+                         "2 people to be calibrated.")
+    if not np.all(np.isfinite(scores)):
+        raise ValueError("Non-mated scores contain NaN or infinity; check the embeddings.")
+    if not 0 < far < 1:
+        raise ValueError(f"The false-alarm rate must be between 0 and 1, got {far}; e.g. 0.01 "
+                         "for 1 %.")
+    allowed = min(math.floor(far * scores.size + COUNT_TOLERANCE), scores.size - 1)
+    threshold = float(np.nextafter(scores[allowed], np.inf))
+    return threshold, int(np.count_nonzero(scores >= threshold))
+
+
+def best_non_mated(trials: np.ndarray, owners: Sequence[str], embeddings: np.ndarray,
+                   ids: Sequence[str]) -> np.ndarray:
+    """Each trial's best score [T] among the people (`embeddings` [N, D], `ids`) other than
+    its owner. Trials [T, D] whose owner is the only person give no score and are dropped."""
+    trials = np.asarray(trials, np.float32)
+    assert trials.ndim == 2 and len(trials) == len(owners), (trials.shape, len(owners))
+    scores = (trials @ np.asarray(embeddings, np.float32).T).astype(np.float64)  # [T, N]
+    own = np.asarray(owners)[:, None] == np.asarray(ids)[None, :]
+    scores[own] = -np.inf
+    best = scores.max(axis=1) if scores.shape[1] else np.full(len(trials), -np.inf)
+    return best[np.isfinite(best)]
+
+
+def calibrate(non_mated: np.ndarray, far: float, encoder_fingerprint: str,
+              method: str) -> Calibration:
+    """The calibration at `far` from the trials' best non-mated scores [T]."""
+    threshold, accepted = threshold_at_far(non_mated, far)
+    trials = int(np.size(non_mated))
+    return Calibration(threshold, float(far), accepted / trials, trials, accepted,
+                       time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), encoder_fingerprint,
+                       method)
+
+
+def calibrate_windows(windows: np.ndarray, owners: Sequence[str], gallery: Gallery,
+                      far: float = FALSE_ALARM_RATE) -> Calibration | None:
+    """Calibrate `gallery` (in place) on recording windows [T, D] of its people (`owners`:
+    whose each window is), each scored against the other people's gallery embeddings.
+    Returns the calibration, or None (gallery unchanged) with fewer than 2 people."""
+    scores = best_non_mated(windows, owners, gallery.embeddings,
+                            [p.id for p in gallery.people])
+    if scores.size == 0:
+        return None
+    result = calibrate(scores, far, gallery.encoder_fingerprint, WINDOWS_METHOD)
+    gallery.calibrate(result)
+    return result
+
+
+def recalibrate(gallery: Gallery) -> Calibration | None:
+    """Recalibrate a changed live gallery (in place) from its stored embeddings alone: each
+    person's embedding (pooled over their recording) is a trial, its best score against
+    everyone else's embedding its non-mated score, so N people give N trials. The target is
+    the gallery's previous one (else `FALSE_ALARM_RATE`). With fewer than 2 people the
+    gallery is left uncalibrated (threshold unchanged, `calibration` None)."""
+    previous = gallery.calibration
+    far = previous.far_target if previous is not None else FALSE_ALARM_RATE
+    embeddings, ids = gallery.embeddings, [p.id for p in gallery.people]
+    scores = best_non_mated(embeddings, ids, embeddings, ids)
+    if scores.size == 0:
+        gallery.calibrate(None)
+        return None
+    result = calibrate(scores, far, gallery.encoder_fingerprint, LIVE_METHOD)
+    if previous is not None and replace(previous, date=result.date) == result:
+        return previous  # nothing changed but the clock (e.g. a latent was added)
+    gallery.calibrate(result)
+    return result
