@@ -5,12 +5,15 @@ flite, festival) and a StyleGAN2 seed: the face is the generator's own, so its l
 exact. Which voice goes with which face is arbitrary: the personas show that the app works,
 not that a voice predicts a face.
 
-    assets/personas/personas.json     id, name, voice recipe, text, face seed + truncation
+    assets/personas/personas.json     id, name, voice recipe, text, face seed
     assets/personas/voices/<id>.opus  the synthesised recordings (`write_voices` remakes them)
 
 Embeddings, the search index, latents, face renders and the mapper depend on the encoder
 and generator, so they are caches: `persona_bundle` builds them once per (personas, encoder,
-generator) fingerprint into a writable directory and reuses them on the next start.
+generator, truncation) fingerprint into a writable directory and reuses them on the next start.
+A persona's stored latent is the generator's untruncated w for its seed, like an inverted
+photo's; its displayed face is drawn from that w truncated once by the bundle's truncation,
+exactly as the pipeline draws it.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ VOICE_RMS_DBFS = -20.0  # loudness every recording is normalised to
 MAX_VOICE_SECONDS = 10.0  # s: one encoder window, so the first start embeds each voice once
 CUT_SEARCH_SECONDS = 2.0  # s before the limit searched for the quietest place to cut
 FACE_RESOLUTION = 512  # px; gallery photos of the personas (the preview is 256 px)
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2  # 2: untruncated latents, faces drawn at the bundle's truncation
 EXAMPLES = 6  # persona recordings offered as examples in the app
 TTS_TIMEOUT = 60  # s per synthesis command
 
@@ -65,6 +68,11 @@ def load_personas(root: str | Path = PERSONAS_DIR) -> list[dict]:
     ids = [p["id"] for p in personas]
     if len(set(ids)) != len(ids):
         raise PersonaError(f"{spec_path} lists an id twice; ids must be unique.")
+    truncated = [p["id"] for p in personas if "truncation" in p["face"]]
+    if truncated:
+        raise PersonaError(f"{spec_path} gives {', '.join(truncated)} a face truncation; faces "
+                           "are drawn at the bundle's truncation (bundle.json \"truncation\"). "
+                           "Remove \"truncation\" from their \"face\".")
     return [dict(p, voice_file=root / VOICES_DIR / f"{p['id']}{VOICE_SUFFIX}")
             for p in personas]
 
@@ -166,16 +174,17 @@ def _run(command: list[str], what: str) -> None:
 # -- derived caches -----------------------------------------------------------------------
 def persona_bundle(root: str | Path, encoder: VoiceEncoder, generator: Generator,
                    generator_fingerprint: str, cache: str | Path, *, threshold: float,
-                   progress: bool = True) -> Path:
+                   truncation: float, progress: bool = True) -> Path:
     """The directory holding `gallery/` and `mapper/` of the personas for these models.
 
-    Built on first use (a few minutes with full-size models on 2 CPU cores) into
+    `truncation` is the psi the pipeline draws faces at; the personas' displayed faces are
+    drawn at it too. Built on first use (a few minutes with full-size models on 2 CPU cores) into
     `cache/personas/<key>`, where the key hashes the personas' content and the models'
-    fingerprints; later calls, and later processes, reuse it.
+    fingerprints and the truncation; later calls, and later processes, reuse it.
     """
     root = Path(root)
     key = hashlib.sha256(json.dumps([CACHE_FORMAT_VERSION, personas_fingerprint(root),
-                                     encoder.fingerprint, generator_fingerprint, threshold])
+                                     encoder.fingerprint, generator_fingerprint, threshold, truncation])
                          .encode()).hexdigest()[:16]
     parent = Path(cache) / "personas"
     target = parent / key
@@ -186,7 +195,8 @@ def persona_bundle(root: str | Path, encoder: VoiceEncoder, generator: Generator
               file=sys.stderr)
         work = parent / f".{key}.{uuid.uuid4().hex[:8]}.tmp"
         try:
-            _build(root, encoder, generator, generator_fingerprint, work, threshold, progress)
+            _build(root, encoder, generator, generator_fingerprint, work, threshold, truncation,
+                   progress)
             shutil.rmtree(target, ignore_errors=True)
             work.rename(target)
             storage.fsync_path(parent)
@@ -196,7 +206,7 @@ def persona_bundle(root: str | Path, encoder: VoiceEncoder, generator: Generator
 
 
 def _build(root: Path, encoder: VoiceEncoder, generator: Generator, generator_fingerprint: str,
-           out: Path, threshold: float, progress: bool) -> None:
+           out: Path, threshold: float, truncation: float, progress: bool) -> None:
     started = time.perf_counter()
     personas = load_personas(root)
     gallery = Gallery(encoder.dim, encoder.fingerprint, threshold=threshold,
@@ -210,15 +220,16 @@ def _build(root: Path, encoder: VoiceEncoder, generator: Generator, generator_fi
         windows = encoder.embed_windows(load_audio(persona["voice_file"], max_seconds=None))
         face = persona["face"]
         with torch.inference_mode():
-            w = generator.seed_latents([face["seed"]], face["truncation"])
-            image = to_pil(generator.synthesis(w, noise="const", resolution=resolution))[0]
+            w = generator.seed_latents([face["seed"]], 1.0)
+            image = to_pil(generator.synthesis(generator.truncate(w, truncation), noise="const",
+                                               resolution=resolution))[0]
         face_path = faces / f"{persona['id']}.png"
         image.save(face_path)
         latent = w[0].cpu().numpy()
         gallery.add(persona["id"], pool(windows), name=persona["name"], faces=[face_path],
                     consent=True, n_clips=1, latent=latent,
                     extra={"synthetic": True, "voice": persona["voice"],
-                           "face_seed": face["seed"], "truncation": face["truncation"]})
+                           "face_seed": face["seed"], "truncation": truncation})
         rows.append(windows)
         latents += [latent] * len(windows)
         groups += [persona["id"]] * len(windows)
