@@ -4,8 +4,8 @@
 StyleGAN2 generator, a gallery of synthetic people (harmonic "voices" with their own pitch and
 formants, faces rendered by the generator from a seed, so each face's latent is exact) and a
 mapper trained on them. Latents are stored untruncated; faces are drawn from them truncated by
-the bundle's truncation, as the pipeline draws them. Its `bundle.json` says `"test_weights": true`: nothing it produces
-means anything about real voices or faces.
+the bundle's truncation, as the pipeline draws them. Its `bundle.json` says
+`"test_weights": true`: nothing it produces means anything about real voices or faces.
 """
 
 from __future__ import annotations

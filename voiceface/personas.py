@@ -184,8 +184,8 @@ def persona_bundle(root: str | Path, encoder: VoiceEncoder, generator: Generator
     """
     root = Path(root)
     key = hashlib.sha256(json.dumps([CACHE_FORMAT_VERSION, personas_fingerprint(root),
-                                     encoder.fingerprint, generator_fingerprint, threshold, truncation])
-                         .encode()).hexdigest()[:16]
+                                     encoder.fingerprint, generator_fingerprint, threshold,
+                                     truncation]).encode()).hexdigest()[:16]
     parent = Path(cache) / "personas"
     target = parent / key
     with storage.locked(parent):
