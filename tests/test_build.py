@@ -181,39 +181,67 @@ def test_a_folder_that_is_not_a_bundle_is_not_replaced(people, models, tmp_path)
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
-KILLED_BUILD = """
-import json, os, shutil, signal, sys
+KILLED_BUILDS = """
+import json, os, shutil, signal, sys, traceback
 from voiceface import build, storage
 from voiceface.invert import InversionConfig
 
-people, out, config, kill_at = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4])
-calls = 0
-
-def counted(function):
-    def call(*args, **kwargs):
-        global calls
-        calls += 1
-        if calls == kill_at:
-            os.kill(os.getpid(), signal.SIGKILL)
-        return function(*args, **kwargs)
-    return call
-
-# every change on disk: file writes, renames (gallery data, swap), the exchange, deletions
-storage.write_bytes = counted(storage.write_bytes)
-storage._exchange = counted(storage._exchange)
-os.rename = counted(os.rename)
-shutil.rmtree = counted(shutil.rmtree)
+people, config, runs = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
 config = build.BuildConfig(**{**config, "inversion": InversionConfig(**config["inversion"])})
-build.build(people, out, config, progress=False)
-print(calls)
+
+
+def killed_build(out, kill_at):
+    calls = 0
+
+    def counted(function):
+        def call(*args, **kwargs):
+            nonlocal calls
+            calls += 1
+            if calls == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return function(*args, **kwargs)
+        return call
+
+    # every change on disk: file writes, renames (gallery data, swap), the exchange, deletions
+    storage.write_bytes = counted(storage.write_bytes)
+    storage._exchange = counted(storage._exchange)
+    os.rename = counted(os.rename)
+    shutil.rmtree = counted(shutil.rmtree)
+    build.build(people, out, config, progress=False)
+    return calls
+
+
+results = []
+for out, kill_at in runs:  # a forked process per build: the imports are paid once
+    read, write = os.pipe()
+    if os.fork() == 0:
+        try:
+            os.write(write, str(killed_build(out, kill_at)).encode())
+            os._exit(0)
+        except BaseException:
+            traceback.print_exc()
+            os._exit(1)
+    os.close(write)
+    _, status = os.wait()
+    calls = os.read(read, 64).decode()
+    os.close(read)
+    results.append({"signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
+                    "exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
+                    "calls": int(calls) if calls else None})
+print(json.dumps(results))
 """
 
 
-def run_killed_build(people, out, models, kill_at):
+def run_killed_builds(people, models, runs):
+    """Build from `people` into each (bundle, k), killed by SIGKILL before its k-th change on
+    disk (k = 0: never); the result of each: its signal, exit status and changes counted."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-c", KILLED_BUILD, str(people), str(out),
-                           json.dumps(build_module._jsonable(models)), str(kill_at)],
+    proc = subprocess.run([sys.executable, "-c", KILLED_BUILDS, str(people),
+                           json.dumps(build_module._jsonable(models)),
+                           json.dumps([(str(out), k) for out, k in runs])],
                           cwd=REPO, capture_output=True, text=True, env=env, check=False)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.splitlines()[-1])
 
 
 def tree_digest(root):
@@ -239,16 +267,16 @@ def test_a_build_killed_at_any_step_leaves_the_old_bundle_or_the_new_one(built, 
     one = tmp_path / "one"
     shutil.copytree(people / "person03", one / "person03")
     new = shutil.copytree(out, tmp_path / "new" / "index")
-    complete = run_killed_build(one, new, models, kill_at=0)
-    assert complete.returncode == 0, complete.stderr
-    steps = int(complete.stdout.split()[-1])
+    (complete,) = run_killed_builds(one, models, [(new, 0)])
+    assert complete["exit"] == 0
+    steps = complete["calls"]
     new_state, old_digest = bundle_state(new), tree_digest(out)
     assert new_state[0] == ["person03"] and not new_state[5]
+    runs = [(shutil.copytree(out, tmp_path / f"kill{k}" / "index"), k)
+            for k in range(1, steps + 1)]
     outcomes, left_behind = [], []
-    for kill_at in range(1, steps + 1):
-        index = shutil.copytree(out, tmp_path / f"kill{kill_at}" / "index")
-        killed = run_killed_build(one, index, models, kill_at)
-        assert killed.returncode == -signal.SIGKILL, (kill_at, killed.stderr)
+    for (index, kill_at), killed in zip(runs, run_killed_builds(one, models, runs)):
+        assert killed["signal"] == signal.SIGKILL, kill_at
         if tree_digest(index) == old_digest:
             outcomes.append("old")
         else:
