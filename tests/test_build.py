@@ -18,7 +18,6 @@ from PIL import Image
 
 from conftest import REPO, serve_app
 from voiceface import build as build_module
-from voiceface import storage
 from voiceface.build import BuildConfig, build, scan_people
 from voiceface.devbundle import TINY_GENERATOR, write_people_folder, write_random_backbone
 from voiceface.evaluate import evaluate, markdown, write_report
