@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -193,6 +196,148 @@ def test_a_failed_build_loses_nothing_and_deletion_is_complete(built, people, mo
     assert cached_after < cached_before  # person05's embeddings, photos and latent are gone
     assert "person05.jpg" in cached_before and "person05.jpg" not in cached_after
     assert "person05" not in (copy / "windows.json").read_text()
+
+
+def test_with_one_person_no_mapper_of_the_old_bundle_survives(built, people, models, tmp_path):
+    out, _ = built
+    copy = shutil.copytree(out, tmp_path / "index")
+    (copy / "voices").mkdir()
+    (copy / "voices" / "example.flac").write_bytes(b"an example recording")
+    (copy / "eval").mkdir()
+    (copy / "eval" / "report.json").write_text("{}")  # a report on the old gallery
+    one = tmp_path / "one"
+    shutil.copytree(people / "person03", one / "person03")
+    report = build(one, copy, models, progress=False)
+    assert report.enrolled == ["person03"] and report.mapper is None
+    assert report.cached["latents"] == 1 and report.cached["voices"] == 2  # the cache survived
+    vf = VoiceFace.from_pretrained(copy, progress=False)
+    assert vf.mapper is None and [p.id for p in vf.gallery.people] == ["person03"]
+    assert sorted(p.name for p in copy.iterdir()) == [
+        ".cache", "build.json", "bundle.json", "gallery", "voices", "windows.json",
+        "windows.npy"]
+    assert (copy / "voices" / "example.flac").read_bytes() == b"an example recording"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index", "one"]  # no leftovers
+
+
+def test_a_folder_that_is_not_a_bundle_is_not_replaced(people, models, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="holds files but no bundle.json, and a build "
+                                         "replaces the whole folder"):
+        build(people, tmp_path, models, progress=False)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+KILLED_BUILDS = """
+import json, os, shutil, signal, sys, traceback
+from voiceface import build, storage
+from voiceface.invert import InversionConfig
+
+people, config, runs = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+config = build.BuildConfig(**{**config, "inversion": InversionConfig(**config["inversion"])})
+
+
+def killed_build(out, kill_at):
+    calls = 0
+
+    def counted(function):
+        def call(*args, **kwargs):
+            nonlocal calls
+            calls += 1
+            if calls == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return function(*args, **kwargs)
+        return call
+
+    # every change on disk: file writes, renames (gallery data, swap), the exchange, deletions
+    storage.write_bytes = counted(storage.write_bytes)
+    storage._exchange = counted(storage._exchange)
+    os.rename = counted(os.rename)
+    shutil.rmtree = counted(shutil.rmtree)
+    build.build(people, out, config, progress=False)
+    return calls
+
+
+results = []
+for out, kill_at in runs:  # a forked process per build: the imports are paid once
+    read, write = os.pipe()
+    if os.fork() == 0:
+        try:
+            os.write(write, str(killed_build(out, kill_at)).encode())
+            os._exit(0)
+        except BaseException:
+            traceback.print_exc()
+            os._exit(1)
+    os.close(write)
+    _, status = os.wait()
+    calls = os.read(read, 64).decode()
+    os.close(read)
+    results.append({"signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
+                    "exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
+                    "calls": int(calls) if calls else None})
+print(json.dumps(results))
+"""
+
+
+def run_killed_builds(people, models, runs):
+    """Build from `people` into each (bundle, k), killed by SIGKILL before its k-th change on
+    disk (k = 0: never); the result of each: its signal, exit status and changes counted."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", KILLED_BUILDS, str(people),
+                           json.dumps(build_module._jsonable(models)),
+                           json.dumps([(str(out), k) for out, k in runs])],
+                          cwd=REPO, capture_output=True, text=True, env=env, check=False)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+def tree_digest(root):
+    """Every file of a bundle but its cache, by content."""
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and ".cache" not in p.parts}
+
+
+def bundle_state(root):
+    """What a reader gets: the gallery, the windows, the report's people, the mapper."""
+    gallery = Gallery.load(root / "gallery")
+    return ([p.id for p in gallery.people], gallery.embeddings.tobytes(),
+            (root / "windows.npy").read_bytes(), (root / "windows.json").read_text(),
+            json.loads((root / "build.json").read_text())["enrolled"],
+            (root / "mapper").is_dir(), (root / "bundle.json").read_text())
+
+
+def test_a_build_killed_at_any_step_leaves_the_old_bundle_or_the_new_one(built, people,
+                                                                        models, tmp_path):
+    """SIGKILL before each change the build makes on disk (kill points counted in a first,
+    complete run): the bundle is the old one, byte for byte, or the complete new one."""
+    out, _ = built
+    one = tmp_path / "one"
+    shutil.copytree(people / "person03", one / "person03")
+    new = shutil.copytree(out, tmp_path / "new" / "index")
+    (complete,) = run_killed_builds(one, models, [(new, 0)])
+    assert complete["exit"] == 0
+    steps = complete["calls"]
+    new_state, old_digest = bundle_state(new), tree_digest(out)
+    assert new_state[0] == ["person03"] and not new_state[5]
+    runs = [(shutil.copytree(out, tmp_path / f"kill{k}" / "index"), k)
+            for k in range(1, steps + 1)]
+    outcomes, left_behind = [], []
+    for (index, kill_at), killed in zip(runs, run_killed_builds(one, models, runs)):
+        assert killed["signal"] == signal.SIGKILL, kill_at
+        if tree_digest(index) == old_digest:
+            outcomes.append("old")
+        else:
+            assert bundle_state(index) == new_state, f"kill {kill_at}: a mix of old and new"
+            outcomes.append("new")
+        if len(list(index.parent.iterdir())) > 1:
+            left_behind.append(index)
+    assert outcomes == sorted(outcomes, reverse=True)  # old ... old, new ... new
+    assert "old" in outcomes and "new" in outcomes
+    # the next build cleans up what a killed one left beside the bundle (the old tree, just
+    # swapped out, from a kill before its deletion)
+    index = left_behind[-1]
+    build(one, index, models, progress=False)
+    assert [p.name for p in index.parent.iterdir()] == ["index"]
+    assert bundle_state(index)[0] == ["person03"]
 
 
 def test_eval_reports_identification_and_generation(built, tmp_path):

@@ -1,5 +1,7 @@
 """Crash safety: a gallery save killed with SIGKILL at random points leaves the old or the new
-gallery, never a mix, and the next save cleans up whatever the killed one left behind."""
+gallery, never a mix, and the next save cleans up whatever the killed one left behind; a
+directory replaced by `storage.replace_dir` is the old tree or the new one. (A build killed at
+each of its steps: tests/test_build.py.)"""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import time
 import numpy as np
 from PIL import Image
 
+from voiceface import storage
 from voiceface.gallery import MANIFEST, Gallery
 
 TRIALS = 40
@@ -83,3 +86,44 @@ def test_sigkill_during_save_leaves_old_or_new_gallery(tmp_path):
         survived += 1
     assert survived == TRIALS
     assert mid_save > 0  # some kills landed inside a save, not only between saves
+
+
+def write_tree(root, files: dict[str, str]):
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+def read_tree(root) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): p.read_text() for p in root.rglob("*") if p.is_file()}
+
+
+OLD_TREE = {"bundle.json": "old", "mapper/mapper.json": "old mapper"}
+NEW_TREE = {"bundle.json": "new", "gallery/manifest.json": "new gallery"}
+
+
+def test_replace_dir_swaps_a_whole_tree_and_deletes_the_old_one(tmp_path):
+    target = tmp_path / "bundle"
+    storage.replace_dir(write_tree(tmp_path / ".first", OLD_TREE), target)  # nothing there yet
+    assert read_tree(target) == OLD_TREE
+    storage.replace_dir(write_tree(tmp_path / ".second", NEW_TREE), target)
+    assert read_tree(target) == NEW_TREE  # no old file survives beside the new ones
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
+
+
+def test_replace_dir_without_exchange_renames_twice_and_recovers_from_a_kill_between(
+        tmp_path, monkeypatch):
+    monkeypatch.setattr(storage, "_exchange", lambda a, b: False)  # e.g. macOS
+    target = write_tree(tmp_path / "bundle", OLD_TREE)
+    storage.replace_dir(write_tree(tmp_path / ".new", NEW_TREE), target)
+    assert read_tree(target) == NEW_TREE
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
+    # killed after the first rename: the old tree waits aside and is put back
+    os.rename(target, storage.aside_path(target))
+    storage.restore_aside(target)
+    assert read_tree(target) == NEW_TREE and not storage.aside_path(target).exists()
+    # killed after the second: the new tree is in place, the old one aside is deleted
+    write_tree(storage.aside_path(target), OLD_TREE)
+    storage.restore_aside(target)
+    assert read_tree(target) == NEW_TREE and not storage.aside_path(target).exists()

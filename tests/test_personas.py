@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from voiceface import personas
 from voiceface.audio import load_audio
@@ -16,6 +17,7 @@ from voiceface.calibration import WINDOWS_METHOD
 from voiceface.devbundle import TINY_GENERATOR
 from voiceface.gallery import Gallery
 from voiceface.pipeline import VoiceFace, load_generator
+from voiceface.provenance import mark
 from voiceface.stylegan2 import Generator, z_from_seed
 from voiceface.voice import VoiceEncoder
 
@@ -109,12 +111,13 @@ def test_persona_caches_are_built_once_then_reused(personas_dir, tiny_xvector_di
                                                  "persona47"]
     assert vf.mapper is not None
     assert 1 <= len(vf.example_voices()) <= personas.EXAMPLES
-    # each persona's latent is exactly the generator's own for its seed
+    # each persona's latent is exactly the generator's own, untruncated, for its seed
     g = vf.generator
     with torch.inference_mode():
         seed = vf.gallery.person("persona14").extra["face_seed"]
-        w = g.truncate(g.mapping(z_from_seed(seed, g.style_dim)[None]), 0.7)[0].numpy()
+        w = g.mapping(z_from_seed(seed, g.style_dim)[None])[0].numpy()
     np.testing.assert_allclose(vf.gallery.latent("persona14"), w, atol=1e-6)
+    assert vf.gallery.person("persona14").extra["truncation"] == 0.7
     assert vf.gallery.people[0].faces[0].is_file()
     # calibrated on the personas' own windows (one each): 4 trials cannot measure 1 %
     c, e = vf.gallery.calibration, vf.gallery.embeddings
@@ -137,7 +140,7 @@ def test_other_models_or_changed_personas_get_their_own_cache(personas_dir, tiny
                                                              tiny_generator_dir, tmp_path):
     voice = VoiceEncoder.from_pretrained(tiny_xvector_dir)
     generator, fingerprint = load_generator(tiny_generator_dir)
-    build = dict(progress=False)
+    build = dict(truncation=0.7, progress=False)
     first = personas.persona_bundle(personas_dir, voice, generator, fingerprint, tmp_path, **build)
     Generator(TINY_GENERATOR, seed=4).save_pretrained(tmp_path / "other")
     other, other_fp = load_generator(tmp_path / "other")
@@ -148,6 +151,9 @@ def test_other_models_or_changed_personas_get_their_own_cache(personas_dir, tiny
         (personas_dir / "voices" / "persona14.opus").read_bytes())
     third = personas.persona_bundle(personas_dir, voice, generator, fingerprint, tmp_path, **build)
     assert third not in (first, second)
+    fourth = personas.persona_bundle(personas_dir, voice, generator, fingerprint, tmp_path,
+                                     **{**build, "truncation": 0.5})
+    assert fourth not in (first, second, third)
     assert not list((tmp_path / "personas").glob(".*.tmp"))
 
 
@@ -155,3 +161,30 @@ def test_a_missing_recording_is_named(personas_dir):
     (personas_dir / "voices" / "persona14.opus").unlink()
     with pytest.raises(personas.PersonaError, match="persona14.opus is missing.*persona-voices"):
         personas.personas_fingerprint(personas_dir)
+
+
+def test_a_personas_own_latent_redraws_its_displayed_face(personas_dir, tiny_xvector_dir,
+                                                         tiny_generator_dir, tmp_path,
+                                                         monkeypatch):
+    """The face shown for a persona is the face the pipeline draws from its stored latent:
+    truncated once, by the bundle's truncation, pixel for pixel."""
+    monkeypatch.setenv("VOICEFACE_CACHE", str(tmp_path / "cache"))
+    bundle = write_personas_bundle(tmp_path / "bundle", personas_dir, tiny_xvector_dir,
+                                   tiny_generator_dir)
+    vf = VoiceFace.from_pretrained(bundle, progress=False)
+    for person in vf.gallery.people:
+        stored = torch.from_numpy(vf.gallery.latent(person.id))[None]
+        monkeypatch.setattr(vf, "latent", lambda embedding, matches: (stored, "mapper"))
+        drawn = vf(personas_dir / "voices" / "persona01.opus")
+        shown = Image.open(person.faces[0])
+        assert drawn.face.size == shown.size == (64, 64)
+        assert np.array_equal(np.asarray(drawn.face), np.asarray(mark(shown))), person.id
+
+
+def test_a_face_truncation_in_the_personas_file_is_refused(personas_dir):
+    spec = json.loads((personas_dir / personas.PERSONAS_FILE).read_text())
+    spec["personas"][1]["face"]["truncation"] = 0.5
+    (personas_dir / personas.PERSONAS_FILE).write_text(json.dumps(spec))
+    with pytest.raises(personas.PersonaError, match=r"gives persona14 a face truncation; faces "
+                                                    r"are drawn at the bundle's truncation"):
+        personas.load_personas(personas_dir)

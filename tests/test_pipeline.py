@@ -17,7 +17,8 @@ from voiceface.audio import AudioError
 from voiceface.gallery import Gallery, GalleryError
 from voiceface.hub import WeightsNotFound
 from voiceface.pipeline import VoiceFace, load_generator
-from voiceface.stylegan2 import Generator, GeneratorConfig
+from voiceface.provenance import mark
+from voiceface.stylegan2 import Generator, GeneratorConfig, to_pil
 
 from conftest import DEV_PEOPLE, REPO, put_in_hub_cache
 
@@ -81,6 +82,33 @@ def test_stream_refuses_bad_audio_and_resolutions_at_the_call(vf):
         vf.stream(b"not audio at all")
     with pytest.raises(ValueError, match="resolutions must be levels of"):  # before decoding
         vf.stream(b"not audio at all", resolutions=[64, 16])
+
+
+def test_truncation_zero_draws_the_centre_and_one_the_latent_itself(vf, dev_bundle):
+    voice = dev_bundle / "voices" / "dev03.flac"
+    g = vf.generator
+    untruncated = vf(voice, truncation=1.0)
+    assert np.array_equal(untruncated.w, vf.mapper.predict(untruncated.embedding))
+    centre = vf(voice, truncation=0.0)
+    assert np.array_equal(centre.w, g.w_avg.numpy())
+    with torch.inference_mode():
+        average_face = mark(to_pil(g.synthesis(g.w_avg[None], noise="const"))[0])
+    assert np.array_equal(np.asarray(centre.face), np.asarray(average_face))
+    default = vf(voice)  # the bundle's 0.7
+    np.testing.assert_allclose(default.w, g.w_avg.numpy() + 0.7 * (untruncated.w -
+                                                                   g.w_avg.numpy()), atol=1e-6)
+    drawn = [np.asarray(r.face) for r in (centre, default, untruncated)]
+    assert not any(np.array_equal(drawn[i], drawn[j]) for i, j in ((0, 1), (1, 2), (0, 2)))
+
+
+def test_a_dev_persons_latent_redraws_their_gallery_face(vf, dev_bundle, monkeypatch):
+    """Stored latents are untruncated: the pipeline's one truncation redraws the shown face."""
+    for person in vf.gallery.people:
+        stored = torch.from_numpy(vf.gallery.latent(person.id))[None]
+        monkeypatch.setattr(vf, "latent", lambda embedding, matches: (stored, "mapper"))
+        drawn = vf(dev_bundle / "voices" / "dev00.flac")
+        shown = mark(Image.open(person.faces[0]))
+        assert np.array_equal(np.asarray(drawn.face), np.asarray(shown)), person.id
 
 
 def test_open_set_says_no_confident_match(vf, dev_bundle):

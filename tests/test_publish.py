@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import DEV_PEOPLE, REPO
 from voiceface import personas
 from voiceface.gallery import Gallery
 from voiceface.publish import PublishError, plan_publish, publish
@@ -103,6 +103,64 @@ def test_build_report_is_published_without_local_paths_or_refused_people(built_b
     assert report == {"enrolled": ["dev00"], "seconds": {"embed": 1.0}, "mapper": None}
     assert "people_dir" in json.loads((built_bundle / "build.json").read_text())  # kept home
     assert any("build.json goes without" in note for note in plan.notes)
+
+
+def with_local_details(bundle, people_dir):
+    """The bundle as `build` and `eval` leave it for this people folder: a person.json's
+    extra keys in the gallery, the folder's path in build.json and eval/report.json."""
+    gallery = Gallery.load(bundle / "gallery")
+    person = gallery.people[0]
+    gallery.update(person.id, extra={"phone": "+81-90-SECRET"})  # build keeps other keys
+    gallery.save(bundle / "gallery")
+    (bundle / "build.json").write_text(json.dumps({
+        "enrolled": [p.id for p in gallery.people], "seconds": {"embed": 1.0}, "mapper": None,
+        "problems": [[str(people_dir / "noconsent"), "no consent recorded"]],
+        "people_dir": str(people_dir)}))
+    (bundle / "eval").mkdir()
+    (bundle / "eval" / "report.json").write_text(json.dumps({  # as `voiceface eval` writes it
+        "people": len(gallery), "seed": 0, "folds": 5, "false_alarm_rate": 0.01,
+        "identification": {"top1": 0.5}, "generation": {"note": "too few people"},
+        "people_dir": str(people_dir)}))
+    return person
+
+
+@pytest.mark.parametrize("include_voices", [False, True], ids=["default", "with-voices"])
+def test_nothing_uploaded_names_the_people_folder_or_other_person_keys(built_bundle, tmp_path,
+                                                                       include_voices):
+    people_dir = tmp_path / "people"
+    (people_dir / "person01").mkdir(parents=True)
+    (people_dir / "person01" / "person.json").write_text(json.dumps(
+        {"name": "Dev person 1", "consent": True, "phone": "+81-90-SECRET"}))
+    person = with_local_details(built_bundle, people_dir)
+    plan = plan_publish(built_bundle, repo="me/gallery", space="me/demo",
+                        include_voices=include_voices)
+    uploaded = {}
+    for repo_id in ("me/gallery", "me/demo"):
+        root = materialise(plan, repo_id, tmp_path / repo_id)
+        uploaded.update({f: f.read_bytes() for f in root.rglob("*") if f.is_file()})
+    assert len(uploaded) == len(plan.uploads)
+    for needle in (str(people_dir), str(built_bundle), "+81-90-SECRET", '"phone"'):
+        assert not [f for f, data in uploaded.items() if needle.encode() in data], needle
+    repo = tmp_path / "me/gallery"
+    published = Gallery.load(repo / "gallery")
+    assert [(p.id, p.name, p.consent, p.n_clips, p.extra) for p in published.people] == [
+        (p.id, p.name, p.consent, p.n_clips, {}) for p in Gallery.load(
+            built_bundle / "gallery").people]
+    assert published.person(person.id).faces[0].read_bytes() == \
+        Gallery.load(built_bundle / "gallery").person(person.id).faces[0].read_bytes()
+    assert json.loads((repo / "eval" / "report.json").read_text()) == {
+        "people": DEV_PEOPLE, "seed": 0, "folds": 5, "false_alarm_rate": 0.01,
+        "identification": {"top1": 0.5}, "generation": {"note": "too few people"}}
+    assert "eval/report.json goes without the local people folder's path" in plan.describe()
+
+
+def test_a_file_naming_the_people_folder_stops_the_publication(built_bundle, tmp_path):
+    people_dir = tmp_path / "people"
+    with_local_details(built_bundle, people_dir)
+    (built_bundle / "eval" / "notes.md").write_text(f"built from {people_dir}/person01\n")
+    with pytest.raises(PublishError, match=rf"eval/notes.md \(for me/gallery\) contains the "
+                                           rf"local path {people_dir}; nothing was published"):
+        plan_publish(built_bundle, repo="me/gallery")
 
 
 def test_people_without_consent_stop_the_whole_publication(built_bundle):

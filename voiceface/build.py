@@ -13,10 +13,16 @@ threshold is calibrated on those windows at `BuildConfig.far` (`voiceface.calibr
 each window's best score among the other people's gallery embeddings is a non-mated
 trial); with a single person there is nothing to calibrate on, and the previous build's
 threshold and its record stay. Every photo is aligned; the best (eyes found,
-largest face) is inverted into StyleGAN2's W space. Then the mapper is trained and the
-bundle written. Work per file is cached under `<out>/.cache` by content hash, so an
-unchanged person costs nothing on the next build. Bad files are reported by path with the
-reason and skipped; what was built before stays until the new bundle is complete.
+largest face) is inverted into StyleGAN2's W space. Then the mapper is trained (with at
+least 2 people) and the bundle written. Work per file is cached under `<out>/.cache` by
+content hash, so an unchanged person costs nothing on the next build. Bad files are reported
+by path with the reason and skipped.
+
+The whole bundle is written into a temporary folder beside `out` and swapped in at the end
+(`storage.replace_dir`): a build that fails or is killed at any point leaves the old bundle or
+the new one, never a mix. The new bundle holds only what this build made, plus the cache and
+the example recordings (`voices/`) of the old one; the rest (a mapper from more people, an
+evaluation report of the old gallery) goes with the old bundle.
 """
 
 from __future__ import annotations
@@ -24,7 +30,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import shutil
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -42,13 +50,15 @@ from .invert import InversionConfig, Inverter, image_sha256
 from .mapper import train_mapper
 from .pipeline import (BUNDLE_FILE, BUNDLE_FORMAT_VERSION, DEFAULT_GENERATOR,
                        DEFAULT_GENERATOR_FILE, DEFAULT_GENERATOR_REVISION, DEFAULT_TRUNCATION,
-                       load_generator)
+                       EXAMPLES_DIR, GALLERY_DIR, MAPPER_DIR, load_generator)
 from .stylegan2 import Generator
 from .voice import DEFAULT_ENCODER, DEFAULT_ENCODER_REVISION, VoiceEncoder, pool
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 PERSON_FILE = "person.json"
 CACHE = ".cache"  # inside the output bundle
+CARRIED = (CACHE, EXAMPLES_DIR)  # what a new bundle takes over from the old one
+WORK_SUFFIX = ".build"  # the new bundle is written to `.<out name>.<random>.build` beside it
 WINDOWS_FILE = "windows.npy"  # [M, D] per-window embeddings of every enrolled recording
 WINDOWS_INDEX = "windows.json"  # row -> person, recording, start second
 REPORT_FILE = "build.json"
@@ -157,6 +167,10 @@ def build(people_dir: str | Path, out: str | Path, config: BuildConfig = BuildCo
     report = BuildReport(problems=problems)
     if not people:
         raise ValueError(f"Nobody in {people_dir} can be enrolled:\n{report.summary()}")
+    _check_replaceable(out)
+    storage.restore_aside(out)  # a build killed in the middle of its swap
+    for stale in out.parent.glob(f".{out.name}.*{WORK_SUFFIX}"):  # left by killed builds
+        shutil.rmtree(stale, ignore_errors=True)
     cache = Cache(out / CACHE)
     encoder = VoiceEncoder.from_pretrained(config.encoder, config.encoder_revision,
                                            layer=config.layer)
@@ -218,26 +232,45 @@ def build(people_dir: str | Path, out: str | Path, config: BuildConfig = BuildCo
         report.mapper = {"best_epoch": train.best_epoch, "val_loss": train.val_loss,
                          "baseline_val_loss": train.baseline_val_loss}
 
-    # Write: every file atomically; bundle.json last, so a failed build leaves the old one.
-    gallery.save(out / "gallery")
-    if mapper is not None:
-        mapper.save_pretrained(out / "mapper")
-    storage.write_npy(out / WINDOWS_FILE, all_windows)
-    storage.write_json(out / WINDOWS_INDEX, all_rows)
+    # Write the whole new bundle beside the old one, then swap it in (module docstring).
     report.enrolled = [p.id for p, *_ in enrolled]
     report.calibration = gallery.calibration and gallery.calibration.to_dict()
-    storage.write_json(out / REPORT_FILE, {**asdict(report), "config": _jsonable(config),
-                                           "people_dir": str(Path(people_dir).resolve())})
-    storage.write_json(out / BUNDLE_FILE, {
-        "format_version": BUNDLE_FORMAT_VERSION,
-        "encoder": {"name_or_path": config.encoder, "revision": config.encoder_revision,
-                    "layer": config.layer},
-        "generator": {"name_or_path": config.generator, "filename": config.generator_file,
-                      "revision": config.generator_revision},
-        "truncation": config.truncation,
-    })
+    work = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}{WORK_SUFFIX}"
+    try:
+        work.mkdir()
+        gallery.save(work / GALLERY_DIR)
+        if mapper is not None:
+            mapper.save_pretrained(work / MAPPER_DIR)
+        storage.write_npy(work / WINDOWS_FILE, all_windows)
+        storage.write_json(work / WINDOWS_INDEX, all_rows)
+        storage.write_json(work / REPORT_FILE, {**asdict(report), "config": _jsonable(config),
+                                                "people_dir": str(Path(people_dir).resolve())})
+        storage.write_json(work / BUNDLE_FILE, {
+            "format_version": BUNDLE_FORMAT_VERSION,
+            "encoder": {"name_or_path": config.encoder, "revision": config.encoder_revision,
+                        "layer": config.layer},
+            "generator": {"name_or_path": config.generator, "filename": config.generator_file,
+                          "revision": config.generator_revision},
+            "truncation": config.truncation,
+        })
+        for name in CARRIED:
+            if (out / name).is_dir():
+                storage.link_tree(out / name, work / name)
+        storage.replace_dir(work, out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     cache.prune()  # forget derived data of files that are gone (deleted people)
     return report
+
+
+def _check_replaceable(out: Path) -> None:
+    """Refuse to replace a folder that is not a bundle: a build replaces all of `out`."""
+    if out.is_dir() and not (out / BUNDLE_FILE).is_file() and \
+            any(p.name != CACHE for p in out.iterdir()):
+        raise ValueError(f"{out} holds files but no {BUNDLE_FILE}, and a build replaces the "
+                         "whole folder; give a new folder (or an existing bundle) as --out.")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} is a file; give a folder for the bundle as --out.")
 
 
 class Cache:

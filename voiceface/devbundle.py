@@ -4,7 +4,9 @@
 StyleGAN2 generator, a gallery of synthetic people (harmonic "voices" with their own pitch and
 formants, faces rendered by the generator from a seed, so each face's latent is exact) and a
 mapper trained on them. The gallery's threshold is calibrated like a built one's (on the
-enrolled recordings' windows; 8 people give 8 trials). Its `bundle.json` says
+enrolled recordings' windows; 8 people give 8 trials). Latents are stored untruncated; faces
+are drawn from them truncated by the bundle's truncation, as the pipeline draws them. Its
+`bundle.json` says
 `"test_weights": true`: nothing it produces means anything about real voices or faces.
 """
 
@@ -122,8 +124,9 @@ def write_dev_bundle(directory: str | Path, n_people: int = DEV_PEOPLE, seed: in
             sf.write(root / "voices" / f"{person_id}.flac", example, SAMPLE_RATE)
             face_seed = seed * 1000 + i
             with torch.inference_mode():
-                w = generator.seed_latents([face_seed], DEFAULT_TRUNCATION)
-                face = to_pil(generator.synthesis(w))[0]
+                w = generator.seed_latents([face_seed], 1.0)
+                face = to_pil(generator.synthesis(generator.truncate(w, DEFAULT_TRUNCATION),
+                                                  noise="const"))[0]
             face_path = Path(tmp) / f"{person_id}.png"
             face.save(face_path)
             windows = encoder.embed_windows(enroll)

@@ -5,16 +5,19 @@ flite, festival) and a StyleGAN2 seed: the face is the generator's own, so its l
 exact. Which voice goes with which face is arbitrary: the personas show that the app works,
 not that a voice predicts a face.
 
-    assets/personas/personas.json     id, name, voice recipe, text, face seed + truncation
+    assets/personas/personas.json     id, name, voice recipe, text, face seed
     assets/personas/voices/<id>.opus  the synthesised recordings (`write_voices` remakes them)
 
 Embeddings, the search index, latents, face renders and the mapper depend on the encoder
 and generator, so they are caches: `persona_bundle` builds them once per (personas, encoder,
-generator) fingerprint into a writable directory and reuses them on the next start. The
-gallery's open-set threshold is calibrated then (`voiceface.calibration.calibrate_windows`):
+generator, truncation) fingerprint into a writable directory and reuses them on the next start.
+The gallery's open-set threshold is calibrated then (`voiceface.calibration.calibrate_windows`):
 each persona's recording windows are scored against the other personas, one best score per
 window. With one 10 s window each, 48 personas give 48 trials, too few to measure 1 % (the
 finest rate is 1/48): the threshold then accepts none of them, and its record says so.
+A persona's stored latent is the generator's untruncated w for its seed, like an inverted
+photo's; its displayed face is drawn from that w truncated once by the bundle's truncation,
+exactly as the pipeline draws it.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ VOICE_RMS_DBFS = -20.0  # loudness every recording is normalised to
 MAX_VOICE_SECONDS = 10.0  # s: one encoder window, so the first start embeds each voice once
 CUT_SEARCH_SECONDS = 2.0  # s before the limit searched for the quietest place to cut
 FACE_RESOLUTION = 512  # px; gallery photos of the personas (the preview is 256 px)
-CACHE_FORMAT_VERSION = 2  # 2: the gallery's threshold is calibrated
+CACHE_FORMAT_VERSION = 3  # 2: calibrated threshold; 3: untruncated latents, faces at psi
 EXAMPLES = 6  # persona recordings offered as examples in the app
 TTS_TIMEOUT = 60  # s per synthesis command
 
@@ -70,6 +73,11 @@ def load_personas(root: str | Path = PERSONAS_DIR) -> list[dict]:
     ids = [p["id"] for p in personas]
     if len(set(ids)) != len(ids):
         raise PersonaError(f"{spec_path} lists an id twice; ids must be unique.")
+    truncated = [p["id"] for p in personas if "truncation" in p["face"]]
+    if truncated:
+        raise PersonaError(f"{spec_path} gives {', '.join(truncated)} a face truncation; faces "
+                           "are drawn at the bundle's truncation (bundle.json \"truncation\"). "
+                           "Remove \"truncation\" from their \"face\".")
     return [dict(p, voice_file=root / VOICES_DIR / f"{p['id']}{VOICE_SUFFIX}")
             for p in personas]
 
@@ -170,19 +178,20 @@ def _run(command: list[str], what: str) -> None:
 
 # -- derived caches -----------------------------------------------------------------------
 def persona_bundle(root: str | Path, encoder: VoiceEncoder, generator: Generator,
-                   generator_fingerprint: str, cache: str | Path, *,
+                   generator_fingerprint: str, cache: str | Path, *, truncation: float,
                    far: float = FALSE_ALARM_RATE, progress: bool = True) -> Path:
     """The directory holding `gallery/` and `mapper/` of the personas for these models.
 
-    Built on first use (a few minutes with full-size models on 2 CPU cores) into
-    `cache/personas/<key>`, where the key hashes the personas' content, the models'
-    fingerprints and the threshold's target false-alarm rate `far`; later calls, and later
-    processes, reuse it.
+    `truncation` is the psi the pipeline draws faces at; the personas' displayed faces are
+    drawn at it too. Built on first use (a few minutes with full-size models on 2 CPU cores)
+    into `cache/personas/<key>`, where the key hashes the personas' content, the models'
+    fingerprints, the truncation and the threshold's target false-alarm rate `far`; later
+    calls, and later processes, reuse it.
     """
     root = Path(root)
     key = hashlib.sha256(json.dumps([CACHE_FORMAT_VERSION, personas_fingerprint(root),
-                                     encoder.fingerprint, generator_fingerprint, far])
-                         .encode()).hexdigest()[:16]
+                                     encoder.fingerprint, generator_fingerprint, truncation,
+                                     far]).encode()).hexdigest()[:16]
     parent = Path(cache) / "personas"
     target = parent / key
     with storage.locked(parent):
@@ -192,7 +201,8 @@ def persona_bundle(root: str | Path, encoder: VoiceEncoder, generator: Generator
               file=sys.stderr)
         work = parent / f".{key}.{uuid.uuid4().hex[:8]}.tmp"
         try:
-            _build(root, encoder, generator, generator_fingerprint, work, far, progress)
+            _build(root, encoder, generator, generator_fingerprint, work, far, truncation,
+                   progress)
             shutil.rmtree(target, ignore_errors=True)
             work.rename(target)
             storage.fsync_path(parent)
@@ -202,7 +212,7 @@ def persona_bundle(root: str | Path, encoder: VoiceEncoder, generator: Generator
 
 
 def _build(root: Path, encoder: VoiceEncoder, generator: Generator, generator_fingerprint: str,
-           out: Path, far: float, progress: bool) -> None:
+           out: Path, far: float, truncation: float, progress: bool) -> None:
     started = time.perf_counter()
     personas = load_personas(root)
     gallery = Gallery(encoder.dim, encoder.fingerprint,
@@ -216,15 +226,16 @@ def _build(root: Path, encoder: VoiceEncoder, generator: Generator, generator_fi
         windows = encoder.embed_windows(load_audio(persona["voice_file"], max_seconds=None))
         face = persona["face"]
         with torch.inference_mode():
-            w = generator.seed_latents([face["seed"]], face["truncation"])
-            image = to_pil(generator.synthesis(w, noise="const", resolution=resolution))[0]
+            w = generator.seed_latents([face["seed"]], 1.0)
+            image = to_pil(generator.synthesis(generator.truncate(w, truncation), noise="const",
+                                               resolution=resolution))[0]
         face_path = faces / f"{persona['id']}.png"
         image.save(face_path)
         latent = w[0].cpu().numpy()
         gallery.add(persona["id"], pool(windows), name=persona["name"], faces=[face_path],
                     consent=True, n_clips=1, latent=latent,
                     extra={"synthetic": True, "voice": persona["voice"],
-                           "face_seed": face["seed"], "truncation": face["truncation"]})
+                           "face_seed": face["seed"], "truncation": truncation})
         rows.append(windows)
         latents += [latent] * len(windows)
         groups += [persona["id"]] * len(windows)

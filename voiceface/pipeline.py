@@ -138,18 +138,19 @@ class VoiceFace:
             _in_bundle(root, gen.get("name_or_path", DEFAULT_GENERATOR)),
             gen.get("filename") or DEFAULT_GENERATOR_FILE, gen.get("revision"))
         face_gen = face_gen.to(voice.device)
+        truncation = spec.get("truncation", DEFAULT_TRUNCATION)
         derived, examples = root, sorted(p for p in (root / EXAMPLES_DIR).glob("*")
                                          if p.is_file())
         if spec.get("personas"):  # synthetic personas: derived artifacts are caches
             personas_root = root / spec["personas"]
             derived = personas.persona_bundle(
                 personas_root, voice, face_gen, gen_fp, cache_dir(),
-                far=spec.get("far", FALSE_ALARM_RATE), progress=progress)
+                far=spec.get("far", FALSE_ALARM_RATE), truncation=truncation,
+                progress=progress)
             examples = personas.example_voices(personas_root)
         gallery, mapper = load_derived(derived, voice.fingerprint, gen_fp)
         return cls(voice, face_gen, gallery, mapper,
-                   truncation=spec.get("truncation", DEFAULT_TRUNCATION),
-                   test_weights=bool(spec.get("test_weights", False)),
+                   truncation=truncation, test_weights=bool(spec.get("test_weights", False)),
                    generator_fingerprint=gen_fp, synthetic_personas=bool(spec.get("personas")),
                    examples=examples)
 
@@ -198,7 +199,8 @@ class VoiceFace:
         # 4. map the voice to a latent
         w, method = self.latent(embedding, matches)
         lap("map")
-        # 5. synthesise the face, at each resolution asked for
+        # 5. synthesise the face, at each resolution asked for; the only truncation: stored
+        #    and predicted latents are untruncated w
         w = self.generator.truncate(w, self.truncation if truncation is None else truncation)
         with torch.inference_mode():  # the levels run in it whenever the iterator is read
             images = self.generator.progressive(w, sizes, noise="const")

@@ -8,7 +8,11 @@ Biometric data stays home unless asked for: every enrolled person must have cons
 nothing is published, and voice recordings (and the build's per-window voice embeddings,
 kept for evaluation) are left out unless `include_voices=True`. The build's cache stays home,
 and so do the local parts of its report (`build.json`): the people folder's path and the list
-of problems, whose paths can name people who were never enrolled (no consent, say).
+of problems, whose paths can name people who were never enrolled (no consent, say). The
+gallery's people go with an allowlist of fields (id, name, faces, consent, counts), not the
+other keys of their `person.json` (a phone number, say), and the evaluation report without
+the people folder's path. No uploaded file may contain that path or the bundle's own: a plan
+that would upload one is refused.
 The default personas' synthetic text-to-speech voices are their definition, not anyone's
 voice, so a personas bundle carries them.
 """
@@ -24,13 +28,19 @@ from .audio import AUDIO_SUFFIXES
 from .build import REPORT_FILE, WINDOWS_FILE, WINDOWS_INDEX
 from .gallery import MANIFEST, Gallery
 from .personas import PERSONAS_FILE, VOICES_DIR, load_personas
-from .pipeline import BUNDLE_FILE, EXAMPLES_DIR
+from .pipeline import BUNDLE_FILE, EXAMPLES_DIR, GALLERY_DIR
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SPACE_FILES = ("app.py", "requirements.txt", "packages.txt")  # beside voiceface/*.py
 SPACE_PERSONAS = "assets/personas"  # where a Space keeps the personas of a default bundle
 # build.json published: these keys only (not the people folder's path or the problem list)
 PUBLIC_REPORT_KEYS = ("enrolled", "seconds", "cached", "mapper", "config")
+# the gallery's people.json published: these fields of each person only (not `extra`)
+PUBLIC_PERSON_KEYS = ("id", "name", "faces", "consent", "n_clips")
+EVAL_REPORT = "eval/report.json"  # where `python -m voiceface eval` writes by default
+# eval/report.json published: these keys only (not the people folder's path)
+PUBLIC_EVAL_KEYS = ("people", "seed", "folds", "false_alarm_rate", "identification",
+                    "generation")
 
 
 class PublishError(ValueError):
@@ -127,6 +137,7 @@ def plan_publish(bundle: str | Path, *, repo: str | None = None, space: str | No
             _add_built_bundle(plan, root, repo, include_voices)
     if space:
         _add_space(plan, space, spec, personas_dir)
+    _check_no_local_paths(plan, _local_paths(root))
     return plan
 
 
@@ -179,13 +190,59 @@ def _add_built_bundle(plan: PublishPlan, root: Path, repo: str, include_voices: 
         elif relative == REPORT_FILE:
             report = {k: v for k, v in json.loads(path.read_text()).items()
                       if k in PUBLIC_REPORT_KEYS}
-            plan.uploads.append(Upload(repo, "model", relative,
-                                       content=(json.dumps(report, indent=1) + "\n").encode()))
+            plan.uploads.append(Upload(repo, "model", relative, content=_json_bytes(report)))
             plan.notes.append(f"{REPORT_FILE} goes without the local people folder's path and "
                               "the build's problem list (paths that can name people who were "
                               "not enrolled)")
+        elif relative == EVAL_REPORT:
+            report = {k: v for k, v in json.loads(path.read_text()).items()
+                      if k in PUBLIC_EVAL_KEYS}
+            plan.uploads.append(Upload(repo, "model", relative, content=_json_bytes(report)))
+            plan.notes.append(f"{EVAL_REPORT} goes without the local people folder's path")
+        elif _is_gallery_people(relative):
+            people = [{k: person[k] for k in PUBLIC_PERSON_KEYS if k in person}
+                      for person in json.loads(path.read_text())]
+            plan.uploads.append(Upload(repo, "model", relative, content=_json_bytes(people)))
+            plan.notes.append(f"{relative} carries only {', '.join(PUBLIC_PERSON_KEYS)} of each "
+                              "person (not the other keys of their person.json)")
         else:
             plan.uploads.append(Upload(repo, "model", relative, source=path))
+
+
+def _is_gallery_people(relative: str) -> bool:
+    """Whether a bundle path is the gallery's people list (gallery/data-<id>/people.json)."""
+    parts = relative.split("/")
+    return len(parts) == 3 and parts[0] == GALLERY_DIR and parts[1].startswith("data-") and \
+        parts[2] == "people.json"
+
+
+def _json_bytes(obj) -> bytes:
+    return (json.dumps(obj, indent=1, ensure_ascii=False) + "\n").encode()
+
+
+def _local_paths(root: Path) -> list[str]:
+    """Paths that must not leave the machine: the bundle's own and the people folder's the
+    build and the evaluation recorded."""
+    paths = [str(root)]
+    for report in (root / REPORT_FILE, root / EVAL_REPORT):
+        if report.is_file():
+            people_dir = json.loads(report.read_text()).get("people_dir")
+            if people_dir:
+                paths.append(str(people_dir))
+    return paths
+
+
+def _check_no_local_paths(plan: PublishPlan, paths: list[str]) -> None:
+    """Refuse a plan that would upload a file containing one of these local paths."""
+    needles = [p.encode() for p in paths]
+    for upload in plan.uploads:
+        data = upload.content if upload.content is not None else upload.source.read_bytes()
+        for path, needle in zip(paths, needles):
+            if needle in data:
+                raise PublishError(
+                    f"{upload.path_in_repo} (for {upload.repo_id}) contains the local path "
+                    f"{path}; nothing was published. Remove the path from that file, or "
+                    "remove the file from the bundle, and publish again.")
 
 
 def _add_personas_bundle(plan: PublishPlan, spec: dict, personas_dir: Path, repo_id: str,
