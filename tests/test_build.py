@@ -444,4 +444,7 @@ def test_the_app_serves_the_built_bundle(built, people, tmp_path):
             handle_file(str(people / "person04" / "voice1.flac")), api_name="/predict")
     assert summary["matches"][0] == {**summary["matches"][0], "id": "person04",
                                      "name": "Dev person 4"}
-    assert summary["method"] == "mapper" and nearest is not None
+    assert summary["method"] == "mapper"
+    # the calibrated threshold decides: the nearest face is shown exactly when it is reached
+    confident = summary["matches"][0]["score"] >= summary["threshold"]
+    assert summary["confident"] == confident and (nearest is not None) == confident
