@@ -7,13 +7,15 @@ wrong and what to do; clipping only warns (`ClippingWarning`).
 
 Memory is bounded whatever comes in. The header's rate, channels and length are checked
 before decoding (`MAX_DECODED_SECONDS`, `MAX_DECODED_SAMPLES`, and with `max_seconds` a raw
-length of at most `RAW_SECONDS_FACTOR` times it), then the samples are decoded in blocks of
-`BLOCK_SAMPLES`, each block averaged to mono and resampled to 16 kHz before the next is read;
-only the 16 kHz mono result is kept. ffmpeg (for M4A, WebM, Matroska ...) is told to write
+length of at most `RAW_SECONDS_FACTOR` times it), then the samples are decoded twice in blocks
+of `BLOCK_SAMPLES`, each block averaged to mono: once to check levels and measure the DC, once
+to remove it and resample to 16 kHz; only the 16 kHz mono result is kept. ffmpeg (for M4A, WebM, Matroska ...) is told to write
 16 kHz mono and to stop at the same length. One decode therefore holds at most: the file's
 bytes (<= `MAX_FILE_BYTES`, 100 MB) + twice the 16 kHz result (4 B x 16 kHz x its length:
-<= 154 MB at the 20-min cap, <= 15 MB for a query's 120 s) + about 40 MB of block buffers;
-ffmpeg's temporary output is <= 4 B x 16 kHz x (length cap + 1 s), 77 MB at the 20-min cap.
+<= 154 MB at the 20-min cap, <= 15 MB for a query's 120 s) + about 40 MB of block buffers,
+so <= 300 MB in all (measured: 187 MB for a 38 MB WAV of 20 min at 16 kHz, 66 MB for 75 s of
+384 kHz 8-channel FLAC). ffmpeg's temporary output is <= 4 B x 16 kHz x (length cap + 1 s):
+7.7 MB for a query, 77 MB at the 20-min cap.
 """
 
 from __future__ import annotations
