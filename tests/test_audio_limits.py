@@ -163,3 +163,19 @@ def test_missing_files_and_folders_never_reveal_the_server_path(tmp_path):
         with pytest.raises(AudioError, match=message) as info:
             load_audio(source)
         assert str(tmp_path) not in str(info.value) and "uploads" not in str(info.value)
+
+
+def streamed_flac(path: Path, seconds: float) -> Path:
+    """A FLAC written to a pipe, as recorders do: its header does not say how long it is."""
+    with open(path, "wb") as out:
+        subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i",
+                        f"sine=f=220:r=48000:d={min(seconds, 3)}", "-af", "apad", "-t",
+                        str(seconds), "-c:a", "flac", "-f", "flac", "pipe:1"],
+                       stdout=out, check=True)
+    return path
+
+
+def test_streamed_flac_without_a_length_is_decoded_and_still_limited(tmp_path):
+    assert abs(len(load_audio(streamed_flac(tmp_path / "short.flac", 3))) / SAMPLE_RATE - 3) < 0.1
+    with pytest.raises(AudioError, match="more than 20 min"):
+        load_audio(streamed_flac(tmp_path / "long.flac", 25 * 60), max_seconds=None)

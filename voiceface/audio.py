@@ -76,6 +76,7 @@ _NOT_AUDIO_MAGIC = {
     b"\x7fELF": "a program",
 }
 TEXT_SNIFF_BYTES = 512  # a file whose first bytes are all printable text is not audio
+SF_UNKNOWN_FRAMES = 2**63 - 1  # libsndfile's length of a streamed file (e.g. FLAC from a pipe)
 
 
 class AudioError(ValueError):
@@ -84,6 +85,10 @@ class AudioError(ValueError):
 
 class ClippingWarning(UserWarning):
     """The recording is clipped (too loud); it is used anyway."""
+
+
+class _ReadError(Exception):
+    """libsndfile failed in the middle of a file (another decoder may read it)."""
 
 
 def load_audio(
@@ -103,10 +108,8 @@ def load_audio(
     files longer than `RAW_SECONDS_FACTOR` times it are refused before decoding. Raises
     `AudioError` for anything unusable.
     """
-    with _open(source, max_seconds) as stream:
-        wav = _decode_to_mono(stream, max_seconds)
-    return _finish(wav, stream.name, max_seconds=max_seconds, min_seconds=min_seconds,
-                   trim=trim)
+    wav, name = _decode(source, max_seconds)
+    return _finish(wav, name, max_seconds=max_seconds, min_seconds=min_seconds, trim=trim)
 
 
 def prepare(
@@ -303,12 +306,10 @@ class _StreamResampler:
             lowpass_filter_width=RESAMPLE_ZERO_CROSSINGS, rolloff=RESAMPLE_ROLLOFF).numpy()
 
 
-@contextlib.contextmanager
-def _open(source: AudioSource, max_seconds: float | None) -> Iterator[_Stream]:
-    """Any accepted source as a `_Stream`, valid inside the `with`."""
+def _decode(source: AudioSource, max_seconds: float | None) -> tuple[np.ndarray, str]:
+    """Any accepted source as (16 kHz mono float32 [T] with DC removed, its name)."""
     if isinstance(source, tuple):
-        yield _from_array_tuple(source)
-        return
+        return _decode_to_mono(_from_array_tuple(source), max_seconds), "The recording"
     if isinstance(source, (bytes, bytearray)):
         data, name = bytes(source), "The recording"
     elif isinstance(source, (str, os.PathLike)):
@@ -317,17 +318,26 @@ def _open(source: AudioSource, max_seconds: float | None) -> Iterator[_Stream]:
         raise AudioError(f"Cannot read audio from a {type(source).__name__}; pass a file path, "
                          "the file's bytes, or a (sample_rate, samples) tuple.")
     _check_content(data, name)
-    # libsndfile reads WAV, FLAC, OGG/Vorbis/Opus and MP3 in process; the rest goes to ffmpeg
+    # libsndfile reads WAV, FLAC, OGG/Vorbis/Opus and MP3 in process; ffmpeg reads the rest,
+    # streamed files (no length in the header: libsndfile fails at their end) and whatever
+    # libsndfile fails to read
     try:
         f = sf.SoundFile(io.BytesIO(data))
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
         f = None
-    if f is None:
-        with _ffmpeg_stream(data, name, max_seconds) as stream:
-            yield stream
-        return
-    with f:
-        yield _Stream(name, int(f.samplerate), f.channels, f.frames, lambda: _read_blocks(f, name))
+    if f is not None:
+        with f:
+            if f.frames != SF_UNKNOWN_FRAMES:
+                stream = _Stream(name, int(f.samplerate), f.channels, f.frames,
+                                 lambda: _read_blocks(f))
+                with contextlib.suppress(_ReadError):
+                    return _decode_to_mono(stream, max_seconds), name
+    with _ffmpeg_stream(data, name, max_seconds) as stream:
+        try:
+            return _decode_to_mono(stream, max_seconds), name
+        except _ReadError:
+            raise AudioError(f"{name} could not be decoded as audio; it is damaged. Use "
+                             f"{SUPPORTED_FORMATS}.") from None
 
 
 def _read_file(path: Path) -> bytes:
@@ -347,16 +357,18 @@ def _read_file(path: Path) -> bytes:
                          "that it is readable, or upload it again.") from None
 
 
-def _read_blocks(f: sf.SoundFile, name: str) -> Iterator[np.ndarray]:
+def _read_blocks(f: sf.SoundFile) -> Iterator[np.ndarray]:
     """`f` from its start, in blocks [n, channels] float32 of about `BLOCK_SAMPLES` samples."""
     frames = max(1, BLOCK_SAMPLES // f.channels)
-    f.seek(0)
+    try:
+        f.seek(0)
+    except (sf.LibsndfileError, RuntimeError) as err:
+        raise _ReadError from err
     while True:
         try:
             block = f.read(frames, dtype="float32", always_2d=True)
         except (sf.LibsndfileError, RuntimeError) as err:
-            raise AudioError(f"{name} could not be decoded as audio; it is damaged. Use "
-                             f"{SUPPORTED_FORMATS}.") from err
+            raise _ReadError from err
         if len(block) == 0:
             return
         yield block
@@ -460,4 +472,4 @@ def _ffmpeg_stream(data: bytes, name: str, max_seconds: float | None) -> Iterato
                              f"recording. Use {SUPPORTED_FORMATS}.")
         with sf.SoundFile(dst) as f:
             yield _Stream(name, int(f.samplerate), f.channels, f.frames,
-                          lambda: _read_blocks(f, name), cut=True)
+                          lambda: _read_blocks(f), cut=True)
