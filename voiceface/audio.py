@@ -7,15 +7,16 @@ wrong and what to do; clipping only warns (`ClippingWarning`).
 
 Memory is bounded whatever comes in. The header's rate, channels and length are checked
 before decoding (`MAX_DECODED_SECONDS`, `MAX_DECODED_SAMPLES`, and with `max_seconds` a raw
-length of at most `RAW_SECONDS_FACTOR` times it), then the samples are decoded twice in blocks
-of `BLOCK_SAMPLES`, each block averaged to mono: once to check levels and measure the DC, once
-to remove it and resample to 16 kHz; only the 16 kHz mono result is kept. ffmpeg (for M4A, WebM, Matroska ...) is told to write
-16 kHz mono and to stop at the same length. One decode therefore holds at most: the file's
-bytes (<= `MAX_FILE_BYTES`, 100 MB) + twice the 16 kHz result (4 B x 16 kHz x its length:
-<= 154 MB at the 20-min cap, <= 15 MB for a query's 120 s) + about 40 MB of block buffers,
-so <= 300 MB in all (measured: 187 MB for a 38 MB WAV of 20 min at 16 kHz, 66 MB for 75 s of
-384 kHz 8-channel FLAC). ffmpeg's temporary output is <= 4 B x 16 kHz x (length cap + 1 s):
-7.7 MB for a query, 77 MB at the 20-min cap.
+length of at most `RAW_SECONDS_FACTOR` times it). Then the samples are decoded twice in blocks
+of `BLOCK_SAMPLES`, each block averaged to mono: once to check the levels and measure the DC,
+once to remove it and resample to 16 kHz; only the 16 kHz mono result is kept. ffmpeg (M4A,
+WebM, Matroska ...) is told to write 16 kHz mono and to stop at the same length. Files are
+read where they are, bytes from the caller's buffer. One decode therefore holds at most the
+16 kHz result (4 B x 16 kHz x its length: <= 77 MB at the 20-min cap, <= 7.7 MB for a query's
+120 s) + about 60 MB of blocks and resampling buffers, so <= 140 MB in all (peak RSS growth
+measured: 88 MB for a 20-min 16 kHz WAV, 55 MB for 75 s of 384 kHz 8-channel FLAC).
+ffmpeg's temporary files are its output, <= 4 B x 16 kHz x (length cap + 1 s): 7.7 MB for a
+query, 77 MB at the 20-min cap; and for bytes, a copy of them (<= `MAX_FILE_BYTES`, 100 MB).
 """
 
 from __future__ import annotations
@@ -250,11 +251,17 @@ def _decode_to_mono(stream: _Stream, max_seconds: float | None) -> np.ndarray:
     if max(high - mean, mean - low) < SILENCE_PEAK:
         raise AudioError(f"{name} is silent. Check that the microphone is on and not muted, "
                          "then record again.")
-    if rate == SAMPLE_RATE:
-        return np.concatenate([mono - mean for mono in _mono_blocks(stream)])
-    resampler = _StreamResampler(rate, SAMPLE_RATE)
-    out = [y for mono in _mono_blocks(stream) for y in resampler.push(mono - mean)]
-    return np.concatenate([*out, resampler.flush()])
+    # the first pass counted the frames: the result is allocated once, at its final size
+    resampler = _StreamResampler(rate, SAMPLE_RATE) if rate != SAMPLE_RATE else None
+    out = np.empty(resampler.output_length(frames) if resampler else frames, np.float32)
+    filled = 0
+    for mono in _mono_blocks(stream):
+        for piece in resampler.push(mono - mean) if resampler else [mono - mean]:
+            out[filled:filled + len(piece)] = piece
+            filled += len(piece)
+    if resampler:
+        out[filled:] = resampler.flush()
+    return out
 
 
 def _mono_blocks(stream: _Stream) -> Iterator[np.ndarray]:
@@ -292,13 +299,17 @@ class _StreamResampler:
             self.left = self.context
         return out
 
+    def output_length(self, frames: int) -> int:
+        """Samples out for `frames` samples in, as torchaudio gives for the whole signal."""
+        return math.ceil(frames * self.new / self.orig)
+
     def flush(self) -> np.ndarray:
         """The outputs of the samples still held, at the end of the signal."""
         rest = len(self.buffer) - self.left
         if rest == 0:
             return np.zeros(0, np.float32)
         first = self.left // self.orig * self.new
-        return self._resample(self.buffer)[first:first + math.ceil(rest * self.new / self.orig)]
+        return self._resample(self.buffer)[first:first + self.output_length(rest)]
 
     def _resample(self, chunk: np.ndarray) -> np.ndarray:
         return torchaudio.functional.resample(
@@ -311,18 +322,20 @@ def _decode(source: AudioSource, max_seconds: float | None) -> tuple[np.ndarray,
     if isinstance(source, tuple):
         return _decode_to_mono(_from_array_tuple(source), max_seconds), "The recording"
     if isinstance(source, (bytes, bytearray)):
-        data, name = bytes(source), "The recording"
+        data: bytes | Path = bytes(source)
+        name, size, head = "The recording", len(data), data[:TEXT_SNIFF_BYTES]
     elif isinstance(source, (str, os.PathLike)):
-        data, name = _read_file(Path(source)), Path(source).name
+        data = Path(source).absolute()  # read where it is: neither memory nor a copy holds it
+        name, size, head = data.name, *_stat_file(data)
     else:
         raise AudioError(f"Cannot read audio from a {type(source).__name__}; pass a file path, "
                          "the file's bytes, or a (sample_rate, samples) tuple.")
-    _check_content(data, name)
+    _check_content(head, size, name)
     # libsndfile reads WAV, FLAC, OGG/Vorbis/Opus and MP3 in process; ffmpeg reads the rest,
     # streamed files (no length in the header: libsndfile fails at their end) and whatever
     # libsndfile fails to read
     try:
-        f = sf.SoundFile(io.BytesIO(data))
+        f = sf.SoundFile(data if isinstance(data, Path) else io.BytesIO(data))
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
         f = None
     if f is not None:
@@ -340,8 +353,9 @@ def _decode(source: AudioSource, max_seconds: float | None) -> tuple[np.ndarray,
                              f"{SUPPORTED_FORMATS}.") from None
 
 
-def _read_file(path: Path) -> bytes:
-    """The bytes of the file at `path`; errors name the file, never the server's folders."""
+def _stat_file(path: Path) -> tuple[int, bytes]:
+    """The size of the file at `path` and its first bytes; errors name the file, never the
+    server's folders."""
     if path.is_dir():
         raise AudioError(f"'{path.name}' is a folder, not an audio file. Choose a recording "
                          f"({SUPPORTED_FORMATS}).")
@@ -349,9 +363,8 @@ def _read_file(path: Path) -> bytes:
         raise AudioError(f"Audio file '{path.name}' not found. Check the file name, or upload "
                          "the recording again.")
     try:
-        _check_size(path.stat().st_size, path.name)
         with open(path, "rb") as f:
-            return f.read()
+            return os.fstat(f.fileno()).st_size, f.read(TEXT_SNIFF_BYTES)
     except OSError as err:
         raise AudioError(f"Audio file '{path.name}' could not be read ({err.strerror}). Check "
                          "that it is readable, or upload it again.") from None
@@ -430,20 +443,22 @@ def _is_text(data: bytes) -> bool:
     return bool(text) and all(ch.isprintable() or ch in "\t\r\n" for ch in text)
 
 
-def _check_content(data: bytes, name: str) -> None:
-    """Refuse empty, oversized and obviously non-audio files with what they are."""
-    _check_size(len(data), name)
+def _check_content(head: bytes, size: int, name: str) -> None:
+    """Refuse empty, oversized and obviously non-audio files (from their first bytes `head`
+    and `size`) with what they are."""
+    _check_size(size, name)
     for magic, what in _NOT_AUDIO_MAGIC.items():
-        if data.startswith(magic):
+        if head.startswith(magic):
             raise AudioError(f"{name} is {what}, not audio. Upload a voice recording "
                              f"({SUPPORTED_FORMATS}).")
-    if _is_text(data):
+    if _is_text(head):
         raise AudioError(f"{name} is a text file, not audio. Upload a voice recording "
                          f"({SUPPORTED_FORMATS}).")
 
 
 @contextlib.contextmanager
-def _ffmpeg_stream(data: bytes, name: str, max_seconds: float | None) -> Iterator[_Stream]:
+def _ffmpeg_stream(data: bytes | Path, name: str, max_seconds: float | None
+                   ) -> Iterator[_Stream]:
     """Decode M4A/AAC, WebM and anything else ffmpeg knows to 16 kHz mono, stopping just past
     the length limit, so that neither its output file nor our memory grows with the input's
     rate, channels or length."""
@@ -453,7 +468,10 @@ def _ffmpeg_stream(data: bytes, name: str, max_seconds: float | None) -> Iterato
                          "is not installed. Convert it to WAV or FLAC, or install ffmpeg.")
     with tempfile.TemporaryDirectory(prefix="voiceface-") as tmp:
         src, dst = Path(tmp) / "input", Path(tmp) / "output.wav"
-        src.write_bytes(data)  # a file, not a pipe: MP4 keeps its index at the end
+        if isinstance(data, Path):
+            src = data  # absolute: ffmpeg takes it for neither an option nor a protocol
+        else:
+            src.write_bytes(data)  # a file, not a pipe: MP4 keeps its index at the end
         # -t: one second past the limit, so that a longer file is seen to be longer;
         # -rematrix_maxval 1: mono is the channels' mean, as for other files (not their sum/√2)
         cmd = [ffmpeg, "-nostdin", "-v", "error", "-i", str(src), "-vn", "-map", "0:a:0",
