@@ -44,7 +44,12 @@ from .voice import pool
 
 MIN_ENROLL_SECONDS = 5.0  # s of speech; fewer give an unreliable voice embedding
 MAX_ENROLL_SECONDS = 120.0  # s of speech; 20-90 s is plenty
-MAX_NAME_CHARS = 80
+MAX_NAME_CHARS = 80  # characters, after normalisation
+# Letters that draw nothing and are not format characters: with them two names could look alike.
+INVISIBLE_LETTERS = frozenset("\u034f\u115f\u1160\u3164\uffa0")  # CGJ, Hangul fillers
+# Categories refused in names: control, format (bidi overrides and isolates, marks, zero-width
+# spaces and joiners, BOM), surrogate, private use, unassigned, line and paragraph separators.
+REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 MIN_MAPPER_PEOPLE = 4  # people with latents needed to (re)train the mapper
 INCOMING = "incoming"  # photos between alignment and the gallery's save
 READY = "ready"
@@ -108,15 +113,8 @@ class LiveGallery:
         """Validate, embed and add a person; return their id. Searchable by voice at once;
         the face latent follows in the background (`status`). Raises `ValueError` (nothing
         saved) without consent, or for an unusable name, recording or photo."""
-        if consent is not True:
-            raise ValueError("Consent is required: the person must agree to their voice and "
-                             "face being stored and searched. Tick the consent box.")
-        name = " ".join(str(name or "").split())
-        if not name:
-            raise ValueError("Give the person's display name.")
-        if len(name) > MAX_NAME_CHARS:
-            raise ValueError(f"The name is {len(name)} characters long; use at most "
-                             f"{MAX_NAME_CHARS}.")
+        require_consent(consent)
+        name = clean_name(name)
         wav = load_audio(voice_audio, max_seconds=MAX_ENROLL_SECONDS,
                          min_seconds=MIN_ENROLL_SECONDS)
         aligned = faces.align(face_photo, faces.DISPLAY_SIZE, name="the face photo").image
@@ -247,6 +245,44 @@ class LiveGallery:
                                  seed=self.seed, progress=False)
         mapper.save_pretrained(mapper_dir)
         self.vf.mapper, self.mapper_people = mapper, ids
+
+
+def require_consent(consent: object) -> None:
+    """Raise `ValueError` unless `consent` is exactly `True` (a ticked box), so that no
+    string ("false", "0"), number or list passed through an API counts as consent."""
+    if consent is True:
+        return
+    given = "" if consent is False or consent is None else (
+        f" Consent must be the boolean true, not a {type(consent).__name__}.")
+    raise ValueError("Consent is required: the person must agree to their voice and face being "
+                     f"stored and searched. Tick the consent box.{given}")
+
+
+def clean_name(name: object) -> str:
+    """A display name as it is stored and shown: NFKC-normalised (full-width "Ａｉｋｏ" is
+    "Aiko"), spaces collapsed, at most `MAX_NAME_CHARS`. Raises `ValueError` saying what to
+    change for an empty name, one that is not text, or one holding control, format
+    (bidirectional overrides, zero-width) or other invisible characters, with which two
+    people's names could look the same. Plain text: the caller escapes it where it renders."""
+    if name is None:
+        name = ""
+    if not isinstance(name, str):
+        raise ValueError(f"The name must be text, not a {type(name).__name__}; give the "
+                         "person's display name.")
+    name = unicodedata.normalize("NFKC", name).strip()
+    for ch in name:
+        if unicodedata.category(ch) in REFUSED_CATEGORIES or ch in INVISIBLE_LETTERS:
+            what = unicodedata.name(ch, "a control character")
+            raise ValueError(f"The name contains an invisible or control character (U+"
+                             f"{ord(ch):04X} {what}); type the name again on one line, without "
+                             "copying it from formatted text.")
+    name = " ".join(name.split())
+    if not name:
+        raise ValueError("Give the person's display name.")
+    if len(name) > MAX_NAME_CHARS:
+        raise ValueError(f"The name is {len(name)} characters long; use at most "
+                         f"{MAX_NAME_CHARS}.")
+    return name
 
 
 def new_id(name: str) -> str:

@@ -1,0 +1,182 @@
+"""Decoding is bounded whatever comes in: memory, temporary files, and what errors reveal.
+
+The attacker's file of issue 21: a 1.9 MB FLAC at 384 kHz with 8 channels, 360 s long (one
+second of tone, then digital silence), which the whole-array decoder turned into 5.6 GB of
+memory, and the same audio in Matroska, which ffmpeg turned into a 4.2 GB temporary WAV.
+Peak memory is measured in a fresh process, so nothing else in the test run counts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import torchaudio
+
+from conftest import REPO
+from voiceface.audio import MAX_DECODED_SAMPLES, SAMPLE_RATE, AudioError, load_audio
+
+BOMB_RATE = 384_000  # Hz
+BOMB_CHANNELS = 8
+BOMB_SECONDS = 360  # s
+MAX_GROWTH_MB = 200  # MB of peak RSS growth allowed for one decode
+WRITE_BLOCK_SECONDS = 10  # s of silence written at once when building a test file
+
+# Run in a fresh interpreter: decode argv[1], report peak RSS growth and peak temp bytes.
+MEASURE = r"""
+import json, resource, sys, tempfile, threading, time
+from pathlib import Path
+from voiceface.audio import AudioError, load_audio
+tmp, peak_tmp, done = Path(tempfile.gettempdir()), [0], threading.Event()
+def watch():
+    while not done.is_set():
+        size = sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file())
+        peak_tmp[0] = max(peak_tmp[0], size)
+        time.sleep(0.005)
+watcher = threading.Thread(target=watch)
+watcher.start()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    max_seconds = None if sys.argv[2] == "none" else float(sys.argv[2])
+    outcome = f"decoded {len(load_audio(sys.argv[1], max_seconds=max_seconds))}"
+except AudioError as err:
+    outcome = f"refused: {err}"
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+done.set()
+watcher.join()
+print(json.dumps({"growth_mb": (after - before) / 1024, "peak_tmp_bytes": peak_tmp[0],
+                  "outcome": outcome}))
+"""
+
+
+def write_bomb(path: Path, seconds: int) -> Path:
+    """`seconds` of 8-channel 384 kHz FLAC: one second of a 220 Hz tone, then silence."""
+    with sf.SoundFile(path, "w", BOMB_RATE, BOMB_CHANNELS, subtype="PCM_16", format="FLAC") as f:
+        t = np.arange(BOMB_RATE) / BOMB_RATE
+        f.write(np.repeat(0.5 * np.sin(2 * np.pi * 220 * t)[:, None], BOMB_CHANNELS, axis=1))
+        zeros = np.zeros((WRITE_BLOCK_SECONDS * BOMB_RATE, BOMB_CHANNELS), np.float32)
+        for start in range(1, seconds, WRITE_BLOCK_SECONDS):
+            f.write(zeros[:(min(seconds, start + WRITE_BLOCK_SECONDS) - start) * BOMB_RATE])
+    return path
+
+
+def to_matroska(flac: Path) -> Path:
+    mka = flac.with_suffix(".mka")
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(flac), "-c:a", "copy",
+                    str(mka)], check=True)
+    return mka
+
+
+@pytest.fixture(scope="module")
+def bomb(tmp_path_factory) -> Path:
+    return write_bomb(tmp_path_factory.mktemp("bomb") / "bomb.flac", BOMB_SECONDS)
+
+
+def measure(path: Path, max_seconds: float | None, tmp: Path) -> dict:
+    """Decode `path` in a fresh process with its own temporary directory `tmp`."""
+    tmp.mkdir()
+    env = {**os.environ, "TMPDIR": str(tmp), "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", MEASURE, str(path),
+                           "none" if max_seconds is None else str(max_seconds)],
+                          capture_output=True, text=True, env=env, timeout=300, check=True)
+    return json.loads(proc.stdout)
+
+
+def test_the_attackers_flac_is_refused_from_its_header(bomb, tmp_path):
+    assert bomb.stat().st_size < 3 * 2**20  # a small upload
+    query = measure(bomb, 30.0, tmp_path / "query")
+    assert query["outcome"].startswith("refused: bomb.flac is 360.0 s long; the limit is 30 s")
+    enroll = measure(bomb, None, tmp_path / "enroll")
+    assert "too many samples (8 channels at 384000 Hz" in enroll["outcome"]
+    assert max(query["growth_mb"], enroll["growth_mb"]) < MAX_GROWTH_MB
+
+
+def test_a_large_flac_under_the_limits_is_decoded_in_bounded_memory(tmp_path):
+    seconds = MAX_DECODED_SAMPLES // (BOMB_RATE * BOMB_CHANNELS)  # 75 s, 0.9 GB as float32
+    flac = write_bomb(tmp_path / "large.flac", seconds)
+    result = measure(flac, None, tmp_path / "tmp")
+    assert result["outcome"].startswith("decoded")
+    assert result["growth_mb"] < MAX_GROWTH_MB
+
+
+def test_the_attackers_matroska_goes_through_ffmpeg_bounded(bomb, tmp_path):
+    mka = to_matroska(bomb)
+    query = measure(mka, 30.0, tmp_path / "query")
+    assert query["outcome"].startswith("refused: bomb.mka is more than 120 s long")
+    enroll = measure(mka, None, tmp_path / "enroll")
+    assert enroll["outcome"].startswith("decoded")
+    assert max(query["growth_mb"], enroll["growth_mb"]) < MAX_GROWTH_MB
+    # the only temporary file is ffmpeg's 16 kHz mono float output: 4 B x 16 kHz x seconds
+    assert query["peak_tmp_bytes"] < 4 * SAMPLE_RATE * (120 + 2)
+    assert enroll["peak_tmp_bytes"] < 4 * SAMPLE_RATE * (BOMB_SECONDS + 1)
+
+
+@pytest.mark.parametrize("rate", [48_000, 44_100])
+def test_block_resampling_equals_whole_array_resampling(speech, rate):
+    seconds = 25.0  # several resampling steps and decoding blocks
+    stereo = np.stack([speech(seconds, rate=rate), 0.5 * speech(seconds, rate=rate, seed=1)],
+                      axis=1).astype(np.float32)
+    mono = stereo.mean(axis=1)
+    whole = torchaudio.functional.resample(torch.from_numpy(mono - mono.mean()), rate,
+                                           SAMPLE_RATE).numpy()
+    out = load_audio((rate, stereo), max_seconds=None, trim=False)
+    assert out.shape == whole.shape
+    assert np.max(np.abs(out - whole)) < 1e-6
+
+
+def test_ffmpeg_downmix_is_the_channel_mean(speech, tmp_path):
+    stereo = np.stack([speech(3.0, rate=48_000)] * 2, axis=1)
+    src = tmp_path / "stereo.wav"
+    sf.write(src, stereo, 48_000)
+    m4a = tmp_path / "stereo.m4a"
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(src), "-c:a", "aac",
+                    "-b:a", "192k", str(m4a)], check=True)
+    direct, decoded = load_audio(src), load_audio(m4a)
+    n = min(len(direct), len(decoded))
+    gain = float(np.dot(direct[:n], decoded[:n]) / np.dot(direct[:n], direct[:n]))
+    assert abs(gain - 1.0) < 0.01
+
+
+def test_long_silence_around_a_query_is_accepted_up_to_four_times_the_limit(speech):
+    def padded(total_seconds: float) -> tuple[int, np.ndarray]:
+        wav = np.zeros(int(total_seconds * SAMPLE_RATE), np.float32)
+        wav[SAMPLE_RATE:6 * SAMPLE_RATE] = speech(5.0)
+        return SAMPLE_RATE, wav
+
+    assert 5.0 <= len(load_audio(padded(115.0), max_seconds=30.0)) / SAMPLE_RATE < 5.5
+    with pytest.raises(AudioError, match=r"125\.0 s long; the limit is 30 s of speech \(with "
+                                         r"silence around it, 120 s\)"):
+        load_audio(padded(125.0), max_seconds=30.0)
+
+
+def test_missing_files_and_folders_never_reveal_the_server_path(tmp_path):
+    folder = tmp_path / "uploads" / "session"
+    folder.mkdir(parents=True)
+    for source, message in [(folder / "voice.wav", "Audio file 'voice.wav' not found"),
+                            (folder, "'session' is a folder, not an audio file")]:
+        with pytest.raises(AudioError, match=message) as info:
+            load_audio(source)
+        assert str(tmp_path) not in str(info.value) and "uploads" not in str(info.value)
+
+
+def streamed_flac(path: Path, seconds: float) -> Path:
+    """A FLAC written to a pipe, as recorders do: its header does not say how long it is."""
+    with open(path, "wb") as out:
+        subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i",
+                        f"sine=f=220:r=48000:d={min(seconds, 3)}", "-af", "apad", "-t",
+                        str(seconds), "-c:a", "flac", "-f", "flac", "pipe:1"],
+                       stdout=out, check=True)
+    return path
+
+
+def test_streamed_flac_without_a_length_is_decoded_and_still_limited(tmp_path):
+    assert abs(len(load_audio(streamed_flac(tmp_path / "short.flac", 3))) / SAMPLE_RATE - 3) < 0.1
+    with pytest.raises(AudioError, match="more than 20 min"):
+        load_audio(streamed_flac(tmp_path / "long.flac", 25 * 60), max_seconds=None)
