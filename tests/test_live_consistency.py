@@ -158,6 +158,18 @@ def test_two_processes_enrolling_and_deleting_lose_nothing_and_resurrect_nothing
     assert set(state.mapper.config.people) == bundle_people - {"dev00", "dev01"}
 
 
+def test_a_replica_takes_the_others_changes_when_it_refreshes(vf, dev_bundle, tmp_path):
+    one = LiveGallery.open(vf, tmp_path / "live", min_people=4)
+    two = LiveGallery.open(VoiceFace.from_pretrained(dev_bundle, progress=False),
+                           tmp_path / "live", min_people=4)
+    assert not two.refresh()
+    one.delete("dev03")  # drops and retrains the mapper
+    assert "dev03" in two.vf.gallery and "dev03" in two.mapper_people  # until it refreshes
+    assert two.refresh()
+    assert "dev03" not in two.vf.gallery and "dev03" not in two.mapper_people
+    assert not two.refresh() and not one.refresh()
+
+
 # -- a delete killed at each step -------------------------------------------------------------
 def delete_killed_at(vf, root, person_id: str, step: int) -> None:
     """Child: delete `person_id`, killing itself with SIGKILL just before the `step`-th

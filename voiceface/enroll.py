@@ -4,6 +4,7 @@
     person_id = live.enroll("Aiko", "voice.wav", "face.jpg", consent=True)
     live.status(person_id)                              # "queued" -> "inverting" -> "ready"
     live.delete(person_id)                              # every trace, mapper retrained
+    live.refresh()                                      # take other processes' changes
 
 The gallery directory holds `gallery/` (a saved `Gallery`: index, people, content-addressed
 face photos, latents) and `mapper/`. On the first start it is a copy of the bundle's; later
@@ -18,7 +19,7 @@ Every change is a read-modify-write of the saved gallery under the directory's f
 (so other processes on the same directory, e.g. an overlapping restart or a second replica,
 lose no update): load, change, save (atomic), then swap a freshly loaded gallery and mapper
 into the pipeline as one `GalleryState`, so requests running meanwhile finish on the version
-they started with. A process sees another's changes at its own next change, or at `open`.
+they started with. A process takes another's changes at its own next change, or `refresh`.
 
 The mapper records whom it was trained on. Deleting someone it holds drops it (from the
 pipeline, then from the disk) before the gallery without them is committed, then retrains it:
@@ -38,7 +39,7 @@ import threading
 import time
 import unicodedata
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
@@ -49,6 +50,7 @@ from .audio import SAMPLE_RATE, AudioSource, load_audio
 from .gallery import MANIFEST, Gallery, GalleryError
 from .invert import InversionConfig, Inverter
 from .mapper import CONFIG_FILE as MAPPER_CONFIG
+from .mapper import WEIGHTS_FILE as MAPPER_WEIGHTS
 from .mapper import SMALL_MAPPER, VoiceToLatent, train_mapper
 from .pipeline import GALLERY_DIR, MAPPER_DIR, GalleryState, VoiceFace, load_derived
 from .voice import pool
@@ -74,6 +76,7 @@ class LiveGallery:
         self.seed = seed
         self._lock = threading.RLock()
         self._held = 0  # nesting depth of `_exclusive` in the thread holding `_lock`
+        self._loaded: tuple | None = None  # `_version()` of what the pipeline serves
         self._status: dict[str, str] = {}
         self._jobs: queue.Queue[str | None] = queue.Queue()  # None stops the worker
         self._inverter: Inverter | None = None
@@ -103,6 +106,7 @@ class LiveGallery:
                                    "enrolled with other models: start with those models, or "
                                    "choose another gallery directory.") from None
             vf.gallery.save(gallery_dir)  # deletes what a killed save left (deleted people)
+            live._loaded = live._version()  # what is served is what was just saved
             if vf.mapper is None and len(vf.gallery.latents()[0]) >= max(2, live.min_people):
                 live._retrain()  # dropped by a delete that did not finish, or of old format
         for person in vf.gallery.people:
@@ -164,6 +168,18 @@ class LiveGallery:
         """"queued", "inverting", "ready" or "failed: reason" for the person's face latent."""
         return self._status.get(person_id, "no latent")
 
+    def refresh(self) -> bool:
+        """Swap in what other processes on the directory (a replica, an overlapping restart)
+        saved since this one last loaded; True if there was anything. Cheap when there was
+        not (a manifest read and a stat), so it can run before every request."""
+        if self._version() == self._loaded:
+            return False
+        with self._exclusive():
+            if self._version() == self._loaded:
+                return False
+            self._reload()
+            return True
+
     def statuses(self) -> dict[str, str]:
         """The latent status of everyone in the gallery, by id."""
         return {p.id: self.status(p.id) for p in self.vf.gallery.people}
@@ -195,7 +211,9 @@ class LiveGallery:
             if person_id not in gallery:
                 raise GalleryError(f"No person with id {person_id!r} in the gallery.")
             gallery.remove(person_id)
-            dropped = _may_hold(_saved_mapper_people(self.root), person_id)
+            saved = self.root / MAPPER_DIR / MAPPER_CONFIG
+            dropped = saved.is_file() and _may_hold(json.loads(saved.read_text()).get("people"),
+                                                    person_id)
             if self.vf.mapper is not None and _may_hold(self.vf.mapper.config.people,
                                                         person_id):
                 self.vf.state = GalleryState(self.vf.gallery, None)
@@ -232,9 +250,26 @@ class LiveGallery:
         self._reload()
 
     def _reload(self) -> None:
-        """Swap the saved gallery and mapper into the pipeline as one state."""
+        """Swap the saved gallery and mapper into the pipeline as one state (the caller holds
+        `_exclusive`)."""
+        self._loaded = self._version()
         self.vf.state = load_derived(self.root, self.vf.encoder.fingerprint,
                                      self.vf.generator_fingerprint)
+
+    def _version(self) -> tuple:
+        """What identifies the saved gallery and mapper: every save names a new data
+        directory, every mapper is a new file."""
+        manifest = self.root / GALLERY_DIR / MANIFEST
+        try:
+            data = json.loads(manifest.read_text()).get("data")
+        except (OSError, ValueError):
+            data = None
+        try:
+            weights = os.stat(self.root / MAPPER_DIR / MAPPER_WEIGHTS)
+            mapper = (weights.st_ino, weights.st_mtime_ns)
+        except FileNotFoundError:
+            mapper = None
+        return data, mapper
 
     def _queue(self, person_id: str) -> None:
         self._status[person_id] = "queued"
@@ -285,32 +320,24 @@ class LiveGallery:
         `min_people` have one (the caller holds `_exclusive`, and has just committed)."""
         gallery = self.vf.gallery
         ids, latents = gallery.latents()
+        mapper = None
         if len(ids) < max(2, self.min_people):
             _drop_mapper(self.root)
-            self.vf.state = GalleryState(gallery, None)
-            return
-        embeddings = np.stack([gallery.embedding(i) for i in ids])
-        mapper, _ = train_mapper(embeddings, latents, ids,
-                                 self.vf.generator.w_avg.cpu().numpy(), **SMALL_MAPPER,
-                                 encoder_fingerprint=self.vf.encoder.fingerprint,
-                                 generator_fingerprint=self.vf.generator_fingerprint,
-                                 seed=self.seed, progress=False)
-        _install_mapper(self.root, mapper)
+        else:
+            embeddings = np.stack([gallery.embedding(i) for i in ids])
+            mapper, _ = train_mapper(embeddings, latents, ids,
+                                     self.vf.generator.w_avg.cpu().numpy(), **SMALL_MAPPER,
+                                     encoder_fingerprint=self.vf.encoder.fingerprint,
+                                     generator_fingerprint=self.vf.generator_fingerprint,
+                                     seed=self.seed, progress=False)
+            _install_mapper(self.root, mapper)
+        self._loaded = self._version()
         self.vf.state = GalleryState(gallery, mapper)
 
 
-def _saved_mapper_people(root: Path) -> list[str] | None | bool:
-    """Whom the mapper saved in `root` was trained on: their ids, None if it does not say
-    (an older mapper), False if there is no mapper."""
-    config = root / MAPPER_DIR / MAPPER_CONFIG
-    if not config.is_file():
-        return False
-    return json.loads(config.read_text()).get("people")
-
-
-def _may_hold(people, person_id: str) -> bool:
-    """Whether a mapper trained on `people` (see `_saved_mapper_people`) may hold the person."""
-    return people is not False and (people is None or person_id in people)
+def _may_hold(people: Sequence[str] | None, person_id: str) -> bool:
+    """Whether a mapper trained on `people` (None: it does not say whom) may hold the person."""
+    return people is None or person_id in people
 
 
 def _drop_mapper(root: Path) -> None:
