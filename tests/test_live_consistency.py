@@ -3,6 +3,7 @@ update, and a delete killed at any step never leaves the person served by the ma
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import shutil
@@ -168,6 +169,32 @@ def test_a_replica_takes_the_others_changes_when_it_refreshes(vf, dev_bundle, tm
     assert two.refresh()
     assert "dev03" not in two.vf.gallery and "dev03" not in two.mapper_people
     assert not two.refresh() and not one.refresh()
+
+
+# -- a mapper that may hold someone gone is not used ------------------------------------------
+def test_a_mapper_trained_on_someone_gone_or_not_saying_whom_is_not_used(dev_bundle, tmp_path):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(dev_bundle, bundle)
+    mapper_json = bundle / "mapper" / "mapper.json"
+    config = json.loads(mapper_json.read_text())
+    assert config["people"] == [f"dev{i:02d}" for i in range(DEV_PEOPLE)]  # train_mapper's
+    assert VoiceFace.from_pretrained(bundle, progress=False)(
+        bundle / "voices" / "dev01.flac").method == "mapper"
+
+    gallery = Gallery.load(bundle / "gallery")
+    gallery.remove("dev03")  # deleted without retraining the mapper (e.g. by an old version)
+    gallery.save(bundle / "gallery")
+    with pytest.warns(UserWarning, match="trained on 1 people who are no longer in the "
+                                         "gallery.*rebuild the mapper"):
+        vf = VoiceFace.from_pretrained(bundle, progress=False)
+    assert vf.mapper is None and vf(bundle / "voices" / "dev01.flac").method == "knn-blend"
+
+    del config["people"]  # a mapper saved before mappers recorded whom they learnt
+    mapper_json.write_text(json.dumps(config))
+    shutil.copytree(dev_bundle / "gallery", bundle / "gallery", dirs_exist_ok=True)
+    shutil.copy(dev_bundle / "gallery" / "manifest.json", bundle / "gallery")
+    with pytest.warns(UserWarning, match="does not record whom it was trained on"):
+        assert VoiceFace.from_pretrained(bundle, progress=False).mapper is None
 
 
 # -- a delete killed at each step -------------------------------------------------------------
