@@ -8,9 +8,13 @@ including the exact re-scoring of ANN candidates) and recall@1 against exact sea
 - "fresh" queries: new random vectors (nobody enrolled; in 512-d every stored vector is about
   equally far, the hardest case for any ANN index and not one the open-set search needs).
 Search-time settings (efSearch, nprobe) are swept on one build; IVF rows say nlist/nprobe.
+With --gallery-load, instead: what starting on a saved gallery of N people costs, now that no
+FAISS file is read (`Gallery.load` of the JSON and .npy files, then `prepare_index` rebuilding
+the "auto" index: exact up to 20,000 people, IVF-PQ above).
 Usage (repository root): python -m benchmarks.gallery_scale [--sizes 10000 100000 1000000]
     [--kinds flat hnsw ivfpq] [--hnsw-m 32] [--ef-construction 80] [--ef-search 16 32 64 128]
     [--nlist 0] [--nprobe 0] [--pq-m 64] [--queries 200]     (0 = the defaults for N)
+    [--gallery-load]
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import faiss
 import numpy as np
 
 from voiceface.ann import IndexSpec, build, configure, default_nprobe, search
+from voiceface.gallery import Gallery, Person
 
 DIM = 512
 NEAR_COSINE = 0.8  # expected cosine between a "near" query and its source vector
@@ -125,6 +130,26 @@ def run_size(n: int, args: argparse.Namespace) -> None:
         del index
 
 
+def gallery_load(n: int) -> None:
+    """Save a gallery of n people and time loading it and rebuilding its index."""
+    gallery = Gallery(DIM, "benchmark")
+    # add() copies the matrix per person (fine live, hours at 10^6): fill it at once instead
+    gallery._people = [Person(f"p{i:07d}", f"Person {i}") for i in range(n)]
+    gallery._rows = {p.id: i for i, p in enumerate(gallery._people)}
+    gallery._embeddings = unit_vectors(n, np.random.default_rng(n))
+    with tempfile.TemporaryDirectory() as tmp:
+        gallery.save(tmp)
+        del gallery
+        t0 = time.perf_counter()
+        loaded = Gallery.load(tmp)
+        read = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        loaded.prepare_index()
+        rebuilt = time.perf_counter() - t0
+    print(f"{n:>9,} {loaded.index_kind:<6} {read:>7.2f} {rebuilt:>10.2f} {read + rebuilt:>8.2f} "
+          f"{rss_mb()[0]:>7.0f}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
@@ -139,7 +164,15 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200, help="of each kind")
     parser.add_argument("--threads", type=int, default=1,
                         help="FAISS OpenMP threads for building (queries use 1)")
+    parser.add_argument("--gallery-load", action="store_true",
+                        help="time loading saved galleries (and rebuilding their index) instead")
     args = parser.parse_args()
+    if args.gallery_load:
+        print(f"{'people':>9} {'index':<6} {'load s':>7} {'rebuild s':>10} {'total s':>8} "
+              f"{'RSS MB':>7}", flush=True)
+        for n in args.sizes:
+            gallery_load(n)
+        return
     faiss.omp_set_num_threads(args.threads)
     print(f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} OpenMP threads to build, 1 to search, "
           f"{os.cpu_count()} CPUs (shared machine), {DIM}-d random unit vectors, "

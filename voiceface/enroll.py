@@ -4,6 +4,7 @@
     person_id = live.enroll("Aiko", "voice.wav", "face.jpg", consent=True)
     live.status(person_id)                              # "queued" -> "inverting" -> "ready"
     live.delete(person_id)                              # every trace, mapper retrained
+    live.refresh()                                      # take other processes' changes
 
 The gallery directory holds `gallery/` (a saved `Gallery`: index, people, content-addressed
 face photos, latents) and `mapper/`. On the first start it is a copy of the bundle's; later
@@ -14,14 +15,23 @@ background worker (`Inverter` on the aligned photo kept for display); once at le
 `min_people` people have latents, the mapper is retrained on everyone's (embedding, latent)
 and swapped into the pipeline. Nothing of the recording is kept, only the voice embedding.
 
-Every change is a read-modify-write of the saved gallery under one lock: load, change, save
-(atomic), then swap a freshly loaded copy into the pipeline, so searches running meanwhile
-never see a half-changed gallery.
+Every change is a read-modify-write of the saved gallery under the directory's file lock
+(so other processes on the same directory, e.g. an overlapping restart or a second replica,
+lose no update): load, change, save (atomic), then swap a freshly loaded gallery and mapper
+into the pipeline as one `GalleryState`, so requests running meanwhile finish on the version
+they started with. A process takes another's changes at its own next change, or `refresh`.
+
+The mapper records whom it was trained on. Deleting someone it holds drops it (from the
+pipeline, then from the disk) before the gallery without them is committed, then retrains it:
+a crash at any step leaves either the person in the gallery or a mapper that never saw them.
+A gallery directory left without a mapper gets one again when it is next opened.
 """
 
 from __future__ import annotations
 
 import io
+import json
+import os
 import queue
 import re
 import shutil
@@ -29,6 +39,8 @@ import threading
 import time
 import unicodedata
 import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -38,8 +50,10 @@ from .audio import SAMPLE_RATE, AudioSource, load_audio
 from .calibration import recalibrate
 from .gallery import MANIFEST, Gallery, GalleryError
 from .invert import InversionConfig, Inverter
-from .mapper import SMALL_MAPPER, train_mapper
-from .pipeline import GALLERY_DIR, MAPPER_DIR, VoiceFace, load_derived
+from .mapper import CONFIG_FILE as MAPPER_CONFIG
+from .mapper import WEIGHTS_FILE as MAPPER_WEIGHTS
+from .mapper import SMALL_MAPPER, VoiceToLatent, train_mapper
+from .pipeline import GALLERY_DIR, MAPPER_DIR, GalleryState, VoiceFace, load_derived
 from .voice import pool
 
 MIN_ENROLL_SECONDS = 5.0  # s of speech; fewer give an unreliable voice embedding
@@ -66,8 +80,9 @@ class LiveGallery:
         self.inversion = inversion or InversionConfig()  # the photo -> latent settings
         self.min_people = min_people
         self.seed = seed
-        self.mapper_people: list[str] | None = None  # whom the last retrained mapper saw
         self._lock = threading.RLock()
+        self._held = 0  # nesting depth of `_exclusive` in the thread holding `_lock`
+        self._loaded: tuple | None = None  # `_version()` of what the pipeline serves
         self._status: dict[str, str] = {}
         self._jobs: queue.Queue[str | None] = queue.Queue()  # None stops the worker
         self._inverter: Inverter | None = None
@@ -77,30 +92,41 @@ class LiveGallery:
     def open(cls, vf: VoiceFace, directory: str | Path, **kwargs) -> LiveGallery:
         """Use `directory` as `vf`'s gallery: load the one saved there, or copy the bundle's
         there first. Raises `GalleryError` when the saved one was made for other models.
-        Live-enrolled people still missing a latent are queued again; photos a crash left
-        between alignment and save are deleted."""
+        Live-enrolled people still missing a latent are queued again; photos, gallery data
+        and mapper directories a crash left behind are deleted, and a missing mapper is
+        retrained."""
         live = cls(vf, directory, **kwargs)
         gallery_dir = live.root / GALLERY_DIR
-        fingerprints = {"encoder_fingerprint": vf.encoder.fingerprint,
-                        "generator_fingerprint": vf.generator_fingerprint}
-        with live._lock, storage.locked(live.root):
+        with live._exclusive():
             shutil.rmtree(live.root / INCOMING, ignore_errors=True)  # left by a crash
+            for leftover in live.root.glob(f".{MAPPER_DIR}-*"):
+                shutil.rmtree(leftover, ignore_errors=True)
             if not (gallery_dir / MANIFEST).is_file():
                 vf.gallery.save(gallery_dir)
                 if vf.mapper is not None:
-                    vf.mapper.save_pretrained(live.root / MAPPER_DIR)
-        try:
-            vf.gallery, vf.mapper = load_derived(live.root, **fingerprints)
-        except GalleryError as err:
-            raise GalleryError(f"{err} The gallery directory {live.root} holds people enrolled "
-                               "with other models: start with those models, or choose another "
-                               "gallery directory.") from None
+                    _install_mapper(live.root, vf.mapper)
+            try:
+                live._reload()
+            except GalleryError as err:
+                raise GalleryError(f"{err} The gallery directory {live.root} holds people "
+                                   "enrolled with other models: start with those models, or "
+                                   "choose another gallery directory.") from None
+            vf.gallery.save(gallery_dir)  # deletes what a killed save left (deleted people)
+            live._loaded = live._version()  # what is served is what was just saved
+            if vf.mapper is None and len(vf.gallery.latents()[0]) >= max(2, live.min_people):
+                live._retrain()  # dropped by a delete that did not finish, or of old format
         for person in vf.gallery.people:
             if vf.gallery.latent(person.id) is not None:
                 live._status[person.id] = READY
             elif person.extra.get("live_enrolled") and person.faces:
                 live._queue(person.id)
         return live
+
+    @property
+    def mapper_people(self) -> list[str] | None:
+        """Whom the pipeline's mapper was trained on (None without a mapper)."""
+        mapper = self.vf.mapper
+        return None if mapper is None else list(mapper.config.people or ())
 
     @property
     def photo_dir(self) -> Path:
@@ -121,25 +147,37 @@ class LiveGallery:
         embedding = pool(self.vf.encoder.embed_windows(wav))
         del wav  # nothing of the recording is kept
         person_id = new_id(name)
-        incoming = self.root / INCOMING
-        incoming.mkdir(parents=True, exist_ok=True)
-        photo = incoming / f"{uuid.uuid4().hex}.jpg"
         buffer = io.BytesIO()
         aligned.save(buffer, "JPEG", quality=faces.DISPLAY_QUALITY)
-        storage.write_bytes(photo, buffer.getvalue())
-        try:
-            with self._lock:
-                self._change(lambda g: g.add(
-                    person_id, embedding, name=name, faces=[photo], consent=True, n_clips=1,
-                    extra={"live_enrolled": True, "enrolled_at": _now()}))
+        with self._exclusive():  # (another process's `open` deletes incoming photos)
+            incoming = self.root / INCOMING
+            incoming.mkdir(parents=True, exist_ok=True)
+            photo = storage.write_bytes(incoming / f"{uuid.uuid4().hex}.jpg", buffer.getvalue())
+            try:
+                gallery = self._load()
+                gallery.add(person_id, embedding, name=name, faces=[photo], consent=True,
+                            n_clips=1, extra={"live_enrolled": True, "enrolled_at": _now()})
+                self._commit(gallery)
                 self._queue(person_id)
-        finally:
-            photo.unlink(missing_ok=True)  # the gallery keeps its own copy
+            finally:
+                photo.unlink(missing_ok=True)  # the gallery keeps its own copy
         return person_id
 
     def status(self, person_id: str) -> str:
         """"queued", "inverting", "ready" or "failed: reason" for the person's face latent."""
         return self._status.get(person_id, "no latent")
+
+    def refresh(self) -> bool:
+        """Swap in what other processes on the directory (a replica, an overlapping restart)
+        saved since this one last loaded; True if there was anything. Cheap when there was
+        not (a manifest read and a stat), so it can run before every request."""
+        if self._version() == self._loaded:
+            return False
+        with self._exclusive():
+            if self._version() == self._loaded:
+                return False
+            self._reload()
+            return True
 
     def statuses(self) -> dict[str, str]:
         """The latent status of everyone in the gallery, by id."""
@@ -164,27 +202,75 @@ class LiveGallery:
     # -- delete -----------------------------------------------------------------------------
     def delete(self, person_id: str) -> None:
         """Remove a person completely: embedding, index entry, metadata, latent and photo
-        (the save removes photos no one references; no recording was kept); then retrain
-        the mapper without them, or drop it when fewer than `min_people` latents remain."""
-        with self._lock:
-            if person_id not in self.vf.gallery:
+        (the save removes photos no one references; no recording was kept). A mapper that
+        may hold them is dropped before the gallery without them is saved, then retrained
+        without them (or left out when fewer than `min_people` latents remain)."""
+        with self._exclusive():
+            gallery = self._load()  # as saved: another process may have changed it
+            if person_id not in gallery:
                 raise GalleryError(f"No person with id {person_id!r} in the gallery.")
-            had_latent = self.vf.gallery.latent(person_id) is not None
-            self._change(lambda g: g.remove(person_id))
+            gallery.remove(person_id)
+            saved = self.root / MAPPER_DIR / MAPPER_CONFIG
+            dropped = saved.is_file() and _may_hold(json.loads(saved.read_text()).get("people"),
+                                                    person_id)
+            if self.vf.mapper is not None and _may_hold(self.vf.mapper.config.people,
+                                                        person_id):
+                self.vf.state = GalleryState(self.vf.gallery, None)
+            if dropped:
+                _drop_mapper(self.root)
+            self._commit(gallery)
             self._status.pop(person_id, None)
-            if had_latent:  # else the mapper never saw them
+            if dropped:
                 self._retrain()
 
     # -- internals --------------------------------------------------------------------------
-    def _change(self, change) -> None:
-        """Load the saved gallery, apply `change(gallery)`, save it, swap a fresh copy in
-        (the caller holds the lock)."""
-        gallery_dir = self.root / GALLERY_DIR
-        gallery = Gallery.load(gallery_dir)
-        change(gallery)
-        recalibrate(gallery)  # the threshold follows the people: see its docstring
-        gallery.save(gallery_dir)
-        self.vf.gallery = Gallery.load(gallery_dir)
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """Hold the gallery directory for a read-modify-write: the thread lock against this
+        process's other threads and the directory's file lock against other processes. Nests:
+        the file lock is taken once per outermost entry (a second `flock` on the same file
+        from this process would wait for the first forever)."""
+        with self._lock:
+            self._held += 1
+            try:
+                with storage.locked(self.root) if self._held == 1 else nullcontext():
+                    yield
+            finally:
+                self._held -= 1
+
+    def _load(self) -> Gallery:
+        """The saved gallery, as any process left it (the caller holds `_exclusive`)."""
+        return Gallery.load(self.root / GALLERY_DIR)
+
+    def _commit(self, gallery: Gallery) -> None:
+        """Save `gallery`, then swap the saved gallery and mapper into the pipeline as one
+        state (the caller holds `_exclusive`). The threshold follows the people first (see
+        `recalibrate`)."""
+        recalibrate(gallery)
+        gallery.save(self.root / GALLERY_DIR)
+        self._reload()
+
+    def _reload(self) -> None:
+        """Swap the saved gallery and mapper into the pipeline as one state (the caller holds
+        `_exclusive`)."""
+        self._loaded = self._version()
+        self.vf.state = load_derived(self.root, self.vf.encoder.fingerprint,
+                                     self.vf.generator_fingerprint)
+
+    def _version(self) -> tuple:
+        """What identifies the saved gallery and mapper: every save names a new data
+        directory, every mapper is a new file."""
+        manifest = self.root / GALLERY_DIR / MANIFEST
+        try:
+            data = json.loads(manifest.read_text()).get("data")
+        except (OSError, ValueError):
+            data = None
+        try:
+            weights = os.stat(self.root / MAPPER_DIR / MAPPER_WEIGHTS)
+            mapper = (weights.st_ino, weights.st_mtime_ns)
+        except FileNotFoundError:
+            mapper = None
+        return data, mapper
 
     def _queue(self, person_id: str) -> None:
         self._status[person_id] = "queued"
@@ -210,41 +296,75 @@ class LiveGallery:
                 self._jobs.task_done()
 
     def _invert(self, person_id: str) -> None:
-        if person_id not in self.vf.gallery:  # deleted while queued
+        gallery = self.vf.gallery
+        if person_id not in gallery:  # deleted while queued
             self._status.pop(person_id, None)
             return
         self._status[person_id] = "inverting"
-        photo = faces.load_image(self.vf.gallery.person(person_id).faces[0])
+        photo = faces.load_image(gallery.person(person_id).faces[0])
         if self._inverter is None:
             self._inverter = Inverter.from_pretrained(self.inversion)
         w = self._inverter.invert(self.vf.generator, photo, seed=self.seed).w
-        with self._lock:
-            if person_id not in self.vf.gallery:  # deleted while inverting
+        with self._exclusive():
+            gallery = self._load()
+            if person_id not in gallery:  # deleted while inverting
                 self._status.pop(person_id, None)
                 return
-            self._change(lambda g: g.update(person_id, latent=w))
+            gallery.update(person_id, latent=w)
+            self._commit(gallery)
             self._status[person_id] = READY
             if len(self.vf.gallery.latents()[0]) >= self.min_people:
                 self._retrain()  # else the current mapper stays (it never saw this person)
 
     def _retrain(self) -> None:
         """Retrain the mapper on every person with a latent, or drop it when fewer than
-        `min_people` have one (the caller holds the lock)."""
+        `min_people` have one (the caller holds `_exclusive`, and has just committed)."""
         gallery = self.vf.gallery
         ids, latents = gallery.latents()
-        mapper_dir = self.root / MAPPER_DIR
+        mapper = None
         if len(ids) < max(2, self.min_people):
-            shutil.rmtree(mapper_dir, ignore_errors=True)
-            self.vf.mapper, self.mapper_people = None, None
-            return
-        embeddings = np.stack([gallery.embedding(i) for i in ids])
-        mapper, _ = train_mapper(embeddings, latents, ids,
-                                 self.vf.generator.w_avg.cpu().numpy(), **SMALL_MAPPER,
-                                 encoder_fingerprint=self.vf.encoder.fingerprint,
-                                 generator_fingerprint=self.vf.generator_fingerprint,
-                                 seed=self.seed, progress=False)
-        mapper.save_pretrained(mapper_dir)
-        self.vf.mapper, self.mapper_people = mapper, ids
+            _drop_mapper(self.root)
+        else:
+            embeddings = np.stack([gallery.embedding(i) for i in ids])
+            mapper, _ = train_mapper(embeddings, latents, ids,
+                                     self.vf.generator.w_avg.cpu().numpy(), **SMALL_MAPPER,
+                                     encoder_fingerprint=self.vf.encoder.fingerprint,
+                                     generator_fingerprint=self.vf.generator_fingerprint,
+                                     seed=self.seed, progress=False)
+            _install_mapper(self.root, mapper)
+        self._loaded = self._version()
+        self.vf.state = GalleryState(gallery, mapper)
+
+
+def _may_hold(people: Sequence[str] | None, person_id: str) -> bool:
+    """Whether a mapper trained on `people` (None: it does not say whom) may hold the person."""
+    return people is None or person_id in people
+
+
+def _drop_mapper(root: Path) -> None:
+    """Remove the mapper saved in `root`: renamed away first (atomic: no process loads it
+    after that), then deleted (a crash meanwhile leaves a hidden directory `open` deletes)."""
+    mapper_dir = root / MAPPER_DIR
+    if not mapper_dir.exists():
+        return
+    stale = root / f".{MAPPER_DIR}-{uuid.uuid4().hex[:8]}.old"
+    os.rename(mapper_dir, stale)
+    storage.fsync_path(root)
+    shutil.rmtree(stale)
+
+
+def _install_mapper(root: Path, mapper: VoiceToLatent) -> None:
+    """Save `mapper` as the one in `root`, whole: written beside it, then renamed in place of
+    the previous one (a crash in between leaves no mapper, never a mix of two)."""
+    tmp = root / f".{MAPPER_DIR}-{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        mapper.save_pretrained(tmp)
+        storage.fsync_path(tmp)
+        _drop_mapper(root)
+        os.rename(tmp, root / MAPPER_DIR)
+        storage.fsync_path(root)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def require_consent(consent: object) -> None:

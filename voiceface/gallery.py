@@ -7,11 +7,16 @@ saved as a directory:
 
     manifest.json          format version, encoder/generator fingerprints, threshold and
                            how it was calibrated, data dir, index settings
-    data-<id>/             people.json, embeddings.npy, index.faiss, latents.npy
+    data-<id>/             people.json, embeddings.npy, latents.npy, latent_ids.json
     faces/<sha>.<ext>      face images, content-addressed (shared by every data version)
 
 Saving writes a new `data-<id>` as a temporary directory, fsyncs and renames it, then replaces
-`manifest.json` atomically: a crash at any point leaves the previous gallery loadable.
+`manifest.json` atomically: a crash at any point leaves the previous gallery loadable. A load
+that meets a data directory a concurrent save has just replaced starts again.
+
+Galleries come from the Hub too, so loading parses nothing native: the arrays are read with
+`np.load(allow_pickle=False)` and the FAISS index is rebuilt from the embeddings (at the first
+search, or `prepare_index`). No `index.faiss` is written; one in an older gallery is ignored.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ MANIFEST = "manifest.json"
 DEFAULT_THRESHOLD = 0.70  # cosine; an unmeasured placeholder until a gallery is calibrated
 NORM_TOLERANCE = 1e-3  # an embedding's norm may differ from 1 by this much
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # safe as a file name
+LOAD_ATTEMPTS = 5  # reads of a gallery that concurrent saves keep replacing
 
 
 class GalleryError(ValueError):
@@ -231,6 +237,10 @@ class Gallery:
         if calibration is not None:
             self.threshold = calibration.threshold
 
+    def prepare_index(self) -> None:
+        """Build the search index now, so that the first search does not wait for it."""
+        self._built_index()
+
     def _built_index(self) -> faiss.Index:
         if self._index is None:
             self._index = ann.build(self._embeddings, self.index_spec)
@@ -259,9 +269,6 @@ class Gallery:
             storage.write_npy(tmp / "embeddings.npy", self._embeddings)
             storage.write_npy(tmp / "latents.npy", latents)
             storage.write_json(tmp / "latent_ids.json", ids)
-            index = self._built_index() if self._people else faiss.IndexFlatIP(self.dim)
-            faiss.write_index(index, str(tmp / "index.faiss"))
-            storage.fsync_path(tmp / "index.faiss")
             storage.fsync_path(tmp)
             os.rename(tmp, root / data_name)
             storage.fsync_path(root)
@@ -285,9 +292,24 @@ class Gallery:
              generator_fingerprint: str | None = None,
              index: str | IndexSpec | None = None) -> "Gallery":
         """Read a saved gallery. With fingerprints given, refuse one built for other models.
-        `index` overrides the saved index settings (a saved index of another kind is rebuilt
-        at the first search)."""
+        `index` overrides the saved index settings. The index is built from the embeddings
+        at the first search (see the module docstring)."""
         root = Path(directory)
+        for _ in range(LOAD_ATTEMPTS):
+            data = _data_name(root)
+            try:
+                return cls._read(root, encoder_fingerprint, generator_fingerprint, index)
+            except FileNotFoundError as err:
+                if _data_name(root) == data:  # not replaced meanwhile: really missing
+                    raise GalleryError(f"The gallery at {root} is incomplete ({err.filename} "
+                                       "is missing); rebuild it.") from None
+        raise GalleryError(f"The gallery at {root} was replaced {LOAD_ATTEMPTS} times while it "
+                           "was being read; try again.")
+
+    @classmethod
+    def _read(cls, root: Path, encoder_fingerprint: str | None,
+              generator_fingerprint: str | None, index: str | IndexSpec | None) -> "Gallery":
+        """One attempt of `load`; FileNotFoundError when a save removed what it reads."""
         manifest_path = root / MANIFEST
         if not manifest_path.is_file():
             raise GalleryError(f"No gallery at {root} (missing {MANIFEST}). Build one with "
@@ -315,8 +337,8 @@ class Gallery:
             gallery.calibrate(Calibration.from_dict(manifest["calibration"]))
             gallery.threshold = float(manifest["threshold"])  # a hand-set one stays uncalibrated
         data = root / manifest["data"]
-        embeddings = np.load(data / "embeddings.npy")
-        latents = np.load(data / "latents.npy")
+        embeddings = _load_array(data / "embeddings.npy", root)
+        latents = _load_array(data / "latents.npy", root)
         latent_ids = json.loads((data / "latent_ids.json").read_text())
         people = json.loads((data / "people.json").read_text())
         if len(people) != len(embeddings) or len(latent_ids) != len(latents):
@@ -336,14 +358,6 @@ class Gallery:
             raise GalleryError(f"The gallery at {root} has duplicate or invalid ids; rebuild it.")
         gallery._embeddings = embeddings.astype(np.float32)
         gallery._latents = {i: gallery._check_latent(w) for i, w in zip(latent_ids, latents)}
-        gallery._index = faiss.read_index(str(data / "index.faiss"))
-        if gallery._index.ntotal != len(gallery):
-            raise GalleryError(f"The index at {root} holds {gallery._index.ntotal} vectors for "
-                               f"{len(gallery)} people; rebuild it.")
-        if ann.kind_of(gallery._index) != gallery.index_kind:
-            gallery._index = None  # e.g. a flat index from before "auto" chose HNSW
-        else:
-            ann.configure(gallery._index, gallery.index_spec)
         return gallery
 
     # -- checks -----------------------------------------------------------------------------
@@ -373,6 +387,24 @@ class Gallery:
             raise GalleryError("Latent contains NaN or infinity.")
         self.latent_dim = w.shape[0]
         return w
+
+
+def _data_name(root: Path) -> str | None:
+    """The data directory the manifest names now (None if there is no readable manifest)."""
+    try:
+        return json.loads((root / MANIFEST).read_text()).get("data")
+    except (OSError, ValueError):
+        return None
+
+
+def _load_array(path: Path, root: Path) -> np.ndarray:
+    """A saved numeric array. Pickles are refused: unpickling a hostile file runs its code."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as err:
+        raise GalleryError(f"{path.name} in the gallery at {root} is not a plain numeric array "
+                           f"({err}). Galleries never hold pickles: this one is corrupt or "
+                           "hostile; rebuild it or get it from a source you trust.") from None
 
 
 def _store_face(face: Path, faces_dir: Path) -> str:

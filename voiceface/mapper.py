@@ -2,8 +2,9 @@
 
 `VoiceToLatent` predicts the offset of w from the generator's `w_avg` (its last layer starts
 at zero, so an untrained mapper draws the average face). It is saved as `mapper.json`
-(config + the fingerprints of the encoder and generator it was trained for) beside
-`mapper.safetensors`.
+(config + the fingerprints of the encoder and generator it was trained for + the ids of the
+people it was trained on) beside `mapper.safetensors`. The ids let a loader refuse a mapper
+that still holds someone deleted from the gallery (`voiceface.pipeline.load_derived`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,11 @@ class MapperConfig:
     dropout: float = 0.1
     encoder_fingerprint: str = ""
     generator_fingerprint: str = ""
+    people: tuple[str, ...] | None = None  # ids trained on (validation included); None: unknown
+
+    def __post_init__(self) -> None:
+        if self.people is not None:  # a JSON list when loaded
+            object.__setattr__(self, "people", tuple(self.people))
 
 
 @dataclass(frozen=True)
@@ -143,7 +149,8 @@ def train_mapper(
     """Fit a mapper on (embedding [N, D], latent [N, W]) rows; `groups[i]` is row i's person.
 
     Validation holds out whole people (`val_fraction` of them), so the score says how the
-    mapper does on voices it never saw. Training stops when the validation loss has not
+    mapper does on voices it never saw. The mapper records every group, held-out ones
+    included, as the people it was trained on (`config.people`). Training stops when the validation loss has not
     improved for `patience` epochs; with `refit` the mapper is then trained afresh on all
     rows for the best number of epochs. Deterministic for a given `seed`.
     """
@@ -163,7 +170,7 @@ def train_mapper(
     val_people = sorted(rng.permutation(people)[:n_val].tolist())
     is_val = np.isin(groups, val_people)
     config = MapperConfig(x.shape[1], y.shape[1], hidden, layers, dropout,
-                          encoder_fingerprint, generator_fingerprint)
+                          encoder_fingerprint, generator_fingerprint, people=tuple(people))
     w_avg_t = torch.from_numpy(np.asarray(w_avg, np.float32))
     fit = dict(lr=lr, weight_decay=weight_decay, seed=seed, progress=progress)
 

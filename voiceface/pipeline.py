@@ -10,6 +10,10 @@ with revisions), `gallery/` (a saved `Gallery`) and optionally `mapper/` (a trai
 A personas bundle (the repository's default `index/`) names a personas folder instead
 (`"personas": "../assets/personas"`); its gallery and mapper are caches built for the
 configured encoder and generator (see `voiceface.personas`).
+
+A request reads the gallery and the mapper once, at its start, from `vf.state` (a frozen
+`GalleryState`); enrollment and deletion swap a new state in with one assignment, so a request
+running meanwhile finishes on the version it started with.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import hashlib
 import json
 import os
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +63,15 @@ def default_bundle() -> str:
     return os.environ.get("VOICEFACE_BUNDLE") or str(DEFAULT_BUNDLE)
 
 
+@dataclass(frozen=True)
+class GalleryState:
+    """One consistent version of what requests read: the gallery (with its threshold) and the
+    mapper trained on its people (None: blend the matches' latents instead)."""
+
+    gallery: Gallery
+    mapper: VoiceToLatent | None = None
+
+
 @dataclass
 class VoiceFaceResult:
     """What one call returns. `face` is the generated image; `matches` best first."""
@@ -86,13 +100,22 @@ class VoiceFace:
                  examples: Sequence[Path] = ()):
         self.encoder = encoder
         self.generator = generator.eval()
-        self.gallery = gallery
-        self.mapper = mapper
+        self.state = GalleryState(gallery, mapper)  # replaced whole, never changed in place
         self.truncation = truncation
         self.test_weights = test_weights
         self.generator_fingerprint = generator_fingerprint or gallery.generator_fingerprint
         self.synthetic_personas = synthetic_personas  # the gallery holds the default personas
         self.examples = list(examples)  # example recordings shipped with the bundle
+
+    @property
+    def gallery(self) -> Gallery:
+        """The current gallery (a request should read `state` once instead)."""
+        return self.state.gallery
+
+    @property
+    def mapper(self) -> VoiceToLatent | None:
+        """The current mapper (a request should read `state` once instead)."""
+        return self.state.mapper
 
     @classmethod
     def from_pretrained(
@@ -148,8 +171,8 @@ class VoiceFace:
                 far=spec.get("far", FALSE_ALARM_RATE), truncation=truncation,
                 progress=progress)
             examples = personas.example_voices(personas_root)
-        gallery, mapper = load_derived(derived, voice.fingerprint, gen_fp)
-        return cls(voice, face_gen, gallery, mapper,
+        state = load_derived(derived, voice.fingerprint, gen_fp)
+        return cls(voice, face_gen, state.gallery, state.mapper,
                    truncation=truncation, test_weights=bool(spec.get("test_weights", False)),
                    generator_fingerprint=gen_fp, synthetic_personas=bool(spec.get("personas")),
                    examples=examples)
@@ -176,6 +199,7 @@ class VoiceFace:
         AudioError is raised here); faces are drawn as the iterator is read. Each result's
         timings count the work up to its own face, not the caller's time between results.
         """
+        state = self.state  # this request's version of the gallery and mapper
         timings: dict[str, float] = {}
         clock = time.perf_counter()
         sizes = self.generator.check_sizes(
@@ -194,17 +218,17 @@ class VoiceFace:
         embedding = self.encoder.embed(wav)
         lap("embed")
         # 3. search the gallery
-        matches = self.gallery.search(embedding, k)
+        matches = state.gallery.search(embedding, k)
         lap("search")
         # 4. map the voice to a latent
-        w, method = self.latent(embedding, matches)
+        w, method = self.latent(embedding, matches, state)
         lap("map")
         # 5. synthesise the face, at each resolution asked for; the only truncation: stored
         #    and predicted latents are untruncated w
         w = self.generator.truncate(w, self.truncation if truncation is None else truncation)
         with torch.inference_mode():  # the levels run in it whenever the iterator is read
             images = self.generator.progressive(w, sizes, noise="const")
-        confident = self.gallery.confident(matches)
+        confident = state.gallery.confident(matches)
         setup = time.perf_counter() - clock
 
         def results() -> Iterator[VoiceFaceResult]:
@@ -220,12 +244,15 @@ class VoiceFace:
 
         return results()
 
-    def latent(self, embedding: np.ndarray, matches: list[Match]) -> tuple[torch.Tensor, str]:
-        """w [1, style_dim] for an embedding: the mapper, else a blend of the matches' latents."""
-        if self.mapper is not None:
-            w, method = self.mapper.predict(embedding), "mapper"
+    def latent(self, embedding: np.ndarray, matches: list[Match],
+               state: GalleryState | None = None) -> tuple[torch.Tensor, str]:
+        """w [1, style_dim] for an embedding: the mapper, else a blend of the matches' latents.
+        `state` is the version `matches` were found in (default: the current one)."""
+        state = self.state if state is None else state
+        if state.mapper is not None:
+            w, method = state.mapper.predict(embedding), "mapper"
         else:
-            with_latent = [(m.score, self.gallery.latent(m.id)) for m in matches]
+            with_latent = [(m.score, state.gallery.latent(m.id)) for m in matches]
             with_latent = [(s, w) for s, w in with_latent if w is not None]
             if with_latent:
                 scores, latents = zip(*with_latent)
@@ -237,16 +264,34 @@ class VoiceFace:
 
 
 def load_derived(directory: Path, encoder_fingerprint: str, generator_fingerprint: str
-                 ) -> tuple[Gallery, VoiceToLatent | None]:
-    """The gallery in `directory/GALLERY_DIR` and the mapper in `directory/MAPPER_DIR` (None if
-    there is none), each refused when made with models of other fingerprints."""
+                 ) -> GalleryState:
+    """The gallery in `directory/GALLERY_DIR` (its index built) and the mapper in
+    `directory/MAPPER_DIR`, each refused when made with models of other fingerprints.
+
+    The mapper is left out (None: faces blend the nearest people's latents; a warning says
+    so) when it may hold someone the gallery no longer does: its recorded training ids name
+    someone not in the gallery, or it records none (saved before voiceface recorded them;
+    rebuild it). A live gallery retrains it when opened (`voiceface.enroll.LiveGallery`).
+    """
     fingerprints = {"encoder_fingerprint": encoder_fingerprint,
                     "generator_fingerprint": generator_fingerprint}
     gallery = Gallery.load(directory / GALLERY_DIR, **fingerprints)
+    gallery.prepare_index()
     mapper_dir = directory / MAPPER_DIR
     mapper = VoiceToLatent.from_pretrained(mapper_dir, **fingerprints) if mapper_dir.is_dir() \
         else None
-    return gallery, mapper
+    if mapper is not None:
+        trained = mapper.config.people
+        gone = [] if trained is None else [i for i in trained if i not in gallery]
+        if trained is None or gone:
+            why = ("it does not record whom it was trained on (saved by an older voiceface)"
+                   if trained is None else
+                   f"it was trained on {len(gone)} people who are no longer in the gallery")
+            warnings.warn(f"Not using the mapper in {mapper_dir}: {why}. Generated faces blend "
+                          "the nearest people's latents instead; rebuild the mapper "
+                          "(`python -m voiceface build`) to use one again.", stacklevel=2)
+            mapper = None
+    return GalleryState(gallery, mapper)
 
 
 def load_generator(name_or_path: str | os.PathLike, filename: str = DEFAULT_GENERATOR_FILE,
