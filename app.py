@@ -144,7 +144,7 @@ def build(vf: VoiceFace, live: LiveGallery | None = None, admin_password: str | 
             match_text = text["match"].format(name=plain(best.name), score=best.score)
         else:
             match_text = text["no_match"].format(name=plain(best.name), score=best.score,
-                                                 threshold=vf.gallery.threshold)
+                                                 threshold=result.threshold)
         faces = {m.id: str(m.face) for m in result.matches  # each match carries its photo;
                  if m.face and m.id in vf.gallery}          # not if deleted meanwhile
         top = [(faces[m.id], f"{m.rank}. {m.name} ({m.score:.2f})")
@@ -156,14 +156,32 @@ def build(vf: VoiceFace, live: LiveGallery | None = None, admin_password: str | 
             "matches": [{"id": m.id, "name": m.name, "score": round(m.score, 4)}
                         for m in result.matches],
             "confident": result.confident, "method": result.method,
-            "threshold": vf.gallery.threshold, "test_weights": vf.test_weights,
+            "threshold": result.threshold, "test_weights": vf.test_weights,
             "timings": {k: round(v, 3) for k, v in result.timings.items()},
         }
         return result.face, caption, nearest, match_text, top, chart, summary
 
+    def threshold_note(request: gr.Request) -> str:
+        """How the gallery's threshold was set, in the visitor's language (read per call:
+        enrollment recalibrates it)."""
+        text, gallery = TEXT[language(request)], vf.gallery
+        record = gallery.calibration
+        if record is None:
+            return text["threshold_default"].format(threshold=gallery.threshold)
+        note = text["threshold_measured"].format(
+            threshold=record.threshold, trials=record.trials, accepted=record.accepted,
+            achieved=record.far_achieved, target=record.far_target, date=record.date[:10])
+        if not record.enough_trials:
+            note += " " + text["threshold_few"].format(trials=record.trials,
+                                                      target=record.far_target,
+                                                      finest=1 / record.trials)
+        return note
+
     def predict(audio: str | None, request: gr.Request) -> Iterator[tuple]:
         lang = language(request)
         recording = read_upload(audio, TEXT[lang]["no_audio"], TEXT[lang]["gone"])
+        if live is not None:  # another process (a replica, an overlapping restart) may have
+            live.refresh()    # enrolled or deleted someone: one manifest read when it did not
         results = analyse(recording)
         is_preview = len(sizes) > 1
         while True:
@@ -222,10 +240,14 @@ def build(vf: VoiceFace, live: LiveGallery | None = None, admin_password: str | 
                          outputs=[generated, generated_caption, nearest, nearest_caption, top,
                                   chart, summary],
                          api_name="predict_ui", api_visibility="undocumented", **queue)
-        with gr.Tab(i18n("tab_gallery")):
+        with gr.Tab(i18n("tab_gallery")) as gallery_tab:
             gr.Markdown(i18n("gallery_intro"))
+            threshold = gr.Markdown(elem_id="threshold-note")
             people = gr.Gallery(people_gallery, label=i18n("people"), columns=6,
                                 height="auto", elem_id="people")
+        for event in (demo.load, gallery_tab.select):  # enrollment may have recalibrated it
+            event(threshold_note, outputs=[threshold], api_visibility="private",
+                  concurrency_limit=None, show_progress="hidden")
         if live is not None and admin_password:
 
             def forget_copies(names: set[str]) -> None:

@@ -170,3 +170,27 @@ def test_browser_records_the_microphone_and_shows_both_faces(app_url, tmp_path, 
         assert page.locator("#test-banner").is_visible()
         page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
         browser.close()
+
+
+@pytest.mark.parametrize("locale", ["en-US", "ja-JP"])
+def test_gallery_tab_says_how_the_threshold_was_set(app_url, dev_bundle, locale):
+    from playwright.sync_api import sync_playwright
+
+    from voiceface.gallery import Gallery
+
+    record = Gallery.load(dev_bundle / "gallery").calibration
+    assert record is not None  # the dev bundle is calibrated when it is written
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 390, "height": 844}, locale=locale)
+        page.goto(app_url)
+        page.get_by_role("tab", name="Gallery" if locale == "en-US" else "ギャラリー").click()
+        note = page.locator("#threshold-note")
+        note.filter(has_text=f"{record.threshold:.4f}").wait_for(timeout=30_000)
+        text = note.inner_text()
+        assert f"{record.trials}" in text and f"{record.far_target:.1%}" in text
+        assert ("measured on" if locale == "en-US" else "測定") in text
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / f"gallery-{locale}.png"), full_page=True)
+        browser.close()

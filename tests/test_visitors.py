@@ -83,25 +83,25 @@ def server(request, dev_bundle, backbone, tmp_path_factory):
         env["VOICEFACE_ADMIN_PASSWORD"] = PASSWORD
         args = ("--gallery-dir", str(root / "live"), "--backbone", str(backbone),
                 "--inversion-steps", "3", "--inversion-resolution", "32")
-    with serve_app(dev_bundle, root / "app.log", env, args) as (url, _):
+    with serve_app(dev_bundle, root / "app.log", env, args) as (url, proc):
         yield {"url": url, "cache": cache, "root": root, "log": root / "app.log",
-               "admin": request.param == "admin"}
+               "admin": request.param == "admin", "pid": proc.pid}
 
 
 def victims(server, dev_bundle, tmp_path) -> list[Path]:
     """Files a visitor must not be able to touch: visitor A's render, the served copy of a
     gallery photo, the cached example voice, bundle files and a file outside the cache."""
     with client(server["url"]) as http:
-        kind, outputs = call(http, "predict", [file_ref(upload(
+        kind, outputs = call(http, "predict_ui", [file_ref(upload(
             http, recording(tmp_path / "visitor-a.wav", seed=1)))])
     assert kind == "complete", outputs
-    face, nearest, _ = outputs
+    face, top = outputs[0], outputs[4]  # the page's render, and the nearest people's photos
     examples = {p.read_bytes() for p in (dev_bundle / "voices").iterdir()}
     [example] = [p for p in server["cache"].rglob("*")
                  if p.is_file() and p.read_bytes() in examples][:1]
     outside = recording(tmp_path / "outside.wav", seed=2)
     bundle_photo = next((dev_bundle / "gallery" / "faces").iterdir())
-    return [Path(face["path"]), Path(nearest["path"]), example, bundle_photo,
+    return [Path(face["path"]), Path(top[0]["image"]["path"]), example, bundle_photo,
             dev_bundle / "bundle.json", outside]
 
 
@@ -184,6 +184,32 @@ def test_monitoring_routes_show_visitors_nothing(server):
 only_admin = pytest.mark.parametrize("server", ["admin"], indirect=True)  # enroll, delete
 
 
+def peak_rss_mb(pid: int) -> float:
+    """The highest resident memory process `pid` has had, in MB (VmHWM)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM for process {pid}")
+
+
+@pytest.mark.parametrize("server", ["read-only"], indirect=True)  # no password needed
+def test_an_audio_bomb_costs_the_server_no_memory(server, tmp_path):
+    """Issue 21's 1.9 MB FLAC (384 kHz, 8 channels, 360 s, mostly silence) and the same audio
+    in Matroska, which once took the server from 1.2 to 6.6 GB, are refused from their
+    headers (or ffmpeg's bounded output) over HTTP with no real growth of the server's peak
+    memory."""
+    from test_audio_limits import BOMB_SECONDS, MAX_GROWTH_MB, to_matroska, write_bomb
+
+    flac = write_bomb(tmp_path / "bomb.flac", BOMB_SECONDS)
+    before = peak_rss_mb(server["pid"])
+    with client(server["url"], "127.0.0.40") as http:
+        answers = [call(http, "predict", [file_ref(upload(http, bomb))])
+                   for bomb in (flac, to_matroska(flac))]
+    for kind, message in answers:
+        assert kind == "error" and "long" in message, message
+    assert peak_rss_mb(server["pid"]) - before < MAX_GROWTH_MB
+
+
 @only_admin
 def test_consent_must_be_the_boolean_true(server, tmp_path):
     voice = recording(tmp_path / "consent.wav", seed=5, seconds=6.0)
@@ -249,3 +275,34 @@ def test_names_are_shown_as_plain_text_to_every_visitor(server, tmp_path):
         page.screenshot(path=str(SCREENSHOTS / "enroll-markup-names.png"), full_page=True)
         browser.close()
     assert not [u for u in fetched if "127.0.0.1:1/" in u or u.endswith("/x")]
+
+
+def test_a_failed_latent_shows_visitors_no_reason(dev_bundle, tmp_path):
+    """A latent that fails (here: the perceptual backbone is missing) says "failed" on the page
+    every visitor polls; the reason, which names server paths, goes to the server's log."""
+    from playwright.sync_api import sync_playwright
+
+    from test_app import CHROMIUM
+
+    missing = tmp_path / "srv" / "no-backbone"
+    env = {"VOICEFACE_ADMIN_PASSWORD": PASSWORD, "GRADIO_TEMP_DIR": str(tmp_path / "cache")}
+    args = ("--gallery-dir", str(tmp_path / "live"), "--backbone", str(missing))
+    log = tmp_path / "app.log"
+    voice = recording(tmp_path / "fails.wav", seed=30, seconds=6.0)
+    with serve_app(dev_bundle, log, env, args) as (url, _):
+        with client(url) as http:
+            kind, outputs = call(http, "enroll", [PASSWORD, file_ref(upload(http, voice)),
+                                                  file_ref(upload(http, PHOTO)), "Fay", True])
+        assert kind == "complete", outputs
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                        args=["--no-sandbox", "--disable-gpu"])
+            page = browser.new_page()
+            page.goto(url)
+            page.get_by_role("tab", name="Enroll").click()
+            status = page.locator("#latent-status")
+            status.filter(has_text="Fay: failed").wait_for(timeout=120_000)
+            shown = status.inner_text()
+            browser.close()
+    assert "no-backbone" not in shown and str(tmp_path) not in shown and "/" not in shown
+    assert "the face latent of fay-" in log.read_text() and "no-backbone" in log.read_text()

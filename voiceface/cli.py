@@ -148,7 +148,7 @@ def _predict(args: argparse.Namespace) -> int:
     best = result.best
     print(f"nearest: {best.name} (similarity {best.score:.3f})" if best else
           f"no confident match (best similarity {result.matches[0].score:.3f} < "
-          f"{vf.gallery.threshold:.2f})")
+          f"{result.threshold:.4f})")
     for m in result.matches:
         print(f"  {m.rank}. {m.name:<24} {m.score:.3f}")
     print(f"generated face ({result.method}): {args.out}")

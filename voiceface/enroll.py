@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import queue
 import re
@@ -67,6 +68,7 @@ REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 MIN_MAPPER_PEOPLE = 4  # people with latents needed to (re)train the mapper
 INCOMING = "incoming"  # photos between alignment and the gallery's save
 READY = "ready"
+log = logging.getLogger(__name__)
 
 
 class LiveGallery:
@@ -290,6 +292,7 @@ class LiveGallery:
             try:
                 self._invert(person_id)
             except Exception as err:  # noqa: BLE001 - reported per person; the worker goes on
+                log.error("the face latent of %s failed: %s", person_id, err)  # for the admin
                 if person_id in self._status:
                     self._status[person_id] = f"failed: {err}"
             finally:
@@ -415,8 +418,10 @@ def new_id(name: str) -> str:
 
 def speech_seconds(voice_audio: AudioSource) -> float:
     """Seconds of sound in a recording after trimming silence (for a live display);
-    raises `AudioError` for unusable audio."""
-    return len(load_audio(voice_audio, max_seconds=None, min_seconds=0.0)) / SAMPLE_RATE
+    raises `AudioError` for unusable audio, or audio too long to enroll (so it is refused
+    from its header, like `enroll` would, instead of decoded)."""
+    return len(load_audio(voice_audio, max_seconds=MAX_ENROLL_SECONDS,
+                          min_seconds=0.0)) / SAMPLE_RATE
 
 
 def _now() -> str:

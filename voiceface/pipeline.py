@@ -79,7 +79,8 @@ class VoiceFaceResult:
     face: Image.Image
     w: np.ndarray  # [style_dim] StyleGAN2 latent that drew `face` (after truncation)
     matches: list[Match]
-    confident: bool  # the best match reaches the gallery's threshold
+    confident: bool  # the best match reaches the gallery's threshold ...
+    threshold: float  # ... this one, of the gallery version the request searched
     method: str  # "mapper", "knn-blend" or "average" (no latents to blend)
     embedding: np.ndarray  # [D] the voice embedding
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
@@ -228,7 +229,7 @@ class VoiceFace:
         w = self.generator.truncate(w, self.truncation if truncation is None else truncation)
         with torch.inference_mode():  # the levels run in it whenever the iterator is read
             images = self.generator.progressive(w, sizes, noise="const")
-        confident = state.gallery.confident(matches)
+        confident, threshold = state.gallery.confident(matches), state.gallery.threshold
         setup = time.perf_counter() - clock
 
         def results() -> Iterator[VoiceFaceResult]:
@@ -239,8 +240,8 @@ class VoiceFace:
                 drawn += time.perf_counter() - start
                 laps = {**timings, "synthesise": drawn}
                 laps["total"] = sum(laps.values())
-                yield VoiceFaceResult(face, w[0].cpu().numpy(), matches, confident, method,
-                                      embedding, laps)
+                yield VoiceFaceResult(face, w[0].cpu().numpy(), matches, confident, threshold,
+                                      method, embedding, laps)
 
         return results()
 

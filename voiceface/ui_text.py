@@ -26,6 +26,15 @@ TEXT = {
         "top": "Nearest people", "chart": "Voice similarity (cosine)",
         "examples": "Example recordings", "people": "Enrolled people",
         "gallery_intro": "The people enrolled in this gallery.",
+        "threshold_measured": "A match counts as confident from similarity **{threshold:.4f}**. "
+                              "It was measured on {trials} trials, each a voice compared with "
+                              "everyone else in the gallery: it accepts {accepted} of them "
+                              "({achieved:.1%}; target {target:.1%}). Set on {date}.",
+        "threshold_few": "{trials} trials are too few to measure {target:.1%}: the finest rate "
+                         "they can show is {finest:.1%}, so the threshold accepts none of them.",
+        "threshold_default": "A match counts as confident from similarity **{threshold:.4f}**, "
+                             "a default never measured for this voice model: rebuild the "
+                             "gallery to calibrate it.",
         "tab_enroll": "Enroll",
         "enroll_intro": "Add a person who agrees to it, or delete one. Needs the admin "
                         "password. The recording is used for the voice embedding and then "
@@ -62,7 +71,7 @@ TEXT = {
         "preview": "preview, full resolution coming",
         "match": "**{name}**, similarity {score:.2f}",
         "no_match": "**No confident match**: the nearest voice ({name}) has similarity "
-                    "{score:.2f}, below the threshold {threshold:.2f}.",
+                    "{score:.4f}, below the threshold {threshold:.4f}.",
     },
     "ja": {
         "title": "# voiceface：声から顔へ",
@@ -84,6 +93,14 @@ TEXT = {
         "top": "近い人たち", "chart": "声の類似度（コサイン）",
         "examples": "録音の例", "people": "登録者",
         "gallery_intro": "このギャラリーに登録されている人たち。",
+        "threshold_measured": "類似度 **{threshold:.4f}** 以上を確かな一致とします。このしきい値は、"
+                              "声を本人以外の登録者と比べた {trials} 回の試行で測定しました。そのうち "
+                              "{accepted} 回を受け入れます（{achieved:.1%}、目標 {target:.1%}）。"
+                              "設定日 {date}。",
+        "threshold_few": "{trials} 回では {target:.1%} を測定するには少なすぎます（測定できる最小の"
+                         "割合は {finest:.1%}）。そのため、しきい値はどれも受け入れません。",
+        "threshold_default": "類似度 **{threshold:.4f}** 以上を確かな一致とします。この値はこの音声"
+                             "モデルで測定していない既定値です。ギャラリーを再構築すると校正されます。",
         "tab_enroll": "登録",
         "enroll_intro": "同意した人を登録、または削除します。管理者パスワードが必要です。録音は声の"
                         "埋め込みの計算に使った後に削除し、位置合わせした顔写真を表示用に保存します。",
@@ -117,7 +134,7 @@ TEXT = {
         "method_average": "平均顔（このギャラリーには潜在表現がありません）",
         "preview": "プレビュー、高解像度を生成中",
         "match": "**{name}**、類似度 {score:.2f}",
-        "no_match": "**確かな一致なし：** 最も近い声（{name}）の類似度 {score:.2f} は"
-                    "しきい値 {threshold:.2f} 未満です。",
+        "no_match": "**確かな一致なし：** 最も近い声（{name}）の類似度 {score:.4f} は"
+                    "しきい値 {threshold:.4f} 未満です。",
     },
 }
