@@ -166,7 +166,10 @@ def test_browser_records_the_microphone_and_shows_both_faces(app_url, tmp_path, 
         text = caption.inner_text()
         assert "Test person" in text or "No confident match" in text
         assert any(ch.isdigit() for ch in text)
-        assert image_digest(page, "#generated") != image_digest(page, "#nearest")
+        if "No confident match" in text:  # the calibrated threshold was not reached: no photo
+            assert page.locator("#nearest img").count() == 0
+        else:
+            assert image_digest(page, "#generated") != image_digest(page, "#nearest")
         assert page.locator("#test-banner").is_visible()
         page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
         browser.close()

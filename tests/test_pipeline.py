@@ -105,7 +105,7 @@ def test_a_dev_persons_latent_redraws_their_gallery_face(vf, dev_bundle, monkeyp
     """Stored latents are untruncated: the pipeline's one truncation redraws the shown face."""
     for person in vf.gallery.people:
         stored = torch.from_numpy(vf.gallery.latent(person.id))[None]
-        monkeypatch.setattr(vf, "latent", lambda embedding, matches: (stored, "mapper"))
+        monkeypatch.setattr(vf, "latent", lambda embedding, matches, state=None: (stored, "mapper"))
         drawn = vf(dev_bundle / "voices" / "dev00.flac")
         shown = mark(Image.open(person.faces[0]))
         assert np.array_equal(np.asarray(drawn.face), np.asarray(shown)), person.id

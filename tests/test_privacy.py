@@ -95,23 +95,31 @@ def test_uploads_and_renders_are_deleted_within_the_lifetime_examples_stay(serve
         assert "event: complete" in raw_predict(http, str(copies[0]))  # ... and still work
 
 
+def enrolled_voice(dev_bundle) -> Path:
+    """A dev person's own recording: confidently matched, so the nearest face is returned."""
+    return sorted((dev_bundle / "voices").iterdir())[0]
+
+
 def test_the_api_returns_no_server_paths_but_cache_handles(server, recordings, dev_bundle):
-    with httpx.Client(base_url=f"{server['url']}gradio_api/", timeout=120) as http:
-        with open(recordings[0], "rb") as f:
-            [path] = http.post("upload", files={"files": (recordings[0].name, f)}).json()
-        stream = raw_predict(http, path)
-    data = json.loads(stream.split("event: complete\ndata: ", 1)[1].splitlines()[0])
-    face, nearest, summary = data
-    assert not re.search(r"/\w", json.dumps(summary)), summary  # the summary names no files
-    for image in (face, nearest):  # files travel as handles into Gradio's cache, nowhere else
-        assert image["path"].startswith(str(server["cache"]))
-        assert image["url"].endswith(image["path"]) and image["url"].startswith(server["url"])
-    assert str(dev_bundle) not in stream and SECRET not in stream and path not in stream
+    for recording in (recordings[0], enrolled_voice(dev_bundle)):
+        with httpx.Client(base_url=f"{server['url']}gradio_api/", timeout=120) as http:
+            with open(recording, "rb") as f:
+                [path] = http.post("upload", files={"files": (recording.name, f)}).json()
+            stream = raw_predict(http, path)
+        data = json.loads(stream.split("event: complete\ndata: ", 1)[1].splitlines()[0])
+        face, nearest, summary = data
+        assert not re.search(r"/\w", json.dumps(summary)), summary  # it names no files
+        assert (nearest is not None) == summary["confident"]
+        for image in (face, nearest) if nearest else (face,):  # handles into Gradio's cache
+            assert image["path"].startswith(str(server["cache"]))
+            assert image["url"].endswith(image["path"]) and image["url"].startswith(server["url"])
+        assert str(dev_bundle) not in stream and SECRET not in stream and path not in stream
+    assert summary["confident"]  # the enrolled voice's answer carried a nearest face
 
 
-def test_the_generated_face_says_it_is_ai_generated(server, recordings):
+def test_the_generated_face_says_it_is_ai_generated(server, dev_bundle):
     face, nearest, _ = Client(server["url"], verbose=False).predict(
-        handle_file(str(recordings[0])), api_name="/predict")
+        handle_file(str(enrolled_voice(dev_bundle))), api_name="/predict")
     assert is_marked(Image.open(face))  # PNG text chunks survive Gradio's re-encoding
     assert not is_marked(Image.open(nearest))  # the enrolled person's photo is a photo
 
