@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from voiceface import calibration
 from voiceface.calibration import (LIVE_METHOD, Calibration, best_non_mated, calibrate,
                                    recalibrate, threshold_at_far)
 from voiceface.gallery import MANIFEST, Gallery
@@ -110,3 +111,18 @@ def test_a_manifest_from_before_calibration_still_loads(tmp_path):
     (tmp_path / "g" / MANIFEST).write_text(json.dumps(manifest))
     loaded = Gallery.load(tmp_path / "g")
     assert loaded.calibration is None and loaded.threshold == 0.70 and len(loaded) == 2
+
+
+def test_best_non_mated_in_chunks_equals_the_whole_product(monkeypatch):
+    rng = np.random.default_rng(0)
+    people = rng.normal(size=(7, 5)).astype(np.float32)
+    ids = [f"p{i}" for i in range(7)]
+    trials = rng.normal(size=(10, 5)).astype(np.float32)
+    owners = [ids[i % 7] for i in range(9)] + ["not-enrolled"]
+    whole = trials @ people.T
+    for row, owner in enumerate(owners):
+        if owner in ids:
+            whole[row, ids.index(owner)] = -np.inf
+    monkeypatch.setattr(calibration, "TRIAL_CHUNK", 3)  # 10 trials: chunks of 3, 3, 3, 1
+    assert np.array_equal(calibration.best_non_mated(trials, owners, people, ids),
+                          whole.max(axis=1))

@@ -35,6 +35,7 @@ COUNT_TOLERANCE = 1e-9  # trials; so that e.g. 0.29 * 100 allows 29 accepted tri
 WINDOWS_METHOD = ("best score of each recording window against the other people's gallery "
                   "embeddings")
 LIVE_METHOD = "best score of each enrolled person's embedding against everyone else's"
+TRIAL_CHUNK = 2048  # trials scored at once: memory stays [TRIAL_CHUNK, N], not [T, N]
 
 
 @dataclass(frozen=True)
@@ -96,10 +97,17 @@ def best_non_mated(trials: np.ndarray, owners: Sequence[str], embeddings: np.nda
     its owner. Trials [T, D] whose owner is the only person give no score and are dropped."""
     trials = np.asarray(trials, np.float32)
     assert trials.ndim == 2 and len(trials) == len(owners), (trials.shape, len(owners))
-    scores = (trials @ np.asarray(embeddings, np.float32).T).astype(np.float64)  # [T, N]
-    own = np.asarray(owners)[:, None] == np.asarray(ids)[None, :]
-    scores[own] = -np.inf
-    best = scores.max(axis=1) if scores.shape[1] else np.full(len(trials), -np.inf)
+    embeddings = np.asarray(embeddings, np.float32)
+    if not len(embeddings):
+        return np.zeros(0)
+    column = {person: i for i, person in enumerate(ids)}
+    own = np.array([column.get(owner, -1) for owner in owners])  # -1: owner not enrolled
+    best = np.empty(len(trials))
+    for start in range(0, len(trials), TRIAL_CHUNK):  # in chunks: large galleries fit
+        scores = trials[start:start + TRIAL_CHUNK] @ embeddings.T  # [chunk, N]
+        rows = np.flatnonzero(own[start:start + TRIAL_CHUNK] >= 0)
+        scores[rows, own[start + rows]] = -np.inf
+        best[start:start + len(scores)] = scores.max(axis=1)
     return best[np.isfinite(best)]
 
 
