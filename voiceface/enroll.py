@@ -41,7 +41,7 @@ import time
 import unicodedata
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +49,7 @@ import numpy as np
 from . import faces, storage
 from .audio import SAMPLE_RATE, AudioSource, load_audio
 from .calibration import recalibrate
-from .gallery import MANIFEST, Gallery, GalleryError
+from .gallery import MANIFEST, Gallery, GalleryError, data_name, remove_leftovers
 from .invert import InversionConfig, Inverter
 from .mapper import CONFIG_FILE as MAPPER_CONFIG
 from .mapper import WEIGHTS_FILE as MAPPER_WEIGHTS
@@ -82,8 +82,7 @@ class LiveGallery:
         self.inversion = inversion or InversionConfig()  # the photo -> latent settings
         self.min_people = min_people
         self.seed = seed
-        self._lock = threading.RLock()
-        self._held = 0  # nesting depth of `_exclusive` in the thread holding `_lock`
+        self._lock = threading.Lock()
         self._loaded: tuple | None = None  # `_version()` of what the pipeline serves
         self._status: dict[str, str] = {}
         self._jobs: queue.Queue[str | None] = queue.Queue()  # None stops the worker
@@ -101,6 +100,7 @@ class LiveGallery:
         gallery_dir = live.root / GALLERY_DIR
         with live._exclusive():
             shutil.rmtree(live.root / INCOMING, ignore_errors=True)  # left by a crash
+            storage.restore_aside(live.root / MAPPER_DIR)  # a swap killed where it cannot exchange
             for leftover in live.root.glob(f".{MAPPER_DIR}-*"):
                 shutil.rmtree(leftover, ignore_errors=True)
             if not (gallery_dir / MANIFEST).is_file():
@@ -113,8 +113,7 @@ class LiveGallery:
                 raise GalleryError(f"{err} The gallery directory {live.root} holds people "
                                    "enrolled with other models: start with those models, or "
                                    "choose another gallery directory.") from None
-            vf.gallery.save(gallery_dir)  # deletes what a killed save left (deleted people)
-            live._loaded = live._version()  # what is served is what was just saved
+            remove_leftovers(gallery_dir)  # a killed save's older data may hold the deleted
             if vf.mapper is None and len(vf.gallery.latents()[0]) >= max(2, live.min_people):
                 live._retrain()  # dropped by a delete that did not finish, or of old format
         for person in vf.gallery.people:
@@ -229,26 +228,22 @@ class LiveGallery:
     @contextmanager
     def _exclusive(self) -> Iterator[None]:
         """Hold the gallery directory for a read-modify-write: the thread lock against this
-        process's other threads and the directory's file lock against other processes. Nests:
-        the file lock is taken once per outermost entry (a second `flock` on the same file
-        from this process would wait for the first forever)."""
-        with self._lock:
-            self._held += 1
-            try:
-                with storage.locked(self.root) if self._held == 1 else nullcontext():
-                    yield
-            finally:
-                self._held -= 1
+        process's other threads and the directory's file lock against other processes. It does
+        not nest (a second `flock` on the same file from this process would wait forever):
+        what runs inside calls `_commit`, `_reload` and `_retrain`, never `_exclusive`."""
+        with self._lock, storage.locked(self.root):
+            yield
 
     def _load(self) -> Gallery:
         """The saved gallery, as any process left it (the caller holds `_exclusive`)."""
         return Gallery.load(self.root / GALLERY_DIR)
 
-    def _commit(self, gallery: Gallery) -> None:
+    def _commit(self, gallery: Gallery, people_changed: bool = True) -> None:
         """Save `gallery`, then swap the saved gallery and mapper into the pipeline as one
-        state (the caller holds `_exclusive`). The threshold follows the people first (see
-        `recalibrate`)."""
-        recalibrate(gallery)
+        state (the caller holds `_exclusive`). When people were added or removed, the threshold
+        follows them first (see `recalibrate`; it scores everyone against everyone)."""
+        if people_changed:
+            recalibrate(gallery)
         gallery.save(self.root / GALLERY_DIR)
         self._reload()
 
@@ -262,11 +257,7 @@ class LiveGallery:
     def _version(self) -> tuple:
         """What identifies the saved gallery and mapper: every save names a new data
         directory, every mapper is a new file."""
-        manifest = self.root / GALLERY_DIR / MANIFEST
-        try:
-            data = json.loads(manifest.read_text()).get("data")
-        except (OSError, ValueError):
-            data = None
+        data = data_name(self.root / GALLERY_DIR)
         try:
             weights = os.stat(self.root / MAPPER_DIR / MAPPER_WEIGHTS)
             mapper = (weights.st_ino, weights.st_mtime_ns)
@@ -314,7 +305,7 @@ class LiveGallery:
                 self._status.pop(person_id, None)
                 return
             gallery.update(person_id, latent=w)
-            self._commit(gallery)
+            self._commit(gallery, people_changed=False)  # a latent: the voices are the same
             self._status[person_id] = READY
             if len(self.vf.gallery.latents()[0]) >= self.min_people:
                 self._retrain()  # else the current mapper stays (it never saw this person)
@@ -357,15 +348,13 @@ def _drop_mapper(root: Path) -> None:
 
 
 def _install_mapper(root: Path, mapper: VoiceToLatent) -> None:
-    """Save `mapper` as the one in `root`, whole: written beside it, then renamed in place of
-    the previous one (a crash in between leaves no mapper, never a mix of two)."""
+    """Save `mapper` as the one in `root`, whole: written beside it, then swapped in for the
+    previous one (`storage.replace_dir`: a crash leaves the old mapper or the new one)."""
     tmp = root / f".{MAPPER_DIR}-{uuid.uuid4().hex[:8]}.tmp"
     try:
         mapper.save_pretrained(tmp)
         storage.fsync_path(tmp)
-        _drop_mapper(root)
-        os.rename(tmp, root / MAPPER_DIR)
-        storage.fsync_path(root)
+        storage.replace_dir(tmp, root / MAPPER_DIR)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

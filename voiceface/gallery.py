@@ -296,11 +296,11 @@ class Gallery:
         at the first search (see the module docstring)."""
         root = Path(directory)
         for _ in range(LOAD_ATTEMPTS):
-            data = _data_name(root)
+            data = data_name(root)
             try:
                 return cls._read(root, encoder_fingerprint, generator_fingerprint, index)
             except FileNotFoundError as err:
-                if _data_name(root) == data:  # not replaced meanwhile: really missing
+                if data_name(root) == data:  # not replaced meanwhile: really missing
                     raise GalleryError(f"The gallery at {root} is incomplete ({err.filename} "
                                        "is missing); rebuild it.") from None
         raise GalleryError(f"The gallery at {root} was replaced {LOAD_ATTEMPTS} times while it "
@@ -389,8 +389,10 @@ class Gallery:
         return w
 
 
-def _data_name(root: Path) -> str | None:
-    """The data directory the manifest names now (None if there is no readable manifest)."""
+def data_name(root: str | os.PathLike) -> str | None:
+    """The data directory the manifest in `root` names now (None if there is no readable
+    manifest): every save names a new one, so it identifies a saved version."""
+    root = Path(root)
     try:
         return json.loads((root / MANIFEST).read_text()).get("data")
     except (OSError, ValueError):
@@ -418,6 +420,19 @@ def _store_face(face: Path, faces_dir: Path) -> str:
     if not target.exists():
         storage.write_bytes(target, data)
     return name
+
+
+def remove_leftovers(directory: str | os.PathLike) -> None:
+    """Delete what a killed save left in a saved gallery's directory (older data versions that
+    may hold deleted people, temporary files, unreferenced face files); the saved version
+    stays as it is."""
+    root = Path(directory)
+    with storage.locked(root):
+        current = data_name(root)
+        if current is None:
+            return
+        people = json.loads((root / current / "people.json").read_text())
+        _remove_unreferenced(root, current, {f for p in people for f in p["faces"]})
 
 
 def _remove_unreferenced(root: Path, data_name: str, faces: set[str]) -> None:
