@@ -45,6 +45,7 @@ from tqdm.auto import tqdm
 from . import faces, storage
 from .audio import AUDIO_SUFFIXES, MIN_SPEECH_SECONDS, SAMPLE_RATE, load_audio
 from .calibration import FALSE_ALARM_RATE, Calibration, calibrate_windows
+from .enroll import clean_name
 from .gallery import ID_PATTERN, Gallery, GalleryError
 from .invert import InversionConfig, Inverter, image_sha256
 from .mapper import train_mapper
@@ -80,6 +81,11 @@ class BuildConfig:
     far: float = FALSE_ALARM_RATE  # target false-alarm rate of the calibrated threshold
     truncation: float = DEFAULT_TRUNCATION
     seed: int = 0
+
+    def __post_init__(self):
+        if not 0 < self.far < 1:  # checked before the work, not after every face is inverted
+            raise ValueError(f"The false-alarm rate must be between 0 and 1, got {self.far}; "
+                             "e.g. 0.01 for 1 %.")
 
 
 @dataclass
@@ -154,8 +160,12 @@ def scan_people(people_dir: str | Path) -> tuple[list[Person], list[tuple[str, s
         if missing:
             problems.append((str(folder), f"no {' and no '.join(missing)}; not enrolled"))
             continue
-        people.append(Person(person_id, str(meta.get("name") or person_id), photos, voices,
-                             meta))
+        try:  # the same rules as a live enrollment: two people cannot look the same
+            name = clean_name(meta.get("name") or person_id)
+        except ValueError as err:
+            problems.append((str(folder / PERSON_FILE), f"{err} Skipped."))
+            continue
+        people.append(Person(person_id, name, photos, voices, meta))
     return people, problems
 
 
