@@ -180,3 +180,26 @@ def test_streamed_flac_without_a_length_is_decoded_and_still_limited(tmp_path):
     assert abs(len(load_audio(streamed_flac(tmp_path / "short.flac", 3))) / SAMPLE_RATE - 3) < 0.1
     with pytest.raises(AudioError, match="more than 20 min"):
         load_audio(streamed_flac(tmp_path / "long.flac", 25 * 60), max_seconds=None)
+
+
+def test_an_odd_sample_rate_is_refused_before_its_resampling_table_is_built(tmp_path):
+    """At 8001 Hz torchaudio's sinc table for 16 kHz has 128 million elements (GBs of memory
+    for a 32 kB upload); common rates need under 300 000."""
+    samples = (0.3 * np.sin(np.arange(2 * 8001) * 0.1)).astype(np.float32)
+    sf.write(tmp_path / "odd.wav", samples, 8001)
+    with pytest.raises(AudioError, match="unusual sample rate of 8001 Hz.*16, 44.1 or 48 kHz"):
+        load_audio(tmp_path / "odd.wav")
+    for rate in (8000, 11025, 22050, 44100, 48000, 96000):  # the rates recorders use still work
+        sf.write(tmp_path / f"{rate}.wav", (0.3 * np.sin(np.arange(2 * rate) * 0.1)), rate)
+        assert len(load_audio(tmp_path / f"{rate}.wav", min_seconds=0.5)) > 0
+
+
+def test_a_playlist_cannot_make_ffmpeg_read_other_files(tmp_path):
+    """An HLS playlist (its text check dodged by one binary comment line) naming a file on the
+    server: ffmpeg may open recordings only, so it is refused instead of decoding that file."""
+    secret = tmp_path / "secret.wav"
+    sf.write(secret, 0.3 * np.sin(np.arange(3 * SAMPLE_RATE) * 0.05), SAMPLE_RATE)
+    playlist = (b"#EXTM3U\n#\x01\x02binary\n#EXTINF:10,\n" + str(secret).encode()
+                + b"\n#EXT-X-ENDLIST\n")
+    with pytest.raises(AudioError, match="could not be decoded"):
+        load_audio(playlist)

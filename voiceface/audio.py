@@ -52,6 +52,9 @@ BLOCK_SAMPLES = 1 << 20  # samples over all channels decoded at once (4 MB of fl
 RESAMPLE_STEP_SECONDS = 4.0  # s of 16 kHz output resampled at once
 RESAMPLE_ZERO_CROSSINGS = 6  # torchaudio's lowpass_filter_width: sinc lobes on each side
 RESAMPLE_ROLLOFF = 0.99  # cutoff as a fraction of the lower rate's Nyquist frequency
+# Elements of torchaudio's sinc kernel table, [new, orig + 2 * width] for the rates reduced by
+# their gcd: 76 000 at 44.1 kHz, but 128 million (GBs) at an odd rate such as 8001 Hz.
+MAX_RESAMPLE_KERNEL = 4_000_000
 SILENCE_PEAK = 1e-3  # full scale; a recording whose peak stays below this is silent (-60 dBFS)
 TRIM_RELATIVE_DB = 40.0  # dB below the loudest frame still counts as sound
 TRIM_FRAME_SECONDS = 0.025  # s, frame for the trimming energy
@@ -61,6 +64,9 @@ TRIM_CHUNK_FRAMES = 4096  # frames whose energy is computed at once (13 MB of fl
 CLIP_LEVEL = 0.999  # full scale; samples at or above count as clipped
 CLIP_FRACTION_WARN = 0.001  # warn when more than 0.1 % of samples are clipped
 FFMPEG_TIMEOUT_SECONDS = 60.0  # s, for one decode
+# The only containers ffmpeg may open: recordings, never playlists (HLS, concat, ...) that
+# would make it read other files on the server.
+FFMPEG_FORMATS = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,ogg,mp3,aac,wav,flac"
 
 SUPPORTED_FORMATS = "WAV, FLAC, OGG/Opus, MP3, M4A/AAC or WebM"
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".m4a", ".aac", ".webm")  # recordings
@@ -111,21 +117,6 @@ def load_audio(
     """
     wav, name = _decode(source, max_seconds)
     return _finish(wav, name, max_seconds=max_seconds, min_seconds=min_seconds, trim=trim)
-
-
-def prepare(
-    wav: np.ndarray,
-    rate: int,
-    *,
-    name: str = "The recording",
-    max_seconds: float | None = MAX_QUERY_SECONDS,
-    min_seconds: float = MIN_SPEECH_SECONDS,
-    trim: bool = True,
-) -> np.ndarray:
-    """Validate and normalise decoded samples `wav` [T] or [T, C] in full scale at `rate` Hz."""
-    stream = _array_stream(np.asarray(wav), rate, name)
-    return _finish(_decode_to_mono(stream, max_seconds), name, max_seconds=max_seconds,
-                   min_seconds=min_seconds, trim=trim)
 
 
 def trim_silence(wav: np.ndarray, rate: int = SAMPLE_RATE) -> np.ndarray:
@@ -208,6 +199,10 @@ def _check_header(stream: _Stream, max_seconds: float | None) -> None:
             f"{name} has a sample rate of {rate} Hz, which is not a real audio rate; expected "
             f"{MIN_INPUT_RATE}-{MAX_INPUT_RATE} Hz. Re-export it as a normal WAV or FLAC file."
         )
+    if rate != SAMPLE_RATE and _kernel_elements(rate, SAMPLE_RATE) > MAX_RESAMPLE_KERNEL:
+        raise AudioError(
+            f"{name} has an unusual sample rate of {rate} Hz, which would take too much memory "
+            "to convert. Re-export it at 16, 44.1 or 48 kHz.")
     error = _too_long(name, stream.frames, rate, max_seconds, stream.cut)
     if error is not None:
         raise error
@@ -279,8 +274,7 @@ class _StreamResampler:
         self.rate, self.new_rate = rate, new_rate
         gcd = math.gcd(rate, new_rate)
         self.orig, self.new = rate // gcd, new_rate // gcd  # output frame k*new <- input k*orig
-        half_kernel = math.ceil(RESAMPLE_ZERO_CROSSINGS * self.orig
-                                / (min(self.orig, self.new) * RESAMPLE_ROLLOFF))
+        half_kernel = _sinc_width(self.orig, self.new)
         # both multiples of orig, so every step starts on an input frame an output lands on
         self.context = self.orig * (math.ceil(half_kernel / self.orig) + 1)
         self.step = self.orig * max(1, round(RESAMPLE_STEP_SECONDS * new_rate / self.new))
@@ -315,6 +309,18 @@ class _StreamResampler:
         return torchaudio.functional.resample(
             torch.from_numpy(np.ascontiguousarray(chunk)), self.rate, self.new_rate,
             lowpass_filter_width=RESAMPLE_ZERO_CROSSINGS, rolloff=RESAMPLE_ROLLOFF).numpy()
+
+
+def _sinc_width(orig: int, new: int) -> int:
+    """Input samples on each side of torchaudio's sinc kernel for gcd-reduced rates."""
+    return math.ceil(RESAMPLE_ZERO_CROSSINGS * orig / (min(orig, new) * RESAMPLE_ROLLOFF))
+
+
+def _kernel_elements(rate: int, new_rate: int) -> int:
+    """Size of the kernel table torchaudio builds to resample `rate` to `new_rate`."""
+    gcd = math.gcd(rate, new_rate)
+    orig, new = rate // gcd, new_rate // gcd
+    return new * (orig + 2 * _sinc_width(orig, new))
 
 
 def _decode(source: AudioSource, max_seconds: float | None) -> tuple[np.ndarray, str]:
@@ -474,7 +480,8 @@ def _ffmpeg_stream(data: bytes | Path, name: str, max_seconds: float | None
             src.write_bytes(data)  # a file, not a pipe: MP4 keeps its index at the end
         # -t: one second past the limit, so that a longer file is seen to be longer;
         # -rematrix_maxval 1: mono is the channels' mean, as for other files (not their sum/√2)
-        cmd = [ffmpeg, "-nostdin", "-v", "error", "-i", str(src), "-vn", "-map", "0:a:0",
+        cmd = [ffmpeg, "-nostdin", "-v", "error", "-format_whitelist", FFMPEG_FORMATS,
+               "-i", str(src), "-vn", "-map", "0:a:0",
                "-t", str(_raw_limit(max_seconds) + 1), "-ac", "1", "-ar", str(SAMPLE_RATE),
                "-rematrix_maxval", "1", "-c:a", "pcm_f32le", "-f", "wav", str(dst)]
         try:
