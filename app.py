@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import re
 import string
@@ -286,7 +287,7 @@ def enroll_tab(live: LiveGallery, gate: AdminGate, people: gr.Gallery, people_ga
             gate.check(password, client)
         except AdminRefused as err:
             text = TEXT[lang]
-            message = (text["password_wait"].format(seconds=err.retry_after)
+            message = (text["password_wait"].format(seconds=math.ceil(err.retry_after))
                        if err.retry_after else text["bad_password"])
             raise gr.Error(message, print_exception=False) from None
 
@@ -352,8 +353,10 @@ def enroll_tab(live: LiveGallery, gate: AdminGate, people: gr.Gallery, people_ga
                                  sample_rate=BROWSER_SAMPLE_RATE))
             gr.Markdown(i18n("voice_hint"))
             seconds = gr.Markdown(elem_id="enroll-duration", latex_delimiters=[])
+        # image_mode=None: Gradio hands over the upload as it is, unconverted (no decoding
+        # before the password check, and no converted copy outside the cache cleaning)
         photo = gr.Image(sources=["webcam", "upload"], type="filepath", label=i18n("photo"),
-                         elem_id="enroll-photo", height=FACE_HEIGHT)
+                         elem_id="enroll-photo", height=FACE_HEIGHT, image_mode=None)
     name = gr.Textbox(label=i18n("name"), max_length=MAX_NAME_CHARS, elem_id="enroll-name")
     consent = gr.Checkbox(value=False, label=i18n("consent"), elem_id="consent")
     enroll_button = gr.Button(i18n("enroll"), variant="primary", elem_id="enroll")

@@ -64,12 +64,13 @@ class LoadReport:
                 f"{self.rss_after:.0f} MB after; {self.overlaps} overlapping model calls")
 
 
-def rss_mb(pid: int) -> float:
-    """Resident memory of process `pid` in MB (VmRSS from /proc/<pid>/status)."""
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """Resident memory of process `pid` in MB: now (VmRSS) or its peak (VmHWM), from
+    /proc/<pid>/status."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for process {pid}")
+    raise RuntimeError(f"no {field} for process {pid}")
 
 
 def run_load(url: str, clips: list[Path], pid: int, log: Path,

@@ -197,3 +197,23 @@ def test_gallery_tab_says_how_the_threshold_was_set(app_url, dev_bundle, locale)
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOTS / f"gallery-{locale}.png"), full_page=True)
         browser.close()
+
+
+def test_overlapping_model_calls_are_logged(caplog):
+    """The load test and the queue test watch the log for this line: it must appear when two
+    model calls do overlap, and not otherwise."""
+    import logging
+
+    import app
+
+    calls = app.ModelCalls()
+    with caplog.at_level(logging.ERROR, logger="voiceface.app"):
+        with calls():
+            pass
+        with calls():
+            pass
+        assert "overlap" not in caplog.text
+        with calls():
+            with calls():
+                pass
+    assert "2 model calls overlap" in caplog.text and calls.running == 0

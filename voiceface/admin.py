@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -61,11 +62,11 @@ class AdminGate:
             if len(self._failures) >= GLOBAL_FAILURES:
                 wait = self._failures[0] + GLOBAL_WINDOW - now
                 raise AdminRefused(f"Too many wrong admin passwords recently; try again in "
-                                   f"{wait:.0f} s.", wait)
+                                   f"{math.ceil(wait)} s.", wait)
             failures, until = self._clients.get(client, (0, now))
             if now < until:
                 raise AdminRefused(f"Too many wrong admin passwords; try again in "
-                                   f"{until - now:.0f} s.", until - now)
+                                   f"{math.ceil(until - now)} s.", until - now)
             if hmac.compare_digest((attempt or "").encode(), self._password):
                 self._clients.pop(client, None)
                 return
