@@ -19,7 +19,7 @@ from PIL import Image
 from conftest import REPO, serve_app
 from voiceface import build as build_module
 from voiceface.audio import SAMPLE_RATE, load_audio
-from voiceface.build import (BuildConfig, BuildReport, Cache, build, scan_people,
+from voiceface.build import (BuildConfig, BuildReport, Cache, Person, build, scan_people,
                              split_for_evaluation)
 from voiceface.calibration import WINDOWS_METHOD, best_non_mated, threshold_at_far
 from voiceface.devbundle import (TINY_GENERATOR, synthetic_voice, write_people_folder,
@@ -147,6 +147,21 @@ def test_a_single_recording_is_split_in_time_before_it_is_windowed(tiny_xvector_
     (_, _, cut), _ = split_for_evaluation(len(wav))
     np.testing.assert_allclose(got["enroll"], encoder.embed_windows(wav[:cut]), atol=1e-6)
     np.testing.assert_allclose(got["held_out"], encoder.embed_windows(wav[cut:]), atol=1e-6)
+
+
+def test_a_person_left_with_one_usable_recording_has_it_split(tiny_xvector_dir, tmp_path):
+    """Two recordings, one broken: the one left is split in time like a single recording."""
+    good, broken = tmp_path / "voice1.flac", tmp_path / "voice2.wav"
+    sf.write(good, synthetic_voice(12.0, seed=4), SAMPLE_RATE)
+    broken.write_bytes(np.random.default_rng(1).bytes(3000))
+    person = Person("p1", "P", [], [good, broken], {})
+    report = BuildReport()
+    encoder = VoiceEncoder.from_pretrained(tiny_xvector_dir)
+    windows, rows = build_module._embed_person(encoder, person, Cache(tmp_path / "c"), report)
+    assert {r["recording"] for r in rows} == {"voice1.flac"}
+    assert [r["part"] for r in rows] == ["enroll", "held_out"]  # 8.4 s and 3.6 s: a window each
+    assert sum(len(w) for w in windows) == len(rows)
+    assert [path for path, _ in report.problems] == [str(broken)]  # reported once
 
 
 def test_the_built_bundle_serves_predictions(built, people):

@@ -190,16 +190,8 @@ def build(people_dir: str | Path, out: str | Path, config: BuildConfig = BuildCo
 
     enrolled = []  # (person, windows [n, D], window rows, aligned face, w)
     for person in tqdm(people, desc="people", disable=not progress):
-        windows, rows = [], []
-        split = len(person.voices) == 1
-        for path in person.voices:
-            with _timed(report.seconds, "embed"):
-                got = _embed(encoder, path, cache, report, split)
-            for part, part_windows in (got or {}).items():
-                windows.append(part_windows)
-                rows += [{"person": person.id, "recording": path.name, "window": i,
-                          **({"part": part} if split else {})}
-                         for i in range(len(part_windows))]
+        with _timed(report.seconds, "embed"):
+            windows, rows = _embed_person(encoder, person, cache, report)
         with _timed(report.seconds, "align"):
             face = _best_face(person, cache, report)
         if not windows or face is None:
@@ -315,6 +307,26 @@ def split_for_evaluation(n_samples: int) -> list[tuple[str, int, int]]:
     if n_samples - cut < MIN_SPEECH_SECONDS * SAMPLE_RATE:
         return [(ENROLL_PART, 0, n_samples)]
     return [(ENROLL_PART, 0, cut), (HELD_OUT_PART, cut, n_samples)]
+
+
+def _embed_person(encoder: VoiceEncoder, person: Person, cache: Cache, report: BuildReport,
+                  voices: list[Path] | None = None) -> tuple[list[np.ndarray], list[dict]]:
+    """A person's window embeddings (one array per recording part) and their rows in
+    `windows.json`. A person with a single usable recording has it split in time
+    (`split_for_evaluation`), also when their other recordings could not be decoded, so
+    that `eval` always has held-out audio that no enrollment window overlaps."""
+    voices = person.voices if voices is None else voices
+    split = len(voices) == 1
+    windows, rows = [], []
+    for path in voices:
+        for part, part_windows in (_embed(encoder, path, cache, report, split) or {}).items():
+            windows.append(part_windows)
+            rows += [{"person": person.id, "recording": path.name, "window": i,
+                      **({"part": part} if split else {})} for i in range(len(part_windows))]
+    usable = [p for p in voices if any(r["recording"] == p.name for r in rows)]
+    if len(usable) == 1 < len(voices):  # the others failed: split the one left
+        return _embed_person(encoder, person, cache, report, usable)
+    return windows, rows
 
 
 def _embed(encoder: VoiceEncoder, path: Path, cache: Cache, report: BuildReport,
