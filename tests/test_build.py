@@ -243,7 +243,8 @@ def test_a_folder_that_is_not_a_bundle_is_not_replaced(people, models, tmp_path)
 
 
 KILLED_BUILDS = """
-import json, os, shutil, signal, sys, traceback
+import json, os, shutil, sys, traceback
+from tests.crashes import KillAt
 from voiceface import build, storage
 from voiceface.invert import InversionConfig
 
@@ -252,24 +253,14 @@ config = build.BuildConfig(**{**config, "inversion": InversionConfig(**config["i
 
 
 def killed_build(out, kill_at):
-    calls = 0
-
-    def counted(function):
-        def call(*args, **kwargs):
-            nonlocal calls
-            calls += 1
-            if calls == kill_at:
-                os.kill(os.getpid(), signal.SIGKILL)
-            return function(*args, **kwargs)
-        return call
-
+    killer = KillAt(kill_at)
     # every change on disk: file writes, renames (gallery data, swap), the exchange, deletions
-    storage.write_bytes = counted(storage.write_bytes)
-    storage._exchange = counted(storage._exchange)
-    os.rename = counted(os.rename)
-    shutil.rmtree = counted(shutil.rmtree)
+    storage.write_bytes = killer.wrap(storage.write_bytes)
+    storage._exchange = killer.wrap(storage._exchange)
+    os.rename = killer.wrap(os.rename)
+    shutil.rmtree = killer.wrap(shutil.rmtree)
     build.build(people, out, config, progress=False)
-    return calls
+    return killer.count
 
 
 results = []

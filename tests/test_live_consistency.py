@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import DEV_PEOPLE, REPO
+from crashes import KillAt
 from voiceface import enroll as enroll_module
 from voiceface.audio import load_audio
 from voiceface.devbundle import synthetic_voice
@@ -202,20 +203,10 @@ def delete_killed_at(vf, root, person_id: str, step: int) -> None:
     """Child: delete `person_id`, killing itself with SIGKILL just before the `step`-th
     commit of the delete (a rename, a directory removal) or its mapper training."""
     live = LiveGallery.open(vf, root, min_people=4)
-    count = 0
-
-    def kill_before(action):
-        def counted(*args, **kwargs):
-            nonlocal count
-            count += 1
-            if count == step:
-                os.kill(os.getpid(), signal.SIGKILL)
-            return action(*args, **kwargs)
-        return counted
-
-    os.rename, os.replace = kill_before(os.rename), kill_before(os.replace)
-    shutil.rmtree = kill_before(shutil.rmtree)
-    enroll_module.train_mapper = kill_before(enroll_module.train_mapper)
+    killer = KillAt(step)
+    os.rename, os.replace = killer.wrap(os.rename), killer.wrap(os.replace)
+    shutil.rmtree = killer.wrap(shutil.rmtree)
+    enroll_module.train_mapper = killer.wrap(enroll_module.train_mapper)
     live.delete(person_id)
 
 
