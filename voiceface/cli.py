@@ -35,8 +35,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.set_defaults(run=_dev_bundle)
 
     p = commands.add_parser("convert-generator",
-                            help="convert a rosinality StyleGAN2 .pt into safetensors + JSON")
-    p.add_argument("checkpoint", type=Path)
+                            help="convert a StyleGAN2 generator (rosinality .pt, or an NVIDIA "
+                                 ".pkl read without running it) into safetensors + JSON")
+    p.add_argument("checkpoint", type=Path,
+                   help="rosinality .pt, or TensorFlow / stylegan2-ada-pytorch .pkl")
     p.add_argument("directory", type=Path)
     p.set_defaults(run=_convert_generator)
 
@@ -165,9 +167,17 @@ def _dev_bundle(args: argparse.Namespace) -> int:
 
 
 def _convert_generator(args: argparse.Namespace) -> int:
+    from .nvidia import convert_pickle
     from .stylegan2 import convert_checkpoint
 
-    print(f"wrote {convert_checkpoint(args.checkpoint, args.directory)}")
+    if args.checkpoint.suffix == ".pkl":  # the only place a pickle is read (never unpickled)
+        if not args.checkpoint.is_file():
+            raise ValueError(f"Generator pickle not found: {args.checkpoint}")
+        directory, found = convert_pickle(args.checkpoint, args.directory)
+        print(found)
+    else:
+        directory = convert_checkpoint(args.checkpoint, args.directory)
+    print(f"wrote {directory}")
     return 0
 
 

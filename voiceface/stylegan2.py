@@ -290,8 +290,9 @@ class Generator(nn.Module):
         path = Path(path)
         if path.suffix == ".pkl":
             raise ValueError(f"{path} looks like an NVIDIA pickle, which runs code when "
-                             "unpickled; refusing to load it. Convert it to the rosinality .pt "
-                             "layout first (stylegan2-pytorch's convert_weight.py, in a sandbox).")
+                             "unpickled; refusing to load it. Convert it first with `python -m "
+                             f"voiceface convert-generator {path} DIR` (reads it without running "
+                             "anything) and use DIR.")
         if not path.exists():
             raise ValueError(f"Generator checkpoint not found: {path}")
         if path.is_dir() or path.suffix == ".safetensors":
@@ -423,12 +424,17 @@ def convert_checkpoint(src: str | os.PathLike[str], dst_dir: str | os.PathLike[s
     generator = Generator.from_checkpoint(src)
     metadata = {"source": src.name}
     if src.is_file():
-        digest = hashlib.sha256()
-        with src.open("rb") as f:
-            while chunk := f.read(HASH_CHUNK):
-                digest.update(chunk)
-        metadata["source_sha256"] = digest.hexdigest()
+        metadata["source_sha256"] = file_sha256(src)
     return generator.save_pretrained(dst_dir, metadata=metadata)
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def z_from_seed(seed: int, dim: int = 512) -> Tensor:
