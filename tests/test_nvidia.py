@@ -245,6 +245,15 @@ def test_tensorflow_pickle_converts_to_the_reference(tmp_path, monkeypatch, mark
     assert_matches_reference(g, reference)
 
 
+def test_pickles_written_with_numpy_1_names_convert(tmp_path, monkeypatch, marker, rosinality,
+                                                   reference):
+    # Published TensorFlow pickles name numpy 1's modules; protocol 2 spells globals as text.
+    pkl = write_tf_pickle(tmp_path / "tf.pkl", tf_variables(rosinality), marker, monkeypatch, 2)
+    pkl.write_bytes(pkl.read_bytes().replace(b"numpy._core.", b"numpy.core."))
+    assert b"numpy.core.multiarray\n_reconstruct" in pkl.read_bytes()
+    assert_matches_reference(read_pickle(pkl)[0], reference)
+
+
 def test_ada_pickle_converts_to_the_reference(tmp_path, monkeypatch, marker, rosinality,
                                               reference):
     pkl = write_ada_pickle(tmp_path / "ada.pkl", ada_tensors(rosinality), marker, monkeypatch,

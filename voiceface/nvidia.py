@@ -16,8 +16,8 @@ state the pickle gives it. Nothing named in the file is imported or called, so t
 embedded source (and any `os.system` a crafted file names) never runs.
 Only the config-e/f "skip" generator without labels is converted (as `convert_checkpoint`
 converts a rosinality `.pt`); anything else is refused with the variables that did not fit.
-The result computes NVIDIA's function in float32 throughout; ada's optional fp16 layers and
-activation clamping (`conv_clamp`, +-256) are training-time measures not reproduced.
+The result computes NVIDIA's function in float32 throughout; ada's optional clamping of
+activations beyond +-256 (`conv_clamp`) is not reproduced.
 """
 
 from __future__ import annotations
