@@ -367,7 +367,8 @@ def read_pickle(path: str | os.PathLike[str]) -> tuple[Generator, str]:
     if isinstance(obj, tuple) and obj and getattr(obj[-1], "qualname", "") == TF_NETWORK:
         fmt, (params, kwargs) = "TensorFlow StyleGAN2", _tf_params(obj[-1])
         dense, res_pattern = r"mapping/Dense(\d+)/weight", r"synthesis/(\d+)x\d+/Conv1/weight"
-        w_avg, ignored = params.pop("dlatent_avg", None), {"lod"}
+        # `lod` (progressive-growing level, 0 for a finished network) drives nothing here.
+        w_avg, ignored = params.pop("dlatent_avg", None), {"lod", "synthesis/lod"}
         if kwargs.get("architecture", "skip") != "skip" or kwargs.get("label_size", 0):
             raise ValueError(f"{path}: a generator with architecture="
                              f"{kwargs.get('architecture')!r}, label_size="
