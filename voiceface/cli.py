@@ -170,7 +170,7 @@ def _convert_generator(args: argparse.Namespace) -> int:
     from .nvidia import convert_pickle
     from .stylegan2 import convert_checkpoint
 
-    if args.checkpoint.suffix == ".pkl":  # the only place a pickle is read (never unpickled)
+    if args.checkpoint.suffix == ".pkl":  # the allowlist unpickler; nothing else opens a .pkl
         if not args.checkpoint.is_file():
             raise ValueError(f"Generator pickle not found: {args.checkpoint}")
         directory, found = convert_pickle(args.checkpoint, args.directory)
