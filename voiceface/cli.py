@@ -24,8 +24,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--bundle", help="bundle directory or Hub repo id (default: $VOICEFACE_BUNDLE or index/)")
     p.add_argument("--out", type=Path, default=Path("face.png"), help="where to write the generated face")
     p.add_argument("-k", type=int, default=5, help="number of matches")
-    p.add_argument("--truncation", type=float, default=None, help="psi in [0, 1]; lower = nearer the centre "
-                   "(the gallery's population centre unless the bundle says otherwise)")
+    p.add_argument("--truncation", type=float, default=None,
+                   help="psi in [0, 1]; lower = nearer the centre (the gallery's population "
+                   "centre unless the bundle says otherwise)")
     p.add_argument("--resolution", type=int, default=None, help="render smaller than full size (preview)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(run=_predict)

@@ -50,8 +50,9 @@ DEFAULT_THRESHOLD = 0.70  # cosine; an unmeasured placeholder until a gallery is
 NORM_TOLERANCE = 1e-3  # an embedding's norm may differ from 1 by this much
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # safe as a file name
 LOAD_ATTEMPTS = 5  # reads of a gallery that concurrent saves keep replacing
-POPULATION, GENERATOR = "population", "generator"  # centres: `Gallery.centre`, a generator's
-TRUNCATION_CENTERS = (POPULATION, GENERATOR)  # w_avg; bundle.json "truncation_center" values
+# what generated faces are truncated toward: `Gallery.centre`, or the generator's w_avg
+POPULATION, GENERATOR = "population", "generator"
+TRUNCATION_CENTERS = (POPULATION, GENERATOR)  # bundle.json "truncation_center" values
 
 
 def population_centre(latents: np.ndarray) -> np.ndarray:

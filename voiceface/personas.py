@@ -10,7 +10,8 @@ not that a voice predicts a face.
 
 Embeddings, the search index, latents, face renders and the mapper depend on the encoder
 and generator, so they are caches: `persona_bundle` builds them once per (personas, encoder,
-generator, truncation and its centre) fingerprint into a writable directory and reuses them on the next start.
+generator, truncation and its centre) fingerprint into a writable directory and reuses them
+on the next start.
 The gallery's open-set threshold is calibrated then (`voiceface.calibration.calibrate_windows`):
 each persona's recording windows are scored against the other personas, one best score per
 window. With one 10 s window each, 48 personas give 48 trials, too few to measure 1 % (the
@@ -188,10 +189,10 @@ def persona_bundle(root: str | Path, encoder: VoiceEncoder, generator: Generator
 
     `truncation` is the psi the pipeline draws faces at and `truncation_center` what toward
     ("population" or "generator", `voiceface.pipeline.VoiceFace.centre`); the personas'
-    displayed faces are drawn so too. Built on first use (a few minutes with full-size models on 2 CPU cores)
-    into `cache/personas/<key>`, where the key hashes the personas' content, the models'
-    fingerprints, the truncation, its centre and the threshold's target false-alarm rate `far`; later
-    calls, and later processes, reuse it.
+    displayed faces are drawn so too. Built on first use (a few minutes with full-size models
+    on 2 CPU cores) into `cache/personas/<key>`, where the key hashes the personas' content,
+    the models' fingerprints, the truncation, its centre and the threshold's target
+    false-alarm rate `far`; later calls, and later processes, reuse it.
     """
     root = Path(root)
     key = hashlib.sha256(json.dumps([CACHE_FORMAT_VERSION, personas_fingerprint(root),

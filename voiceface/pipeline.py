@@ -182,7 +182,8 @@ class VoiceFace:
             examples = personas.example_voices(personas_root)
         state = load_derived(derived, voice.fingerprint, gen_fp)
         return cls(voice, face_gen, state.gallery, state.mapper,
-                   truncation=truncation, truncation_center=center, test_weights=bool(spec.get("test_weights", False)),
+                   truncation=truncation, truncation_center=center,
+                   test_weights=bool(spec.get("test_weights", False)),
                    generator_fingerprint=gen_fp, synthetic_personas=bool(spec.get("personas")),
                    examples=examples)
 
