@@ -140,8 +140,9 @@ def build(vf: VoiceFace, live: LiveGallery | None = None, admin_password: str | 
     def outputs(result: VoiceFaceResult, lang: str, is_preview: bool):
         text = TEXT[lang]
         best = result.matches[0]
-        caption = (f"{text[f'method_{result.method}']}; {text[f'centre_{result.centre}']}"
-                   + (f" ({text['preview']})" if is_preview else ""))
+        caption = text["generated_caption"].format(
+            method=text[f"method_{result.method}"], centre=text[f"centre_{result.centre}"]
+        ) + (f" ({text['preview']})" if is_preview else "")
         if result.confident:
             match_text = text["match"].format(name=plain(best.name), score=best.score)
         else:

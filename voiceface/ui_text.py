@@ -70,6 +70,7 @@ TEXT = {
         "method_average": "the centre face (no mapper, no latents nearby)",
         "centre_population": "pulled toward the enrolled people's average",
         "centre_generator": "pulled toward the generator's average face (FFHQ)",
+        "generated_caption": "{method}; {centre}",
         "preview": "preview, full resolution coming",
         "match": "**{name}**, similarity {score:.2f}",
         "no_match": "**No confident match**: the nearest voice ({name}) has similarity "
@@ -136,6 +137,7 @@ TEXT = {
         "method_average": "中心の顔（マッパーも近い潜在表現もなし）",
         "centre_population": "登録者の平均へ寄せています",
         "centre_generator": "生成器の平均顔（FFHQ）へ寄せています",
+        "generated_caption": "{method}。{centre}",
         "preview": "プレビュー、高解像度を生成中",
         "match": "**{name}**、類似度 {score:.2f}",
         "no_match": "**確かな一致なし：** 最も近い声（{name}）の類似度 {score:.4f} は"
