@@ -171,6 +171,7 @@ def test_the_built_bundle_serves_predictions(built, people):
     assert vf.gallery.people[0].name == "Dev person 2"
     assert all(p.faces[0].is_file() and p.consent for p in vf.gallery.people)
     assert len(vf.gallery.latents()[0]) == ENROLLED and vf.mapper is not None
+    assert np.array_equal(vf.mapper.centre.numpy(), vf.gallery.centre)
     result = vf(people / "person03" / "voice2.flac")
     assert result.method == "mapper" and result.matches[0].id == "person03"
     windows = np.load(out / "windows.npy")
