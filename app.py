@@ -140,7 +140,9 @@ def build(vf: VoiceFace, live: LiveGallery | None = None, admin_password: str | 
     def outputs(result: VoiceFaceResult, lang: str, is_preview: bool):
         text = TEXT[lang]
         best = result.matches[0]
-        caption = text[f"method_{result.method}"] + (f" ({text['preview']})" if is_preview else "")
+        caption = text["generated_caption"].format(
+            method=text[f"method_{result.method}"], centre=text[f"centre_{result.centre}"]
+        ) + (f" ({text['preview']})" if is_preview else "")
         if result.confident:
             match_text = text["match"].format(name=plain(best.name), score=best.score)
         else:
@@ -156,7 +158,7 @@ def build(vf: VoiceFace, live: LiveGallery | None = None, admin_password: str | 
         summary = {
             "matches": [{"id": m.id, "name": m.name, "score": round(m.score, 4)}
                         for m in result.matches],
-            "confident": result.confident, "method": result.method,
+            "confident": result.confident, "method": result.method, "centre": result.centre,
             "threshold": result.threshold, "test_weights": vf.test_weights,
             "timings": {k: round(v, 3) for k, v in result.timings.items()},
         }

@@ -83,6 +83,7 @@ def test_client_predict_returns_both_faces_and_a_summary(app_url, dev_bundle):
     assert not np.array_equal(np.asarray(generated_img), np.asarray(nearest_img))
     assert summary["matches"][0]["id"] == "dev01" and summary["confident"] is True
     assert summary["method"] == "mapper" and summary["test_weights"] is True
+    assert summary["centre"] == "population"
     assert len(summary["matches"]) == 5
 
 
@@ -160,7 +161,9 @@ def test_browser_records_the_microphone_and_shows_both_faces(app_url, tmp_path, 
         page.locator("#submit").click()
         caption = page.locator("#nearest-caption")
         caption.filter(has_text="similarity").wait_for(timeout=60_000)
-        page.locator("#generated-caption").filter(has_text="mapper").wait_for(timeout=60_000)
+        page.locator("#generated-caption").filter(
+            has_text="trained mapper; pulled toward the enrolled people's average").wait_for(
+            timeout=60_000)
         page.locator("#generated-caption").filter(has_text="preview").wait_for(
             state="detached", timeout=60_000)
         text = caption.inner_text()

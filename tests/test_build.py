@@ -171,6 +171,7 @@ def test_the_built_bundle_serves_predictions(built, people):
     assert vf.gallery.people[0].name == "Dev person 2"
     assert all(p.faces[0].is_file() and p.consent for p in vf.gallery.people)
     assert len(vf.gallery.latents()[0]) == ENROLLED and vf.mapper is not None
+    assert np.array_equal(vf.mapper.centre.numpy(), vf.gallery.centre)
     result = vf(people / "person03" / "voice2.flac")
     assert result.method == "mapper" and result.matches[0].id == "person03"
     windows = np.load(out / "windows.npy")
@@ -353,7 +354,9 @@ def test_eval_reports_identification_and_generation(built, tmp_path):
     assert report["people"] == ENROLLED and report["folds"] == 2
     assert ident["trials"] >= ENROLLED and ident["chance_top1"] == 1 / ENROLLED
     assert 0 <= ident["eer"] <= 1 and -1 <= ident["open_set_threshold"] <= 1
-    assert set(gen) == {"mapper", "knn-blend", "w_avg"}
+    assert set(gen) == {"mapper", "knn-blend", "population-mean", "w_avg"}
+    generated = report["generated_latents"]
+    assert generated["to_population_centre"] >= 0 and generated["to_w_avg"] >= 0
     low, high = gen["mapper"]["matching_1to2_ci95"]
     assert low <= gen["mapper"]["matching_1to2"] <= high
     paths = write_report(report, tmp_path / "eval")
@@ -380,12 +383,15 @@ def test_eval_cli_checks_the_folder_and_sets_the_threshold(built, people, tmp_pa
     assert f"the gallery now uses this threshold {threshold:.4f}: accepts" in ok.stdout
 
 
-def synthetic_index(directory, n=16, dim=8, windows=4, seed=0, part=None):
-    """An index whose truth is known: clustered voices; latents a linear function of them."""
+def synthetic_index(directory, n=16, dim=8, windows=4, seed=0, part=None, shuffle=False):
+    """An index whose truth is known: clustered voices; latents a linear function of them
+    (with `shuffle`, of someone else's voice: the voice says nothing about the latent)."""
+    directory.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((n, dim))
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
     mix = rng.standard_normal((dim, 6))
+    latent_source = rng.permutation(centres) if shuffle else centres
     gallery = Gallery(dim, "enc", latent_dim=6, generator_fingerprint="gen")
     rows, all_windows = [], []
     for i, c in enumerate(centres):
@@ -396,7 +402,8 @@ def synthetic_index(directory, n=16, dim=8, windows=4, seed=0, part=None):
                  if part is None else
                  {"person": f"p{i}", "recording": "r.wav", "window": j, "part": part(j)}
                  for j in range(windows)]
-        gallery.add(f"p{i}", c, latent=(c @ mix).astype(np.float32), consent=True)
+        gallery.add(f"p{i}", c, latent=(latent_source[i] @ mix).astype(np.float32),
+                    consent=True)
     gallery.save(directory / "gallery")
     np.save(directory / "windows.npy", np.concatenate(all_windows).astype(np.float32))
     (directory / "windows.json").write_text(json.dumps(rows))
@@ -404,7 +411,7 @@ def synthetic_index(directory, n=16, dim=8, windows=4, seed=0, part=None):
 
 
 def test_eval_metrics_on_a_gallery_whose_answers_are_known(tmp_path):
-    report = evaluate(synthetic_index(tmp_path), folds=4)
+    report = evaluate(synthetic_index(tmp_path), folds=4, w_avg=np.zeros(6, np.float32))
     ident, gen = report["identification"], report["generation"]
     assert ident["top1"] == 1.0 and ident["eer"] == 0.0
     assert ident["trials"] == 16 * 2  # each person's second recording held out
@@ -416,6 +423,26 @@ def test_eval_metrics_on_a_gallery_whose_answers_are_known(tmp_path):
     assert gen["mapper"]["R@1"] > 2 * gen["mapper"]["chance_R@1"]
     assert gen["mapper"]["matching_1to2"] > gen["w_avg"]["matching_1to2"] + 0.2
     assert gen["mapper"]["matching_1to2_ci95"][0] > 0.5
+
+
+def test_eval_compares_the_mapper_with_the_population_mean(tmp_path):
+    """The population mean is the guess to beat; the report says plainly whether the mapper
+    does, and how far its latents lie from the population centre and from w_avg."""
+    far_w_avg = np.full(6, 10.0, np.float32)  # the generator's average face, far away
+    learnable = evaluate(synthetic_index(tmp_path / "a"), folds=4, w_avg=far_w_avg)
+    gen, generated = learnable["generation"], learnable["generated_latents"]
+    assert list(gen) == ["mapper", "knn-blend", "population-mean", "w_avg"]
+    assert generated["better_than_guessing"] is True
+    assert gen["mapper"]["matching_1to2_ci95"][0] > gen["population-mean"]["matching_1to2"]
+    assert generated["to_w_avg"] > 5 * generated["to_population_centre"]
+    text = markdown(learnable)
+    assert "| population-mean |" in text and "**Better than guessing**" in text
+    assert (f"lie on average {generated['to_population_centre']:.3f} from the population "
+            f"centre and {generated['to_w_avg']:.3f} from the generator's w_avg.") in text
+    noise = evaluate(synthetic_index(tmp_path / "b", shuffle=True), folds=4)
+    assert noise["generated_latents"]["better_than_guessing"] is False
+    assert "w_avg" not in noise["generation"] and noise["generated_latents"]["to_w_avg"] is None
+    assert "**Not better than guessing**: the mapper's 1:2 matching" in markdown(noise)
 
 
 def test_eval_holds_out_the_held_out_part_of_a_single_recording(tmp_path):

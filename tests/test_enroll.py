@@ -128,9 +128,13 @@ def test_enrolled_person_is_found_at_once_then_gets_a_latent_and_a_mapper(open_l
     assert live.vf.gallery.latent(aiko) is not None
     # Not retrained (7 latents: fewer than min_people, 8); each change reloads it from disk.
     assert live.mapper_people == bundle_people and aiko not in bundle_people
+    # Aiko's latent moved the population centre; the mapper keeps the one it was trained on.
+    assert np.array_equal(live.vf.mapper.centre.numpy(), bundle_mapper.centre.numpy())
+    assert not np.array_equal(live.vf.mapper.centre.numpy(), live.vf.gallery.centre)
     ken = live.enroll("Ken", voice(3, f0=110.0, formant=500.0), PHOTO, consent=True)
     assert live.wait(WAIT) and live.status(ken) == "ready"
     assert live.vf.mapper is not bundle_mapper and set(live.mapper_people) >= {aiko, ken}
+    assert np.array_equal(live.vf.mapper.centre.numpy(), live.vf.gallery.centre)  # retrained
     assert live.vf(voice(1)).method == "mapper"
 
 

@@ -72,6 +72,33 @@ def test_add_update_remove(gallery):
     assert gallery.latents()[0] == ["p0", "p2", "p3"]
 
 
+def test_population_centre_is_the_mean_latent_and_follows_every_change(gallery):
+    def mean(ids):
+        return np.mean([gallery.latent(i).astype(np.float64) for i in ids], axis=0)
+
+    assert gallery.centre.dtype == np.float32
+    assert np.array_equal(gallery.centre, mean(["p0", "p1", "p2", "p3"]).astype(np.float32))
+    gallery.remove("p1")
+    assert np.array_equal(gallery.centre, mean(["p0", "p2", "p3"]).astype(np.float32))
+    gallery.update("p2", latent=np.full(8, 3.0, np.float32))
+    assert np.array_equal(gallery.centre, mean(["p0", "p2", "p3"]).astype(np.float32))
+    gallery.add("p9", unit(np.random.default_rng(5))[0], latent=np.ones(8, np.float32))
+    assert np.array_equal(gallery.centre, mean(["p0", "p2", "p3", "p9"]).astype(np.float32))
+    gallery.centre[:] = 0  # a copy: the cache cannot be changed from outside
+    assert gallery.centre.any()
+    assert Gallery(DIM, "enc-A").centre is None  # nobody with a latent
+    with pytest.raises(ValueError, match=r"M >= 1"):
+        gallery_module.population_centre(np.zeros((0, 8)))
+
+
+def test_the_centre_is_saved_and_galleries_without_it_load(gallery, tmp_path):
+    root = gallery.save(tmp_path / "g")
+    saved = np.load(root / gallery_module.data_name(root) / "centre.npy")
+    assert np.array_equal(saved, gallery.centre)
+    (root / gallery_module.data_name(root) / "centre.npy").unlink()  # saved before it existed
+    assert np.array_equal(Gallery.load(root).centre, gallery.centre)
+
+
 def test_clear_errors(gallery):
     rng = np.random.default_rng(1)
     with pytest.raises(GalleryError, match="already enrolled"):

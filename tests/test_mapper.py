@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
-from voiceface.mapper import VoiceToLatent, knn_blend, train_mapper
+from voiceface.mapper import WEIGHTS_FILE, VoiceToLatent, knn_blend, train_mapper
 
 D, W = 16, 12
 
@@ -52,7 +53,7 @@ def test_validation_holds_out_whole_people_and_is_deterministic():
     assert np.array_equal(m1.predict(x), m2.predict(x))
 
 
-def test_untrained_mapper_draws_the_average_face():
+def test_untrained_mapper_draws_its_centre():
     x, y, groups, w_avg, *_ = learnable_data(n_people=4)
     from voiceface.mapper import MapperConfig
     mapper = VoiceToLatent(MapperConfig(D, W), torch.from_numpy(w_avg))
@@ -73,6 +74,24 @@ def test_save_load_round_trip_and_fingerprint_refusal(tmp_path):
         loaded.predict(np.zeros(D + 1, np.float32))
     with pytest.raises(FileNotFoundError, match="No mapper"):
         VoiceToLatent.from_pretrained(tmp_path / "nothing")
+
+
+def test_the_mapper_keeps_the_centre_it_was_trained_around(tmp_path):
+    """Offsets are from the centre given at training; it is saved with the weights, and a
+    mapper saved before the rename (its centre under "w_avg") loads the same."""
+    x, y, groups, _, *_ = learnable_data(n_people=6)
+    centre = y.mean(axis=0)
+    mapper, _ = train_mapper(x, y, groups, centre, hidden=32, max_epochs=5, progress=False)
+    assert torch.equal(mapper.centre, torch.from_numpy(centre))
+    mapper.save_pretrained(tmp_path / "m")
+    assert np.array_equal(VoiceToLatent.from_pretrained(tmp_path / "m").predict(x),
+                          mapper.predict(x))
+    state = load_file(tmp_path / "m" / WEIGHTS_FILE)
+    state["w_avg"] = state.pop("centre")
+    save_file(state, tmp_path / "m" / WEIGHTS_FILE)
+    old = VoiceToLatent.from_pretrained(tmp_path / "m")
+    assert torch.equal(old.centre, mapper.centre)
+    assert np.array_equal(old.predict(x), mapper.predict(x))
 
 
 def test_knn_blend_weights_the_nearest_most():

@@ -154,6 +154,9 @@ def test_other_models_or_changed_personas_get_their_own_cache(personas_dir, tiny
     fourth = personas.persona_bundle(personas_dir, voice, generator, fingerprint, tmp_path,
                                      **{**build, "truncation": 0.5})
     assert fourth not in (first, second, third)
+    fifth = personas.persona_bundle(personas_dir, voice, generator, fingerprint, tmp_path,
+                                    **{**build, "truncation_center": "generator"})
+    assert fifth not in (first, second, third, fourth)
     assert not list((tmp_path / "personas").glob(".*.tmp"))
 
 
@@ -167,7 +170,8 @@ def test_a_personas_own_latent_redraws_its_displayed_face(personas_dir, tiny_xve
                                                          tiny_generator_dir, tmp_path,
                                                          monkeypatch):
     """The face shown for a persona is the face the pipeline draws from its stored latent:
-    truncated once, by the bundle's truncation, pixel for pixel."""
+    truncated once, by the bundle's truncation toward the personas' population centre, pixel
+    for pixel."""
     monkeypatch.setenv("VOICEFACE_CACHE", str(tmp_path / "cache"))
     bundle = write_personas_bundle(tmp_path / "bundle", personas_dir, tiny_xvector_dir,
                                    tiny_generator_dir)
@@ -177,7 +181,7 @@ def test_a_personas_own_latent_redraws_its_displayed_face(personas_dir, tiny_xve
         monkeypatch.setattr(vf, "latent", lambda embedding, matches, state=None: (stored, "mapper"))
         drawn = vf(personas_dir / "voices" / "persona01.opus")
         shown = Image.open(person.faces[0])
-        assert drawn.face.size == shown.size == (64, 64)
+        assert drawn.face.size == shown.size == (64, 64) and drawn.centre == "population"
         assert np.array_equal(np.asarray(drawn.face), np.asarray(mark(shown))), person.id
 
 

@@ -59,8 +59,20 @@ def test_preview_resolution_and_fallbacks(dev_bundle, vf):
         no_latents.add(person.id, vf.gallery.embedding(person.id), name=person.name)
     average = VoiceFace(vf.encoder, vf.generator, no_latents, None)
     result = average(dev_bundle / "voices" / "dev01.flac", truncation=1.0)
-    assert result.method == "average"
+    assert result.method == "average" and result.centre == "generator"
     assert torch.allclose(torch.from_numpy(result.w), vf.generator.w_avg)
+
+
+def test_without_a_mapper_or_a_neighbour_with_a_latent_the_population_centre_is_drawn(
+        vf, dev_bundle):
+    only_others = Gallery(vf.gallery.dim, vf.gallery.encoder_fingerprint)
+    for person in vf.gallery.people:  # everyone but the nearest person has a latent
+        only_others.add(person.id, vf.gallery.embedding(person.id), name=person.name,
+                        latent=None if person.id == "dev01" else vf.gallery.latent(person.id))
+    result = VoiceFace(vf.encoder, vf.generator, only_others, None)(
+        dev_bundle / "voices" / "dev01.flac", k=1)
+    assert (result.method, result.centre) == ("average", "population")
+    assert np.array_equal(result.w, only_others.centre)  # the centre truncated is itself
 
 
 def test_stream_gives_the_preview_then_the_same_face_as_a_full_call(vf, dev_bundle):
@@ -89,16 +101,33 @@ def test_truncation_zero_draws_the_centre_and_one_the_latent_itself(vf, dev_bund
     g = vf.generator
     untruncated = vf(voice, truncation=1.0)
     assert np.array_equal(untruncated.w, vf.mapper.predict(untruncated.embedding))
+    population = np.mean(np.stack([vf.gallery.latent(p.id) for p in vf.gallery.people]),
+                         axis=0, dtype=np.float64).astype(np.float32)
     centre = vf(voice, truncation=0.0)
-    assert np.array_equal(centre.w, g.w_avg.numpy())
+    assert np.array_equal(centre.w, population) and centre.centre == "population"
     with torch.inference_mode():
-        average_face = mark(to_pil(g.synthesis(g.w_avg[None], noise="const"))[0])
-    assert np.array_equal(np.asarray(centre.face), np.asarray(average_face))
+        centre_face = mark(to_pil(g.synthesis(torch.from_numpy(population)[None],
+                                              noise="const"))[0])
+    assert np.array_equal(np.asarray(centre.face), np.asarray(centre_face))
     default = vf(voice)  # the bundle's 0.7
-    np.testing.assert_allclose(default.w, g.w_avg.numpy() + 0.7 * (untruncated.w -
-                                                                   g.w_avg.numpy()), atol=1e-6)
+    np.testing.assert_allclose(default.w, population + 0.7 * (untruncated.w - population),
+                               atol=1e-6)
     drawn = [np.asarray(r.face) for r in (centre, default, untruncated)]
     assert not any(np.array_equal(drawn[i], drawn[j]) for i, j in ((0, 1), (1, 2), (0, 2)))
+
+
+def test_a_bundle_may_truncate_toward_the_generators_average_face(vf, dev_bundle, tmp_path):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(dev_bundle, bundle)
+    spec = json.loads((bundle / "bundle.json").read_text())
+    (bundle / "bundle.json").write_text(json.dumps({**spec, "truncation_center": "generator"}))
+    generator_centred = VoiceFace.from_pretrained(bundle)
+    result = generator_centred(bundle / "voices" / "dev03.flac", truncation=0.0)
+    assert result.centre == "generator" and np.array_equal(result.w, vf.generator.w_avg.numpy())
+    (bundle / "bundle.json").write_text(json.dumps({**spec, "truncation_center": "class"}))
+    with pytest.raises(ValueError, match="truncation_center is 'class'; use one of "
+                                         "'population', 'generator'"):
+        VoiceFace.from_pretrained(bundle)
 
 
 def test_a_dev_persons_latent_redraws_their_gallery_face(vf, dev_bundle, monkeypatch):
@@ -126,7 +155,8 @@ def test_cli_predict_json(dev_bundle, tmp_path):
     report = json.loads(proc.stdout)
     assert report["matches"][0] == {"id": "dev03", "name": "Test person 4",
                                     "score": report["matches"][0]["score"]}
-    assert report["confident"] is True and report["method"] == "mapper"
+    assert report["confident"] is True and report["method"] == "mapper" \
+        and report["centre"] == "population"
     assert report["face"] == str(out) and Image.open(out).size == (64, 64)
     assert report["timings"]["total"] >= report["timings"]["embed"] > 0
 

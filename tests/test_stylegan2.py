@@ -343,6 +343,16 @@ def test_truncation(tiny, reference):
     assert torch.allclose(tiny.truncate(wplus, 0.5), (wplus + tiny.w_avg) / 2, atol=1e-6)
 
 
+def test_truncation_toward_a_given_centre(tiny, reference):
+    """The pipeline truncates toward the gallery's population centre, not w_avg."""
+    w, centre = reference["w"], torch.full((tiny.style_dim,), 0.25)
+    assert torch.equal(tiny.truncate(w, 0.0, centre), centre.expand(2, -1))
+    assert torch.equal(tiny.truncate(w, 0.7, centre), centre + 0.7 * (w - centre))
+    assert tiny.truncate(w, 1.0, centre) is w
+    with pytest.raises(ValueError, match=r"centre must be \[32\], got \[15\]"):
+        tiny.truncate(w, 0.7, centre[:15])
+
+
 @pytest.mark.parametrize("mode", ["differentiable", "inference"])
 def test_w_broadcasts_like_repeated_wplus(tiny, reference, monkeypatch, mode):
     w = reference["w"]

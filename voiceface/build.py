@@ -229,7 +229,7 @@ def build(people_dir: str | Path, out: str | Path, config: BuildConfig = BuildCo
                 np.concatenate([np.repeat(w[None], len(windows), 0)
                                 for _, windows, _, _, w in enrolled]),
                 [row["person"] for row in all_rows],
-                generator.w_avg.cpu().numpy(), encoder_fingerprint=encoder.fingerprint,
+                gallery.centre, encoder_fingerprint=encoder.fingerprint,
                 generator_fingerprint=gen_fp, seed=config.seed, progress=progress)
         report.mapper = {"best_epoch": train.best_epoch, "val_loss": train.val_loss,
                          "baseline_val_loss": train.baseline_val_loss}

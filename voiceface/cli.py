@@ -24,7 +24,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--bundle", help="bundle directory or Hub repo id (default: $VOICEFACE_BUNDLE or index/)")
     p.add_argument("--out", type=Path, default=Path("face.png"), help="where to write the generated face")
     p.add_argument("-k", type=int, default=5, help="number of matches")
-    p.add_argument("--truncation", type=float, default=None, help="psi in [0, 1]; lower = more average face")
+    p.add_argument("--truncation", type=float, default=None,
+                   help="psi in [0, 1]; lower = nearer the centre (the gallery's population "
+                   "centre unless the bundle says otherwise)")
     p.add_argument("--resolution", type=int, default=None, help="render smaller than full size (preview)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(run=_predict)
@@ -140,6 +142,7 @@ def _predict(args: argparse.Namespace) -> int:
                         for m in result.matches],
             "confident": result.confident,
             "method": result.method,
+            "centre": result.centre,
             "timings": {k: round(v, 4) for k, v in result.timings.items()},
             "face": str(args.out),
             "test_weights": vf.test_weights,
@@ -153,7 +156,8 @@ def _predict(args: argparse.Namespace) -> int:
           f"{result.threshold:.4f})")
     for m in result.matches:
         print(f"  {m.rank}. {m.name:<24} {m.score:.3f}")
-    print(f"generated face ({result.method}): {args.out}")
+    print(f"generated face ({result.method}, truncated toward the {result.centre} centre): "
+          f"{args.out}")
     return 0
 
 

@@ -5,9 +5,9 @@ StyleGAN2 generator, a gallery of synthetic people (harmonic "voices" with their
 formants, faces rendered by the generator from a seed, so each face's latent is exact) and a
 mapper trained on them. The gallery's threshold is calibrated like a built one's (on the
 enrolled recordings' windows; 8 people give 8 trials). Latents are stored untruncated; faces
-are drawn from them truncated by the bundle's truncation, as the pipeline draws them. Its
-`bundle.json` says
-`"test_weights": true`: nothing it produces means anything about real voices or faces.
+are drawn from them truncated by the bundle's truncation toward their population centre, as
+the pipeline draws them. Its `bundle.json` says `"test_weights": true`: nothing it produces
+means anything about real voices or faces.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForXV
 from . import storage
 from .audio import SAMPLE_RATE
 from .calibration import calibrate_windows
-from .gallery import Gallery
+from .gallery import Gallery, population_centre
 from .mapper import train_mapper
 from .pipeline import BUNDLE_FILE, BUNDLE_FORMAT_VERSION, DEFAULT_TRUNCATION, load_generator
 from .stylegan2 import Generator, GeneratorConfig, to_pil
@@ -114,8 +114,11 @@ def write_dev_bundle(directory: str | Path, n_people: int = DEV_PEOPLE, seed: in
     gallery = Gallery(encoder.dim, encoder.fingerprint, generator_fingerprint=gen_fp,
                       latent_dim=generator.style_dim)
     rows, latents, groups = [], [], []
+    with torch.inference_mode():  # every latent first: faces are truncated toward their centre
+        ws = [generator.seed_latents([seed * 1000 + i], 1.0) for i in range(n_people)]
+    centre = torch.from_numpy(population_centre(np.stack([w[0].numpy() for w in ws])))
     with tempfile.TemporaryDirectory(prefix="voiceface-dev-") as tmp:
-        for i in range(n_people):
+        for i, w in enumerate(ws):
             person_id = f"dev{i:02d}"
             f0, formant = rng.uniform(90, 260), rng.uniform(500, 1100)
             enroll, example = (synthetic_voice(VOICE_SECONDS, seed=seed * 1000 + 2 * i + j,
@@ -124,9 +127,8 @@ def write_dev_bundle(directory: str | Path, n_people: int = DEV_PEOPLE, seed: in
             sf.write(root / "voices" / f"{person_id}.flac", example, SAMPLE_RATE)
             face_seed = seed * 1000 + i
             with torch.inference_mode():
-                w = generator.seed_latents([face_seed], 1.0)
-                face = to_pil(generator.synthesis(generator.truncate(w, DEFAULT_TRUNCATION),
-                                                  noise="const"))[0]
+                face = to_pil(generator.synthesis(
+                    generator.truncate(w, DEFAULT_TRUNCATION, centre), noise="const"))[0]
             face_path = Path(tmp) / f"{person_id}.png"
             face.save(face_path)
             windows = encoder.embed_windows(enroll)
@@ -140,7 +142,7 @@ def write_dev_bundle(directory: str | Path, n_people: int = DEV_PEOPLE, seed: in
         calibrate_windows(np.concatenate(rows), groups, gallery)
         gallery.save(root / "gallery")
     mapper, _ = train_mapper(np.concatenate(rows), np.stack(latents), groups,
-                             generator.w_avg.numpy(), hidden=64, max_epochs=200, patience=20,
+                             gallery.centre, hidden=64, max_epochs=200, patience=20,
                              encoder_fingerprint=encoder.fingerprint,
                              generator_fingerprint=gen_fp, seed=seed, progress=progress)
     mapper.save_pretrained(root / "mapper")

@@ -320,8 +320,7 @@ class LiveGallery:
             _drop_mapper(self.root)
         else:
             embeddings = np.stack([gallery.embedding(i) for i in ids])
-            mapper, _ = train_mapper(embeddings, latents, ids,
-                                     self.vf.generator.w_avg.cpu().numpy(), **SMALL_MAPPER,
+            mapper, _ = train_mapper(embeddings, latents, ids, gallery.centre, **SMALL_MAPPER,
                                      encoder_fingerprint=self.vf.encoder.fingerprint,
                                      generator_fingerprint=self.vf.generator_fingerprint,
                                      seed=self.seed, progress=False)

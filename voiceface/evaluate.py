@@ -16,8 +16,13 @@ Generation. K folds over identities: the mapper is trained on the other folds' p
 and predicts each held-out person's w from their voice. Retrieval of the true w among all N
 people's latents (Euclidean in W), R@1/5/10 against chance, and 1:2 matching (is the
 prediction nearer the true latent than another person's?) with a 95 % bootstrap interval
-over people; against two baselines: w_avg (the mean face) and the kNN blend of the
-training people's latents.
+over people; against three baselines: the population mean (the training people's mean
+latent, what the mapper is centred on: a guess that knows the population but not the voice),
+the generator's w_avg (FFHQ's average face) and the kNN blend of the training people's
+latents. The mapper's face is "better than guessing" only if its 1:2 matching interval lies
+above the population mean's score; the report says plainly whether it does. It also gives
+the mean distance of the mapper's (untruncated) latents for held-out people to the population
+centre and to w_avg: faces that stay in the population are far nearer the first.
 """
 
 from __future__ import annotations
@@ -31,8 +36,9 @@ import numpy as np
 from . import storage
 from .build import HELD_OUT_PART, WINDOWS_FILE, WINDOWS_INDEX
 from .calibration import FALSE_ALARM_RATE, Calibration, calibrate
-from .gallery import Gallery
-from .mapper import VoiceToLatent, knn_blend, train_mapper
+from .gallery import Gallery, population_centre
+from .mapper import knn_blend, train_mapper
+from .pipeline import BUNDLE_FILE, bundle_generator
 from .voice import pool
 
 EVAL_METHOD = ("eval: best score of each held-out window against the other people's "
@@ -40,14 +46,20 @@ EVAL_METHOD = ("eval: best score of each held-out window against the other peopl
 PLOT_MARGIN = 0.1  # of the plotted scores' spread, added either side
 MIN_PLOT_SPREAD = 1e-3  # cosine; the narrowest range plotted (when all scores are equal)
 PLOT_BINS = 40
+BAR_GROUP_WIDTH = 0.8  # x units (one per R@k) taken by one group of method bars
 FOLDS = 5
 BOOTSTRAP = 2000  # resamples for confidence intervals
 RANKS = (1, 5, 10)
+POPULATION_MEAN, W_AVG = "population-mean", "w_avg"  # the baselines that ignore the voice
 
 
 def evaluate(index: str | Path, *, folds: int = FOLDS, far: float = FALSE_ALARM_RATE,
-             seed: int = 0, progress: bool = False) -> dict:
-    """Evaluate the bundle at `index` (built by `voiceface.build`) and return the report."""
+             seed: int = 0, progress: bool = False, w_avg: np.ndarray | None = None) -> dict:
+    """Evaluate the bundle at `index` (built by `voiceface.build`) and return the report.
+
+    `w_avg` [latent_dim]: the generator's average latent for the w_avg baseline; default
+    that of the generator the bundle's `bundle.json` names (none without one: the baseline
+    and the distances to w_avg are then left out)."""
     index = Path(index)
     if not (index / WINDOWS_FILE).is_file():
         raise FileNotFoundError(f"{index} has no {WINDOWS_FILE}; build it with `python -m "
@@ -61,12 +73,15 @@ def evaluate(index: str | Path, *, folds: int = FOLDS, far: float = FALSE_ALARM_
         by_person.setdefault(row["person"], []).append(i)
     enroll, trials = _split(ids, windows, rows, by_person)
     calibration = gallery.calibration
+    if w_avg is None and (index / BUNDLE_FILE).is_file():
+        w_avg = _w_avg(index)
+    generation, generated = _generation(gallery, ids, windows, by_person, w_avg, folds, seed,
+                                        progress)
     report = {"people": len(ids), "seed": seed, "folds": folds, "false_alarm_rate": far,
               "gallery_calibration": calibration and calibration.to_dict(),
               "identification": _identification(ids, enroll, trials, far,
                                                  gallery.encoder_fingerprint),
-              "generation": _generation(gallery, ids, windows, by_person,
-                                        _w_avg(index, gallery), folds, seed, progress)}
+              "generation": generation, "generated_latents": generated}
     return report
 
 
@@ -145,28 +160,31 @@ def _eer(genuine: np.ndarray, impostor: np.ndarray) -> float:
     return float((far[i] + frr[i]) / 2)
 
 
-def _w_avg(index: Path, gallery: Gallery) -> np.ndarray:
-    """The generator's w_avg, as the built mapper stored it; else the gallery's mean latent."""
-    if (index / "mapper").is_dir():
-        return VoiceToLatent.from_pretrained(index / "mapper").w_avg.numpy()
-    return gallery.latents()[1].mean(0)
+def _w_avg(index: Path) -> np.ndarray:
+    """The w_avg [style_dim] of the generator the bundle at `index` names (its average face)."""
+    spec = json.loads((index / BUNDLE_FILE).read_text())
+    return bundle_generator(index, spec.get("generator", {}))[0].w_avg.cpu().numpy()
 
 
 def _generation(gallery: Gallery, ids: list[str], windows: np.ndarray,
-                person_rows: dict[str, list[int]], w_avg: np.ndarray, folds: int, seed: int,
-                progress: bool) -> dict:
+                person_rows: dict[str, list[int]], w_avg: np.ndarray | None, folds: int,
+                seed: int, progress: bool) -> tuple[dict, dict | None]:
+    """Retrieval scores per method, and the mapper's latents' distances to the centres with
+    the verdict (None when too few people have latents)."""
     latent_ids, latents = gallery.latents()
     latent_of = dict(zip(latent_ids, latents))
     people = [i for i in ids if i in latent_of]
     if len(people) < 4:
-        return {"note": f"{len(people)} people with latents; K-fold generation needs 4 or more"}
+        return {"note": f"{len(people)} people with latents; K-fold generation needs 4 or "
+                        "more"}, None
     truth = np.stack([latent_of[i] for i in people])
     position = {p: j for j, p in enumerate(people)}
     rng = np.random.default_rng(seed)
     fold_of = {p: f for f, chunk in enumerate(np.array_split(rng.permutation(people),
                                                               min(folds, len(people))))
                for p in chunk}
-    predictions = {name: np.zeros_like(truth) for name in ("mapper", "knn-blend", "w_avg")}
+    names = ["mapper", "knn-blend", POPULATION_MEAN] + ([W_AVG] if w_avg is not None else [])
+    predictions = {name: np.zeros_like(truth) for name in names}
     for fold in sorted(set(fold_of.values())):
         train = [p for p in people if fold_of[p] != fold]
         test = [p for p in people if fold_of[p] == fold]
@@ -174,9 +192,10 @@ def _generation(gallery: Gallery, ids: list[str], windows: np.ndarray,
         y = np.concatenate([np.repeat(truth[position[p]][None], len(person_rows[p]), 0)
                             for p in train])
         groups = [p for p in train for _ in person_rows[p]]
-        mapper, _ = train_mapper(x, y, groups, w_avg, seed=seed, progress=progress)
-        train_embeddings = np.stack([pool(windows[person_rows[p]]) for p in train])
         train_latents = np.stack([truth[position[p]] for p in train])
+        centre = population_centre(train_latents)  # as the gallery of the training people
+        mapper, _ = train_mapper(x, y, groups, centre, seed=seed, progress=progress)
+        train_embeddings = np.stack([pool(windows[person_rows[p]]) for p in train])
         for p in test:
             e = pool(windows[person_rows[p]])
             j = position[p]
@@ -184,8 +203,19 @@ def _generation(gallery: Gallery, ids: list[str], windows: np.ndarray,
             scores = train_embeddings @ e
             top = np.argsort(-scores)[:5]
             predictions["knn-blend"][j] = knn_blend(scores[top], train_latents[top])
-            predictions["w_avg"][j] = w_avg
-    return {name: _retrieval(pred, truth, seed) for name, pred in predictions.items()}
+            predictions[POPULATION_MEAN][j] = centre
+            if w_avg is not None:
+                predictions[W_AVG][j] = w_avg
+    scores = {name: _retrieval(pred, truth, seed) for name, pred in predictions.items()}
+    generated = predictions["mapper"]
+    low = scores["mapper"]["matching_1to2_ci95"][0]
+    return scores, {
+        "to_population_centre": float(np.linalg.norm(
+            generated - predictions[POPULATION_MEAN], axis=1).mean()),
+        "to_w_avg": None if w_avg is None else
+        float(np.linalg.norm(generated - w_avg, axis=1).mean()),
+        "better_than_guessing": bool(low > scores[POPULATION_MEAN]["matching_1to2"]),
+    }
 
 
 def _retrieval(predicted: np.ndarray, truth: np.ndarray, seed: int) -> dict:
@@ -254,7 +284,25 @@ def markdown(report: dict) -> str:
             low, high = r["matching_1to2_ci95"]
             lines.append(f"| {name} | " + " | ".join(f"{r[k]:.3f}" for k in keys) +
                          f" | {r['matching_1to2']:.3f} ({low:.3f}-{high:.3f}) |")
+        lines += ["", _verdict(report["generated_latents"], gen)]
     return "\n".join(lines) + "\n"
+
+
+def _verdict(generated: dict, gen: dict) -> str:
+    """The plain sentences saying whether the mapper beat the population mean, and where its
+    latents lie."""
+    low = gen["mapper"]["matching_1to2_ci95"][0]
+    mean = gen[POPULATION_MEAN]["matching_1to2"]
+    verdict = (f"**Better than guessing**: the mapper's 1:2 matching (95 % CI from {low:.3f}) "
+               f"beats the population mean's {mean:.3f}." if generated["better_than_guessing"]
+               else f"**Not better than guessing**: the mapper's 1:2 matching (95 % CI from "
+                    f"{low:.3f}) does not beat the population mean's {mean:.3f}; its faces say "
+                    "no more about a voice than the enrolled people's average face does.")
+    where = (f"Generated latents of held-out people (before truncation) lie on average "
+             f"{generated['to_population_centre']:.3f} from the population centre")
+    if generated["to_w_avg"] is not None:
+        where += f" and {generated['to_w_avg']:.3f} from the generator's w_avg"
+    return verdict + "\n\n" + where + "."
 
 
 def score_range(identification: dict) -> tuple[float, float]:
@@ -295,12 +343,14 @@ def _plot(report: dict, path: Path) -> Path:
     gen = report["generation"]
     if "mapper" in gen:
         keys = [k for k in gen["mapper"] if k.startswith("R@")]
+        width = BAR_GROUP_WIDTH / len(gen)
+        middle = np.arange(len(keys)) + (BAR_GROUP_WIDTH - width) / 2
         for offset, (name, r) in enumerate(gen.items()):
-            right.bar(np.arange(len(keys)) + 0.25 * offset, [r[k] for k in keys], 0.25,
+            right.bar(np.arange(len(keys)) + width * offset, [r[k] for k in keys], width,
                       label=name)
-        right.plot(np.arange(len(keys)) + 0.25, [gen["mapper"]["chance_" + k] for k in keys],
+        right.plot(middle, [gen["mapper"]["chance_" + k] for k in keys],
                    "k_", markersize=30, label="chance")
-        right.set_xticks(np.arange(len(keys)) + 0.25, keys)
+        right.set_xticks(middle, keys)
         right.legend()
     right.set(title="Latent retrieval, unseen people", ylim=(0, 1))
     fig.tight_layout()

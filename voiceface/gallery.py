@@ -7,7 +7,8 @@ saved as a directory:
 
     manifest.json          format version, encoder/generator fingerprints, threshold and
                            how it was calibrated, data dir, index settings
-    data-<id>/             people.json, embeddings.npy, latents.npy, latent_ids.json
+    data-<id>/             people.json, embeddings.npy, latents.npy, latent_ids.json,
+                           centre.npy (the population centre, when there are latents)
     faces/<sha>.<ext>      face images, content-addressed (shared by every data version)
 
 Saving writes a new `data-<id>` as a temporary directory, fsyncs and renames it, then replaces
@@ -17,6 +18,11 @@ that meets a data directory a concurrent save has just replaced starts again.
 Galleries come from the Hub too, so loading parses nothing native: the arrays are read with
 `np.load(allow_pickle=False)` and the FAISS index is rebuilt from the embeddings (at the first
 search, or `prepare_index`). No `index.faiss` is written; one in an older gallery is ignored.
+
+The gallery's population centre (`Gallery.centre`, see `population_centre`) is derived from
+its latents, so no enrollment or deletion can leave it stale; `centre.npy` records it for
+provenance and for tools outside voiceface (loading derives it again, so galleries saved
+before it existed load the same way).
 """
 
 from __future__ import annotations
@@ -44,6 +50,27 @@ DEFAULT_THRESHOLD = 0.70  # cosine; an unmeasured placeholder until a gallery is
 NORM_TOLERANCE = 1e-3  # an embedding's norm may differ from 1 by this much
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # safe as a file name
 LOAD_ATTEMPTS = 5  # reads of a gallery that concurrent saves keep replacing
+# what generated faces are truncated toward: `Gallery.centre`, or the generator's w_avg
+POPULATION, GENERATOR = "population", "generator"
+TRUNCATION_CENTERS = (POPULATION, GENERATOR)  # bundle.json "truncation_center" values
+
+
+def population_centre(latents: np.ndarray) -> np.ndarray:
+    """The population centre of latents [M, W] (M >= 1): their arithmetic mean [W], float32.
+
+    Generated faces are predicted as offsets from it and truncated toward it, so they stay
+    among the people enrolled instead of drifting to the generator's average face. The mean,
+    not a coordinate-wise or geometric median: the mapper is fitted by squared error, whose
+    best constant prediction is the mean, so the centre is exactly what a mapper that learnt
+    nothing about a voice predicts, and the "population mean" baseline of `voiceface.evaluate`
+    is the guess to beat. A median would resist an outlying latent, but every latent here is a
+    generator's w (a seed's or an inverted photo's), not a measurement that can go wild.
+    Accumulated in float64, in row order, so equal inputs give bit-equal centres.
+    """
+    latents = np.asarray(latents)
+    if latents.ndim != 2 or not len(latents):
+        raise ValueError(f"Need latents [M, W] with M >= 1; got {latents.shape}.")
+    return latents.astype(np.float64).mean(axis=0).astype(np.float32)
 
 
 class GalleryError(ValueError):
@@ -93,6 +120,7 @@ class Gallery:
         self._rows: dict[str, int] = {}
         self._embeddings = np.zeros((0, dim), np.float32)
         self._latents: dict[str, np.ndarray] = {}
+        self._centre: np.ndarray | None = None  # cache of `centre`; None: not computed
         self._index: faiss.Index | None = None
         self.index_spec = ann.as_spec(index)
 
@@ -133,6 +161,15 @@ class Gallery:
                      else np.zeros((0, dim), np.float32))
 
     @property
+    def centre(self) -> np.ndarray | None:
+        """The population centre [latent_dim] of the people's latents (`population_centre`),
+        None when nobody has one. Cached; every change of a latent or of who is enrolled
+        clears the cache."""
+        if self._centre is None and self._latents:
+            self._centre = population_centre(self.latents()[1])
+        return None if self._centre is None else self._centre.copy()
+
+    @property
     def index_kind(self) -> str:
         """The index searched at the current size: "flat", "hnsw" or "ivfpq"."""
         return self.index_spec.resolve(len(self))
@@ -158,6 +195,7 @@ class Gallery:
                         int(n_clips), dict(extra or {}))
         if latent is not None:
             self._latents[person_id] = self._check_latent(latent)
+            self._centre = None
         self._rows[person_id] = len(self._people)
         self._people.append(person)
         self._embeddings = np.vstack([self._embeddings, vector[None]])
@@ -179,6 +217,7 @@ class Gallery:
             self._index = None
         if latent is not None:
             self._latents[person_id] = self._check_latent(latent)
+            self._centre = None
         if name is not None:
             person.name = name
         if faces is not None:
@@ -197,6 +236,7 @@ class Gallery:
         person = self._people.pop(row)
         self._embeddings = np.delete(self._embeddings, row, axis=0)
         self._latents.pop(person_id, None)
+        self._centre = None
         self._rows = {p.id: i for i, p in enumerate(self._people)}
         self._index = None
         return person
@@ -269,6 +309,8 @@ class Gallery:
             storage.write_npy(tmp / "embeddings.npy", self._embeddings)
             storage.write_npy(tmp / "latents.npy", latents)
             storage.write_json(tmp / "latent_ids.json", ids)
+            if ids:
+                storage.write_npy(tmp / "centre.npy", self.centre)
             storage.fsync_path(tmp)
             os.rename(tmp, root / data_name)
             storage.fsync_path(root)

@@ -1,7 +1,10 @@
 """From a voice embedding to a StyleGAN2 latent: a small MLP, and a kNN fallback without one.
 
-`VoiceToLatent` predicts the offset of w from the generator's `w_avg` (its last layer starts
-at zero, so an untrained mapper draws the average face). It is saved as `mapper.json`
+`VoiceToLatent` predicts the offset of w from a centre it stores: the population centre of
+the people it was trained on (`voiceface.gallery.population_centre`; the generator's `w_avg`
+only when there is none). Its last layer starts at zero, so an untrained mapper draws that
+centre. The centre travels with the weights, so a mapper's predictions stay the same when the
+gallery's centre moves (an enrollment) until it is retrained. It is saved as `mapper.json`
 (config + the fingerprints of the encoder and generator it was trained for + the ids of the
 people it was trained on) beside `mapper.safetensors`. The ids let a loader refuse a mapper
 that still holds someone deleted from the gallery (`voiceface.pipeline.load_derived`).
@@ -28,6 +31,7 @@ CONFIG_FILE = "mapper.json"
 WEIGHTS_FILE = "mapper.safetensors"
 KNN_TEMPERATURE = 0.05  # cosine units; softmax(score / T) weights the neighbours' latents
 BATCH_SIZE = 256  # rows per optimisation step
+LEGACY_CENTRE_KEY = "w_avg"  # the centre's name in mappers saved before it was renamed
 # `train_mapper` settings for galleries of tens of people (the personas, live enrollment)
 SMALL_MAPPER = {"hidden": 256, "max_epochs": 500, "patience": 50}
 
@@ -57,18 +61,18 @@ class TrainReport:
     best_epoch: int
     train_loss: float
     val_loss: float | None
-    baseline_val_loss: float | None  # predicting w_avg for everyone
+    baseline_val_loss: float | None  # predicting the centre for everyone
     val_people: list[str]
     history: list[tuple[int, float, float | None]]
 
 
 class VoiceToLatent(nn.Module):
-    """MLP: voice embedding e [N, in_dim] -> w = w_avg + f(e) [N, out_dim]."""
+    """MLP: voice embedding e [N, in_dim] -> w = centre + f(e) [N, out_dim]."""
 
-    def __init__(self, config: MapperConfig, w_avg: torch.Tensor):
+    def __init__(self, config: MapperConfig, centre: torch.Tensor):
         super().__init__()
-        if w_avg.shape != (config.out_dim,):
-            raise ValueError(f"w_avg has shape {tuple(w_avg.shape)}; expected "
+        if centre.shape != (config.out_dim,):
+            raise ValueError(f"centre has shape {tuple(centre.shape)}; expected "
                              f"({config.out_dim},).")
         self.config = config
         dims = [config.in_dim] + [config.hidden] * config.layers
@@ -79,11 +83,11 @@ class VoiceToLatent(nn.Module):
         nn.init.zeros_(last.weight)
         nn.init.zeros_(last.bias)
         self.net = nn.Sequential(*blocks, last)
-        self.register_buffer("w_avg", w_avg.detach().float().clone())
+        self.register_buffer("centre", centre.detach().float().clone())
 
     def forward(self, e: torch.Tensor) -> torch.Tensor:
         assert e.ndim == 2 and e.shape[1] == self.config.in_dim, e.shape
-        return self.w_avg + self.net(e)
+        return self.centre + self.net(e)
 
     @torch.inference_mode()
     def predict(self, embedding: np.ndarray) -> np.ndarray:
@@ -121,7 +125,9 @@ class VoiceToLatent(nn.Module):
                                  f"not the configured {wanted!r}. Retrain it "
                                  "(`python -m voiceface build`) or configure that " + what + ".")
         state = load_file(directory / WEIGHTS_FILE)
-        mapper = cls(config, state["w_avg"])
+        if LEGACY_CENTRE_KEY in state:  # saved before the centre was the population's
+            state["centre"] = state.pop(LEGACY_CENTRE_KEY)
+        mapper = cls(config, state["centre"])
         mapper.load_state_dict(state)
         return mapper.eval()
 
@@ -130,7 +136,7 @@ def train_mapper(
     embeddings: np.ndarray,
     latents: np.ndarray,
     groups: Sequence[str],
-    w_avg: np.ndarray,
+    centre: np.ndarray,
     *,
     hidden: int = 512,
     layers: int = 2,
@@ -147,6 +153,9 @@ def train_mapper(
     progress: bool = True,
 ) -> tuple[VoiceToLatent, TrainReport]:
     """Fit a mapper on (embedding [N, D], latent [N, W]) rows; `groups[i]` is row i's person.
+
+    `centre` [W] is what the mapper predicts offsets from: the population centre of the
+    people's latents (`voiceface.gallery.population_centre`).
 
     Validation holds out whole people (`val_fraction` of them), so the score says how the
     mapper does on voices it never saw. The mapper records every group, held-out ones
@@ -171,28 +180,28 @@ def train_mapper(
     is_val = np.isin(groups, val_people)
     config = MapperConfig(x.shape[1], y.shape[1], hidden, layers, dropout,
                           encoder_fingerprint, generator_fingerprint, people=tuple(people))
-    w_avg_t = torch.from_numpy(np.asarray(w_avg, np.float32))
+    centre_t = torch.from_numpy(np.asarray(centre, np.float32))
     fit = dict(lr=lr, weight_decay=weight_decay, seed=seed, progress=progress)
 
-    mapper, best_epoch, history = _fit(config, w_avg_t, x[~is_val], y[~is_val], x[is_val],
+    mapper, best_epoch, history = _fit(config, centre_t, x[~is_val], y[~is_val], x[is_val],
                                        y[is_val], max_epochs, patience, **fit)
     val_loss = _mse(mapper, x[is_val], y[is_val]) if n_val else None
-    baseline = float(np.mean((y[is_val] - w_avg_t.numpy()) ** 2)) if n_val else None
+    baseline = float(np.mean((y[is_val] - centre_t.numpy()) ** 2)) if n_val else None
     if refit and n_val:
-        mapper, _, _ = _fit(config, w_avg_t, x, y, x[:0], y[:0], best_epoch, None, **fit)
+        mapper, _, _ = _fit(config, centre_t, x, y, x[:0], y[:0], best_epoch, None, **fit)
     report = TrainReport(best_epoch, _mse(mapper, x, y), val_loss, baseline, val_people,
                          history)
     return mapper, report
 
 
-def _fit(config: MapperConfig, w_avg: torch.Tensor, x: np.ndarray, y: np.ndarray,
+def _fit(config: MapperConfig, centre: torch.Tensor, x: np.ndarray, y: np.ndarray,
          x_val: np.ndarray, y_val: np.ndarray, epochs: int, patience: int | None, *,
          lr: float, weight_decay: float, seed: int, progress: bool
          ) -> tuple[VoiceToLatent, int, list[tuple[int, float, float | None]]]:
     """Adam on MSE; with validation rows, keep the best epoch and stop after `patience`."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    mapper = VoiceToLatent(config, w_avg)
+    mapper = VoiceToLatent(config, centre)
     optimiser = torch.optim.AdamW(mapper.parameters(), lr=lr, weight_decay=weight_decay)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     best = (float("inf"), 0, copy.deepcopy(mapper.state_dict()))

@@ -10,14 +10,16 @@ not that a voice predicts a face.
 
 Embeddings, the search index, latents, face renders and the mapper depend on the encoder
 and generator, so they are caches: `persona_bundle` builds them once per (personas, encoder,
-generator, truncation) fingerprint into a writable directory and reuses them on the next start.
+generator, truncation and its centre) fingerprint into a writable directory and reuses them
+on the next start.
 The gallery's open-set threshold is calibrated then (`voiceface.calibration.calibrate_windows`):
 each persona's recording windows are scored against the other personas, one best score per
 window. With one 10 s window each, 48 personas give 48 trials, too few to measure 1 % (the
 finest rate is 1/48): the threshold then accepts none of them, and its record says so.
 A persona's stored latent is the generator's untruncated w for its seed, like an inverted
 photo's; its displayed face is drawn from that w truncated once by the bundle's truncation,
-exactly as the pipeline draws it.
+toward the bundle's truncation centre (the personas' population centre, or the generator's
+w_avg), exactly as the pipeline draws it.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from tqdm.auto import tqdm
 from . import storage
 from .audio import SAMPLE_RATE, load_audio
 from .calibration import FALSE_ALARM_RATE, calibrate_windows
-from .gallery import Gallery
+from .gallery import POPULATION, Gallery, population_centre
 from .mapper import SMALL_MAPPER, train_mapper
 from .stylegan2 import Generator, to_pil
 from .voice import VoiceEncoder, pool
@@ -53,8 +55,9 @@ VOICE_RMS_DBFS = -20.0  # loudness every recording is normalised to
 MAX_VOICE_SECONDS = 10.0  # s: one encoder window, so the first start embeds each voice once
 CUT_SEARCH_SECONDS = 2.0  # s before the limit searched for the quietest place to cut
 FACE_RESOLUTION = 512  # px; gallery photos of the personas (the preview is 256 px)
-CACHE_FORMAT_VERSION = 3  # 2: calibrated threshold; 3: untruncated latents drawn at the
-# bundle's truncation, mappers that record whom they were trained on
+CACHE_FORMAT_VERSION = 4  # 2: calibrated threshold; 3: untruncated latents drawn at the
+# bundle's truncation, mappers that record whom they were trained on; 4: faces truncated
+# toward, and the mapper centred on, the population centre
 EXAMPLES = 6  # persona recordings offered as examples in the app
 TTS_TIMEOUT = 60  # s per synthesis command
 
@@ -180,19 +183,21 @@ def _run(command: list[str], what: str) -> None:
 # -- derived caches -----------------------------------------------------------------------
 def persona_bundle(root: str | Path, encoder: VoiceEncoder, generator: Generator,
                    generator_fingerprint: str, cache: str | Path, *, truncation: float,
-                   far: float = FALSE_ALARM_RATE, progress: bool = True) -> Path:
+                   truncation_center: str = POPULATION, far: float = FALSE_ALARM_RATE,
+                   progress: bool = True) -> Path:
     """The directory holding `gallery/` and `mapper/` of the personas for these models.
 
-    `truncation` is the psi the pipeline draws faces at; the personas' displayed faces are
-    drawn at it too. Built on first use (a few minutes with full-size models on 2 CPU cores)
-    into `cache/personas/<key>`, where the key hashes the personas' content, the models'
-    fingerprints, the truncation and the threshold's target false-alarm rate `far`; later
-    calls, and later processes, reuse it.
+    `truncation` is the psi the pipeline draws faces at and `truncation_center` what toward
+    ("population" or "generator", `voiceface.pipeline.VoiceFace.centre`); the personas'
+    displayed faces are drawn so too. Built on first use (a few minutes with full-size models
+    on 2 CPU cores) into `cache/personas/<key>`, where the key hashes the personas' content,
+    the models' fingerprints, the truncation, its centre and the threshold's target
+    false-alarm rate `far`; later calls, and later processes, reuse it.
     """
     root = Path(root)
     key = hashlib.sha256(json.dumps([CACHE_FORMAT_VERSION, personas_fingerprint(root),
                                      encoder.fingerprint, generator_fingerprint, truncation,
-                                     far]).encode()).hexdigest()[:16]
+                                     truncation_center, far]).encode()).hexdigest()[:16]
     parent = Path(cache) / "personas"
     target = parent / key
     with storage.locked(parent):
@@ -203,7 +208,7 @@ def persona_bundle(root: str | Path, encoder: VoiceEncoder, generator: Generator
         work = parent / f".{key}.{uuid.uuid4().hex[:8]}.tmp"
         try:
             _build(root, encoder, generator, generator_fingerprint, work, far, truncation,
-                   progress)
+                   truncation_center, progress)
             shutil.rmtree(target, ignore_errors=True)
             work.rename(target)
             storage.fsync_path(parent)
@@ -213,7 +218,8 @@ def persona_bundle(root: str | Path, encoder: VoiceEncoder, generator: Generator
 
 
 def _build(root: Path, encoder: VoiceEncoder, generator: Generator, generator_fingerprint: str,
-           out: Path, far: float, truncation: float, progress: bool) -> None:
+           out: Path, far: float, truncation: float, truncation_center: str,
+           progress: bool) -> None:
     started = time.perf_counter()
     personas = load_personas(root)
     gallery = Gallery(encoder.dim, encoder.fingerprint,
@@ -223,13 +229,17 @@ def _build(root: Path, encoder: VoiceEncoder, generator: Generator, generator_fi
     rows, latents, groups = [], [], []
     faces = out / "renders"
     faces.mkdir(parents=True)
-    for persona in tqdm(personas, desc="personas: voices and faces", disable=not progress):
+    with torch.inference_mode():  # every latent first: faces are truncated toward their centre
+        ws = [generator.seed_latents([p["face"]["seed"]], 1.0) for p in personas]
+    centre = generator.w_avg if truncation_center != POPULATION else torch.from_numpy(
+        population_centre(np.stack([w[0].cpu().numpy() for w in ws]))).to(generator.w_avg)
+    for persona, w in tqdm(list(zip(personas, ws)), desc="personas: voices and faces",
+                           disable=not progress):
         windows = encoder.embed_windows(load_audio(persona["voice_file"], max_seconds=None))
         face = persona["face"]
         with torch.inference_mode():
-            w = generator.seed_latents([face["seed"]], 1.0)
-            image = to_pil(generator.synthesis(generator.truncate(w, truncation), noise="const",
-                                               resolution=resolution))[0]
+            image = to_pil(generator.synthesis(generator.truncate(w, truncation, centre),
+                                               noise="const", resolution=resolution))[0]
         face_path = faces / f"{persona['id']}.png"
         image.save(face_path)
         latent = w[0].cpu().numpy()
@@ -244,7 +254,7 @@ def _build(root: Path, encoder: VoiceEncoder, generator: Generator, generator_fi
     gallery.save(out / "gallery")
     shutil.rmtree(faces)  # the gallery keeps its own content-addressed copies
     mapper, report = train_mapper(np.concatenate(rows), np.stack(latents), groups,
-                                  generator.w_avg.cpu().numpy(), **SMALL_MAPPER,
+                                  gallery.centre, **SMALL_MAPPER,
                                   encoder_fingerprint=encoder.fingerprint,
                                   generator_fingerprint=generator_fingerprint,
                                   progress=progress)

@@ -14,6 +14,11 @@ configured encoder and generator (see `voiceface.personas`).
 A request reads the gallery and the mapper once, at its start, from `vf.state` (a frozen
 `GalleryState`); enrollment and deletion swap a new state in with one assignment, so a request
 running meanwhile finishes on the version it started with.
+
+Faces are truncated toward a centre: by default the gallery's population centre (the mean
+latent of its people, `Gallery.centre`), so they stay among the people enrolled; the
+generator's `w_avg` (FFHQ's average face) when the gallery holds no latents, or when
+`bundle.json` says `"truncation_center": "generator"`. The result says which (`centre`).
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from PIL import Image
 from . import hub, personas
 from .audio import AudioSource, load_audio
 from .calibration import FALSE_ALARM_RATE
-from .gallery import Gallery, Match
+from .gallery import GENERATOR, POPULATION, TRUNCATION_CENTERS, Gallery, Match
 from .mapper import VoiceToLatent, knn_blend
 from .provenance import mark
 from .stylegan2 import CONFIG_FILE as GENERATOR_CONFIG
@@ -47,7 +52,8 @@ DEFAULT_BUNDLE = Path(__file__).resolve().parent.parent / "index"  # the reposit
 DEFAULT_GENERATOR = "aaronb/StyleGAN2"
 DEFAULT_GENERATOR_FILE = "stylegan2-ffhq-config-f.pt"
 DEFAULT_GENERATOR_REVISION = "d9b2f23f21856b6bdfabd37de6f3d04cf39f891e"
-DEFAULT_TRUNCATION = 0.7  # psi: pull generated faces toward the average face
+DEFAULT_TRUNCATION = 0.7  # psi: pull generated faces toward the centre (1 = not at all)
+DEFAULT_TRUNCATION_CENTER = POPULATION  # bundle.json "truncation_center"
 DEFAULT_K = 5  # matches returned
 EXAMPLES_DIR = "voices"  # example recordings inside a bundle
 GALLERY_DIR, MAPPER_DIR = "gallery", "mapper"  # the derived artifacts inside a bundle
@@ -81,8 +87,9 @@ class VoiceFaceResult:
     matches: list[Match]
     confident: bool  # the best match reaches the gallery's threshold ...
     threshold: float  # ... this one, of the gallery version the request searched
-    method: str  # "mapper", "knn-blend" or "average" (no latents to blend)
+    method: str  # "mapper", "knn-blend" or "average" (the centre: no latents to blend)
     embedding: np.ndarray  # [D] the voice embedding
+    centre: str  # what the face was truncated toward: "population" or "generator" (w_avg)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
 
     @property
@@ -96,13 +103,14 @@ class VoiceFace:
 
     def __init__(self, encoder: VoiceEncoder, generator: Generator, gallery: Gallery,
                  mapper: VoiceToLatent | None = None, *, truncation: float = DEFAULT_TRUNCATION,
-                 test_weights: bool = False,
+                 truncation_center: str = DEFAULT_TRUNCATION_CENTER, test_weights: bool = False,
                  generator_fingerprint: str | None = None, synthetic_personas: bool = False,
                  examples: Sequence[Path] = ()):
         self.encoder = encoder
         self.generator = generator.eval()
         self.state = GalleryState(gallery, mapper)  # replaced whole, never changed in place
         self.truncation = truncation
+        self.truncation_center = check_truncation_center(truncation_center)
         self.test_weights = test_weights
         self.generator_fingerprint = generator_fingerprint or gallery.generator_fingerprint
         self.synthetic_personas = synthetic_personas  # the gallery holds the default personas
@@ -158,11 +166,11 @@ class VoiceFace:
         if generator:
             gen = {"name_or_path": generator, "filename": generator_file,
                    "revision": generator_revision}
-        face_gen, gen_fp = load_generator(
-            _in_bundle(root, gen.get("name_or_path", DEFAULT_GENERATOR)),
-            gen.get("filename") or DEFAULT_GENERATOR_FILE, gen.get("revision"))
+        face_gen, gen_fp = bundle_generator(root, gen)
         face_gen = face_gen.to(voice.device)
         truncation = spec.get("truncation", DEFAULT_TRUNCATION)
+        center = check_truncation_center(spec.get("truncation_center",
+                                                  DEFAULT_TRUNCATION_CENTER))
         derived, examples = root, sorted(p for p in (root / EXAMPLES_DIR).glob("*")
                                          if p.is_file())
         if spec.get("personas"):  # synthetic personas: derived artifacts are caches
@@ -170,11 +178,12 @@ class VoiceFace:
             derived = personas.persona_bundle(
                 personas_root, voice, face_gen, gen_fp, cache_dir(),
                 far=spec.get("far", FALSE_ALARM_RATE), truncation=truncation,
-                progress=progress)
+                truncation_center=center, progress=progress)
             examples = personas.example_voices(personas_root)
         state = load_derived(derived, voice.fingerprint, gen_fp)
         return cls(voice, face_gen, state.gallery, state.mapper,
-                   truncation=truncation, test_weights=bool(spec.get("test_weights", False)),
+                   truncation=truncation, truncation_center=center,
+                   test_weights=bool(spec.get("test_weights", False)),
                    generator_fingerprint=gen_fp, synthetic_personas=bool(spec.get("personas")),
                    examples=examples)
 
@@ -226,7 +235,9 @@ class VoiceFace:
         lap("map")
         # 5. synthesise the face, at each resolution asked for; the only truncation: stored
         #    and predicted latents are untruncated w
-        w = self.generator.truncate(w, self.truncation if truncation is None else truncation)
+        centre, centre_kind = self.centre(state)
+        w = self.generator.truncate(w, self.truncation if truncation is None else truncation,
+                                    centre)
         with torch.inference_mode():  # the levels run in it whenever the iterator is read
             images = self.generator.progressive(w, sizes, noise="const")
         confident, threshold = state.gallery.confident(matches), state.gallery.threshold
@@ -241,14 +252,25 @@ class VoiceFace:
                 laps = {**timings, "synthesise": drawn}
                 laps["total"] = sum(laps.values())
                 yield VoiceFaceResult(face, w[0].cpu().numpy(), matches, confident, threshold,
-                                      method, embedding, laps)
+                                      method, embedding, centre_kind, laps)
 
         return results()
 
+    def centre(self, state: GalleryState | None = None) -> tuple[torch.Tensor, str]:
+        """What faces are truncated toward, [style_dim] on the generator's device, and its kind:
+        the gallery's population centre ("population"), or the generator's w_avg
+        ("generator") when the bundle asks for it or the gallery has no latents."""
+        state = self.state if state is None else state
+        population = state.gallery.centre if self.truncation_center == POPULATION else None
+        if population is None:
+            return self.generator.w_avg, GENERATOR
+        return torch.from_numpy(population).to(self.generator.w_avg.device), POPULATION
+
     def latent(self, embedding: np.ndarray, matches: list[Match],
                state: GalleryState | None = None) -> tuple[torch.Tensor, str]:
-        """w [1, style_dim] for an embedding: the mapper, else a blend of the matches' latents.
-        `state` is the version `matches` were found in (default: the current one)."""
+        """w [1, style_dim] for an embedding: the mapper, else a blend of the matches' latents,
+        else (none of them has one) the centre (`centre`). `state` is the version `matches`
+        were found in (default: the current one)."""
         state = self.state if state is None else state
         if state.mapper is not None:
             w, method = state.mapper.predict(embedding), "mapper"
@@ -259,7 +281,7 @@ class VoiceFace:
                 scores, latents = zip(*with_latent)
                 w, method = knn_blend(np.array(scores), np.stack(latents)), "knn-blend"
             else:
-                w, method = self.generator.w_avg.cpu().numpy(), "average"
+                w, method = self.centre(state)[0].cpu().numpy(), "average"
         return torch.from_numpy(np.asarray(w, np.float32)).reshape(1, -1).to(
             self.generator.w_avg.device), method
 
@@ -295,6 +317,13 @@ def load_derived(directory: Path, encoder_fingerprint: str, generator_fingerprin
     return GalleryState(gallery, mapper)
 
 
+def bundle_generator(root: Path, gen: dict) -> tuple[Generator, str]:
+    """The generator a `bundle.json` "generator" entry `gen` names (relative paths inside the
+    bundle at `root`; the default generator for what it leaves out), and its fingerprint."""
+    return load_generator(_in_bundle(root, gen.get("name_or_path", DEFAULT_GENERATOR)),
+                          gen.get("filename") or DEFAULT_GENERATOR_FILE, gen.get("revision"))
+
+
 def load_generator(name_or_path: str | os.PathLike, filename: str = DEFAULT_GENERATOR_FILE,
                    revision: str | None = None) -> tuple[Generator, str]:
     """A generator and its fingerprint from a saved-generator directory, a rosinality `.pt`
@@ -314,6 +343,14 @@ def load_generator(name_or_path: str | os.PathLike, filename: str = DEFAULT_GENE
     if not (converted / GENERATOR_CONFIG).is_file():
         convert_checkpoint(resolved.path, converted)
     return Generator.from_checkpoint(converted), resolved.fingerprint
+
+
+def check_truncation_center(center: str) -> str:
+    """`center` if it is one of `TRUNCATION_CENTERS`; else a ValueError saying what to use."""
+    if center not in TRUNCATION_CENTERS:
+        raise ValueError(f"truncation_center is {center!r}; use one of "
+                         f"{', '.join(map(repr, TRUNCATION_CENTERS))}.")
+    return center
 
 
 def _in_bundle(root: Path, name_or_path: str) -> str:

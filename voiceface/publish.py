@@ -40,7 +40,7 @@ PUBLIC_PERSON_KEYS = ("id", "name", "faces", "consent", "n_clips")
 EVAL_REPORT = "eval/report.json"  # where `python -m voiceface eval` writes by default
 # eval/report.json published: these keys only (not the people folder's path)
 PUBLIC_EVAL_KEYS = ("people", "seed", "folds", "false_alarm_rate", "identification",
-                    "generation", "gallery_calibration")
+                    "generation", "generated_latents", "gallery_calibration")
 
 
 class PublishError(ValueError):

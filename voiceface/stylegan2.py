@@ -111,6 +111,10 @@ def layer_resolutions(size: int) -> list[int]:
 
 
 # ------------------------------------------------------------------------ generator
+def truncate_toward(w, centre, psi: float):
+    """centre + psi * (w - centre): the truncation trick as a pure function of arrays or
+    tensors (w [..., D], centre [D]); psi = 1 returns w itself, psi = 0 the centre."""
+    return w if psi == 1 else centre + psi * (w - centre)
 
 
 class Generator(nn.Module):
@@ -183,12 +187,20 @@ class Generator(nn.Module):
         with torch.no_grad():
             return self.mapping(z.to(self.w_avg)).mean(dim=0)
 
-    def truncate(self, w: Tensor, psi: float) -> Tensor:
-        """w_avg + psi * (w - w_avg) for w [N, D] or W+ [N, num_ws, D]; psi = 1 returns w."""
+    def truncate(self, w: Tensor, psi: float, centre: Tensor | None = None) -> Tensor:
+        """centre + psi * (w - centre) for w [N, D] or W+ [N, num_ws, D]; psi = 1 returns w.
+
+        `centre` [D] is what faces are pulled toward: the gallery's population centre
+        (`voiceface.gallery.Gallery.centre`) in the pipeline; default the generator's w_avg.
+        """
         if w.shape[-1] != self.style_dim or w.dim() not in (2, 3):
             raise ValueError(f"w must be [N, {self.style_dim}] or [N, num_ws, {self.style_dim}], "
                              f"got {list(w.shape)}")
-        return w if psi == 1 else self.w_avg + psi * (w - self.w_avg)
+        if centre is None:
+            centre = self.w_avg
+        elif centre.shape != (self.style_dim,):
+            raise ValueError(f"centre must be [{self.style_dim}], got {list(centre.shape)}")
+        return truncate_toward(w, centre.to(w), psi)
 
     def synthesis(self, w: Tensor, noise: NoiseMode = "const", resolution: int | None = None,
                   generator: torch.Generator | None = None) -> Tensor:

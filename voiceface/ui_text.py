@@ -67,7 +67,10 @@ TEXT = {
                 "minutes). Record or upload it again.",
         "method_mapper": "generated from your voice by the trained mapper",
         "method_knn-blend": "a blend of the nearest people's faces (no trained mapper)",
-        "method_average": "the average face (no latents in this gallery)",
+        "method_average": "the centre face (no mapper, no latents nearby)",
+        "centre_population": "pulled toward the enrolled people's average",
+        "centre_generator": "pulled toward the generator's average face (FFHQ)",
+        "generated_caption": "{method}; {centre}",
         "preview": "preview, full resolution coming",
         "match": "**{name}**, similarity {score:.2f}",
         "no_match": "**No confident match**: the nearest voice ({name}) has similarity "
@@ -131,7 +134,10 @@ TEXT = {
                 "もう一度録音するか、アップロードしてください。",
         "method_mapper": "学習済みマッパーで声から生成",
         "method_knn-blend": "近い人たちの顔のブレンド（学習済みマッパーなし）",
-        "method_average": "平均顔（このギャラリーには潜在表現がありません）",
+        "method_average": "中心の顔（マッパーも近い潜在表現もなし）",
+        "centre_population": "登録者の平均へ寄せています",
+        "centre_generator": "生成器の平均顔（FFHQ）へ寄せています",
+        "generated_caption": "{method}。{centre}",
         "preview": "プレビュー、高解像度を生成中",
         "match": "**{name}**、類似度 {score:.2f}",
         "no_match": "**確かな一致なし：** 最も近い声（{name}）の類似度 {score:.4f} は"
