@@ -28,6 +28,8 @@ PHOTO = REPO / "tests" / "fixtures" / "faces" / "astronaut.jpg"
 RATE = 16_000
 CLONES = 40  # people deleted one by one while requests run
 REQUEST_THREADS = 2
+CLONE_NOISE = 1e-3  # clones of the query's voice: nearer to it than anyone enrolled (the tiny
+# encoder puts everyone within a cosine of about 0.999)
 SWITCH_INTERVAL = 1e-5  # s; switch threads often so that deletes land inside requests
 MAX_DELETE_STEPS = 40  # file-system commits and training steps of one delete (about 15)
 CHILD_TIMEOUT = 120  # s for one child process; a safety net, not a pace
@@ -52,15 +54,19 @@ def test_requests_see_one_gallery_version_while_people_are_deleted(vf, dev_bundl
     gallery = Gallery.load(dev_bundle / "gallery")
     clones = [f"clone{i:02d}" for i in range(CLONES)]
     for clone in clones:  # the query's nearest people, deleted one by one below
-        e = embedding + 0.05 * rng.standard_normal(embedding.shape).astype(np.float32)
+        e = embedding + CLONE_NOISE * rng.standard_normal(embedding.shape).astype(np.float32)
         gallery.add(clone, e / np.linalg.norm(e), latent=rng.standard_normal(64))
     gallery.save(tmp_path / "live" / "gallery")  # no mapper: requests blend their matches
+    query_embedding = vf.encoder.embed(load_audio(query))  # as the pipeline embeds the query
+    clones = [m.id for m in gallery.search(query_embedding, len(gallery))
+              if m.id in clones]  # nearest first: every delete below changes the matches
     versions = {}  # matched ids -> the w that version gives
     for deleted in range(CLONES + 1):
         result = VoiceFace(vf.encoder, vf.generator, gallery, None)(query, resolution=8)
         versions[tuple(m.id for m in result.matches)] = result.w
         if deleted < CLONES:
             gallery.remove(clones[deleted])
+    assert len(versions) == CLONES + 1  # each delete changed the matches: versions are told apart
     live = LiveGallery.open(vf, tmp_path / "live", min_people=10 ** 6)  # never a mapper
     results, errors, done = [], [], threading.Event()
 
