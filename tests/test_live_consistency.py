@@ -91,7 +91,8 @@ def test_requests_see_one_gallery_version_while_people_are_deleted(vf, dev_bundl
             thread.join()
         sys.setswitchinterval(interval)
     assert not errors, errors[:3]
-    assert len(results) > CLONES  # requests really ran during the deletes
+    seen = {tuple(m.id for m in result.matches) for result in results}
+    assert len(seen) > 1  # requests really ran during the deletes (not a count: load varies)
     for result in results:
         ids = tuple(m.id for m in result.matches)
         assert ids in versions, ids  # all matches from one version of the gallery
