@@ -22,7 +22,7 @@ from voiceface.gallery import Gallery, GalleryError
 from voiceface.invert import InversionConfig
 from voiceface.pipeline import VoiceFace
 
-PHOTO = REPO / "tests" / "fixtures" / "faces" / "astronaut.jpg"
+PHOTO = REPO / "voiceface" / "data" / "astronaut.jpg"
 RATE = 16_000
 WAIT = 600  # s; a safety net so a broken worker fails the test instead of hanging it
 

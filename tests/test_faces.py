@@ -1,6 +1,6 @@
 """voiceface.faces: loading photos, refusing bad ones clearly, finding and aligning one face.
 
-The real photo is tests/fixtures/faces/astronaut.jpg (public domain; see the README there).
+The real photo is voiceface/data/astronaut.jpg (public domain; see the README there).
 Aligned outputs are checked independently: the face and eyes are found again in the output.
 """
 
@@ -27,7 +27,7 @@ from voiceface.faces import (
     load_image,
 )
 
-PHOTO = Path(__file__).parent / "fixtures" / "faces" / "astronaut.jpg"
+PHOTO = Path(__file__).parents[1] / "voiceface" / "data" / "astronaut.jpg"
 SIZE = 256  # px; small outputs keep the tests fast
 
 

@@ -24,7 +24,7 @@ from voiceface.enroll import LiveGallery
 from voiceface.gallery import Gallery
 from voiceface.pipeline import VoiceFace, load_derived
 
-PHOTO = REPO / "tests" / "fixtures" / "faces" / "astronaut.jpg"
+PHOTO = REPO / "voiceface" / "data" / "astronaut.jpg"
 RATE = 16_000
 CLONES = 40  # people deleted one by one while requests run
 REQUEST_THREADS = 2

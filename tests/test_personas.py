@@ -21,7 +21,10 @@ from voiceface.provenance import mark
 from voiceface.stylegan2 import Generator, z_from_seed
 from voiceface.voice import VoiceEncoder
 
-SHIPPED = personas.load_personas()
+from conftest import REPO
+
+PERSONAS_DIR = REPO / "assets" / "personas"  # the app's personas
+SHIPPED = personas.load_personas(PERSONAS_DIR)
 
 
 def test_shipped_personas_are_48_synthetic_people_with_their_own_voice_and_face():
@@ -77,7 +80,7 @@ def personas_dir(tmp_path):
     root = tmp_path / "personas"
     (root / personas.VOICES_DIR).mkdir(parents=True)
     chosen = [SHIPPED[i] for i in (0, 13, 36, 46)]
-    spec = json.loads((personas.PERSONAS_DIR / personas.PERSONAS_FILE).read_text())
+    spec = json.loads((PERSONAS_DIR / personas.PERSONAS_FILE).read_text())
     spec["personas"] = [{k: v for k, v in p.items() if k != "voice_file"} for p in chosen]
     (root / personas.PERSONAS_FILE).write_text(json.dumps(spec))
     for p in chosen:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -15,6 +16,8 @@ from conftest import DEV_PEOPLE, REPO
 from voiceface import personas
 from voiceface.gallery import Gallery
 from voiceface.publish import PublishError, plan_publish, publish
+
+PERSONAS_DIR = REPO / "assets" / "personas"  # the app's personas, which index/ names
 
 
 def materialise(plan, repo_id, directory):
@@ -29,22 +32,23 @@ def materialise(plan, repo_id, directory):
 
 
 def test_default_gallery_plan_is_a_self_contained_personas_bundle(tmp_path):
-    plan = plan_publish(REPO / "index", repo="me/voices", space="me/demo")
+    plan = plan_publish(REPO / "index", repo="me/voices", space="me/demo", app_dir=REPO)
     model = {u.path_in_repo for u in plan.uploads if u.repo_type == "model"}
     assert model == {"bundle.json", "personas/personas.json",
-                     *(f"personas/voices/{p['id']}.opus" for p in personas.load_personas())}
+                     *(f"personas/voices/{p['id']}.opus" for p in personas.load_personas(PERSONAS_DIR))}
     assert plan.private and plan.variables == {"VOICEFACE_BUNDLE": "me/voices"}
     repo = materialise(plan, "me/voices", tmp_path / "repo")
     spec = json.loads((repo / "bundle.json").read_text())
     shipped = json.loads((REPO / "index" / "bundle.json").read_text())
     assert spec == {**shipped, "personas": "personas"}
-    assert personas.personas_fingerprint(repo / "personas") == personas.personas_fingerprint()
+    assert personas.personas_fingerprint(repo / "personas") == personas.personas_fingerprint(PERSONAS_DIR)
     text = plan.describe()
     assert "model repo me/voices (private): 50 files" in text and "synthetic" in text
 
 
 def test_space_plan_carries_the_app_and_points_at_the_bundle(tmp_path):
-    plan = plan_publish(REPO / "index", repo="me/voices", space="me/demo", private=False)
+    plan = plan_publish(REPO / "index", repo="me/voices", space="me/demo", private=False,
+                        app_dir=REPO)
     space = materialise(plan, "me/demo", tmp_path / "space")
     assert (space / "app.py").read_bytes() == (REPO / "app.py").read_bytes()
     assert (space / "voiceface" / "pipeline.py").is_file()
@@ -56,8 +60,33 @@ def test_space_plan_carries_the_app_and_points_at_the_bundle(tmp_path):
     assert not list(space.rglob("*.opus"))  # the Space reads the personas from the repo
 
 
+def test_a_space_gets_the_whole_package_from_the_app_directory(tmp_path):
+    app = tmp_path / "app"
+    shutil.copytree(REPO / "voiceface", app / "voiceface")
+    for name in ("app.py", "requirements.txt", "packages.txt", "README.md"):
+        shutil.copy(REPO / name, app / name)
+    (app / "voiceface" / "ui").mkdir(exist_ok=True)
+    (app / "voiceface" / "ui" / "identify.py").write_text("TAB = 'identify'\n")
+    (app / "voiceface" / "ui" / "__pycache__").mkdir(exist_ok=True)
+    (app / "voiceface" / "ui" / "__pycache__" / "identify.cpython-311.pyc").write_bytes(b"x")
+    plan = plan_publish(REPO / "index", repo="me/voices", space="me/demo", app_dir=app)
+    paths = {u.path_in_repo for u in plan.uploads if u.repo_id == "me/demo"}
+    assert {"app.py", "voiceface/__init__.py", "voiceface/ui/identify.py",
+            "voiceface/data/astronaut.jpg"} <= paths
+    assert not any("__pycache__" in p or p.endswith(".pyc") for p in paths)
+    (app / "app.py").unlink()
+    with pytest.raises(PublishError, match="is not the app's directory: it has no app.py.*"
+                                           "--app-dir"):
+        plan_publish(REPO / "index", space="me/demo", app_dir=app)
+    proc = subprocess.run([sys.executable, "-m", "voiceface", "publish", str(REPO / "index"),
+                           "--space", "me/demo", "--dry-run"], cwd=tmp_path,
+                          capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 2 and "has no app.py" in proc.stderr
+
+
 def test_space_alone_ships_the_default_personas(tmp_path):
-    plan = plan_publish(REPO / "index", space="me/demo")
+    plan = plan_publish(REPO / "index", space="me/demo", app_dir=REPO)
     space = materialise(plan, "me/demo", tmp_path / "space")
     spec = json.loads((space / "index" / "bundle.json").read_text())
     assert (space / "index" / spec["personas"] / "personas.json").is_file()
@@ -215,7 +244,7 @@ def test_publish_creates_private_repos_commits_the_plan_and_sets_the_variable():
         def add_space_variable(self, repo_id, key, value):
             calls.append(("add_space_variable", repo_id, key, value))
 
-    plan = plan_publish(REPO / "index", repo="me/voices", space="me/demo")
+    plan = plan_publish(REPO / "index", repo="me/voices", space="me/demo", app_dir=REPO)
     urls = publish(plan, api=RecordingApi())
     assert urls == ["https://hub/me/voices/commit/1", "https://hub/me/demo/commit/1"]
     assert calls[0] == ("create_repo", "me/voices",

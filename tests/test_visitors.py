@@ -25,7 +25,7 @@ from voiceface.devbundle import synthetic_voice, write_random_backbone
 from voiceface.gallery import Gallery
 
 PASSWORD = "open sesame"
-PHOTO = REPO / "tests" / "fixtures" / "faces" / "astronaut.jpg"
+PHOTO = REPO / "voiceface" / "data" / "astronaut.jpg"
 TIMEOUT = 120  # s for one request
 
 

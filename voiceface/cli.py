@@ -86,19 +86,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = commands.add_parser("persona-voices",
                             help="re-synthesise the default personas' recordings (needs espeak-ng, "
                                  "flite, festival and its voices, ffmpeg)")
-    p.add_argument("directory", type=Path, nargs="?", default=None,
+    p.add_argument("directory", type=Path, nargs="?", default=Path("assets/personas"),
                    help="personas folder (default: assets/personas)")
     p.set_defaults(run=_persona_voices)
 
     p = commands.add_parser("publish", help="upload a bundle as a Hub model repo and/or the app "
                                             "as a Space")
-    p.add_argument("bundle", type=Path, nargs="?", default=None,
+    p.add_argument("bundle", type=Path, nargs="?", default=Path("index"),
                    help="bundle directory (default: index/)")
     p.add_argument("--repo", help="model repo USER/NAME for the bundle")
     p.add_argument("--space", help="Space USER/NAME for the app (uses --repo as its bundle)")
     p.add_argument("--public", action="store_true", help="make the repos public (default private)")
     p.add_argument("--include-voices", action="store_true",
                    help="also upload voice recordings (left out by default)")
+    p.add_argument("--app-dir", type=Path, default=Path("."),
+                   help="the app's folder (app.py, voiceface/, README.md ...) a Space gets "
+                        "(default: the current directory)")
     p.add_argument("--dry-run", action="store_true", help="only list what would be uploaded")
     p.set_defaults(run=_publish)
 
@@ -186,19 +189,19 @@ def _convert_generator(args: argparse.Namespace) -> int:
 
 
 def _persona_voices(args: argparse.Namespace) -> int:
-    from .personas import PERSONAS_DIR, write_voices
+    from .personas import write_voices
 
-    written = write_voices(args.directory or PERSONAS_DIR)
+    written = write_voices(args.directory)
     print(f"wrote {len(written)} recordings to {written[0].parent}")
     return 0
 
 
 def _publish(args: argparse.Namespace) -> int:
-    from .pipeline import DEFAULT_BUNDLE
     from .publish import plan_publish, publish
 
-    plan = plan_publish(args.bundle or DEFAULT_BUNDLE, repo=args.repo, space=args.space,
-                        private=not args.public, include_voices=args.include_voices)
+    plan = plan_publish(args.bundle, repo=args.repo, space=args.space,
+                        private=not args.public, include_voices=args.include_voices,
+                        app_dir=args.app_dir)
     print(plan.describe())
     if args.dry_run:
         print("dry run: nothing was uploaded")

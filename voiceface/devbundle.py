@@ -13,6 +13,7 @@ means anything about real voices or faces.
 from __future__ import annotations
 
 import tempfile
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -157,8 +158,7 @@ def write_dev_bundle(directory: str | Path, n_people: int = DEV_PEOPLE, seed: in
     return root
 
 
-DEV_PHOTO = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "faces" / \
-    "astronaut.jpg"  # public domain NASA portrait; variants of it stand in for people's photos
+DEV_PHOTO = "astronaut.jpg"  # package data (voiceface/data): a public-domain NASA portrait
 DEV_SENTENCES = ("The birch canoe slid on the smooth planks.",
                  "Glue the sheet to the dark blue background.",
                  "It is easy to tell the depth of a well.",
@@ -167,13 +167,13 @@ DEV_SENTENCES = ("The birch canoe slid on the smooth planks.",
 
 
 def write_people_folder(directory: str | Path, n_people: int = 6, seed: int = 0,
-                        photo: str | Path = DEV_PHOTO) -> Path:
+                        photo: str | Path | None = None) -> Path:
     """A small people folder for trying `build` and `eval` (format: see `voiceface.build`).
 
     Each person: two espeak-ng recordings in a voice of their own (needs espeak-ng and
-    ffmpeg), two photos made from one public-domain portrait (mirrored, recoloured,
-    rescaled), and `person.json` with consent. Only a test of the machinery: everyone has
-    the same face.
+    ffmpeg), two photos made from one portrait (mirrored, recoloured, rescaled; by default
+    the package's public-domain `DEV_PHOTO`), and `person.json` with consent. Only a test
+    of the machinery: everyone has the same face.
     """
     from PIL import Image
 
@@ -183,7 +183,9 @@ def write_people_folder(directory: str | Path, n_people: int = 6, seed: int = 0,
     if root.exists() and any(root.iterdir()):
         raise ValueError(f"{root} is not empty; choose a new directory for the people folder.")
     rng = np.random.default_rng(seed)
-    base = Image.open(photo).convert("RGB")
+    with (resources.files(__package__) / "data" / DEV_PHOTO).open("rb") if photo is None \
+            else open(photo, "rb") as file:
+        base = Image.open(file).convert("RGB")
     variants = ["f1", "m3", "f4", "m1", "klatt", "f2", "m6", "f5", "m2", "klatt3"]
     for i in range(n_people):
         person = root / f"person{i + 1:02d}"

@@ -47,7 +47,6 @@ from .mapper import SMALL_MAPPER, train_mapper
 from .stylegan2 import Generator, to_pil
 from .voice import VoiceEncoder, pool
 
-PERSONAS_DIR = Path(__file__).resolve().parent.parent / "assets" / "personas"
 PERSONAS_FILE = "personas.json"
 VOICES_DIR = "voices"
 VOICE_SUFFIX = ".opus"  # Ogg Opus at 16 kHz: ~35 kB per 10 s recording
@@ -66,13 +65,13 @@ class PersonaError(ValueError):
     """The personas folder is incomplete or a voice cannot be synthesised."""
 
 
-def load_personas(root: str | Path = PERSONAS_DIR) -> list[dict]:
+def load_personas(root: str | Path) -> list[dict]:
     """The personas listed in `root/personas.json`, each with its recording's path."""
     root = Path(root)
     spec_path = root / PERSONAS_FILE
     if not spec_path.is_file():
         raise PersonaError(f"No {PERSONAS_FILE} in {root}; point the bundle's `personas` at "
-                           "the folder that holds it (the repository's assets/personas).")
+                           "the folder that holds it (the app's assets/personas).")
     personas = json.loads(spec_path.read_text())["personas"]
     ids = [p["id"] for p in personas]
     if len(set(ids)) != len(ids):
@@ -86,7 +85,7 @@ def load_personas(root: str | Path = PERSONAS_DIR) -> list[dict]:
             for p in personas]
 
 
-def personas_fingerprint(root: str | Path = PERSONAS_DIR) -> str:
+def personas_fingerprint(root: str | Path) -> str:
     """A content hash of personas.json and every recording it names."""
     root = Path(root)
     digest = hashlib.sha256((root / PERSONAS_FILE).read_bytes())
@@ -99,7 +98,7 @@ def personas_fingerprint(root: str | Path = PERSONAS_DIR) -> str:
     return digest.hexdigest()[:16]
 
 
-def example_voices(root: str | Path = PERSONAS_DIR, n: int = EXAMPLES) -> list[Path]:
+def example_voices(root: str | Path, n: int = EXAMPLES) -> list[Path]:
     """A few persona recordings, spread over the list, for the app's examples."""
     personas = load_personas(root)
     step = max(1, len(personas) // n)
@@ -154,7 +153,7 @@ def _cut(wav: np.ndarray) -> np.ndarray:
     return wav[: start + frame * (int(np.argmin(energy)) + 1)]
 
 
-def write_voices(root: str | Path = PERSONAS_DIR, progress: bool = True) -> list[Path]:
+def write_voices(root: str | Path, progress: bool = True) -> list[Path]:
     """(Re)synthesise every persona's recording into `root/voices/` (needs the TTS packages:
     espeak-ng, flite, festival with festvox-kallpc16k, festvox-kdlpc16k, festvox-us-slt-hts,
     and ffmpeg)."""

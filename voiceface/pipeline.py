@@ -48,7 +48,7 @@ from .voice import DEFAULT_ENCODER, DEFAULT_ENCODER_REVISION, VoiceEncoder
 
 BUNDLE_FILE = "bundle.json"
 BUNDLE_FORMAT_VERSION = 1
-DEFAULT_BUNDLE = Path(__file__).resolve().parent.parent / "index"  # the repository's index/
+DEFAULT_BUNDLE = "index"  # relative to the current directory (the app names its own)
 DEFAULT_GENERATOR = "aaronb/StyleGAN2"
 DEFAULT_GENERATOR_FILE = "stylegan2-ffhq-config-f.pt"
 DEFAULT_GENERATOR_REVISION = "d9b2f23f21856b6bdfabd37de6f3d04cf39f891e"
@@ -65,8 +65,8 @@ def cache_dir() -> Path:
 
 
 def default_bundle() -> str:
-    """$VOICEFACE_BUNDLE, else the repository's index/ directory."""
-    return os.environ.get("VOICEFACE_BUNDLE") or str(DEFAULT_BUNDLE)
+    """$VOICEFACE_BUNDLE, else `index` in the current directory."""
+    return os.environ.get("VOICEFACE_BUNDLE") or DEFAULT_BUNDLE
 
 
 @dataclass(frozen=True)

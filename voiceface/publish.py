@@ -1,6 +1,6 @@
 """Put a bundle on the Hugging Face Hub as a model repo, and the app as a Space pointing at it.
 
-    plan = plan_publish("index/", repo="me/my-gallery", space="me/my-voiceface")
+    plan = plan_publish("index/", repo="me/my-gallery", space="me/my-voiceface", app_dir=".")
     print(plan.describe())      # exactly what would go where (`--dry-run`)
     publish(plan)               # create the repos (model repo private by default), upload
 
@@ -30,8 +30,9 @@ from .gallery import MANIFEST, Gallery
 from .personas import PERSONAS_FILE, VOICES_DIR, load_personas
 from .pipeline import BUNDLE_FILE, EXAMPLES_DIR, GALLERY_DIR
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SPACE_FILES = ("app.py", "requirements.txt", "packages.txt")  # beside voiceface/*.py
+SPACE_FILES = ("app.py", "requirements.txt", "packages.txt")  # from the app's directory
+SPACE_CARD = "README.md"  # the app's README: the Space's card, with its title changed
+PACKAGE_DIR = "voiceface"  # the library, uploaded whole (subpackages and data) to a Space
 SPACE_PERSONAS = "assets/personas"  # where a Space keeps the personas of a default bundle
 # build.json published: these keys only (not the people folder's path or the problem list)
 PUBLIC_REPORT_KEYS = ("enrolled", "seconds", "cached", "mapper", "config", "calibration")
@@ -104,8 +105,11 @@ class PublishPlan:
 
 
 def plan_publish(bundle: str | Path, *, repo: str | None = None, space: str | None = None,
-                 private: bool = True, include_voices: bool = False) -> PublishPlan:
-    """Work out, without touching the network, what publishing `bundle` would upload."""
+                 private: bool = True, include_voices: bool = False,
+                 app_dir: str | Path = ".") -> PublishPlan:
+    """Work out, without touching the network, what publishing `bundle` would upload.
+    A Space gets the app from `app_dir` (default: the current directory): its app.py,
+    requirements.txt, packages.txt, README.md (the Space card) and the whole `voiceface/`."""
     if not repo and not space:
         raise PublishError("Nothing to publish to: give --repo USER/NAME (the bundle as a model "
                            "repo) and/or --space USER/NAME (the app).")
@@ -136,7 +140,7 @@ def plan_publish(bundle: str | Path, *, repo: str | None = None, space: str | No
         else:
             _add_built_bundle(plan, root, repo, include_voices)
     if space:
-        _add_space(plan, space, spec, personas_dir)
+        _add_space(plan, space, spec, personas_dir, Path(app_dir))
     _check_no_local_paths(plan, _local_paths(root))
     return plan
 
@@ -261,11 +265,19 @@ def _add_personas_bundle(plan: PublishPlan, spec: dict, personas_dir: Path, repo
                       "text-to-speech, not recordings of people")
 
 
-def _add_space(plan: PublishPlan, space: str, spec: dict, personas_dir: Path | None) -> None:
-    code = [REPO_ROOT / name for name in SPACE_FILES] + sorted(
-        (REPO_ROOT / "voiceface").glob("*.py"))
+def _add_space(plan: PublishPlan, space: str, spec: dict, personas_dir: Path | None,
+               app_dir: Path) -> None:
+    missing = [name for name in (*SPACE_FILES, SPACE_CARD) if not (app_dir / name).is_file()]
+    missing += [] if (app_dir / PACKAGE_DIR).is_dir() else [f"{PACKAGE_DIR}/"]
+    if missing:
+        raise PublishError(f"{app_dir.resolve()} is not the app's directory: it has no "
+                           f"{', '.join(missing)}. Run publish from the folder holding app.py "
+                           "and voiceface/, or give that folder with --app-dir.")
+    code = [app_dir / name for name in SPACE_FILES] + [
+        path for path in _files(app_dir / PACKAGE_DIR)
+        if "__pycache__" not in path.parts and path.suffix != ".pyc"]
     for path in code:
-        plan.uploads.append(Upload(space, "space", path.relative_to(REPO_ROOT).as_posix(),
+        plan.uploads.append(Upload(space, "space", path.relative_to(app_dir).as_posix(),
                                    source=path))
     if plan.repo:
         plan.variables["VOICEFACE_BUNDLE"] = plan.repo
@@ -277,12 +289,14 @@ def _add_space(plan: PublishPlan, space: str, spec: dict, personas_dir: Path | N
     else:
         raise PublishError("A Space needs a bundle on the Hub to point at: publish a built "
                            "bundle with --repo USER/NAME together with --space.")
-    plan.uploads.append(Upload(space, "space", "README.md", content=_space_readme(space, plan.repo)))
+    plan.uploads.append(Upload(space, "space", SPACE_CARD,
+                               content=_space_readme(app_dir, space, plan.repo)))
 
 
-def _space_readme(space: str, repo: str | None) -> bytes:
-    """This repository's README with the Space's title, and the bundle repo preloaded."""
-    text = (REPO_ROOT / "README.md").read_text()
+def _space_readme(app_dir: Path, space: str, repo: str | None) -> bytes:
+    """The app's README (its Space card) with the Space's title, and the bundle repo
+    preloaded."""
+    text = (app_dir / SPACE_CARD).read_text()
     _, front, body = text.split("---\n", 2)
     lines = front.splitlines()
     lines = [f"title: {space.split('/')[1]}" if line.startswith("title:") else line
