@@ -109,7 +109,7 @@ def test_persona_caches_are_built_once_then_reused(personas_dir, tiny_xvector_di
     bundle = write_personas_bundle(tmp_path / "bundle", personas_dir, tiny_xvector_dir,
                                    tiny_generator_dir)
     vf = VoiceFace.from_pretrained(bundle, progress=False)
-    assert vf.synthetic_personas
+    assert vf.spec.synthetic_personas
     assert [p.id for p in vf.gallery.people] == ["persona01", "persona14", "persona37",
                                                  "persona47"]
     assert vf.mapper is not None

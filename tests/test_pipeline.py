@@ -16,7 +16,9 @@ from PIL import Image
 from voiceface.audio import AudioError
 from voiceface.gallery import Gallery, GalleryError
 from voiceface.hub import WeightsNotFound
-from voiceface.pipeline import VoiceFace, load_generator
+from voiceface.bundle import BundleError, BundleSpec
+from voiceface.pipeline import (GalleryState, VoiceFace, load_derived, load_generator,
+                                load_models, prepare_derived)
 from voiceface.provenance import mark
 from voiceface.stylegan2 import Generator, GeneratorConfig, to_pil
 
@@ -37,7 +39,7 @@ def test_one_call_returns_both_faces_matches_and_timings(vf, dev_bundle):
     result = vf(dev_bundle / "voices" / "dev02.flac", k=3)
     assert [m.rank for m in result.matches] == [1, 2, 3]
     assert result.matches[0].id == "dev02" and result.confident and result.best.id == "dev02"
-    assert result.method == "mapper" and vf.test_weights
+    assert result.method == "mapper" and vf.spec.test_weights
     assert result.face.size == (64, 64) and result.w.shape == (64,)
     assert set(result.timings) == {"load_audio", "embed", "search", "map", "synthesise", "total"}
     assert Image.open(result.matches[0].face).size == (64, 64)
@@ -201,8 +203,50 @@ def test_encoder_mismatch_is_refused(dev_bundle, tmp_path):
 
 
 def test_not_a_bundle(tmp_path):
-    with pytest.raises(WeightsNotFound, match="not a voiceface bundle.*dev-bundle"):
+    with pytest.raises(BundleError, match="not a voiceface bundle.*dev-bundle"):
         VoiceFace.from_pretrained(tmp_path)
+
+
+def test_loading_step_by_step_gives_the_pipeline_from_pretrained_gives(vf, dev_bundle,
+                                                                      tmp_path, monkeypatch):
+    spec = BundleSpec.read(dev_bundle)
+    assert spec.test_weights and not spec.synthetic_personas and spec.root == dev_bundle
+    assert [p.name for p in spec.examples] == [f"dev{i:02d}.flac" for i in range(DEV_PEOPLE)]
+    encoder, generator, fingerprint = load_models(spec)
+    assert encoder.fingerprint == vf.encoder.fingerprint and fingerprint == \
+        vf.generator_fingerprint
+    monkeypatch.setenv("VOICEFACE_CACHE", str(tmp_path / "cache"))
+    assert prepare_derived(spec, encoder, generator, fingerprint) == dev_bundle  # no caches
+    assert not (tmp_path / "cache").exists()
+    state = load_derived(dev_bundle, encoder.fingerprint, fingerprint)
+    assembled = VoiceFace(encoder, generator, state.gallery, state.mapper, spec=spec,
+                          generator_fingerprint=fingerprint)
+    voice = dev_bundle / "voices" / "dev05.flac"
+    assert np.array_equal(np.asarray(assembled(voice).face), np.asarray(vf(voice).face))
+    assert assembled.example_voices() == list(spec.examples)
+
+
+def test_overrides_and_their_spec(dev_bundle, tmp_path):
+    from voiceface.devbundle import write_random_encoder
+
+    other = write_random_encoder(tmp_path / "other-encoder", seed=5)
+    spec = BundleSpec.read(dev_bundle).with_models(encoder=str(other), encoder_revision="v2")
+    assert spec.encoder.name_or_path == str(other) and spec.encoder.revision == "v2"
+    assert spec.locate(spec.encoder.name_or_path) == str(other)
+    assert spec.locate("encoder") == str(dev_bundle / "encoder")  # inside the bundle first
+    assert spec.locate("someone/model") == "someone/model"
+    with pytest.raises(GalleryError, match="Rebuild"):  # the gallery was made with another
+        VoiceFace.from_pretrained(dev_bundle, encoder=str(other))
+
+
+def test_a_live_gallery_swaps_state_through_the_pipeline(dev_bundle, vf):
+    two = VoiceFace.from_pretrained(dev_bundle)
+    before = two.state
+    with pytest.raises(AttributeError):
+        two.state = GalleryState(vf.gallery, None)  # no rebinding from outside
+    two.swap(GalleryState(before.gallery, None))
+    assert two.state is not before and two.mapper is None and two.gallery is before.gallery
+    assert two(dev_bundle / "voices" / "dev01.flac").method == "knn-blend"
 
 
 def test_rosinality_checkpoint_is_converted_once_and_cached(tmp_path, monkeypatch):

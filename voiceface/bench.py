@@ -11,7 +11,7 @@ Builds a bundle of random-weight models of full size (a wav2vec2-base x-vector e
 - peak RSS of that serving process and of this one (which also built the bundle);
 - the thread settings (`threads` sets torch's intra-op threads here and in the cold-start
   process; on 2 busy cores 1 thread beat 2, see `benchmarks/encoder_options.py`).
-`quantize` swaps in the int8 voice encoder after loading (the gallery was embedded in fp32,
+`quantize` assembles the loaded pipeline anew with the int8 voice encoder (the gallery was embedded in fp32,
 which changes timings nothing and scores little; a served bundle would be built with
 `VoiceFace.from_pretrained(..., quantize=True)` so that the fingerprints agree).
 """
@@ -128,7 +128,10 @@ def _load(bundle: Path, quantize: bool):
     reuse_freed_memory()
     vf = VoiceFace.from_pretrained(bundle)
     if quantize:
-        vf.encoder = VoiceEncoder.from_pretrained(bundle / "encoder", quantize=True)
+        vf = VoiceFace(VoiceEncoder.from_pretrained(bundle / "encoder", quantize=True),
+                       vf.generator, vf.gallery, vf.mapper,
+                       spec=vf.spec.with_models(quantize=True),
+                       generator_fingerprint=vf.generator_fingerprint)
     return vf
 
 

@@ -49,9 +49,10 @@ from .enroll import clean_name
 from .gallery import ID_PATTERN, Gallery, GalleryError
 from .invert import InversionConfig, Inverter, image_sha256
 from .mapper import train_mapper
-from .pipeline import (BUNDLE_FILE, BUNDLE_FORMAT_VERSION, DEFAULT_GENERATOR,
-                       DEFAULT_GENERATOR_FILE, DEFAULT_GENERATOR_REVISION, DEFAULT_TRUNCATION,
-                       EXAMPLES_DIR, GALLERY_DIR, MAPPER_DIR, load_generator)
+from .bundle import (BUNDLE_FILE, BUNDLE_FORMAT_VERSION, DEFAULT_GENERATOR,
+                     DEFAULT_GENERATOR_FILE, DEFAULT_GENERATOR_REVISION, DEFAULT_TRUNCATION,
+                     EXAMPLES_DIR, GALLERY_DIR, MAPPER_DIR)
+from .pipeline import load_generator
 from .stylegan2 import Generator
 from .voice import DEFAULT_ENCODER, DEFAULT_ENCODER_REVISION, VoiceEncoder, pool
 

@@ -148,10 +148,10 @@ def _predict(args: argparse.Namespace) -> int:
             "centre": result.centre,
             "timings": {k: round(v, 4) for k, v in result.timings.items()},
             "face": str(args.out),
-            "test_weights": vf.test_weights,
+            "test_weights": vf.spec.test_weights,
         }))
         return 0
-    if vf.test_weights:
+    if vf.spec.test_weights:
         print("NOTE: test weights (a dev bundle): these results mean nothing.")
     best = result.best
     print(f"nearest: {best.name} (similarity {best.score:.3f})" if best else

@@ -26,7 +26,8 @@ from .audio import SAMPLE_RATE
 from .calibration import calibrate_windows
 from .gallery import Gallery, population_centre
 from .mapper import train_mapper
-from .pipeline import BUNDLE_FILE, BUNDLE_FORMAT_VERSION, DEFAULT_TRUNCATION, load_generator
+from .bundle import BUNDLE_FILE, BUNDLE_FORMAT_VERSION, DEFAULT_TRUNCATION
+from .pipeline import load_generator
 from .stylegan2 import Generator, GeneratorConfig, to_pil
 from .voice import VoiceEncoder, pool
 

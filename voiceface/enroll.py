@@ -54,7 +54,8 @@ from .invert import InversionConfig, Inverter
 from .mapper import CONFIG_FILE as MAPPER_CONFIG
 from .mapper import WEIGHTS_FILE as MAPPER_WEIGHTS
 from .mapper import SMALL_MAPPER, VoiceToLatent, train_mapper
-from .pipeline import GALLERY_DIR, MAPPER_DIR, GalleryState, VoiceFace, load_derived
+from .bundle import GALLERY_DIR, MAPPER_DIR
+from .pipeline import GalleryState, VoiceFace, load_derived
 from .voice import pool
 
 MIN_ENROLL_SECONDS = 5.0  # s of speech; fewer give an unreliable voice embedding
@@ -216,7 +217,7 @@ class LiveGallery:
                                                     person_id)
             if self.vf.mapper is not None and _may_hold(self.vf.mapper.config.people,
                                                         person_id):
-                self.vf.state = GalleryState(self.vf.gallery, None)
+                self.vf.swap(GalleryState(self.vf.gallery, None))
             if dropped:
                 _drop_mapper(self.root)
             self._commit(gallery)
@@ -251,8 +252,8 @@ class LiveGallery:
         """Swap the saved gallery and mapper into the pipeline as one state (the caller holds
         `_exclusive`)."""
         self._loaded = self._version()
-        self.vf.state = load_derived(self.root, self.vf.encoder.fingerprint,
-                                     self.vf.generator_fingerprint)
+        self.vf.swap(load_derived(self.root, self.vf.encoder.fingerprint,
+                                  self.vf.generator_fingerprint))
 
     def _version(self) -> tuple:
         """What identifies the saved gallery and mapper: every save names a new data
@@ -326,7 +327,7 @@ class LiveGallery:
                                      seed=self.seed, progress=False)
             _install_mapper(self.root, mapper)
         self._loaded = self._version()
-        self.vf.state = GalleryState(gallery, mapper)
+        self.vf.swap(GalleryState(gallery, mapper))
 
 
 def _may_hold(people: Sequence[str] | None, person_id: str) -> bool:

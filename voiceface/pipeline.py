@@ -4,15 +4,21 @@
     result = vf("clip.wav")
     result.face.save("face.png"); result.matches[0].name; result.confident
 
-A bundle is a directory (or Hub repo) holding `bundle.json` (which encoder and generator,
-with revisions), `gallery/` (a saved `Gallery`) and optionally `mapper/` (a trained
-`VoiceToLatent`). Relative model paths in `bundle.json` are relative to the bundle.
-A personas bundle (the repository's default `index/`) names a personas folder instead
-(`"personas": "../assets/personas"`); its gallery and mapper are caches built for the
-configured encoder and generator (see `voiceface.personas`).
+A bundle (see `voiceface.bundle`) is a directory (or Hub repo) holding `bundle.json` (which
+encoder and generator, with revisions), `gallery/` (a saved `Gallery`) and optionally
+`mapper/` (a trained `VoiceToLatent`). A personas bundle (the app's default `index/`) names a
+personas folder instead; its gallery and mapper are caches built for the configured encoder
+and generator (see `voiceface.personas`). Loading is four steps, each usable alone:
+
+    spec = BundleSpec.read(root)                                  # 1. read bundle.json
+    encoder, generator, fp = load_models(spec)                    # 2. resolve the weights
+    derived = prepare_derived(spec, encoder, generator, fp)       # 3. build the caches
+    state = load_derived(derived, encoder.fingerprint, fp)        # 4. assemble
+    vf = VoiceFace(encoder, generator, state.gallery, state.mapper, spec=spec,
+                   generator_fingerprint=fp)
 
 A request reads the gallery and the mapper once, at its start, from `vf.state` (a frozen
-`GalleryState`); enrollment and deletion swap a new state in with one assignment, so a request
+`GalleryState`); enrollment and deletion swap a new state in (`vf.swap`), so a request
 running meanwhile finishes on the version it started with.
 
 Faces are truncated toward a centre: by default the gallery's population centre (the mean
@@ -24,7 +30,6 @@ generator's `w_avg` (FFHQ's average face) when the gallery holds no latents, or 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import time
 import warnings
@@ -38,25 +43,18 @@ from PIL import Image
 
 from . import hub, personas
 from .audio import AudioSource, load_audio
-from .calibration import FALSE_ALARM_RATE
-from .gallery import GENERATOR, POPULATION, TRUNCATION_CENTERS, Gallery, Match
+from .bundle import BUNDLE_FILE  # noqa: F401 - imported from here by voiceface.evaluate
+from .bundle import (DEFAULT_GENERATOR_FILE, GALLERY_DIR, MAPPER_DIR, BundleSpec,
+                     GeneratorSpec)
+from .gallery import GENERATOR, POPULATION, Gallery, Match
 from .mapper import VoiceToLatent, knn_blend
 from .provenance import mark
 from .stylegan2 import CONFIG_FILE as GENERATOR_CONFIG
 from .stylegan2 import Generator, convert_checkpoint, to_pil
-from .voice import DEFAULT_ENCODER, DEFAULT_ENCODER_REVISION, VoiceEncoder
+from .voice import VoiceEncoder
 
-BUNDLE_FILE = "bundle.json"
-BUNDLE_FORMAT_VERSION = 1
 DEFAULT_BUNDLE = "index"  # relative to the current directory (the app names its own)
-DEFAULT_GENERATOR = "aaronb/StyleGAN2"
-DEFAULT_GENERATOR_FILE = "stylegan2-ffhq-config-f.pt"
-DEFAULT_GENERATOR_REVISION = "d9b2f23f21856b6bdfabd37de6f3d04cf39f891e"
-DEFAULT_TRUNCATION = 0.7  # psi: pull generated faces toward the centre (1 = not at all)
-DEFAULT_TRUNCATION_CENTER = POPULATION  # bundle.json "truncation_center"
 DEFAULT_K = 5  # matches returned
-EXAMPLES_DIR = "voices"  # example recordings inside a bundle
-GALLERY_DIR, MAPPER_DIR = "gallery", "mapper"  # the derived artifacts inside a bundle
 
 
 def cache_dir() -> Path:
@@ -102,19 +100,25 @@ class VoiceFace:
     """The voice-to-face pipeline; build with `VoiceFace.from_pretrained(bundle)`."""
 
     def __init__(self, encoder: VoiceEncoder, generator: Generator, gallery: Gallery,
-                 mapper: VoiceToLatent | None = None, *, truncation: float = DEFAULT_TRUNCATION,
-                 truncation_center: str = DEFAULT_TRUNCATION_CENTER, test_weights: bool = False,
-                 generator_fingerprint: str | None = None, synthetic_personas: bool = False,
-                 examples: Sequence[Path] = ()):
+                 mapper: VoiceToLatent | None = None, *, spec: BundleSpec = BundleSpec(),
+                 generator_fingerprint: str | None = None):
+        """`spec` is the bundle's (truncation, its centre, examples, test weights); the
+        default is a bundle.json's defaults."""
         self.encoder = encoder
         self.generator = generator.eval()
-        self.state = GalleryState(gallery, mapper)  # replaced whole, never changed in place
-        self.truncation = truncation
-        self.truncation_center = check_truncation_center(truncation_center)
-        self.test_weights = test_weights
+        self._state = GalleryState(gallery, mapper)  # replaced whole (`swap`), never changed
+        self.spec = spec
         self.generator_fingerprint = generator_fingerprint or gallery.generator_fingerprint
-        self.synthetic_personas = synthetic_personas  # the gallery holds the default personas
-        self.examples = list(examples)  # example recordings shipped with the bundle
+
+    @property
+    def state(self) -> GalleryState:
+        """The current version of the gallery and mapper; a request reads it once."""
+        return self._state
+
+    def swap(self, state: GalleryState) -> None:
+        """Serve `state` from now on (live enrollment): one assignment, so a request running
+        meanwhile finishes on the version it read at its start."""
+        self._state = state
 
     @property
     def gallery(self) -> Gallery:
@@ -141,55 +145,33 @@ class VoiceFace:
         quantize: bool | None = None,
         progress: bool = True,
     ) -> "VoiceFace":
-        """Load a bundle (local directory or Hub repo id); keyword arguments override its
-        choice of encoder and generator. Derived artifacts made for other models are refused,
-        except a personas bundle's, which are caches: built once for these models (with a
-        `progress` bar) in `cache_dir()` and reused. `quantize` (default: the bundle's
-        `encoder.quantize`) runs the voice encoder in int8 on the CPU; its embeddings have
-        their own fingerprint, so a gallery must be built with the same setting.
+        """Load a bundle (local directory or Hub repo id; default `default_bundle()`); keyword
+        arguments override its choice of encoder and generator. Derived artifacts made for
+        other models are refused, except a personas bundle's, which are caches: built once
+        for these models (with a `progress` bar) in `cache_dir()` and reused. `quantize`
+        (default: the bundle's `encoder.quantize`) runs the voice encoder in int8 on the
+        CPU; its embeddings have their own fingerprint, so a gallery must be built with the
+        same setting. A bad `bundle.json` raises `voiceface.bundle.BundleError`.
         """
-        bundle = default_bundle() if bundle is None else bundle
-        root = hub.resolve_dir(bundle, revision, what="voiceface bundle").path
-        spec_path = root / BUNDLE_FILE
-        if not spec_path.is_file():
-            raise hub.WeightsNotFound(
-                f"{bundle} is not a voiceface bundle (no {BUNDLE_FILE}). Build one with "
-                "`python -m voiceface build`, or make a test bundle with "
-                "`python -m voiceface dev-bundle DIR` and pass --bundle DIR.")
-        spec = json.loads(spec_path.read_text())
-        enc, gen = spec.get("encoder", {}), spec.get("generator", {})
-        voice = VoiceEncoder.from_pretrained(
-            _in_bundle(root, encoder or enc.get("name_or_path", DEFAULT_ENCODER)),
-            encoder_revision if encoder else enc.get("revision", DEFAULT_ENCODER_REVISION),
-            layer=enc.get("layer", -1), device=device,
-            quantize=enc.get("quantize", False) if quantize is None else quantize)
-        if generator:
-            gen = {"name_or_path": generator, "filename": generator_file,
-                   "revision": generator_revision}
-        face_gen, gen_fp = bundle_generator(root, gen)
-        face_gen = face_gen.to(voice.device)
-        truncation = spec.get("truncation", DEFAULT_TRUNCATION)
-        center = check_truncation_center(spec.get("truncation_center",
-                                                  DEFAULT_TRUNCATION_CENTER))
-        derived, examples = root, sorted(p for p in (root / EXAMPLES_DIR).glob("*")
-                                         if p.is_file())
-        if spec.get("personas"):  # synthetic personas: derived artifacts are caches
-            personas_root = root / spec["personas"]
-            derived = personas.persona_bundle(
-                personas_root, voice, face_gen, gen_fp, cache_dir(),
-                far=spec.get("far", FALSE_ALARM_RATE), truncation=truncation,
-                truncation_center=center, progress=progress)
-            examples = personas.example_voices(personas_root)
+        # 1. read the bundle's spec (a Hub bundle is downloaded first), with the overrides
+        root = hub.resolve_dir(default_bundle() if bundle is None else bundle, revision,
+                               what="voiceface bundle").path
+        spec = BundleSpec.read(root).with_models(
+            encoder=encoder, encoder_revision=encoder_revision, generator=generator,
+            generator_file=generator_file, generator_revision=generator_revision,
+            quantize=quantize)
+        # 2. resolve the weights it names
+        voice, face_gen, gen_fp = load_models(spec, device=device)
+        # 3. build the caches it needs (a personas bundle's gallery and mapper)
+        derived = prepare_derived(spec, voice, face_gen, gen_fp, progress=progress)
+        # 4. assemble the pipeline
         state = load_derived(derived, voice.fingerprint, gen_fp)
-        return cls(voice, face_gen, state.gallery, state.mapper,
-                   truncation=truncation, truncation_center=center,
-                   test_weights=bool(spec.get("test_weights", False)),
-                   generator_fingerprint=gen_fp, synthetic_personas=bool(spec.get("personas")),
-                   examples=examples)
+        return cls(voice, face_gen, state.gallery, state.mapper, spec=spec,
+                   generator_fingerprint=gen_fp)
 
     def example_voices(self) -> list[Path]:
         """Example recordings: the bundle's `voices/`, or a few of its personas' voices."""
-        return list(self.examples)
+        return list(self.spec.examples)
 
     def __call__(self, audio: AudioSource, k: int = DEFAULT_K, truncation: float | None = None,
                  resolution: int | None = None) -> VoiceFaceResult:
@@ -236,8 +218,8 @@ class VoiceFace:
         # 5. synthesise the face, at each resolution asked for; the only truncation: stored
         #    and predicted latents are untruncated w
         centre, centre_kind = self.centre(state)
-        w = self.generator.truncate(w, self.truncation if truncation is None else truncation,
-                                    centre)
+        w = self.generator.truncate(
+            w, self.spec.truncation if truncation is None else truncation, centre)
         with torch.inference_mode():  # the levels run in it whenever the iterator is read
             images = self.generator.progressive(w, sizes, noise="const")
         confident, threshold = state.gallery.confident(matches), state.gallery.threshold
@@ -261,7 +243,8 @@ class VoiceFace:
         the gallery's population centre ("population"), or the generator's w_avg
         ("generator") when the bundle asks for it or the gallery has no latents."""
         state = self.state if state is None else state
-        population = state.gallery.centre if self.truncation_center == POPULATION else None
+        population = state.gallery.centre if self.spec.truncation_center == POPULATION \
+            else None
         if population is None:
             return self.generator.w_avg, GENERATOR
         return torch.from_numpy(population).to(self.generator.w_avg.device), POPULATION
@@ -317,11 +300,40 @@ def load_derived(directory: Path, encoder_fingerprint: str, generator_fingerprin
     return GalleryState(gallery, mapper)
 
 
+def load_models(spec: BundleSpec, device: str | None = None
+                ) -> tuple[VoiceEncoder, Generator, str]:
+    """The voice encoder and generator `spec` names (relative paths inside its bundle), the
+    generator on the encoder's device, and the generator's fingerprint."""
+    enc = spec.encoder
+    voice = VoiceEncoder.from_pretrained(spec.locate(enc.name_or_path), enc.revision,
+                                         layer=enc.layer, device=device, quantize=enc.quantize)
+    generator, fingerprint = spec_generator(spec)
+    return voice, generator.to(voice.device), fingerprint
+
+
+def prepare_derived(spec: BundleSpec, encoder: VoiceEncoder, generator: Generator,
+                    generator_fingerprint: str, *, progress: bool = True) -> Path:
+    """The directory holding the bundle's `gallery/` and `mapper/` for these models: the
+    bundle itself, or for a personas bundle their caches in `cache_dir()`, built on first
+    use (minutes with full-size models; `voiceface.personas.persona_bundle`)."""
+    if spec.personas_dir is None:
+        return spec.root
+    return personas.persona_bundle(
+        spec.personas_dir, encoder, generator, generator_fingerprint, cache_dir(),
+        far=spec.far, truncation=spec.truncation, truncation_center=spec.truncation_center,
+        progress=progress)
+
+
+def spec_generator(spec: BundleSpec) -> tuple[Generator, str]:
+    """The generator `spec` names (a relative path inside its bundle) and its fingerprint."""
+    gen = spec.generator
+    return load_generator(spec.locate(gen.name_or_path), gen.filename, gen.revision)
+
+
 def bundle_generator(root: Path, gen: dict) -> tuple[Generator, str]:
     """The generator a `bundle.json` "generator" entry `gen` names (relative paths inside the
     bundle at `root`; the default generator for what it leaves out), and its fingerprint."""
-    return load_generator(_in_bundle(root, gen.get("name_or_path", DEFAULT_GENERATOR)),
-                          gen.get("filename") or DEFAULT_GENERATOR_FILE, gen.get("revision"))
+    return spec_generator(BundleSpec(root=Path(root), generator=GeneratorSpec.from_dict(gen)))
 
 
 def load_generator(name_or_path: str | os.PathLike, filename: str = DEFAULT_GENERATOR_FILE,
@@ -343,17 +355,3 @@ def load_generator(name_or_path: str | os.PathLike, filename: str = DEFAULT_GENE
     if not (converted / GENERATOR_CONFIG).is_file():
         convert_checkpoint(resolved.path, converted)
     return Generator.from_checkpoint(converted), resolved.fingerprint
-
-
-def check_truncation_center(center: str) -> str:
-    """`center` if it is one of `TRUNCATION_CENTERS`; else a ValueError saying what to use."""
-    if center not in TRUNCATION_CENTERS:
-        raise ValueError(f"truncation_center is {center!r}; use one of "
-                         f"{', '.join(map(repr, TRUNCATION_CENTERS))}.")
-    return center
-
-
-def _in_bundle(root: Path, name_or_path: str) -> str:
-    """A bundle-relative path ("encoder", "./generator") resolved inside the bundle if it exists."""
-    candidate = root / name_or_path
-    return str(candidate) if candidate.exists() else name_or_path

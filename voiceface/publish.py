@@ -28,7 +28,7 @@ from .audio import AUDIO_SUFFIXES
 from .build import REPORT_FILE, WINDOWS_FILE, WINDOWS_INDEX
 from .gallery import MANIFEST, Gallery
 from .personas import PERSONAS_FILE, VOICES_DIR, load_personas
-from .pipeline import BUNDLE_FILE, EXAMPLES_DIR, GALLERY_DIR
+from .bundle import BUNDLE_FILE, EXAMPLES_DIR, GALLERY_DIR
 
 SPACE_FILES = ("app.py", "requirements.txt", "packages.txt")  # from the app's directory
 SPACE_CARD = "README.md"  # the app's README: the Space's card, with its title changed

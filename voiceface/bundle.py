@@ -1,0 +1,254 @@
+"""What a bundle says about itself: its `bundle.json`, read and checked (`BundleSpec.read`).
+
+    spec = BundleSpec.read("index/")
+    spec.encoder.name_or_path, spec.generator.revision, spec.truncation, spec.test_weights
+
+A bundle is a directory (a Hub repo is downloaded to one first) holding `bundle.json`,
+`gallery/` (a saved `Gallery`) and optionally `mapper/` (a trained `VoiceToLatent`) and
+`voices/` (example recordings). A personas bundle names a personas folder instead
+(`"personas": "../assets/personas"`, relative to the bundle); its gallery and mapper are
+caches built for the models it names (see `voiceface.personas`).
+
+`bundle.json`, format 1; every key but "format_version" may be left out:
+
+    {"format_version": 1,
+     "description": "free text",
+     "encoder": {"name_or_path": "anton-l/wav2vec2-base-superb-sv", "revision": "f00a71e...",
+                 "layer": -1, "quantize": false},
+     "generator": {"name_or_path": "aaronb/StyleGAN2",
+                   "filename": "stylegan2-ffhq-config-f.pt", "revision": null},
+     "truncation": 0.7,                   psi in [0, 1]: generated faces pulled toward ...
+     "truncation_center": "population",   ... the people's mean latent, or "generator" (w_avg)
+     "personas": "../assets/personas",    a personas bundle
+     "far": 0.01,                         false-alarm rate of a personas gallery's threshold
+     "test_weights": false}               tiny random models (the app says so)
+
+Relative model paths are looked up inside the bundle first (`BundleSpec.locate`). Reading a
+spec loads no weights; a bad `bundle.json` is a `BundleError` saying what is wrong and what
+to do.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from .calibration import FALSE_ALARM_RATE
+from .gallery import POPULATION, TRUNCATION_CENTERS
+from .voice import DEFAULT_ENCODER, DEFAULT_ENCODER_REVISION
+
+BUNDLE_FILE = "bundle.json"
+BUNDLE_FORMAT_VERSION = 1  # the newest format this voiceface reads
+GALLERY_DIR, MAPPER_DIR = "gallery", "mapper"  # the derived artifacts inside a bundle
+EXAMPLES_DIR = "voices"  # example recordings inside a bundle
+DEFAULT_GENERATOR = "aaronb/StyleGAN2"
+DEFAULT_GENERATOR_FILE = "stylegan2-ffhq-config-f.pt"
+DEFAULT_GENERATOR_REVISION = "d9b2f23f21856b6bdfabd37de6f3d04cf39f891e"
+DEFAULT_TRUNCATION = 0.7  # psi: pull generated faces toward the centre (1 = not at all)
+DEFAULT_TRUNCATION_CENTER = POPULATION
+
+# The JSON types each key may hold (None: null).
+_NUMBER = (int, float)
+ENCODER_KEYS = {"name_or_path": (str,), "revision": (str, None), "layer": (int,),
+                "quantize": (bool,)}
+GENERATOR_KEYS = {"name_or_path": (str,), "filename": (str, None), "revision": (str, None)}
+BUNDLE_KEYS = {"format_version": (int,), "description": (str,), "encoder": (dict,),
+               "generator": (dict,), "truncation": _NUMBER, "truncation_center": (str,),
+               "personas": (str,), "far": _NUMBER, "test_weights": (bool,)}
+
+
+class BundleError(ValueError):
+    """A bundle's `bundle.json` is missing, or says something voiceface cannot use."""
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """The voice encoder a bundle names: a Hub repo id or a path (relative: in the bundle)."""
+
+    name_or_path: str = DEFAULT_ENCODER
+    revision: str | None = DEFAULT_ENCODER_REVISION
+    layer: int = -1  # hidden layer a plain wav2vec2 model is pooled over
+    quantize: bool = False  # int8 on the CPU; its embeddings have their own fingerprint
+
+    @classmethod
+    def from_dict(cls, data: object, where: str = 'bundle.json "encoder"') -> EncoderSpec:
+        """From a `bundle.json` "encoder" object; `BundleError` for wrong keys or types."""
+        return cls(**_checked(data, where, ENCODER_KEYS))
+
+
+@dataclass(frozen=True)
+class GeneratorSpec:
+    """The StyleGAN2 generator a bundle names: a saved-generator directory, a rosinality
+    `.pt` file or a Hub repo holding either (`filename` inside it)."""
+
+    name_or_path: str = DEFAULT_GENERATOR
+    filename: str = DEFAULT_GENERATOR_FILE
+    revision: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: object, where: str = 'bundle.json "generator"') -> GeneratorSpec:
+        """From a `bundle.json` "generator" object (a null filename: the default one);
+        `BundleError` for wrong keys or types."""
+        given = _checked(data, where, GENERATOR_KEYS)
+        if given.get("filename") is None:
+            given.pop("filename", None)
+        return cls(**given)
+
+
+@dataclass(frozen=True)
+class BundleSpec:
+    """A bundle's `bundle.json`, typed and checked, with what it implies: where the bundle is
+    (`root`; None for a pipeline assembled in code) and its example recordings."""
+
+    root: Path | None = None
+    format_version: int = BUNDLE_FORMAT_VERSION
+    description: str = ""
+    encoder: EncoderSpec = EncoderSpec()
+    generator: GeneratorSpec = GeneratorSpec()
+    truncation: float = DEFAULT_TRUNCATION
+    truncation_center: str = DEFAULT_TRUNCATION_CENTER
+    personas: str | None = None  # the personas folder, relative to `root`
+    far: float = FALSE_ALARM_RATE  # target false-alarm rate of a personas gallery
+    test_weights: bool = False  # tiny random models: results mean nothing
+    examples: tuple[Path, ...] = ()  # example recordings: `voices/`, or a few personas'
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.format_version <= BUNDLE_FORMAT_VERSION:
+            newer = self.format_version > BUNDLE_FORMAT_VERSION
+            raise BundleError(
+                f"format_version is {self.format_version}, and this voiceface reads format "
+                f"{BUNDLE_FORMAT_VERSION}. " + (
+                    "A newer voiceface wrote this bundle: upgrade voiceface." if newer else
+                    f'Write "format_version": {BUNDLE_FORMAT_VERSION}, or build the bundle '
+                    "again (`python -m voiceface build`)."))
+        if not (math.isfinite(self.truncation) and 0 <= self.truncation <= 1):
+            raise BundleError(f"truncation is {self.truncation}; give a psi between 0 (the "
+                              "centre's face) and 1 (no truncation), e.g. 0.7.")
+        if self.truncation_center not in TRUNCATION_CENTERS:
+            raise BundleError(f"truncation_center is {self.truncation_center!r}; use one of "
+                              f"{', '.join(map(repr, TRUNCATION_CENTERS))}.")
+        if not 0 < self.far < 1:
+            raise BundleError(f"far is {self.far}; give a false-alarm rate between 0 and 1, "
+                              "e.g. 0.01.")
+        if self.personas == "":
+            raise BundleError('personas is empty; name the personas folder (e.g. '
+                              '"../assets/personas"), or leave the key out.')
+
+    @classmethod
+    def read(cls, root: str | Path) -> BundleSpec:
+        """The spec of the bundle in directory `root`. Raises `BundleError` when it has no
+        `bundle.json`, or one that is not JSON, holds unknown keys or values of the wrong
+        type or range, or is of a format this voiceface does not read."""
+        root = Path(root)
+        path = root / BUNDLE_FILE
+        if not path.is_file():
+            raise BundleError(
+                f"{root} is not a voiceface bundle (no {BUNDLE_FILE}). Build one with "
+                "`python -m voiceface build`, or make a test bundle with "
+                "`python -m voiceface dev-bundle DIR` and pass --bundle DIR.")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            where = (f" ({err.msg} at line {err.lineno}, column {err.colno})"
+                     if isinstance(err, json.JSONDecodeError) else " (not UTF-8 text)")
+            raise BundleError(f"{path} is not JSON{where}. Correct it, or write the bundle "
+                              "again (`python -m voiceface build`).") from None
+        try:
+            return cls.from_dict(data, root)
+        except BundleError as err:
+            raise BundleError(f"{root}: {err}") from None
+
+    @classmethod
+    def from_dict(cls, data: object, root: Path | None = None) -> BundleSpec:
+        """A spec from the parsed `bundle.json` of the bundle at `root`; see `read`."""
+        given = _checked(data, "bundle.json", BUNDLE_KEYS)
+        if "format_version" not in given:
+            raise BundleError(f'bundle.json has no "format_version"; add "format_version": '
+                              f"{BUNDLE_FORMAT_VERSION} (the format this voiceface reads).")
+        if "encoder" in given:
+            given["encoder"] = EncoderSpec.from_dict(given["encoder"])
+        if "generator" in given:
+            given["generator"] = GeneratorSpec.from_dict(given["generator"])
+        spec = cls(root=root, **given)
+        return replace(spec, examples=spec._find_examples())
+
+    @property
+    def personas_dir(self) -> Path | None:
+        """The personas folder of a personas bundle (None for a built bundle)."""
+        if self.personas is None:
+            return None
+        return Path(self.personas) if self.root is None else self.root / self.personas
+
+    @property
+    def synthetic_personas(self) -> bool:
+        """Whether the gallery is a personas folder's (synthetic people), not a built one."""
+        return self.personas is not None
+
+    def locate(self, name_or_path: str) -> str:
+        """A model path relative to the bundle ("encoder", "./generator") inside the bundle
+        when it exists there; anything else (a Hub id, another path) as it is."""
+        if self.root is not None and (self.root / name_or_path).exists():
+            return str(self.root / name_or_path)
+        return name_or_path
+
+    def with_models(self, *, encoder: str | None = None, encoder_revision: str | None = None,
+                    generator: str | None = None, generator_file: str | None = None,
+                    generator_revision: str | None = None,
+                    quantize: bool | None = None) -> BundleSpec:
+        """This spec with another encoder (at `encoder_revision`, the bundle's layer) and/or
+        generator (`generator_file` in it, default the default file name, at
+        `generator_revision`), and/or `quantize`; None keeps the bundle's choice."""
+        enc, gen = self.encoder, self.generator
+        if encoder:
+            enc = replace(enc, name_or_path=encoder, revision=encoder_revision)
+        if quantize is not None:
+            enc = replace(enc, quantize=quantize)
+        if generator:
+            gen = GeneratorSpec(generator, generator_file or DEFAULT_GENERATOR_FILE,
+                                generator_revision)
+        return replace(self, encoder=enc, generator=gen)
+
+    def _find_examples(self) -> tuple[Path, ...]:
+        if self.personas_dir is not None:
+            from .personas import example_voices  # reads the personas' list
+
+            return tuple(example_voices(self.personas_dir))
+        if self.root is None or not (self.root / EXAMPLES_DIR).is_dir():
+            return ()
+        return tuple(sorted(p for p in (self.root / EXAMPLES_DIR).iterdir() if p.is_file()))
+
+
+def _checked(data: object, where: str, schema: dict[str, tuple]) -> dict:
+    """`data` as a new dict if it is a JSON object with only `schema`'s keys, each of one of
+    its types; else a `BundleError` naming the key, what it holds and what it should."""
+    if not isinstance(data, dict):
+        raise BundleError(f"{where} is {_json_kind(data)}; it must be an object {{...}} "
+                          f"with the keys {', '.join(schema)}.")
+    unknown = [key for key in data if key not in schema]
+    if unknown:
+        raise BundleError(f"{where} has unknown keys {', '.join(map(repr, unknown))}; the keys "
+                          f"it may hold are {', '.join(schema)}. Correct the spelling (or, if a "
+                          "newer voiceface wrote it, upgrade voiceface).")
+    for key, value in data.items():
+        kinds = schema[key]
+        types = tuple(k for k in kinds if k is not None)
+        ok = (value is None and None in kinds) or (
+            isinstance(value, types) and isinstance(value, bool) == (bool in kinds))
+        if not ok:
+            wanted = " or ".join(_KINDS[k] for k in kinds if not (k is int and float in kinds))
+            raise BundleError(f"{where} key {key!r} is {_json_kind(value)}; it must be "
+                              f"{wanted}.")
+    return dict(data)
+
+
+_KINDS = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+          dict: "an object", list: "a list", None: "null"}
+
+
+def _json_kind(value: object) -> str:
+    """What a parsed JSON value is, for a message: its kind and (the start of) its text."""
+    text = json.dumps(value)
+    kind = _KINDS[None if value is None else type(value)]
+    return f"{kind} ({text[:40]}{'...' if len(text) > 40 else ''})"
