@@ -16,7 +16,8 @@ from voiceface.audio import load_audio
 from voiceface.calibration import WINDOWS_METHOD
 from voiceface.devbundle import TINY_GENERATOR
 from voiceface.gallery import Gallery
-from voiceface.pipeline import VoiceFace, load_generator
+from voiceface.bundle import BundleSpec
+from voiceface.pipeline import VoiceFace, load_generator, load_models, prepare_derived
 from voiceface.provenance import mark
 from voiceface.stylegan2 import Generator, z_from_seed
 from voiceface.voice import VoiceEncoder
@@ -137,6 +138,20 @@ def test_persona_caches_are_built_once_then_reused(personas_dir, tiny_xvector_di
     again = VoiceFace.from_pretrained(bundle, progress=False)
     assert again.gallery.people[0].faces[0].parent.parent.parent == built
     np.testing.assert_array_equal(again.gallery.embeddings, vf.gallery.embeddings)
+
+
+def test_a_personas_bundle_is_read_then_its_caches_are_built_for_its_models(
+        personas_dir, tiny_xvector_dir, tiny_generator_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("VOICEFACE_CACHE", str(tmp_path / "cache"))
+    spec = BundleSpec.read(write_personas_bundle(tmp_path / "bundle", personas_dir,
+                                                 tiny_xvector_dir, tiny_generator_dir))
+    assert spec.synthetic_personas and spec.personas_dir == personas_dir
+    assert spec.examples and all(p.parent == personas_dir / "voices" for p in spec.examples)
+    assert not (tmp_path / "cache").exists()  # reading built nothing
+    encoder, generator, fingerprint = load_models(spec)
+    derived = prepare_derived(spec, encoder, generator, fingerprint, progress=False)
+    assert derived.parent == tmp_path / "cache" / "personas"
+    assert Gallery.load(derived / "gallery").generator_fingerprint == fingerprint
 
 
 def test_other_models_or_changed_personas_get_their_own_cache(personas_dir, tiny_xvector_dir,

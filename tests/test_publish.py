@@ -34,14 +34,16 @@ def materialise(plan, repo_id, directory):
 def test_default_gallery_plan_is_a_self_contained_personas_bundle(tmp_path):
     plan = plan_publish(REPO / "index", repo="me/voices", space="me/demo", app_dir=REPO)
     model = {u.path_in_repo for u in plan.uploads if u.repo_type == "model"}
+    shipped_voices = personas.load_personas(PERSONAS_DIR)
     assert model == {"bundle.json", "personas/personas.json",
-                     *(f"personas/voices/{p['id']}.opus" for p in personas.load_personas(PERSONAS_DIR))}
+                     *(f"personas/voices/{p['id']}.opus" for p in shipped_voices)}
     assert plan.private and plan.variables == {"VOICEFACE_BUNDLE": "me/voices"}
     repo = materialise(plan, "me/voices", tmp_path / "repo")
     spec = json.loads((repo / "bundle.json").read_text())
     shipped = json.loads((REPO / "index" / "bundle.json").read_text())
     assert spec == {**shipped, "personas": "personas"}
-    assert personas.personas_fingerprint(repo / "personas") == personas.personas_fingerprint(PERSONAS_DIR)
+    assert personas.personas_fingerprint(repo / "personas") == \
+        personas.personas_fingerprint(PERSONAS_DIR)
     text = plan.describe()
     assert "model repo me/voices (private): 50 files" in text and "synthetic" in text
 
