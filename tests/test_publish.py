@@ -14,6 +14,7 @@ import pytest
 
 from conftest import DEV_PEOPLE, REPO
 from voiceface import personas
+from voiceface.bundle import BundleError
 from voiceface.gallery import Gallery
 from voiceface.publish import PublishError, plan_publish, publish
 
@@ -265,3 +266,10 @@ def test_a_bundle_naming_local_models_gets_a_warning(built_bundle):
     notes = plan_publish(built_bundle, repo="me/gallery").notes
     assert any("local encoder (/home/me/encoder)" in n for n in notes)
     assert not any("generator" in n for n in notes)
+
+
+def test_a_bad_bundle_json_is_refused_before_anything_is_planned(built_bundle):
+    spec = json.loads((built_bundle / "bundle.json").read_text())
+    (built_bundle / "bundle.json").write_text(json.dumps({**spec, "truncation": "high"}))
+    with pytest.raises(BundleError, match="key 'truncation' is a string"):
+        plan_publish(built_bundle, repo="me/gallery")

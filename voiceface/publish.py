@@ -28,7 +28,7 @@ from .audio import AUDIO_SUFFIXES
 from .build import REPORT_FILE, WINDOWS_FILE, WINDOWS_INDEX
 from .gallery import MANIFEST, Gallery
 from .personas import PERSONAS_FILE, VOICES_DIR, load_personas
-from .bundle import BUNDLE_FILE, EXAMPLES_DIR, GALLERY_DIR
+from .bundle import BUNDLE_FILE, EXAMPLES_DIR, GALLERY_DIR, BundleSpec
 
 SPACE_FILES = ("app.py", "requirements.txt", "packages.txt")  # from the app's directory
 SPACE_CARD = "README.md"  # the app's README: the Space's card, with its title changed
@@ -121,17 +121,18 @@ def plan_publish(bundle: str | Path, *, repo: str | None = None, space: str | No
     if not spec_path.is_file():
         raise PublishError(f"{root} is not a voiceface bundle (no {BUNDLE_FILE}); build one "
                            "with `python -m voiceface build PEOPLE_DIR --out DIR`.")
-    spec = json.loads(spec_path.read_text())
-    if spec.get("test_weights"):
+    checked = BundleSpec.read(root)  # a bad bundle.json is refused here, not on the Hub
+    if checked.test_weights:
         raise PublishError(f"{root} is a dev bundle of tiny random test models; publish a "
                            "bundle built from real data instead.")
+    spec = json.loads(spec_path.read_text())  # published as written (personas: moved)
     plan = PublishPlan(repo, space, private)
-    for what in ("encoder", "generator"):
-        name = str(spec.get(what, {}).get("name_or_path", ""))
-        if name.startswith(("/", "~", "..")):  # a path outside the bundle
-            plan.notes.append(f"bundle.json names a local {what} ({name}); elsewhere it will "
-                              f"not be found: build with a Hub {what} to publish")
-    personas_dir = (root / spec["personas"]).resolve() if spec.get("personas") else None
+    for what, model in (("encoder", checked.encoder), ("generator", checked.generator)):
+        if model.name_or_path.startswith(("/", "~", "..")):  # a path outside the bundle
+            plan.notes.append(f"bundle.json names a local {what} ({model.name_or_path}); "
+                              f"elsewhere it will not be found: build with a Hub {what} to "
+                              "publish")
+    personas_dir = None if checked.personas_dir is None else checked.personas_dir.resolve()
     if personas_dir is None:
         _check_consent(root)
     if repo:
