@@ -37,6 +37,7 @@ import torch
 from PIL import Image
 
 from . import hub, personas
+from . import verify as verification
 from .audio import AudioSource, load_audio
 from .calibration import FALSE_ALARM_RATE
 from .gallery import GENERATOR, POPULATION, TRUNCATION_CENTERS, Gallery, Match
@@ -255,6 +256,14 @@ class VoiceFace:
                                       method, embedding, centre_kind, laps)
 
         return results()
+
+    def verify(self, audio: AudioSource, claim_id: str) -> verification.VerifyResult:
+        """Is `audio` (path, bytes or (rate, samples)) the voice of enrolled person `claim_id`?
+        The AS-norm score against the gallery's verification threshold, with the false-accept
+        and false-reject rates measured there (`voiceface.verify`). Raises UnknownClaim (a
+        ValueError listing the enrolled ids) for an id not enrolled, AudioError for unusable
+        audio."""
+        return verification.verify(self, audio, claim_id)
 
     def centre(self, state: GalleryState | None = None) -> tuple[torch.Tensor, str]:
         """What faces are truncated toward, [style_dim] on the generator's device, and its kind:
