@@ -16,13 +16,17 @@ from badaudio import write_corpus
 from conftest import DEV_PEOPLE, REPO
 from voiceface import cli
 from voiceface.audio import AudioError
-from voiceface.devbundle import synthetic_voice, write_random_backbone
+from voiceface.calibration import calibrate
+from voiceface.build import BuildConfig, build
+from voiceface.devbundle import (TINY_GENERATOR, synthetic_voice, write_people_folder,
+                                 write_random_backbone)
 from voiceface.enroll import LiveGallery
 from voiceface.gallery import MANIFEST, Gallery
 from voiceface.invert import InversionConfig
 from voiceface.pipeline import VoiceFace
-from voiceface.verify import (AS_NORM, DEFAULT_NORM_THRESHOLD, DEFAULT_RAW_THRESHOLD,
-                              LIVE_METHOD, RAW, STD_FLOOR, UnknownClaim,
+from voiceface.stylegan2 import Generator
+from voiceface.verify import (AS_NORM, BUILD_METHOD, DEFAULT_NORM_THRESHOLD,
+                              DEFAULT_RAW_THRESHOLD, LIVE_METHOD, RAW, STD_FLOOR, UnknownClaim,
                               VerificationCalibration, as_norm, calibrate_windows, recalibrate,
                               score_kind, score_trials, top_k_stats)
 
@@ -142,10 +146,12 @@ def test_the_record_round_trips_and_old_galleries_load(tmp_path):
     assert gallery.verification is None
 
 
-def test_a_live_recalibration_has_no_mated_trials():
+def test_a_live_recalibration_has_no_mated_trials_and_keeps_the_target_rate():
     gallery, *_ = random_gallery(np.random.default_rng(3), people=5)
+    gallery.calibrate(calibrate(np.array([0.1, 0.2]), 0.2, "enc", "open set, as a build sets it"))
     c = recalibrate(gallery)
     assert (c.non_mated_trials, c.mated_trials, c.frr, c.method) == (5 * 4, 0, None, LIVE_METHOD)
+    assert c.far_target == 0.2
     assert "FRR unmeasured" in c.describe()
     assert recalibrate(gallery) is c  # nothing changed: the record (and its date) stay
     for person in ("p0", "p1", "p2"):
@@ -269,3 +275,24 @@ def test_live_enrollment_and_deletion_recalibrate_the_verification_threshold(dev
         assert (c.people, c.non_mated_trials) == (DEV_PEOPLE, DEV_PEOPLE * (DEV_PEOPLE - 1))
     finally:
         live.close()
+
+
+# -- build ----------------------------------------------------------------------------------
+def test_the_build_calibrates_verification_on_every_window(tiny_xvector_dir, tmp_path):
+    people = write_people_folder(tmp_path / "people", n_people=4)  # two recordings each
+    Generator(TINY_GENERATOR, seed=1).save_pretrained(tmp_path / "generator")
+    config = BuildConfig(encoder=str(tiny_xvector_dir), encoder_revision=None,
+                         generator=str(tmp_path / "generator"), generator_revision=None,
+                         inversion=InversionConfig(steps=2, n_init=1, resolution=32,
+                                                   backbone=str(write_random_backbone(
+                                                       tmp_path / "backbone")), revision=None),
+                         far=0.05)
+    report = build(people, tmp_path / "index", config, progress=False)
+    windows = len(np.load(tmp_path / "index" / "windows.npy"))
+    c = Gallery.load(tmp_path / "index" / "gallery").verification
+    # every window is a mated trial (each person has another recording) and a non-mated
+    # trial against each of the 3 others; the open set's target rate is the verification's
+    assert (c.score, c.people, c.far_target, c.method) == (AS_NORM, 4, 0.05, BUILD_METHOD)
+    assert (c.mated_trials, c.non_mated_trials) == (windows, 3 * windows)
+    assert c.false_accepts <= 0.05 * c.non_mated_trials and c.frr is not None
+    assert report.verification == c.to_dict() and "verification threshold" in report.summary()

@@ -213,19 +213,19 @@ def score_trials(tests: np.ndarray, owners: Sequence[str], enrollments: np.ndarr
     normalise = score_kind(n) == AS_NORM
     cross = tests @ enrollments.T  # [T, N]
     between = enrollments @ enrollments.T  # [N, N]
-    if mated_enrollments is None:
+    if mated_enrollments is None:  # rows of tests without a mated trial are never read
         mated_raw = cross[np.arange(len(tests)), own]
         mated_cohort = between[own]  # [T, N] each claimed enrollment against everyone
     else:
         mated_enrollments = np.asarray(mated_enrollments, np.float64)
         mated_raw = np.einsum("td,td->t", tests, mated_enrollments)
         mated_cohort = mated_enrollments @ enrollments.T
-    rows = np.arange(len(tests))
     out = {RAW: ([mated_raw[mated]], []), AS_NORM: ([], [])}
     if normalise and mated.any():
         test_side, enroll_side = cross[mated].copy(), mated_cohort[mated].copy()
-        test_side[rows[:len(test_side)], own[mated]] = -np.inf
-        enroll_side[rows[:len(enroll_side)], own[mated]] = -np.inf
+        rows = np.arange(len(test_side))
+        test_side[rows, own[mated]] = -np.inf
+        enroll_side[rows, own[mated]] = -np.inf
         out[AS_NORM][0].append(as_norm(mated_raw[mated], enroll_side, test_side, k))
     for q in range(n):  # every claim: the non-mated trials of everyone else's tests
         others = np.flatnonzero(own != q)
@@ -304,14 +304,19 @@ def calibrate_windows(windows: np.ndarray, owners: Sequence[str], recordings: Se
         gallery.verification = None
         return None
     windows = np.asarray(windows, np.float64)
-    keys = list(zip(owners, recordings))
-    mated = np.zeros(len(windows), bool)
-    pooled = np.zeros_like(windows)
-    for i, (owner, recording) in enumerate(keys):
-        rest = [j for j, (o, r) in enumerate(keys) if o == owner and r != recording]
-        if rest:
-            mean = windows[rest].mean(axis=0)
-            pooled[i], mated[i] = mean / max(float(np.linalg.norm(mean)), 1e-12), True
+    # each window's enrollment without its recording: the owner's sum minus the recording's
+    # (the renormalised mean, as `voiceface.voice.pool` makes an enrollment)
+    by_owner: dict[str, np.ndarray] = {}
+    by_recording: dict[tuple[str, str], np.ndarray] = {}
+    for window, owner, recording in zip(windows, owners, recordings):
+        by_owner[owner] = by_owner.get(owner, 0) + window
+        by_recording[owner, recording] = by_recording.get((owner, recording), 0) + window
+    counts = {}
+    for owner, _ in by_recording:
+        counts[owner] = counts.get(owner, 0) + 1
+    mated = np.array([counts[owner] > 1 for owner in owners], bool)  # another recording
+    rest = np.array([by_owner[o] - by_recording[o, r] for o, r in zip(owners, recordings)])
+    pooled = rest / np.maximum(np.linalg.norm(rest, axis=1, keepdims=True), 1e-12)
     kind = score_kind(len(ids))
     scores = score_trials(windows, owners, gallery.embeddings, ids, mated=mated,
                           mated_enrollments=pooled)[kind]
@@ -323,10 +328,13 @@ def calibrate_windows(windows: np.ndarray, owners: Sequence[str], recordings: Se
 
 def recalibrate(gallery: Gallery) -> VerificationCalibration | None:
     """Recalibrate a changed live gallery's verification threshold (in place) from its stored
-    embeddings alone: no mated trials (FRR unmeasured). The target is the previous one (else
-    `FALSE_ALARM_RATE`); with fewer than 2 people nothing is recorded (None)."""
+    embeddings alone: no mated trials (FRR unmeasured). The target is the previous record's;
+    a change of people clears that record, so then the open-set calibration's (a build sets
+    both from its --far), else `FALSE_ALARM_RATE`. With fewer than 2 people nothing is
+    recorded (None)."""
     previous = gallery.verification
-    far = previous.far_target if previous is not None else FALSE_ALARM_RATE
+    far = next((c.far_target for c in (previous, gallery.calibration) if c is not None),
+               FALSE_ALARM_RATE)
     ids = [p.id for p in gallery.people]
     if len(ids) < 2:
         gallery.verification = None
