@@ -61,7 +61,8 @@ def test_top_k_stats_uses_the_k_highest_of_each_cohort():
 
 
 def test_as_norm_averages_both_sides_normalised():
-    # enrollment side: top 2 of (0.25, 0.75, 0.5) -> mean 0.625, std 0.125: (0.75 - 0.625) / 0.125 = 1
+    # enrollment side: top 2 of (0.25, 0.75, 0.5) -> mean 0.625, std 0.125:
+    # (0.75 - 0.625) / 0.125 = 1
     # test side: top 2 of (0.5, 0.0) -> mean 0.25, std 0.25: (0.75 - 0.25) / 0.25 = 2
     got = as_norm(np.array([0.75]), np.array([[0.25, 0.75, 0.5]]),
                   np.array([[0.5, 0.0, -np.inf]]), k=2)

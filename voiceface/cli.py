@@ -36,7 +36,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                            "to be? exits 0 accepted, 1 rejected, 2 bad input")
     p.add_argument("audio", type=Path, help="a recording (wav, flac, ogg, mp3, m4a, webm)")
     p.add_argument("--claim", required=True, help="the enrolled person's id")
-    p.add_argument("--bundle", help="bundle directory or Hub repo id (default: $VOICEFACE_BUNDLE or index/)")
+    p.add_argument("--bundle", help="bundle directory or Hub repo id (default: "
+                                    "$VOICEFACE_BUNDLE or index/)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(run=_verify)
 
