@@ -15,7 +15,7 @@ import pytest
 from badaudio import write_corpus
 from conftest import DEV_PEOPLE, REPO
 from voiceface import cli
-from voiceface.audio import AudioError
+from voiceface.audio import AudioError, load_audio
 from voiceface.calibration import calibrate
 from voiceface.build import BuildConfig, build
 from voiceface.devbundle import (TINY_GENERATOR, synthetic_voice, write_people_folder,
@@ -184,6 +184,15 @@ def test_the_claimed_persons_own_voice_is_accepted_and_another_rejected(vf, dev_
     rejected = vf.verify(example(dev_bundle, 1), "dev00")
     assert not rejected.accepted and rejected.score < rejected.threshold
     assert rejected.cosine > 0.9  # a raw cosine alone would not tell them apart
+
+
+def test_a_query_is_scored_as_the_calibration_scores_a_mated_trial(vf, dev_bundle):
+    embedding = vf.encoder.embed(load_audio(example(dev_bundle, 2)))
+    ids = [p.id for p in vf.gallery.people]
+    trials = score_trials(embedding[None], ["dev02"], vf.gallery.embeddings, ids)
+    result = vf.verify(example(dev_bundle, 2), "dev02")
+    assert result.score == pytest.approx(trials[AS_NORM].mated[0], abs=1e-9)
+    assert result.cosine == pytest.approx(trials[RAW].mated[0], abs=1e-6)
 
 
 def test_an_unknown_claim_names_the_enrolled_ids_before_reading_the_audio(vf, tmp_path):
