@@ -43,6 +43,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from . import faces, storage
+from . import verify as verification
 from .audio import AUDIO_SUFFIXES, MIN_SPEECH_SECONDS, SAMPLE_RATE, load_audio
 from .calibration import FALSE_ALARM_RATE, Calibration, calibrate_windows
 from .enroll import clean_name
@@ -110,12 +111,16 @@ class BuildReport:
     cached: dict[str, int] = field(default_factory=dict)  # files served from the cache
     mapper: dict | None = None
     calibration: dict | None = None  # the gallery's `Calibration`, None when never measured
+    verification: dict | None = None  # its `VerificationCalibration`, None when not measured
 
     def summary(self) -> str:
         lines = [f"enrolled {len(self.enrolled)} people; {len(self.problems)} problems"]
         lines += [f"  {path}: {reason}" for path, reason in self.problems]
         lines.append("open set: " + (Calibration.from_dict(self.calibration).describe()
                                      if self.calibration else "threshold not calibrated"))
+        lines.append("verification: " + (
+            verification.VerificationCalibration.from_dict(self.verification).describe()
+            if self.verification else "threshold not calibrated (fewer than 2 people)"))
         lines.append("time: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items()))
         return "\n".join(lines)
 
@@ -222,6 +227,9 @@ def build(people_dir: str | Path, out: str | Path, config: BuildConfig = BuildCo
     if calibrate_windows(all_windows, [row["person"] for row in all_rows], gallery,
                          config.far) is None:
         _keep_threshold(gallery, out / "gallery")
+    verification.calibrate_windows(  # the 1:1 threshold, at the same target rate
+        all_windows, [row["person"] for row in all_rows],
+        [f"{row['recording']}#{row.get('part', '')}" for row in all_rows], gallery, config.far)
     mapper = None
     if len(enrolled) >= 2:
         with _timed(report.seconds, "mapper"):
@@ -238,6 +246,7 @@ def build(people_dir: str | Path, out: str | Path, config: BuildConfig = BuildCo
     # Write the whole new bundle beside the old one, then swap it in (module docstring).
     report.enrolled = [p.id for p, *_ in enrolled]
     report.calibration = gallery.calibration and gallery.calibration.to_dict()
+    report.verification = gallery.verification and gallery.verification.to_dict()
     work = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}{WORK_SUFFIX}"
     try:
         work.mkdir()

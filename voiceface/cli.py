@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 EXIT_BAD_INPUT = 2
+EXIT_REJECTED = 1  # verify: the voice is not the claimed person's
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -30,6 +31,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--resolution", type=int, default=None, help="render smaller than full size (preview)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(run=_predict)
+
+    p = commands.add_parser("verify", help="is a recording the voice of the person it claims "
+                                           "to be? exits 0 accepted, 1 rejected, 2 bad input")
+    p.add_argument("audio", type=Path, help="a recording (wav, flac, ogg, mp3, m4a, webm)")
+    p.add_argument("--claim", required=True, help="the enrolled person's id")
+    p.add_argument("--bundle", help="bundle directory or Hub repo id (default: "
+                                    "$VOICEFACE_BUNDLE or index/)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.set_defaults(run=_verify)
 
     p = commands.add_parser("dev-bundle", help="write an offline bundle of tiny random test models")
     p.add_argument("directory", type=Path)
@@ -162,6 +172,36 @@ def _predict(args: argparse.Namespace) -> int:
     print(f"generated face ({result.method}, truncated toward the {result.centre} centre): "
           f"{args.out}")
     return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from transformers.utils import logging as transformers_logging
+
+    from .pipeline import VoiceFace
+
+    transformers_logging.disable_progress_bar()  # stderr carries only warnings and the error
+    vf = VoiceFace.from_pretrained(args.bundle)
+    result = vf.verify(args.audio, args.claim)
+    code = 0 if result.accepted else EXIT_REJECTED
+    if args.json:
+        print(json.dumps({
+            "claim": result.claim, "score": round(result.score, 6),
+            "threshold": round(result.threshold, 6), "accepted": result.accepted,
+            "far": result.far, "frr": result.frr, "far_trials": result.far_trials,
+            "frr_trials": result.frr_trials, "method": result.method, "notes": result.notes,
+            "timings": {k: round(v, 4) for k, v in result.timings.items()},
+            "test_weights": vf.test_weights,
+        }))
+        return code
+    rates = ", ".join(f"{what} {rate:.1%} of {trials} trials" if rate is not None else
+                      f"{what} unmeasured" for what, rate, trials in (
+                          ("FAR", result.far, result.far_trials),
+                          ("FRR", result.frr, result.frr_trials)))
+    print(f"{'accepted' if result.accepted else 'rejected'}: {result.name} ({result.claim}), "
+          f"{result.method} score {result.score:.3f} {'>=' if result.accepted else '<'} "
+          f"threshold {result.threshold:.3f} ({rates})"
+          + ("; TEST WEIGHTS: this means nothing" if vf.test_weights else ""))
+    return code
 
 
 def _dev_bundle(args: argparse.Namespace) -> int:

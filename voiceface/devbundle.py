@@ -4,7 +4,9 @@
 StyleGAN2 generator, a gallery of synthetic people (harmonic "voices" with their own pitch and
 formants, faces rendered by the generator from a seed, so each face's latent is exact) and a
 mapper trained on them. The gallery's threshold is calibrated like a built one's (on the
-enrolled recordings' windows; 8 people give 8 trials). Latents are stored untruncated; faces
+enrolled recordings' windows; 8 people give 8 trials), and so is its verification threshold
+(`voiceface.verify`: the example recording in `voices/` is each person's second recording,
+so it gives the mated trials too). Latents are stored untruncated; faces
 are drawn from them truncated by the bundle's truncation toward their population centre, as
 the pipeline draws them. Its `bundle.json` says `"test_weights": true`: nothing it produces
 means anything about real voices or faces.
@@ -22,6 +24,7 @@ import torch
 from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForXVector
 
 from . import storage
+from . import verify as verification
 from .audio import SAMPLE_RATE
 from .calibration import calibrate_windows
 from .gallery import Gallery, population_centre
@@ -115,7 +118,7 @@ def write_dev_bundle(directory: str | Path, n_people: int = DEV_PEOPLE, seed: in
     rng = np.random.default_rng(seed)
     gallery = Gallery(encoder.dim, encoder.fingerprint, generator_fingerprint=gen_fp,
                       latent_dim=generator.style_dim)
-    rows, latents, groups = [], [], []
+    rows, latents, groups, examples = [], [], [], []
     with torch.inference_mode():  # every latent first: faces are truncated toward their centre
         ws = [generator.seed_latents([seed * 1000 + i], 1.0) for i in range(n_people)]
     centre = torch.from_numpy(population_centre(np.stack([w[0].numpy() for w in ws])))
@@ -139,9 +142,14 @@ def write_dev_bundle(directory: str | Path, n_people: int = DEV_PEOPLE, seed: in
                         extra={"face_seed": face_seed, "f0_hz": round(float(f0), 1),
                                "formant_hz": round(float(formant), 1)})
             rows.append(windows)
+            examples.append(encoder.embed_windows(example))
             latents += [w[0].numpy()] * len(windows)
             groups += [person_id] * len(windows)
         calibrate_windows(np.concatenate(rows), groups, gallery)
+        verification.calibrate_windows(
+            np.concatenate(rows + examples), groups + [g for i, e in enumerate(examples)
+                                                       for g in [f"dev{i:02d}"] * len(e)],
+            ["enroll"] * len(groups) + ["example"] * sum(map(len, examples)), gallery)
         gallery.save(root / "gallery")
     mapper, _ = train_mapper(np.concatenate(rows), np.stack(latents), groups,
                              gallery.centre, hidden=64, max_epochs=200, patience=20,

@@ -47,6 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from . import faces, storage
+from . import verify as verification
 from .audio import SAMPLE_RATE, AudioSource, load_audio
 from .calibration import recalibrate
 from .gallery import MANIFEST, Gallery, GalleryError, data_name, remove_leftovers
@@ -242,9 +243,11 @@ class LiveGallery:
     def _commit(self, gallery: Gallery, people_changed: bool = True) -> None:
         """Save `gallery`, then swap the saved gallery and mapper into the pipeline as one
         state (the caller holds `_exclusive`). When people were added or removed, the threshold
-        follows them first (see `recalibrate`; it scores everyone against everyone)."""
+        follows them first (see `recalibrate`; it scores everyone against everyone), and so
+        does the verification threshold (`voiceface.verify.recalibrate`)."""
         if people_changed:
             recalibrate(gallery)
+            verification.recalibrate(gallery)
         gallery.save(self.root / GALLERY_DIR)
         self._reload()
 

@@ -6,7 +6,8 @@ exactly (`voiceface.ann`; `Gallery(..., index="auto"|"flat"|"hnsw"|"ivfpq")`). A
 saved as a directory:
 
     manifest.json          format version, encoder/generator fingerprints, threshold and
-                           how it was calibrated, data dir, index settings
+                           how it was calibrated, the verification threshold's record
+                           (`voiceface.verify`), data dir, index settings
     data-<id>/             people.json, embeddings.npy, latents.npy, latent_ids.json,
                            centre.npy (the population centre, when there are latents)
     faces/<sha>.<ext>      face images, content-addressed (shared by every data version)
@@ -35,7 +36,7 @@ import shutil
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import faiss
 import numpy as np
@@ -43,6 +44,9 @@ import numpy as np
 from . import ann, storage
 from .ann import IndexSpec
 from .calibration import Calibration
+
+if TYPE_CHECKING:
+    from .verify import VerificationCalibration
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -116,6 +120,8 @@ class Gallery:
         self.latent_dim = latent_dim
         self.threshold = float(threshold)
         self._calibration: Calibration | None = None
+        # the 1:1 threshold's record (`voiceface.verify`); None when unmeasured or stale
+        self.verification: VerificationCalibration | None = None
         self._people: list[Person] = []
         self._rows: dict[str, int] = {}
         self._embeddings = np.zeros((0, dim), np.float32)
@@ -198,6 +204,7 @@ class Gallery:
             self._centre = None
         self._rows[person_id] = len(self._people)
         self._people.append(person)
+        self.verification = None  # measured on other people: recalibrate
         self._embeddings = np.vstack([self._embeddings, vector[None]])
         if self._index is not None and ann.kind_of(self._index) == self.index_kind:
             self._index.add(vector[None])  # grow in place: no rebuild of a large index
@@ -215,6 +222,7 @@ class Gallery:
         if embedding is not None:
             self._embeddings[row] = self._check_embedding(embedding)
             self._index = None
+            self.verification = None
         if latent is not None:
             self._latents[person_id] = self._check_latent(latent)
             self._centre = None
@@ -239,6 +247,7 @@ class Gallery:
         self._centre = None
         self._rows = {p.id: i for i, p in enumerate(self._people)}
         self._index = None
+        self.verification = None
         return person
 
     # -- search -----------------------------------------------------------------------------
@@ -320,6 +329,7 @@ class Gallery:
                 "generator_fingerprint": self.generator_fingerprint,
                 "latent_dim": self.latent_dim, "threshold": self.threshold,
                 "calibration": self.calibration and self.calibration.to_dict(),
+                "verification": self.verification and self.verification.to_dict(),
                 "index": self.index_spec.to_dict(),
             })
         except BaseException:
@@ -378,6 +388,10 @@ class Gallery:
         if manifest.get("calibration"):  # absent from galleries saved before calibration
             gallery.calibrate(Calibration.from_dict(manifest["calibration"]))
             gallery.threshold = float(manifest["threshold"])  # a hand-set one stays uncalibrated
+        if manifest.get("verification"):  # absent from galleries saved before verification
+            from .verify import VerificationCalibration  # not at import: it loads audio code
+
+            gallery.verification = VerificationCalibration.from_dict(manifest["verification"])
         data = root / manifest["data"]
         embeddings = _load_array(data / "embeddings.npy", root)
         latents = _load_array(data / "latents.npy", root)

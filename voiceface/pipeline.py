@@ -42,6 +42,7 @@ import torch
 from PIL import Image
 
 from . import hub, personas
+from . import verify as verification
 from .audio import AudioSource, load_audio
 from .bundle import BUNDLE_FILE  # noqa: F401 - imported from here by voiceface.evaluate
 from .bundle import (DEFAULT_GENERATOR_FILE, GALLERY_DIR, MAPPER_DIR, BundleSpec,
@@ -237,6 +238,14 @@ class VoiceFace:
                                       method, embedding, centre_kind, laps)
 
         return results()
+
+    def verify(self, audio: AudioSource, claim_id: str) -> verification.VerifyResult:
+        """Is `audio` (path, bytes or (rate, samples)) the voice of enrolled person `claim_id`?
+        The AS-norm score against the gallery's verification threshold, with the false-accept
+        and false-reject rates measured there (`voiceface.verify`). Raises UnknownClaim (a
+        ValueError listing the enrolled ids) for an id not enrolled, AudioError for unusable
+        audio."""
+        return verification.verify(self, audio, claim_id)
 
     def centre(self, state: GalleryState | None = None) -> tuple[torch.Tensor, str]:
         """What faces are truncated toward, [style_dim] on the generator's device, and its kind:
