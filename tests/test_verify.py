@@ -33,7 +33,7 @@ from voiceface.verify import (AS_NORM, BUILD_METHOD, DEFAULT_NORM_THRESHOLD,
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 RECORDINGS = 2  # per dev person: the enrollment and the example in voices/, one window each
-PHOTO = REPO / "tests" / "fixtures" / "faces" / "astronaut.jpg"
+PHOTO = REPO / "voiceface" / "data" / "astronaut.jpg"
 
 
 @pytest.fixture(scope="module")

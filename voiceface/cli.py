@@ -190,7 +190,7 @@ def _verify(args: argparse.Namespace) -> int:
             "far": result.far, "frr": result.frr, "far_trials": result.far_trials,
             "frr_trials": result.frr_trials, "method": result.method, "notes": result.notes,
             "timings": {k: round(v, 4) for k, v in result.timings.items()},
-            "test_weights": vf.test_weights,
+            "test_weights": vf.spec.test_weights,
         }))
         return code
     rates = ", ".join(f"{what} {rate:.1%} of {trials} trials" if rate is not None else
@@ -200,7 +200,7 @@ def _verify(args: argparse.Namespace) -> int:
     print(f"{'accepted' if result.accepted else 'rejected'}: {result.name} ({result.claim}), "
           f"{result.method} score {result.score:.3f} {'>=' if result.accepted else '<'} "
           f"threshold {result.threshold:.3f} ({rates})"
-          + ("; TEST WEIGHTS: this means nothing" if vf.test_weights else ""))
+          + ("; TEST WEIGHTS: this means nothing" if vf.spec.test_weights else ""))
     return code
 
 
