@@ -46,6 +46,7 @@ from . import faces, storage
 from .audio import AUDIO_SUFFIXES, MIN_SPEECH_SECONDS, SAMPLE_RATE, load_audio
 from .calibration import FALSE_ALARM_RATE, Calibration, calibrate_windows
 from .enroll import clean_name
+from .face2voice import FACE2VOICE_DIR, FaceToVoice, backbone_source
 from .gallery import ID_PATTERN, Gallery, GalleryError
 from .invert import InversionConfig, Inverter, image_sha256
 from .mapper import train_mapper
@@ -109,6 +110,7 @@ class BuildReport:
     cached: dict[str, int] = field(default_factory=dict)  # files served from the cache
     mapper: dict | None = None
     calibration: dict | None = None  # the gallery's `Calibration`, None when never measured
+    face2voice: dict | None = None  # the reverse mapper's training, None without one
 
     def summary(self) -> str:
         lines = [f"enrolled {len(self.enrolled)} people; {len(self.problems)} problems"]
@@ -233,6 +235,14 @@ def build(people_dir: str | Path, out: str | Path, config: BuildConfig = BuildCo
                 generator_fingerprint=gen_fp, seed=config.seed, progress=progress)
         report.mapper = {"best_epoch": train.best_epoch, "val_loss": train.val_loss,
                          "baseline_val_loss": train.baseline_val_loss}
+    with _timed(report.seconds, "face2voice"):  # face features, and the reverse mapper
+        face2voice, report.face2voice = FaceToVoice.fit(
+            inverter.backbone, backbone_source(config.inversion.backbone,
+                                               config.inversion.revision),
+            [p.id for p, *_ in enrolled], [face for _, _, _, face, _ in enrolled],
+            np.stack([gallery.embedding(p.id) for p, *_ in enrolled]),
+            encoder_fingerprint=encoder.fingerprint, generator_fingerprint=gen_fp,
+            seed=config.seed, progress=progress)
 
     # Write the whole new bundle beside the old one, then swap it in (module docstring).
     report.enrolled = [p.id for p, *_ in enrolled]
@@ -243,6 +253,7 @@ def build(people_dir: str | Path, out: str | Path, config: BuildConfig = BuildCo
         gallery.save(work / GALLERY_DIR)
         if mapper is not None:
             mapper.save_pretrained(work / MAPPER_DIR)
+        face2voice.save(work / FACE2VOICE_DIR)
         storage.write_npy(work / WINDOWS_FILE, all_windows)
         storage.write_json(work / WINDOWS_INDEX, all_rows)
         storage.write_json(work / REPORT_FILE, {**asdict(report), "config": _jsonable(config),

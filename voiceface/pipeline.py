@@ -31,6 +31,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -45,6 +46,10 @@ from .provenance import mark
 from .stylegan2 import CONFIG_FILE as GENERATOR_CONFIG
 from .stylegan2 import Generator, convert_checkpoint, to_pil
 from .voice import DEFAULT_ENCODER, DEFAULT_ENCODER_REVISION, VoiceEncoder
+
+if TYPE_CHECKING:  # face2voice loads OpenCV and the backbone: only at the first face query
+    from .face2voice import FaceToVoice, FaceToVoiceResult
+    from .faces import ImageSource
 
 BUNDLE_FILE = "bundle.json"
 BUNDLE_FORMAT_VERSION = 1
@@ -105,7 +110,7 @@ class VoiceFace:
                  mapper: VoiceToLatent | None = None, *, truncation: float = DEFAULT_TRUNCATION,
                  truncation_center: str = DEFAULT_TRUNCATION_CENTER, test_weights: bool = False,
                  generator_fingerprint: str | None = None, synthetic_personas: bool = False,
-                 examples: Sequence[Path] = ()):
+                 examples: Sequence[Path] = (), derived_dir: Path | None = None):
         self.encoder = encoder
         self.generator = generator.eval()
         self.state = GalleryState(gallery, mapper)  # replaced whole, never changed in place
@@ -115,6 +120,8 @@ class VoiceFace:
         self.generator_fingerprint = generator_fingerprint or gallery.generator_fingerprint
         self.synthetic_personas = synthetic_personas  # the gallery holds the default personas
         self.examples = list(examples)  # example recordings shipped with the bundle
+        self.derived_dir = derived_dir  # where the gallery, mapper/ and face2voice/ came from
+        self._face2voice: FaceToVoice | None = None  # loaded at the first face query
 
     @property
     def gallery(self) -> Gallery:
@@ -185,7 +192,7 @@ class VoiceFace:
                    truncation=truncation, truncation_center=center,
                    test_weights=bool(spec.get("test_weights", False)),
                    generator_fingerprint=gen_fp, synthetic_personas=bool(spec.get("personas")),
-                   examples=examples)
+                   examples=examples, derived_dir=derived)
 
     def example_voices(self) -> list[Path]:
         """Example recordings: the bundle's `voices/`, or a few of its personas' voices."""
@@ -255,6 +262,22 @@ class VoiceFace:
                                       method, embedding, centre_kind, laps)
 
         return results()
+
+    def face2voice(self, photo: ImageSource, k: int = DEFAULT_K) -> FaceToVoiceResult:
+        """A face photo (path, bytes, PIL image or RGB array; exactly one face) -> the `k`
+        enrolled people whose voices suit it best (`voiceface.face2voice`). Raises FaceError
+        for an unusable photo, FileNotFoundError for a bundle without face2voice/."""
+        from .face2voice import FACE2VOICE_DIR, FaceToVoice
+
+        if self._face2voice is None:
+            if self.derived_dir is None:
+                raise FileNotFoundError("This pipeline was not loaded from a bundle, so it has "
+                                        "no face-to-voice model; use VoiceFace.from_pretrained.")
+            self._face2voice = FaceToVoice.from_pretrained(
+                self.derived_dir / FACE2VOICE_DIR, self.derived_dir,
+                encoder_fingerprint=self.encoder.fingerprint,
+                generator_fingerprint=self.generator_fingerprint)
+        return self._face2voice(photo, self.state.gallery, k)
 
     def centre(self, state: GalleryState | None = None) -> tuple[torch.Tensor, str]:
         """What faces are truncated toward, [style_dim] on the generator's device, and its kind:
