@@ -3,9 +3,9 @@
 `write_dev_bundle(DIR)` writes a tiny randomly initialised wav2vec2 x-vector encoder, a tiny
 StyleGAN2 generator, a gallery of synthetic people (harmonic "voices" with their own pitch and
 formants, faces rendered by the generator from a seed, so each face's latent is exact), a
-mapper trained on them, and a tiny random DINOv2 backbone with the people's face features and
-the reverse (face-to-voice) mapper. The gallery's threshold is calibrated like a built one's (on the
-enrolled recordings' windows; 8 people give 8 trials). Latents are stored untruncated; faces
+mapper trained on them, and a tiny random DINOv2 backbone with the people's face features
+and the reverse (face-to-voice) mapper. The gallery's threshold is calibrated like a built
+one's (on the enrolled recordings' windows; 8 people give 8 trials). Latents are stored untruncated; faces
 are drawn from them truncated by the bundle's truncation toward their population centre, as
 the pipeline draws them. Its `bundle.json` says `"test_weights": true`: nothing it produces
 means anything about real voices or faces.

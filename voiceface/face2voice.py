@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from . import faces, hub, storage
+from . import faces, storage
 from .gallery import Gallery, Match
 from .invert import Backbone, image_tensor
 from .mapper import CONFIG_FILE as MAPPER_CONFIG
@@ -118,7 +118,9 @@ class FaceToVoice:
             raise ValueError(f"Need one feature row per id; got {features.shape} for "
                              f"{len(ids)} ids.")
         self.backbone = backbone
-        self.backbone_source = dict(backbone_source)  # {"name_or_path", "revision"}
+        # how the bundle names the backbone, like bundle.json its encoder: {"name_or_path":
+        # a Hub id, or a path (relative ones are looked up in the bundle first), "revision"}
+        self.backbone_source = dict(backbone_source)
         self.ids = list(ids)
         self.features = features
         self.mapper = mapper
@@ -231,13 +233,6 @@ class FaceToVoice:
         lap("search")
         timings["total"] = sum(timings.values())
         return FaceToVoiceResult(matches, method, embedding, timings)
-
-
-def backbone_source(name_or_path: str, revision: str | None) -> dict:
-    """How a bundle names its backbone: a local path made absolute, a Hub id as given."""
-    local = hub.is_local(name_or_path)
-    return {"name_or_path": str(Path(name_or_path).resolve()) if local else name_or_path,
-            "revision": None if local else revision}
 
 
 # ---------------------------------------------------------------------------- evaluation
