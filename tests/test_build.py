@@ -104,7 +104,7 @@ def test_build_enrolls_the_good_people_and_reports_every_bad_file(built):
     assert "duplicate id" in why["person01"] and "duplicate id" in why["Person01"]
     assert "not a valid person id" in why["bad name!"]
     assert "unreadable" in why["brokenjson/person.json"]
-    assert set(report.seconds) == {"embed", "align", "invert", "mapper"}
+    assert set(report.seconds) == {"embed", "align", "invert", "mapper", "face2voice"}
 
 
 def test_the_build_calibrates_the_threshold_on_every_window(built, people, models, tmp_path):
@@ -229,8 +229,9 @@ def test_with_one_person_no_mapper_of_the_old_bundle_survives(built, people, mod
     vf = VoiceFace.from_pretrained(copy, progress=False)
     assert vf.mapper is None and [p.id for p in vf.gallery.people] == ["person03"]
     assert sorted(p.name for p in copy.iterdir()) == [
-        ".cache", "build.json", "bundle.json", "gallery", "voices", "windows.json",
-        "windows.npy"]
+        ".cache", "build.json", "bundle.json", "face2voice", "gallery", "voices",
+        "windows.json", "windows.npy"]
+    assert vf.face2voice(people / "person03" / "face1.jpg").method == "knn-blend"  # no mapper
     assert (copy / "voices" / "example.flac").read_bytes() == b"an example recording"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["index", "one"]  # no leftovers
 

@@ -14,7 +14,9 @@ each window's best score among the other people's gallery embeddings is a non-ma
 trial); with a single person there is nothing to calibrate on, and the previous build's
 threshold and its record stay. Every photo is aligned; the best (eyes found,
 largest face) is inverted into StyleGAN2's W space. Then the mapper is trained (with at
-least 2 people) and the bundle written. Work per file is cached under `<out>/.cache` by
+least 2 people), the aligned faces are described by the inversion's backbone for face to
+voice (`voiceface.face2voice`: features, and the reverse mapper with at least 2 people), and
+the bundle written. Work per file is cached under `<out>/.cache` by
 content hash, so an unchanged person costs nothing on the next build. Bad files are reported
 by path with the reason and skipped.
 
@@ -47,6 +49,7 @@ from . import verify as verification
 from .audio import AUDIO_SUFFIXES, MIN_SPEECH_SECONDS, SAMPLE_RATE, load_audio
 from .calibration import FALSE_ALARM_RATE, Calibration, calibrate_windows
 from .enroll import clean_name
+from .face2voice import FACE2VOICE_DIR, FaceToVoice
 from .gallery import ID_PATTERN, Gallery, GalleryError
 from .invert import InversionConfig, Inverter, image_sha256
 from .mapper import train_mapper
@@ -112,6 +115,7 @@ class BuildReport:
     mapper: dict | None = None
     calibration: dict | None = None  # the gallery's `Calibration`, None when never measured
     verification: dict | None = None  # its `VerificationCalibration`, None when not measured
+    face2voice: dict | None = None  # the reverse mapper's training, None without one
 
     def summary(self) -> str:
         lines = [f"enrolled {len(self.enrolled)} people; {len(self.problems)} problems"]
@@ -242,6 +246,14 @@ def build(people_dir: str | Path, out: str | Path, config: BuildConfig = BuildCo
                 generator_fingerprint=gen_fp, seed=config.seed, progress=progress)
         report.mapper = {"best_epoch": train.best_epoch, "val_loss": train.val_loss,
                          "baseline_val_loss": train.baseline_val_loss}
+    with _timed(report.seconds, "face2voice"):  # face features, and the reverse mapper
+        face2voice, report.face2voice = FaceToVoice.fit(
+            inverter.backbone, {"name_or_path": config.inversion.backbone,
+                                "revision": config.inversion.revision},
+            [p.id for p, *_ in enrolled], [face for _, _, _, face, _ in enrolled],
+            np.stack([gallery.embedding(p.id) for p, *_ in enrolled]),
+            encoder_fingerprint=encoder.fingerprint, generator_fingerprint=gen_fp,
+            seed=config.seed, progress=progress)
 
     # Write the whole new bundle beside the old one, then swap it in (module docstring).
     report.enrolled = [p.id for p, *_ in enrolled]
@@ -253,6 +265,7 @@ def build(people_dir: str | Path, out: str | Path, config: BuildConfig = BuildCo
         gallery.save(work / GALLERY_DIR)
         if mapper is not None:
             mapper.save_pretrained(work / MAPPER_DIR)
+        face2voice.save(work / FACE2VOICE_DIR)
         storage.write_npy(work / WINDOWS_FILE, all_windows)
         storage.write_json(work / WINDOWS_INDEX, all_rows)
         storage.write_json(work / REPORT_FILE, {**asdict(report), "config": _jsonable(config),

@@ -40,6 +40,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                                     "$VOICEFACE_BUNDLE or index/)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(run=_verify)
+    p = commands.add_parser("face2voice", help="the enrolled people whose voices best suit a "
+                                               "face photo")
+    p.add_argument("photo", type=Path, help="a photo of one person (JPEG, PNG or WebP)")
+    p.add_argument("--bundle", help="bundle directory or Hub repo id (default: $VOICEFACE_BUNDLE or index/)")
+    p.add_argument("-k", type=int, default=5, help="number of matches")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.set_defaults(run=_face2voice)
 
     p = commands.add_parser("dev-bundle", help="write an offline bundle of tiny random test models")
     p.add_argument("directory", type=Path)
@@ -202,6 +209,31 @@ def _verify(args: argparse.Namespace) -> int:
           f"threshold {result.threshold:.3f} ({rates})"
           + ("; TEST WEIGHTS: this means nothing" if vf.spec.test_weights else ""))
     return code
+
+
+def _face2voice(args: argparse.Namespace) -> int:
+    from transformers.utils import logging as transformers_logging
+
+    from .pipeline import VoiceFace
+
+    transformers_logging.disable_progress_bar()  # stderr carries only the error
+    vf = VoiceFace.from_pretrained(args.bundle)
+    result = vf.face2voice(args.photo, k=args.k)
+    if args.json:
+        print(json.dumps({
+            "matches": [{"id": m.id, "name": m.name, "score": round(m.score, 6)}
+                        for m in result.matches],
+            "method": result.method,
+            "timings": {k: round(v, 4) for k, v in result.timings.items()},
+            "test_weights": vf.spec.test_weights,
+        }))
+        return 0
+    if vf.spec.test_weights:
+        print("NOTE: test weights (a dev bundle): these results mean nothing.")
+    print(f"voices that suit this face ({result.method}):")
+    for m in result.matches:
+        print(f"  {m.rank}. {m.name:<24} {m.score:.3f}")
+    return 0
 
 
 def _dev_bundle(args: argparse.Namespace) -> int:

@@ -2,11 +2,13 @@
 
 `write_dev_bundle(DIR)` writes a tiny randomly initialised wav2vec2 x-vector encoder, a tiny
 StyleGAN2 generator, a gallery of synthetic people (harmonic "voices" with their own pitch and
-formants, faces rendered by the generator from a seed, so each face's latent is exact) and a
-mapper trained on them. The gallery's threshold is calibrated like a built one's (on the
-enrolled recordings' windows; 8 people give 8 trials), and so is its verification threshold
-(`voiceface.verify`: the example recording in `voices/` is each person's second recording,
-so it gives the mated trials too). Latents are stored untruncated; faces
+formants, faces rendered by the generator from a seed, so each face's latent is exact), a
+mapper trained on them, and a tiny random DINOv2 backbone with the people's face features
+and the reverse (face-to-voice) mapper. The gallery's threshold is calibrated like a built
+one's (on the enrolled recordings' windows; 8 people give 8 trials), and so is its
+verification threshold (`voiceface.verify`: the example recording in `voices/` is each
+person's second recording, so it gives the mated trials too). Latents are stored
+untruncated; faces
 are drawn from them truncated by the bundle's truncation toward their population centre, as
 the pipeline draws them. Its `bundle.json` says `"test_weights": true`: nothing it produces
 means anything about real voices or faces.
@@ -27,7 +29,9 @@ from . import storage
 from . import verify as verification
 from .audio import SAMPLE_RATE
 from .calibration import calibrate_windows
+from .face2voice import FACE2VOICE_DIR, FaceToVoice
 from .gallery import Gallery, population_centre
+from .invert import Backbone
 from .mapper import train_mapper
 from .bundle import BUNDLE_FILE, BUNDLE_FORMAT_VERSION, DEFAULT_TRUNCATION
 from .pipeline import load_generator
@@ -118,7 +122,7 @@ def write_dev_bundle(directory: str | Path, n_people: int = DEV_PEOPLE, seed: in
     rng = np.random.default_rng(seed)
     gallery = Gallery(encoder.dim, encoder.fingerprint, generator_fingerprint=gen_fp,
                       latent_dim=generator.style_dim)
-    rows, latents, groups, examples = [], [], [], []
+    rows, latents, groups, examples, face_images = [], [], [], [], []
     with torch.inference_mode():  # every latent first: faces are truncated toward their centre
         ws = [generator.seed_latents([seed * 1000 + i], 1.0) for i in range(n_people)]
     centre = torch.from_numpy(population_centre(np.stack([w[0].numpy() for w in ws])))
@@ -136,6 +140,7 @@ def write_dev_bundle(directory: str | Path, n_people: int = DEV_PEOPLE, seed: in
                     generator.truncate(w, DEFAULT_TRUNCATION, centre), noise="const"))[0]
             face_path = Path(tmp) / f"{person_id}.png"
             face.save(face_path)
+            face_images.append(face)
             windows = encoder.embed_windows(enroll)
             gallery.add(person_id, pool(windows), name=f"Test person {i + 1}",
                         faces=[face_path], consent=True, n_clips=1, latent=w[0].numpy(),
@@ -156,6 +161,13 @@ def write_dev_bundle(directory: str | Path, n_people: int = DEV_PEOPLE, seed: in
                              encoder_fingerprint=encoder.fingerprint,
                              generator_fingerprint=gen_fp, seed=seed, progress=progress)
     mapper.save_pretrained(root / "mapper")
+    backbone = Backbone.from_pretrained(write_random_backbone(root / "backbone", seed), None)
+    face2voice, _ = FaceToVoice.fit(
+        backbone, {"name_or_path": "backbone", "revision": None},
+        [p.id for p in gallery.people], face_images, gallery.embeddings,
+        encoder_fingerprint=encoder.fingerprint, generator_fingerprint=gen_fp, seed=seed,
+        progress=progress)
+    face2voice.save(root / FACE2VOICE_DIR)
     storage.write_json(root / BUNDLE_FILE, {
         "format_version": BUNDLE_FORMAT_VERSION,
         "test_weights": True,

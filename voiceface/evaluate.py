@@ -23,6 +23,9 @@ latents. The mapper's face is "better than guessing" only if its 1:2 matching in
 above the population mean's score; the report says plainly whether it does. It also gives
 the mean distance of the mapper's (untruncated) latents for held-out people to the population
 centre and to w_avg: faces that stay in the population are far nearer the first.
+
+Face to voice. The reverse direction on the same K identity folds, next to the mean voice
+and the kNN blend (`voiceface.face2voice.evaluate_bundle`).
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ import numpy as np
 from . import storage
 from .build import HELD_OUT_PART, WINDOWS_FILE, WINDOWS_INDEX
 from .calibration import FALSE_ALARM_RATE, Calibration, calibrate
+from .face2voice import evaluate_bundle as evaluate_face2voice
+from .face2voice import markdown as face2voice_markdown
 from .gallery import Gallery, population_centre
 from .mapper import knn_blend, train_mapper
 from .pipeline import BUNDLE_FILE, bundle_generator
@@ -81,7 +86,9 @@ def evaluate(index: str | Path, *, folds: int = FOLDS, far: float = FALSE_ALARM_
               "gallery_calibration": calibration and calibration.to_dict(),
               "identification": _identification(ids, enroll, trials, far,
                                                  gallery.encoder_fingerprint),
-              "generation": generation, "generated_latents": generated}
+              "generation": generation, "generated_latents": generated,
+              "face2voice": evaluate_face2voice(index, gallery, folds=folds, seed=seed,
+                                                progress=progress)}
     return report
 
 
@@ -285,6 +292,8 @@ def markdown(report: dict) -> str:
             lines.append(f"| {name} | " + " | ".join(f"{r[k]:.3f}" for k in keys) +
                          f" | {r['matching_1to2']:.3f} ({low:.3f}-{high:.3f}) |")
         lines += ["", _verdict(report["generated_latents"], gen)]
+    if "face2voice" in report:  # reports written before face to voice have none
+        lines += [""] + face2voice_markdown(report["face2voice"])
     return "\n".join(lines) + "\n"
 
 

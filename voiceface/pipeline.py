@@ -36,6 +36,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -53,6 +54,10 @@ from .provenance import mark
 from .stylegan2 import CONFIG_FILE as GENERATOR_CONFIG
 from .stylegan2 import Generator, convert_checkpoint, to_pil
 from .voice import VoiceEncoder
+
+if TYPE_CHECKING:  # face2voice loads OpenCV and the backbone: only at the first face query
+    from .face2voice import FaceToVoice, FaceToVoiceResult
+    from .faces import ImageSource
 
 DEFAULT_BUNDLE = "index"  # relative to the current directory (the app names its own)
 DEFAULT_K = 5  # matches returned
@@ -102,14 +107,17 @@ class VoiceFace:
 
     def __init__(self, encoder: VoiceEncoder, generator: Generator, gallery: Gallery,
                  mapper: VoiceToLatent | None = None, *, spec: BundleSpec = BundleSpec(),
-                 generator_fingerprint: str | None = None):
+                 generator_fingerprint: str | None = None, derived_dir: Path | None = None):
         """`spec` is the bundle's (truncation, its centre, examples, test weights); the
-        default is a bundle.json's defaults."""
+        default is a bundle.json's defaults. `derived_dir` holds the gallery, `mapper/` and
+        `face2voice/` the pipeline was loaded from (None: built by hand, no face queries)."""
         self.encoder = encoder
         self.generator = generator.eval()
         self._state = GalleryState(gallery, mapper)  # replaced whole (`swap`), never changed
         self.spec = spec
         self.generator_fingerprint = generator_fingerprint or gallery.generator_fingerprint
+        self.derived_dir = derived_dir
+        self._face2voice: FaceToVoice | None = None  # loaded at the first face query
 
     @property
     def state(self) -> GalleryState:
@@ -168,7 +176,7 @@ class VoiceFace:
         # 4. assemble the pipeline
         state = load_derived(derived, voice.fingerprint, gen_fp)
         return cls(voice, face_gen, state.gallery, state.mapper, spec=spec,
-                   generator_fingerprint=gen_fp)
+                   generator_fingerprint=gen_fp, derived_dir=derived)
 
     def example_voices(self) -> list[Path]:
         """Example recordings: the bundle's `voices/`, or a few of its personas' voices."""
@@ -246,6 +254,21 @@ class VoiceFace:
         ValueError listing the enrolled ids) for an id not enrolled, AudioError for unusable
         audio."""
         return verification.verify(self, audio, claim_id)
+    def face2voice(self, photo: ImageSource, k: int = DEFAULT_K) -> FaceToVoiceResult:
+        """A face photo (path, bytes, PIL image or RGB array; exactly one face) -> the `k`
+        enrolled people whose voices suit it best (`voiceface.face2voice`). Raises FaceError
+        for an unusable photo, FileNotFoundError for a bundle without face2voice/."""
+        from .face2voice import FACE2VOICE_DIR, FaceToVoice
+
+        if self._face2voice is None:
+            if self.derived_dir is None:
+                raise FileNotFoundError("This pipeline was not loaded from a bundle, so it has "
+                                        "no face-to-voice model; use VoiceFace.from_pretrained.")
+            self._face2voice = FaceToVoice.from_pretrained(
+                self.derived_dir / FACE2VOICE_DIR, self.derived_dir,
+                encoder_fingerprint=self.encoder.fingerprint,
+                generator_fingerprint=self.generator_fingerprint)
+        return self._face2voice(photo, self.state.gallery, k)
 
     def centre(self, state: GalleryState | None = None) -> tuple[torch.Tensor, str]:
         """What faces are truncated toward, [style_dim] on the generator's device, and its kind:

@@ -35,13 +35,14 @@ SPACE_CARD = "README.md"  # the app's README: the Space's card, with its title c
 PACKAGE_DIR = "voiceface"  # the library, uploaded whole (subpackages and data) to a Space
 SPACE_PERSONAS = "assets/personas"  # where a Space keeps the personas of a default bundle
 # build.json published: these keys only (not the people folder's path or the problem list)
-PUBLIC_REPORT_KEYS = ("enrolled", "seconds", "cached", "mapper", "config", "calibration")
+PUBLIC_REPORT_KEYS = ("enrolled", "seconds", "cached", "mapper", "config", "calibration",
+                      "face2voice")
 # the gallery's people.json published: these fields of each person only (not `extra`)
 PUBLIC_PERSON_KEYS = ("id", "name", "faces", "consent", "n_clips")
 EVAL_REPORT = "eval/report.json"  # where `python -m voiceface eval` writes by default
 # eval/report.json published: these keys only (not the people folder's path)
 PUBLIC_EVAL_KEYS = ("people", "seed", "folds", "false_alarm_rate", "identification",
-                    "generation", "generated_latents", "gallery_calibration")
+                    "generation", "generated_latents", "gallery_calibration", "face2voice")
 
 
 class PublishError(ValueError):

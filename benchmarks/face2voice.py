@@ -1,0 +1,68 @@
+"""Face to voice latency: photo -> aligned face -> backbone features -> voice -> search.
+
+A DINOv2-small-sized backbone (hidden 384, 12 layers, 224 px input) with random weights (it
+costs exactly what trained weights do), a reverse mapper of the size `build` trains
+(768-d features -> 512-d voices) fitted on random voices of `--people` people, and the
+public-domain portrait in tests/fixtures/faces. Prints the median and p95 of every stage and
+of the total after a warm-up call. For the cost of the other face representation (a W latent
+by inversion, per query) run `python -m benchmarks.invert`.
+Usage (repository root): python -m benchmarks.face2voice [--threads 2] [--repeats 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.invert import DINOV2_SMALL
+from voiceface.devbundle import DEV_PHOTO, write_random_backbone
+from voiceface.face2voice import FaceToVoice
+from voiceface.faces import DEFAULT_SIZE, align_face
+from voiceface.gallery import Gallery
+from voiceface.invert import Backbone
+
+VOICE_DIM = 512  # the default encoder's x-vector size
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--people", type=int, default=48)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    rng = np.random.default_rng(0)
+    voices = rng.standard_normal((args.people, VOICE_DIM)).astype(np.float32)
+    voices /= np.linalg.norm(voices, axis=1, keepdims=True)
+    gallery = Gallery(VOICE_DIM, "bench")
+    ids = [f"p{i:02d}" for i in range(args.people)]
+    for person_id, voice in zip(ids, voices):
+        gallery.add(person_id, voice)
+    face = align_face(DEV_PHOTO, DEFAULT_SIZE)
+    with tempfile.TemporaryDirectory() as tmp:
+        backbone = Backbone.from_pretrained(write_random_backbone(Path(tmp), config=DINOV2_SMALL),
+                                            None)
+    start = time.perf_counter()
+    f2v, _ = FaceToVoice.fit(backbone, {"name_or_path": "bench", "revision": None}, ids,
+                             [face.rotate(float(angle)) for angle in rng.uniform(-5, 5, len(ids))],
+                             voices, encoder_fingerprint="bench", generator_fingerprint="bench")
+    fit = time.perf_counter() - start
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; DINOv2-small-sized "
+          f"backbone at {backbone.side} px, random weights; {args.people} people "
+          f"(features + reverse mapper fitted in {fit:.1f} s); {args.repeats} runs after a "
+          "warm-up")
+    f2v(DEV_PHOTO, gallery)
+    runs = [f2v(DEV_PHOTO, gallery).timings for _ in range(args.repeats)]
+    print(f"{'stage':>9} {'median':>8} {'p95':>8}")
+    for stage in runs[0]:
+        values = [run[stage] for run in runs]
+        print(f"{stage:>9} {np.median(values):7.3f}s {np.quantile(values, 0.95):7.3f}s")
+
+
+if __name__ == "__main__":
+    main()
