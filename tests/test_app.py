@@ -207,9 +207,9 @@ def test_overlapping_model_calls_are_logged(caplog):
     model calls do overlap, and not otherwise."""
     import logging
 
-    import app
+    from voiceface.ui.common import ModelCalls
 
-    calls = app.ModelCalls()
+    calls = ModelCalls()
     with caplog.at_level(logging.ERROR, logger="voiceface.app"):
         with calls():
             pass
