@@ -49,9 +49,9 @@ def build(vf: VoiceFace, live: LiveGallery | None = None, admin_password: str | 
 
 def launch_options(vf: VoiceFace, live: LiveGallery | None = None) -> dict[str, Any]:
     """`Blocks.launch` keyword arguments that the interface needs: the gallery's photo
-    folders served as files, the upload limit, the interface text."""
+    folders served as files, the upload limit, the interface text, the phone layout."""
     photo_dirs = {str(Path(p.faces[0]).parent) for p in vf.gallery.people if p.faces}
     if live is not None:
         photo_dirs.add(str(live.photo_dir))  # where enrolled people's photos will be
     return {"allowed_paths": sorted(photo_dirs), "max_file_size": MAX_FILE_SIZE, "i18n": i18n,
-            "enable_monitoring": False}  # request counts of the admin endpoints are private
+            "css": identify.CSS, "enable_monitoring": False}  # request counts of the admin endpoints are private

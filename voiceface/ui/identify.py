@@ -19,13 +19,28 @@ TOP_K = 5  # people shown below the faces
 # Horizontal bars with the name beside each bar: five names stay readable at 390 px, where
 # names under vertical bars overlap. Long names wrap inside their column.
 BARS_CSS = """
-.bars { display: grid; grid-template-columns: minmax(6em, 40%) 1fr auto; gap: 0.4em 0.6em;
-        align-items: center; padding: 0.5em 0.75em; }
+.bars { display: grid; grid-template-columns: minmax(0, 1.4fr) minmax(3em, 1fr) auto;
+        gap: 0.5em 0.75em; align-items: center; padding: 2.6em 0.75em 0.75em; }
 .name { overflow-wrap: anywhere; }
-.track { background: var(--block-background-fill); border: 1px solid var(--border-color-primary);
-         border-radius: 3px; height: 1.1em; }
-.fill { background: var(--color-accent); height: 100%; border-radius: 2px; }
+.track { display: block; height: 1em; border-radius: 3px;
+         background: var(--background-fill-secondary); }
+.fill { display: block; height: 100%; border-radius: 3px; background: var(--color-accent); }
 .score { font-variant-numeric: tabular-nums; }
+"""
+# On a phone the nearest people's strip (five 100 px columns at least, names cut to one line
+# over the photo) becomes three columns with the whole name below each photo. The selectors
+# name Gradio's gallery markup; the phone screenshot of the browser test shows the result.
+CSS = """
+@media (max-width: 640px) {
+  #top, #top .grid-wrap { height: auto !important; }
+  #top .grid-container { grid-template-columns: repeat(3, minmax(0, 1fr));
+                         grid-template-rows: none; }
+  #top .thumbnail-item { height: auto; aspect-ratio: auto; display: flex;
+                         flex-direction: column; }
+  #top .thumbnail-item > img { height: auto; aspect-ratio: 1; }
+  #top .caption-label { position: static; max-width: none; white-space: normal;
+                        overflow-wrap: anywhere; border: 0; border-radius: 0; }
+}
 """
 
 
