@@ -29,7 +29,7 @@ BARS_CSS = """
 """
 # On a phone the nearest people's strip (five 100 px columns at least, names cut to one line
 # over the photo) becomes three columns with the whole name below each photo. The selectors
-# name Gradio's gallery markup; the phone screenshot of the browser test shows the result.
+# name Gradio's gallery markup: tests/test_app.py checks at 390 px that no name is cut off.
 CSS = """
 @media (max-width: 640px) {
   #top, #top .grid-wrap { height: auto !important; }
