@@ -19,7 +19,7 @@ TOP_K = 5  # people shown below the faces
 # Horizontal bars with the name beside each bar: five names stay readable at 390 px, where
 # names under vertical bars overlap. Long names wrap inside their column.
 BARS_CSS = """
-.bars { display: grid; grid-template-columns: minmax(0, 1.4fr) minmax(3em, 1fr) auto;
+.bars { display: grid; grid-template-columns: fit-content(45%) minmax(3em, 1fr) auto;
         gap: 0.5em 0.75em; align-items: center; padding: 2.6em 0.75em 0.75em; }
 .name { overflow-wrap: anywhere; }
 .track { display: block; height: 1em; border-radius: 3px;
