@@ -54,4 +54,5 @@ def launch_options(vf: VoiceFace, live: LiveGallery | None = None) -> dict[str, 
     if live is not None:
         photo_dirs.add(str(live.photo_dir))  # where enrolled people's photos will be
     return {"allowed_paths": sorted(photo_dirs), "max_file_size": MAX_FILE_SIZE, "i18n": i18n,
-            "css": identify.CSS, "enable_monitoring": False}  # request counts of the admin endpoints are private
+            "css": identify.CSS,
+            "enable_monitoring": False}  # request counts of the admin endpoints are private

@@ -58,11 +58,6 @@ def language(request: gr.Request | None) -> str:
     return "ja" if first.startswith("ja") else "en"
 
 
-def text_for(request: gr.Request | None) -> dict[str, str]:
-    """The interface text in the language of the visitor who sent `request`."""
-    return TEXT[language(request)]
-
-
 def read_upload(path: str | None, missing: str, gone: str) -> bytes:
     """The bytes of a file a request names. Nothing is deleted here: Gradio stores uploads by
     content (two visitors who send the same bytes share one file) and a request may name any
@@ -99,8 +94,9 @@ class ModelCalls:
 
 
 # Gradio's file cache. Gradio 6 has no public way to spare a file from its cache cleaning
-# (`delete_cache`) or to delete a served copy before the cleaning does: these two functions
-# are the only code that touches its internals (`Block.keep_in_cache`, `Blocks.temp_file_sets`).
+# (`delete_cache`) or to delete a served copy before the cleaning does (`gr.set_static_paths`
+# avoids copying at all, but for every app in the process): these two functions are the only
+# code that touches its internals (`Block.keep_in_cache`, `Blocks.temp_file_sets`).
 
 def keep_example_copies(audio: gr.Audio, examples: gr.Examples) -> None:
     """Spare from the cache cleaning the copies of `examples` that Gradio made once, when the
@@ -123,12 +119,18 @@ def forget_copies(demo: gr.Blocks, names: set[str]) -> None:
 @dataclass(frozen=True)
 class Context:
     """What a tab is built from. A tab module exposes `tab(ctx, ...)`, called inside its
-    `gr.Tab`, which lays out its components and wires its events."""
+    `gr.Tab`, which lays out its components and wires its events; text built per request comes
+    from `text(request)`, in the visitor's language."""
 
     demo: gr.Blocks
     vf: VoiceFace
     live: LiveGallery | None  # the enrollable gallery, when the app has one
     model_call: ModelCalls = field(default_factory=ModelCalls)  # wraps every model call
+
+    @staticmethod
+    def text(request: gr.Request | None) -> dict[str, str]:
+        """The interface text in the language of the visitor who sent `request`."""
+        return TEXT[language(request)]
 
     @property
     def queue(self) -> dict[str, Any]:

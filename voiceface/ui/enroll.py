@@ -10,10 +10,9 @@ import gradio as gr
 
 from ..admin import AdminGate, AdminRefused
 from ..enroll import MAX_NAME_CHARS, LiveGallery, speech_seconds
-from .common import (BROWSER_SAMPLE_RATE, FACE_HEIGHT, Context, forget_copies, i18n, language,
-                     plain, public, read_upload)
+from .common import (BROWSER_SAMPLE_RATE, FACE_HEIGHT, Context, forget_copies, i18n, plain,
+                     public, read_upload)
 from .gallery import photos
-from .text import TEXT
 
 STATUS_POLL = 2.0  # s between refreshes of the enrollment status
 
@@ -23,12 +22,12 @@ def tab(ctx: Context, live: LiveGallery, gate: AdminGate, people: gr.Gallery) ->
     and deleting update the Gallery tab's `people`."""
     vf = ctx.vf
 
-    def check_password(password: str | None, request: gr.Request, lang: str) -> None:
+    def check_password(password: str | None, request: gr.Request) -> None:
         client = request.client.host if request.client else "unknown"
         try:
             gate.check(password, client)
         except AdminRefused as err:
-            text = TEXT[lang]
+            text = ctx.text(request)
             message = (text["password_wait"].format(seconds=math.ceil(err.retry_after))
                        if err.retry_after else text["bad_password"])
             raise gr.Error(message, print_exception=False) from None
@@ -40,9 +39,8 @@ def tab(ctx: Context, live: LiveGallery, gate: AdminGate, people: gr.Gallery) ->
         return gr.Dropdown(choices=person_choices(), value=None)
 
     def enroll(password, voice, photo, name, consent, request: gr.Request):
-        lang = language(request)
-        text = TEXT[lang]
-        check_password(password, request, lang)
+        text = ctx.text(request)
+        check_password(password, request)
         voice_bytes = read_upload(voice, text["no_voice"], text["gone"])
         photo_bytes = read_upload(photo, text["no_photo"], text["gone"])
         try:  # consent goes through as sent: the library takes only a real True
@@ -55,23 +53,23 @@ def tab(ctx: Context, live: LiveGallery, gate: AdminGate, people: gr.Gallery) ->
         return done, photos(vf), choices(), None, None, "", False
 
     def delete(password, person_id, confirm, request: gr.Request):
-        lang = language(request)
-        check_password(password, request, lang)
+        text = ctx.text(request)
+        check_password(password, request)
         if not isinstance(person_id, str) or person_id not in vf.gallery:
-            raise gr.Error(TEXT[lang]["no_person"], print_exception=False)
+            raise gr.Error(text["no_person"], print_exception=False)
         if confirm is not True:
-            raise gr.Error(TEXT[lang]["not_confirmed"], print_exception=False)
+            raise gr.Error(text["not_confirmed"], print_exception=False)
         person = vf.gallery.person(person_id)
         with ctx.model_call():
             live.delete(person_id)
         forget_copies(ctx.demo, {Path(face).name for face in person.faces})
-        return (TEXT[lang]["deleted"].format(name=plain(person.name), id=person_id),
+        return (text["deleted"].format(name=plain(person.name), id=person_id),
                 photos(vf), choices(), False)
 
     def duration(voice: str | None, request: gr.Request) -> str:
         if not voice:
             return ""
-        text = TEXT[language(request)]
+        text = ctx.text(request)
         try:
             with ctx.model_call():
                 return text["duration"].format(seconds=speech_seconds(
@@ -80,7 +78,7 @@ def tab(ctx: Context, live: LiveGallery, gate: AdminGate, people: gr.Gallery) ->
             return public(err)
 
     def latent_status(request: gr.Request) -> str:
-        text = TEXT[language(request)]  # a failure's reason is in the server log, not here
+        text = ctx.text(request)  # a failure's reason is in the server log, not here
         shown = [f"{plain(p.name)}: {text.get('st_' + live.status(p.id), text['st_failed'])}"
                  for p in vf.gallery.people if p.extra.get("live_enrolled")]
         return text["latents"].format(people=" · ".join(shown)) if shown else ""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from ..pipeline import VoiceFace
-from .common import Context, i18n, text_for
+from .common import Context, i18n
 
 
 def photos(vf: VoiceFace) -> list[tuple[str, str]]:
@@ -15,9 +15,9 @@ def photos(vf: VoiceFace) -> list[tuple[str, str]]:
     return [(str(p.faces[0]), p.name) for p in vf.gallery.people if p.faces]
 
 
-def threshold_note(vf: VoiceFace, request: gr.Request) -> str:
-    """How the gallery's threshold was set, in the visitor's language."""
-    text, gallery = text_for(request), vf.gallery
+def threshold_note(vf: VoiceFace, text: dict[str, str]) -> str:
+    """How the gallery's threshold was set, in the language of `text`."""
+    gallery = vf.gallery
     record = gallery.calibration
     if record is None:
         return text["threshold_default"].format(threshold=gallery.threshold)
@@ -37,7 +37,7 @@ def tab(ctx: Context, selected: gr.Tab) -> gr.Gallery:
     threshold. Returns the people's gallery, which enrollment updates."""
 
     def note(request: gr.Request) -> str:
-        return threshold_note(ctx.vf, request)
+        return threshold_note(ctx.vf, ctx.text(request))
 
     gr.Markdown(i18n("gallery_intro"))
     threshold = gr.Markdown(elem_id="threshold-note")

@@ -10,8 +10,7 @@ import gradio as gr
 
 from ..pipeline import VoiceFaceResult
 from .common import (BROWSER_SAMPLE_RATE, FACE_HEIGHT, Context, gpu, i18n, keep_example_copies,
-                     language, plain, public, read_upload)
-from .text import TEXT
+                     plain, public, read_upload)
 
 PREVIEW_RESOLUTION = 256  # px, drawn first; the full-size face replaces it
 TOP_K = 5  # people shown below the faces
@@ -67,8 +66,7 @@ def tab(ctx: Context) -> None:
     def analyse(audio: bytes) -> Iterator[VoiceFaceResult]:
         yield from vf.stream(audio, k=TOP_K, resolutions=sizes)
 
-    def outputs(result: VoiceFaceResult, lang: str, is_preview: bool):
-        text = TEXT[lang]
+    def outputs(result: VoiceFaceResult, text: dict[str, str], is_preview: bool):
         best = result.matches[0]
         caption = text["generated_caption"].format(
             method=text[f"method_{result.method}"], centre=text[f"centre_{result.centre}"]
@@ -94,8 +92,8 @@ def tab(ctx: Context) -> None:
                 summary)
 
     def predict(audio: str | None, request: gr.Request) -> Iterator[tuple]:
-        lang = language(request)
-        recording = read_upload(audio, TEXT[lang]["no_audio"], TEXT[lang]["gone"])
+        text = ctx.text(request)
+        recording = read_upload(audio, text["no_audio"], text["gone"])
         if ctx.live is not None:  # another process (a replica, an overlapping restart) may
             ctx.live.refresh()    # have enrolled or deleted someone: one manifest read if not
         results = analyse(recording)
@@ -108,7 +106,7 @@ def tab(ctx: Context) -> None:
                 raise gr.Error(public(err), print_exception=False) from None  # the user's
             if result is None:
                 return
-            yield outputs(result, lang, is_preview)
+            yield outputs(result, text, is_preview)
             is_preview = False
 
     def predict_final(audio: str, request: gr.Request):
