@@ -16,7 +16,7 @@ import soundfile as sf
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from conftest import REPO, serve_app
+from conftest import DEV_PEOPLE, REPO, serve_app
 
 PERSONAS_START_TIMEOUT = 600  # s, first start with the default personas: caches are built
 SCREENSHOTS = REPO / "build" / "screenshots"  # kept after the run for people to look at
@@ -187,7 +187,7 @@ CLIPPED = """els => els.filter(e => e.scrollWidth > e.clientWidth + 1
 @pytest.mark.parametrize("locale", ["en-US", "ja-JP"])
 def test_a_phone_shows_the_nearest_people_s_whole_names(app_url, dev_bundle, locale):
     """At 390 px every name of the nearest people is whole, under its photo and beside its
-    similarity bar."""
+    similarity bar, and so is every name on the Gallery tab."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -211,6 +211,11 @@ def test_a_phone_shows_the_nearest_people_s_whole_names(app_url, dev_bundle, loc
         assert names.evaluate_all(CLIPPED) == [] and captions.evaluate_all(CLIPPED) == []
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOTS / f"phone-matches-{locale}.png"), full_page=True)
+        page.get_by_role("tab", name="Gallery" if locale == "en-US" else "ギャラリー").click()
+        people = page.locator("#people .caption-label")
+        people.nth(DEV_PEOPLE - 1).wait_for(timeout=30_000)
+        assert people.evaluate_all(CLIPPED) == []
+        page.screenshot(path=str(SCREENSHOTS / f"phone-people-{locale}.png"), full_page=True)
         browser.close()
 
 

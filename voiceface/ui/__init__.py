@@ -16,7 +16,7 @@ from ..admin import AdminGate
 from ..enroll import LiveGallery
 from ..pipeline import VoiceFace
 from . import enroll, gallery, identify
-from .common import CONCURRENCY, FILE_LIFETIME, MAX_FILE_SIZE, Context, i18n
+from .common import CONCURRENCY, FILE_LIFETIME, MAX_FILE_SIZE, Context, i18n, phone_galleries
 
 __all__ = ["build", "launch_options", "FILE_LIFETIME"]
 
@@ -54,5 +54,5 @@ def launch_options(vf: VoiceFace, live: LiveGallery | None = None) -> dict[str, 
     if live is not None:
         photo_dirs.add(str(live.photo_dir))  # where enrolled people's photos will be
     return {"allowed_paths": sorted(photo_dirs), "max_file_size": MAX_FILE_SIZE, "i18n": i18n,
-            "css": identify.CSS,
+            "css": phone_galleries("top", "people"),
             "enable_monitoring": False}  # request counts of the admin endpoints are private

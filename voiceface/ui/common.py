@@ -38,6 +38,25 @@ log = logging.getLogger("voiceface.app")  # the load test and the queue test rea
 MARKDOWN_SPECIAL = re.compile(f"([{re.escape(string.punctuation)}])")
 
 
+def phone_galleries(*elem_ids: str) -> str:
+    """CSS that turns the galleries with these `elem_id`s, on a phone, from rows of 100 px
+    columns at least (scrolled sideways, names cut to one line over the photo) into three
+    columns with the whole name below each photo. The selectors name Gradio's gallery markup:
+    tests/test_app.py checks at 390 px that no name is cut off."""
+    ids = ", ".join(f"#{e}" for e in elem_ids)
+    return f"""
+@media (max-width: 640px) {{
+  :is({ids}), :is({ids}) .grid-wrap {{ height: auto !important; }}
+  :is({ids}) .grid-container {{ grid-template-columns: repeat(3, minmax(0, 1fr));
+                               grid-template-rows: none; }}
+  :is({ids}) .thumbnail-item {{ height: auto; aspect-ratio: auto; display: flex;
+                               flex-direction: column; }}
+  :is({ids}) .thumbnail-item > img {{ height: auto; aspect-ratio: 1; }}
+  :is({ids}) .caption-label {{ position: static; max-width: none; white-space: normal;
+                              overflow-wrap: anywhere; border: 0; border-radius: 0; }}
+}}"""
+
+
 def plain(text: str) -> str:
     """`text` (a person's name, anything a visitor chose) shown literally inside Markdown:
     every ASCII punctuation mark is backslash-escaped, so no link, image, HTML tag or

@@ -26,21 +26,6 @@ BARS_CSS = """
 .fill { display: block; height: 100%; border-radius: 3px; background: var(--color-accent); }
 .score { font-variant-numeric: tabular-nums; }
 """
-# On a phone the nearest people's strip (five 100 px columns at least, names cut to one line
-# over the photo) becomes three columns with the whole name below each photo. The selectors
-# name Gradio's gallery markup: tests/test_app.py checks at 390 px that no name is cut off.
-CSS = """
-@media (max-width: 640px) {
-  #top, #top .grid-wrap { height: auto !important; }
-  #top .grid-container { grid-template-columns: repeat(3, minmax(0, 1fr));
-                         grid-template-rows: none; }
-  #top .thumbnail-item { height: auto; aspect-ratio: auto; display: flex;
-                         flex-direction: column; }
-  #top .thumbnail-item > img { height: auto; aspect-ratio: 1; }
-  #top .caption-label { position: static; max-width: none; white-space: normal;
-                        overflow-wrap: anywhere; border: 0; border-radius: 0; }
-}
-"""
 
 
 def similarity_bars(result: VoiceFaceResult) -> str:
