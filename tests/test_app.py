@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
 import urllib.request
@@ -15,7 +16,7 @@ import soundfile as sf
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from conftest import REPO, serve_app
+from conftest import DEV_PEOPLE, REPO, serve_app
 
 PERSONAS_START_TIMEOUT = 600  # s, first start with the default personas: caches are built
 SCREENSHOTS = REPO / "build" / "screenshots"  # kept after the run for people to look at
@@ -178,6 +179,46 @@ def test_browser_records_the_microphone_and_shows_both_faces(app_url, tmp_path, 
         browser.close()
 
 
+CLIPPED = """els => els.filter(e => e.scrollWidth > e.clientWidth + 1
+                              || e.getBoundingClientRect().right > window.innerWidth)
+                 .map(e => e.textContent)"""  # cut off inside its box, or past the screen
+
+
+@pytest.mark.parametrize("locale", ["en-US", "ja-JP"])
+def test_a_phone_shows_the_nearest_people_s_whole_names(app_url, dev_bundle, locale):
+    """At 390 px every name of the nearest people is whole, under its photo and beside its
+    similarity bar, and so is every name on the Gallery tab."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 390, "height": 844}, locale=locale)
+        page.goto(app_url)
+        page.locator("#voice").get_by_role(
+            "button", name=re.compile("Upload file|アップロード")).click(timeout=30_000)
+        with page.expect_response(lambda r: "/gradio_api/upload" in r.url, timeout=30_000):
+            page.locator("#voice input[type=file]").set_input_files(
+                str(dev_bundle / "voices" / "dev01.flac"))
+        page.locator("#submit").click()
+        names = page.locator("#chart .name")
+        names.nth(4).wait_for(timeout=60_000)
+        captions = page.locator("#top .caption-label")
+        captions.nth(4).wait_for(timeout=30_000)
+        assert [t.split(". ", 1)[1] for t in names.all_inner_texts()] == [
+            c.split(". ", 1)[1].rsplit(" (", 1)[0] for c in captions.all_inner_texts()]
+        assert all("Test person" in t for t in names.all_inner_texts())
+        assert names.evaluate_all(CLIPPED) == [] and captions.evaluate_all(CLIPPED) == []
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / f"phone-matches-{locale}.png"), full_page=True)
+        page.get_by_role("tab", name="Gallery" if locale == "en-US" else "ギャラリー").click()
+        people = page.locator("#people .caption-label")
+        people.nth(DEV_PEOPLE - 1).wait_for(timeout=30_000)
+        assert people.evaluate_all(CLIPPED) == []
+        page.screenshot(path=str(SCREENSHOTS / f"phone-people-{locale}.png"), full_page=True)
+        browser.close()
+
+
 @pytest.mark.parametrize("locale", ["en-US", "ja-JP"])
 def test_gallery_tab_says_how_the_threshold_was_set(app_url, dev_bundle, locale):
     from playwright.sync_api import sync_playwright
@@ -207,9 +248,9 @@ def test_overlapping_model_calls_are_logged(caplog):
     model calls do overlap, and not otherwise."""
     import logging
 
-    import app
+    from voiceface.ui.common import ModelCalls
 
-    calls = app.ModelCalls()
+    calls = ModelCalls()
     with caplog.at_level(logging.ERROR, logger="voiceface.app"):
         with calls():
             pass

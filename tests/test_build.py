@@ -370,10 +370,10 @@ def test_eval_cli_checks_the_folder_and_sets_the_threshold(built, people, tmp_pa
     out, _ = built
     index = shutil.copytree(out, tmp_path / "index")
     run = [sys.executable, "-m", "voiceface", "eval"]
-    wrong = subprocess.run([*run, str(tmp_path), "--index", str(index)], cwd=REPO,
+    wrong = subprocess.run([*run, str(tmp_path), "--bundle", str(index)], cwd=REPO,
                            capture_output=True, text=True, check=False)
     assert wrong.returncode == 2 and "was not built from" in wrong.stderr
-    ok = subprocess.run([*run, str(people), "--index", str(index), "--folds", "2"], cwd=REPO,
+    ok = subprocess.run([*run, str(people), "--bundle", str(index), "--folds", "2"], cwd=REPO,
                         capture_output=True, text=True, check=False)
     assert ok.returncode == 0, ok.stderr
     report = json.loads((index / "eval" / "report.json").read_text())

@@ -16,6 +16,26 @@ EXIT_BAD_INPUT = 2
 EXIT_REJECTED = 1  # verify: the voice is not the claimed person's
 
 
+class _Renamed(argparse.Action):
+    """An option's old spelling: stores into the new option's destination and says on stderr
+    which name to use."""
+
+    def __init__(self, option_strings, dest, new: str, **kwargs):
+        super().__init__(option_strings, dest, **kwargs)
+        self.new = new
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"{option_string} is deprecated; use {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def renamed(parser: argparse.ArgumentParser, old: str, new: str, **kwargs) -> None:
+    """Accept `old` for one more release as a hidden, deprecated spelling of the option `new`
+    (added before; give the same `type`)."""
+    parser.add_argument(old, dest=new.removeprefix("--").replace("-", "_"), action=_Renamed,
+                        new=new, default=argparse.SUPPRESS, help=argparse.SUPPRESS, **kwargs)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m voiceface", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -74,7 +94,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--backbone", default=None,
                    help="image backbone for inversion (transformers; directory or Hub repo id)")
     p.add_argument("--backbone-revision", default=None)
-    p.add_argument("--steps", type=int, default=None, help="inversion steps per photo")
+    p.add_argument("--inversion-steps", type=int, default=None,
+                   help="inversion steps per photo")
+    renamed(p, "--steps", "--inversion-steps", type=int)
     p.add_argument("--inversion-resolution", type=int, default=None,
                    help="px the generator renders at while inverting")
     p.add_argument("--seed", type=int, default=0)
@@ -85,8 +107,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = commands.add_parser("eval", help="evaluate a built bundle: identification, open-set "
                                          "threshold, generation on unseen people")
     p.add_argument("people", type=Path, help="the people folder the bundle was built from")
-    p.add_argument("--index", type=Path, default=Path("index"), help="the built bundle")
-    p.add_argument("--out", type=Path, default=None, help="report folder (default: INDEX/eval)")
+    p.add_argument("--bundle", type=Path, default=Path("index"), help="the built bundle")
+    renamed(p, "--index", "--bundle", type=Path)
+    p.add_argument("--out", type=Path, default=None, help="report folder (default: BUNDLE/eval)")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--far", type=float, default=0.01,
                    help="false-alarm rate of the open-set threshold (default 0.01)")
@@ -297,7 +320,7 @@ def _build(args: argparse.Namespace) -> int:
         given["encoder_revision"] = args.encoder_revision
     if args.generator:
         given["generator_revision"] = args.generator_revision
-    inversion = {k: v for k, v in {"backbone": args.backbone, "steps": args.steps,
+    inversion = {k: v for k, v in {"backbone": args.backbone, "steps": args.inversion_steps,
                                    "resolution": args.inversion_resolution}.items()
                  if v is not None}
     if args.backbone:
@@ -314,19 +337,19 @@ def _eval(args: argparse.Namespace) -> int:
     from .calibration import Calibration
     from .evaluate import apply_threshold, evaluate, markdown, write_report
 
-    built = args.index / REPORT_FILE
+    built = args.bundle / REPORT_FILE
     built_from = json.loads(built.read_text()).get("people_dir") if built.is_file() else None
     if built_from != str(args.people.resolve()):
-        raise ValueError(f"{args.index} was not built from {args.people}; run `python -m "
-                         f"voiceface build {args.people} --out {args.index}` first.")
-    report = evaluate(args.index, folds=args.folds, far=args.far)
+        raise ValueError(f"{args.bundle} was not built from {args.people}; run `python -m "
+                         f"voiceface build {args.people} --out {args.bundle}` first.")
+    report = evaluate(args.bundle, folds=args.folds, far=args.far)
     report["people_dir"] = built_from
-    out = args.out or args.index / "eval"
+    out = args.out or args.bundle / "eval"
     write_report(report, out)
     print(markdown(report))
     calibration = report["identification"].get("calibration")
     if calibration is not None and not args.keep_threshold:
-        apply_threshold(args.index, calibration)
+        apply_threshold(args.bundle, calibration)
         print(f"the gallery now uses this {Calibration.from_dict(calibration).describe()}")
     print(f"wrote {out}/report.json, report.md, report.png")
     return 0

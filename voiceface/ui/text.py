@@ -1,7 +1,7 @@
 """The app's interface text in English and Japanese (the first users are Japanese students).
 
-Keys are the same in every language; `app.py` hands the table to Gradio's i18n and formats
-per-request text (captions, match lines) from it by the browser's language.
+Keys are the same in every language; the interface hands the table to Gradio's i18n and
+formats per-request text (captions, match lines) from it by the browser's language.
 """
 
 TEXT = {

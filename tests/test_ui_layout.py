@@ -1,0 +1,28 @@
+"""The interface is a package apart: only voiceface/ui/ imports gradio, and app.py reaches
+the interface through it."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from conftest import REPO
+
+
+def imported(path: Path) -> set[str]:
+    """The top-level names of the modules `path` imports (relative imports excluded)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_only_the_ui_package_imports_gradio():
+    package = REPO / "voiceface"
+    importers = {str(p.relative_to(package)) for p in package.rglob("*.py")
+                 if "gradio" in imported(p)}
+    assert importers and all(name.startswith("ui/") for name in importers), importers
+    assert "gradio" not in imported(REPO / "app.py")

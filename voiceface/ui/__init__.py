@@ -1,0 +1,58 @@
+"""The Gradio interface over a loaded pipeline: the only part of voiceface that imports gradio.
+
+Each tab is a module with a `tab(ctx, ...)` function that lays out its components and wires
+its events from a `Context` (the pipeline, the live gallery, the model-call counter, the
+shared queue). `build` assembles them; a new tab is a new module and one line here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from ..admin import AdminGate
+from ..enroll import LiveGallery
+from ..pipeline import VoiceFace
+from . import enroll, gallery, identify
+from .common import CONCURRENCY, FILE_LIFETIME, MAX_FILE_SIZE, Context, i18n, phone_galleries
+
+__all__ = ["build", "launch_options", "FILE_LIFETIME"]
+
+CLEANINGS_PER_LIFETIME = 5  # the cache is cleaned this often within one lifetime
+
+
+def build(vf: VoiceFace, live: LiveGallery | None = None, admin_password: str | None = None,
+          file_lifetime: int = FILE_LIFETIME) -> gr.Blocks:
+    """The app over one loaded pipeline; with `live` and an `admin_password`, also the Enroll
+    tab. Uploads and renders are deleted from Gradio's cache `file_lifetime` s after they
+    were made (the example voices excepted)."""
+    with gr.Blocks(title="voiceface", delete_cache=(
+            max(1, file_lifetime // CLEANINGS_PER_LIFETIME), file_lifetime)) as demo:
+        ctx = Context(demo, vf, live)
+        gr.Markdown(i18n("title"))
+        if vf.test_weights:
+            gr.Markdown(i18n("test_banner"), elem_id="test-banner")
+        if vf.synthetic_personas:
+            gr.Markdown(i18n("personas_note"), elem_id="personas-note")
+        with gr.Tab(i18n("tab_main")):
+            identify.tab(ctx)
+        with gr.Tab(i18n("tab_gallery")) as gallery_tab:
+            people = gallery.tab(ctx, gallery_tab)
+        if live is not None and admin_password:
+            with gr.Tab(i18n("tab_enroll")):
+                enroll.tab(ctx, live, AdminGate(admin_password), people)
+    demo.queue(default_concurrency_limit=CONCURRENCY)
+    return demo
+
+
+def launch_options(vf: VoiceFace, live: LiveGallery | None = None) -> dict[str, Any]:
+    """`Blocks.launch` keyword arguments that the interface needs: the gallery's photo
+    folders served as files, the upload limit, the interface text, the phone layout."""
+    photo_dirs = {str(Path(p.faces[0]).parent) for p in vf.gallery.people if p.faces}
+    if live is not None:
+        photo_dirs.add(str(live.photo_dir))  # where enrolled people's photos will be
+    return {"allowed_paths": sorted(photo_dirs), "max_file_size": MAX_FILE_SIZE, "i18n": i18n,
+            "css": phone_galleries("top", "people"),
+            "enable_monitoring": False}  # request counts of the admin endpoints are private

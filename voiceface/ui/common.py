@@ -1,0 +1,157 @@
+"""What every tab shares: the context a tab is built from, the model queue, uploads, the
+visitor's language, text made safe to show, and the two touches of Gradio's file cache."""
+
+from __future__ import annotations
+
+import logging
+import re
+import string
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from ..enroll import LiveGallery
+from ..pipeline import VoiceFace
+from .text import TEXT
+
+FACE_HEIGHT = 320  # px of each face on the page
+MAX_FILE_SIZE = "20mb"  # uploads larger than this are refused by the server
+MODEL_QUEUE = "models"  # one queue for every event that decodes audio or runs a model ...
+CONCURRENCY = 1  # ... computing one request at a time: on 2 CPU cores that is fastest
+FILE_LIFETIME = 300  # s an upload or a render stays in Gradio's cache before it is deleted
+BROWSER_SAMPLE_RATE = 16_000  # Hz requested from the browser's recorder
+
+try:  # ZeroGPU Spaces provide `spaces`; everywhere else the work runs where it is
+    import spaces
+
+    gpu = spaces.GPU
+except ImportError:
+    def gpu(fn):
+        return fn
+
+i18n = gr.I18n(**TEXT)
+log = logging.getLogger("voiceface.app")  # the load test and the queue test read this log
+MARKDOWN_SPECIAL = re.compile(f"([{re.escape(string.punctuation)}])")
+
+
+def phone_galleries(*elem_ids: str) -> str:
+    """CSS that turns the galleries with these `elem_id`s, on a phone, from rows of 100 px
+    columns at least (scrolled sideways, names cut to one line over the photo) into three
+    columns with the whole name below each photo. The selectors name Gradio's gallery markup:
+    tests/test_app.py checks at 390 px that no name is cut off."""
+    ids = ", ".join(f"#{e}" for e in elem_ids)
+    return f"""
+@media (max-width: 640px) {{
+  :is({ids}), :is({ids}) .grid-wrap {{ height: auto !important; }}
+  :is({ids}) .grid-container {{ grid-template-columns: repeat(3, minmax(0, 1fr));
+                               grid-template-rows: none; }}
+  :is({ids}) .thumbnail-item {{ height: auto; aspect-ratio: auto; display: flex;
+                               flex-direction: column; }}
+  :is({ids}) .thumbnail-item > img {{ height: auto; aspect-ratio: 1; }}
+  :is({ids}) .caption-label {{ position: static; max-width: none; white-space: normal;
+                              overflow-wrap: anywhere; border: 0; border-radius: 0; }}
+}}"""
+
+
+def plain(text: str) -> str:
+    """`text` (a person's name, anything a visitor chose) shown literally inside Markdown:
+    every ASCII punctuation mark is backslash-escaped, so no link, image, HTML tag or
+    autolinked address can form, whatever the name holds."""
+    return MARKDOWN_SPECIAL.sub(r"\\\1", text)
+
+
+def public(err: Exception) -> str:
+    """An error's message fit for a visitor: any absolute path in it is cut to its file name
+    (the library's messages name files; the server's directories are nobody's business)."""
+    return re.sub(r"(?:/[^\s/'\"]+)+/([^\s/'\"]+)", r"\1", str(err))
+
+
+def language(request: gr.Request | None) -> str:
+    """"ja" when the browser prefers Japanese, else "en" (for text built per request)."""
+    header = (request.headers.get("accept-language", "") if request is not None else "")
+    first = header.split(",")[0].strip().lower()
+    return "ja" if first.startswith("ja") else "en"
+
+
+def read_upload(path: str | None, missing: str, gone: str) -> bytes:
+    """The bytes of a file a request names. Nothing is deleted here: Gradio stores uploads by
+    content (two visitors who send the same bytes share one file) and a request may name any
+    file the app serves, so deleting what a request names would let one visitor destroy
+    another's files. Gradio's cache cleaning deletes uploads `FILE_LIFETIME` s after upload."""
+    if not path:
+        raise gr.Error(missing, print_exception=False)
+    try:
+        return Path(path).read_bytes()
+    except OSError:  # cleaned away, a directory, unreadable: say so, never echo the path
+        raise gr.Error(gone, print_exception=False) from None
+
+
+class ModelCalls:
+    """Counts the model calls in flight. The shared queue makes overlap impossible; if it ever
+    happens (a misconfigured event) it is logged as an error, which the load test watches."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.running = 0
+
+    @contextmanager
+    def __call__(self):
+        with self._lock:
+            self.running += 1
+            if self.running > 1:
+                log.error("%d model calls overlap: an event is outside the shared queue",
+                          self.running)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.running -= 1
+
+
+# Gradio's file cache. Gradio 6 has no public way to spare a file from its cache cleaning
+# (`delete_cache`) or to delete a served copy before the cleaning does (`gr.set_static_paths`
+# avoids copying at all, but for every app in the process): these two functions are the only
+# code that touches its internals (`Block.keep_in_cache`, `Blocks.temp_file_sets`).
+
+def keep_example_copies(audio: gr.Audio, examples: gr.Examples) -> None:
+    """Spare from the cache cleaning the copies of `examples` that Gradio made once, when the
+    app was built, and hands out on every click (the cleaning spares what a rendered
+    component lists in `keep_in_cache`)."""
+    audio.keep_in_cache.update(value["path"] for example in
+                               examples.non_none_processed_examples.values()
+                               for value in example)
+
+
+def forget_copies(demo: gr.Blocks, names: set[str]) -> None:
+    """Delete the copies of the files called `names` that Gradio made in its cache to serve
+    them (a deleted person's photos)."""
+    for files in demo.temp_file_sets:
+        for copy in [f for f in list(files) if Path(f).name in names]:
+            Path(copy).unlink(missing_ok=True)
+            files.discard(copy)
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a tab is built from. A tab module exposes `tab(ctx, ...)`, called inside its
+    `gr.Tab`, which lays out its components and wires its events; text built per request comes
+    from `text(request)`, in the visitor's language."""
+
+    demo: gr.Blocks
+    vf: VoiceFace
+    live: LiveGallery | None  # the enrollable gallery, when the app has one
+    model_call: ModelCalls = field(default_factory=ModelCalls)  # wraps every model call
+
+    @staticmethod
+    def text(request: gr.Request | None) -> dict[str, str]:
+        """The interface text in the language of the visitor who sent `request`."""
+        return TEXT[language(request)]
+
+    @property
+    def queue(self) -> dict[str, Any]:
+        """Keyword arguments that put an event in the one queue of model work."""
+        return {"concurrency_id": MODEL_QUEUE, "concurrency_limit": CONCURRENCY}

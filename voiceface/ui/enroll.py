@@ -1,0 +1,123 @@
+"""The Enroll tab: add a consenting person, watch their face latent being computed, delete a
+person. Every request checks the admin password; `/enroll` and `/delete` are API endpoints."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import gradio as gr
+
+from ..admin import AdminGate, AdminRefused
+from ..enroll import MAX_NAME_CHARS, LiveGallery, speech_seconds
+from .common import (BROWSER_SAMPLE_RATE, FACE_HEIGHT, Context, forget_copies, i18n, plain,
+                     public, read_upload)
+from .gallery import photos
+
+STATUS_POLL = 2.0  # s between refreshes of the enrollment status
+
+
+def tab(ctx: Context, live: LiveGallery, gate: AdminGate, people: gr.Gallery) -> None:
+    """Lay out the Enroll tab and wire its events over `live`, guarded by `gate`; enrolling
+    and deleting update the Gallery tab's `people`."""
+    vf = ctx.vf
+
+    def check_password(password: str | None, request: gr.Request) -> None:
+        client = request.client.host if request.client else "unknown"
+        try:
+            gate.check(password, client)
+        except AdminRefused as err:
+            text = ctx.text(request)
+            message = (text["password_wait"].format(seconds=math.ceil(err.retry_after))
+                       if err.retry_after else text["bad_password"])
+            raise gr.Error(message, print_exception=False) from None
+
+    def person_choices() -> list[tuple[str, str]]:
+        return [(f"{p.name} ({p.id})", p.id) for p in vf.gallery.people]
+
+    def choices() -> gr.Dropdown:
+        return gr.Dropdown(choices=person_choices(), value=None)
+
+    def enroll(password, voice, photo, name, consent, request: gr.Request):
+        text = ctx.text(request)
+        check_password(password, request)
+        voice_bytes = read_upload(voice, text["no_voice"], text["gone"])
+        photo_bytes = read_upload(photo, text["no_photo"], text["gone"])
+        try:  # consent goes through as sent: the library takes only a real True
+            with ctx.model_call():
+                person_id = live.enroll(name, voice_bytes, photo_bytes, consent)
+        except ValueError as err:  # the library's message says what to fix
+            raise gr.Error(public(err), print_exception=False) from None
+        done = text["enrolled"].format(name=plain(vf.gallery.person(person_id).name),
+                                       id=person_id)
+        return done, photos(vf), choices(), None, None, "", False
+
+    def delete(password, person_id, confirm, request: gr.Request):
+        text = ctx.text(request)
+        check_password(password, request)
+        if not isinstance(person_id, str) or person_id not in vf.gallery:
+            raise gr.Error(text["no_person"], print_exception=False)
+        if confirm is not True:
+            raise gr.Error(text["not_confirmed"], print_exception=False)
+        person = vf.gallery.person(person_id)
+        with ctx.model_call():
+            live.delete(person_id)
+        forget_copies(ctx.demo, {Path(face).name for face in person.faces})
+        return (text["deleted"].format(name=plain(person.name), id=person_id),
+                photos(vf), choices(), False)
+
+    def duration(voice: str | None, request: gr.Request) -> str:
+        if not voice:
+            return ""
+        text = ctx.text(request)
+        try:
+            with ctx.model_call():
+                return text["duration"].format(seconds=speech_seconds(
+                    read_upload(voice, text["no_voice"], text["gone"])))
+        except ValueError as err:
+            return public(err)
+
+    def latent_status(request: gr.Request) -> str:
+        text = ctx.text(request)  # a failure's reason is in the server log, not here
+        shown = [f"{plain(p.name)}: {text.get('st_' + live.status(p.id), text['st_failed'])}"
+                 for p in vf.gallery.people if p.extra.get("live_enrolled")]
+        return text["latents"].format(people=" · ".join(shown)) if shown else ""
+
+    gr.Markdown(i18n("enroll_intro"))
+    password = gr.Textbox(type="password", label=i18n("password"), elem_id="password")
+    with gr.Row():
+        with gr.Column():
+            voice = gr.Audio(sources=["microphone", "upload"], type="filepath",
+                             label=i18n("enroll_voice"), elem_id="enroll-voice",
+                             waveform_options=gr.WaveformOptions(
+                                 sample_rate=BROWSER_SAMPLE_RATE))
+            gr.Markdown(i18n("voice_hint"))
+            seconds = gr.Markdown(elem_id="enroll-duration", latex_delimiters=[])
+        # image_mode=None: Gradio hands over the upload as it is, unconverted (no decoding
+        # before the password check, and no converted copy outside the cache cleaning)
+        photo = gr.Image(sources=["webcam", "upload"], type="filepath", label=i18n("photo"),
+                         elem_id="enroll-photo", height=FACE_HEIGHT, image_mode=None)
+    name = gr.Textbox(label=i18n("name"), max_length=MAX_NAME_CHARS, elem_id="enroll-name")
+    consent = gr.Checkbox(value=False, label=i18n("consent"), elem_id="consent")
+    enroll_button = gr.Button(i18n("enroll"), variant="primary", elem_id="enroll")
+    enroll_status = gr.Markdown(elem_id="enroll-status", latex_delimiters=[])
+    status = gr.Markdown(elem_id="latent-status", latex_delimiters=[])
+    gr.Markdown(i18n("delete_title"))
+    person = gr.Dropdown(choices=person_choices(), label=i18n("person"),
+                         allow_custom_value=True, elem_id="delete-person")
+    confirm = gr.Checkbox(value=False, label=i18n("confirm_delete"), elem_id="confirm-delete")
+    delete_button = gr.Button(i18n("delete"), variant="stop", elem_id="delete")
+    delete_status = gr.Markdown(elem_id="delete-status", latex_delimiters=[])
+
+    for event in (voice.stop_recording, voice.upload):
+        event(duration, inputs=[voice], outputs=[seconds], api_visibility="private",
+              **ctx.queue)
+    gr.Timer(STATUS_POLL).tick(latent_status, outputs=[status], api_visibility="private",
+                               concurrency_limit=None, show_progress="hidden")
+    enroll_button.click(enroll, inputs=[password, voice, photo, name, consent],
+                        outputs=[enroll_status, people, person, voice, photo, name, consent],
+                        api_name="enroll", **ctx.queue)
+    delete_button.click(delete, inputs=[password, person, confirm],
+                        outputs=[delete_status, people, person, confirm], api_name="delete",
+                        **ctx.queue)
+    person.focus(choices, outputs=[person], api_visibility="private", concurrency_limit=None)

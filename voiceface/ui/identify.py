@@ -1,0 +1,134 @@
+"""The main tab: a voice in (microphone or upload); the generated face, the nearest enrolled
+person, the nearest people and their similarities out. Also the `/predict` API endpoint."""
+
+from __future__ import annotations
+
+import html
+from typing import Iterator
+
+import gradio as gr
+
+from ..pipeline import VoiceFaceResult
+from .common import (BROWSER_SAMPLE_RATE, FACE_HEIGHT, Context, gpu, i18n, keep_example_copies,
+                     plain, public, read_upload)
+
+PREVIEW_RESOLUTION = 256  # px, drawn first; the full-size face replaces it
+TOP_K = 5  # people shown below the faces
+
+# Horizontal bars with the name beside each bar: five names stay readable at 390 px, where
+# names under vertical bars overlap. Long names wrap inside their column.
+BARS_CSS = """
+.bars { display: grid; grid-template-columns: fit-content(45%) minmax(3em, 1fr) auto;
+        gap: 0.5em 0.75em; align-items: center; padding: 2.6em 0.75em 0.75em; }
+.name { overflow-wrap: anywhere; }
+.track { display: block; height: 1em; border-radius: 3px;
+         background: var(--background-fill-secondary); }
+.fill { display: block; height: 100%; border-radius: 3px; background: var(--color-accent); }
+.score { font-variant-numeric: tabular-nums; }
+"""
+
+
+def similarity_bars(result: VoiceFaceResult) -> str:
+    """The matches as rows of name, bar and similarity (HTML; names escaped). A bar's length
+    is the cosine similarity, clipped to [0, 1]."""
+    rows = "".join(
+        f'<span class="name">{html.escape(f"{m.rank}. {m.name}")}</span>'
+        f'<span class="track"><span class="fill" style="width: {min(max(m.score, 0), 1):.1%}">'
+        f'</span></span><span class="score">{m.score:.3f}</span>'
+        for m in result.matches)
+    return f'<div class="bars">{rows}</div>'
+
+
+def tab(ctx: Context) -> None:
+    """Lay out the main tab and wire its events: `/predict_ui` (the page's button, streaming
+    the preview then the full face) and `/predict` (programs: the final answer only)."""
+    vf = ctx.vf
+    full = vf.generator.resolution
+    # the preview first, then the full face, from one render (see VoiceFace.stream)
+    sizes = [PREVIEW_RESOLUTION, full] if full > PREVIEW_RESOLUTION else [full]
+
+    @gpu
+    def analyse(audio: bytes) -> Iterator[VoiceFaceResult]:
+        yield from vf.stream(audio, k=TOP_K, resolutions=sizes)
+
+    def outputs(result: VoiceFaceResult, text: dict[str, str], is_preview: bool):
+        best = result.matches[0]
+        caption = text["generated_caption"].format(
+            method=text[f"method_{result.method}"], centre=text[f"centre_{result.centre}"]
+        ) + (f" ({text['preview']})" if is_preview else "")
+        if result.confident:
+            match_text = text["match"].format(name=plain(best.name), score=best.score)
+        else:
+            match_text = text["no_match"].format(name=plain(best.name), score=best.score,
+                                                 threshold=result.threshold)
+        faces = {m.id: str(m.face) for m in result.matches  # each match carries its photo;
+                 if m.face and m.id in vf.gallery}          # not if deleted meanwhile
+        top = [(faces[m.id], f"{m.rank}. {m.name} ({m.score:.2f})")
+               for m in result.matches if m.id in faces]
+        nearest = faces.get(best.id) if result.confident else None
+        summary = {
+            "matches": [{"id": m.id, "name": m.name, "score": round(m.score, 4)}
+                        for m in result.matches],
+            "confident": result.confident, "method": result.method, "centre": result.centre,
+            "threshold": result.threshold, "test_weights": vf.test_weights,
+            "timings": {k: round(v, 3) for k, v in result.timings.items()},
+        }
+        return (result.face, caption, nearest, match_text, top, similarity_bars(result),
+                summary)
+
+    def predict(audio: str | None, request: gr.Request) -> Iterator[tuple]:
+        text = ctx.text(request)
+        recording = read_upload(audio, text["no_audio"], text["gone"])
+        if ctx.live is not None:  # another process (a replica, an overlapping restart) may
+            ctx.live.refresh()    # have enrolled or deleted someone: one manifest read if not
+        results = analyse(recording)
+        is_preview = len(sizes) > 1
+        while True:
+            try:
+                with ctx.model_call():  # the voice is analysed at the first step, faces after
+                    result = next(results, None)
+            except ValueError as err:  # AudioError and the library's other input errors
+                raise gr.Error(public(err), print_exception=False) from None  # the user's
+            if result is None:
+                return
+            yield outputs(result, text, is_preview)
+            is_preview = False
+
+    def predict_final(audio: str, request: gr.Request):
+        """Audio file in; the generated face, the nearest enrolled person's face (None below
+        the threshold) and a summary of the matches out."""
+        *_, (face, _, near, _, _, _, summary) = predict(audio, request)
+        return face, near, summary
+
+    gr.Markdown(i18n("intro"))
+    audio = gr.Audio(sources=["microphone", "upload"], type="filepath", label=i18n("voice"),
+                     elem_id="voice",
+                     waveform_options=gr.WaveformOptions(sample_rate=BROWSER_SAMPLE_RATE))
+    submit = gr.Button(i18n("submit"), variant="primary", elem_id="submit")
+    with gr.Row(equal_height=True):
+        with gr.Column():
+            generated = gr.Image(label=i18n("generated"), elem_id="generated", type="pil",
+                                 format="png", interactive=False, height=FACE_HEIGHT)
+            generated_caption = gr.Markdown(elem_id="generated-caption")
+        with gr.Column():
+            nearest = gr.Image(label=i18n("nearest"), elem_id="nearest", type="pil",
+                               format="png", interactive=False, height=FACE_HEIGHT)
+            nearest_caption = gr.Markdown(elem_id="nearest-caption", latex_delimiters=[])
+    gr.Markdown(i18n("note"))
+    top = gr.Gallery(label=i18n("top"), columns=TOP_K, rows=1, height=200,
+                     object_fit="contain", elem_id="top")
+    chart = gr.HTML(label=i18n("chart"), show_label=True, container=True, css_template=BARS_CSS,
+                    elem_id="chart")
+    summary = gr.JSON(visible=False)
+    examples = sorted(vf.example_voices())
+    if examples:
+        keep_example_copies(audio, gr.Examples([[str(e)] for e in examples], inputs=[audio],
+                                               label=i18n("examples")))
+    submit.click(predict, inputs=[audio],
+                 outputs=[generated, generated_caption, nearest, nearest_caption, top, chart,
+                          summary],
+                 api_name="predict_ui", api_visibility="undocumented", **ctx.queue)
+    # An API endpoint with no trigger on the page: programs call it; its outputs go back to
+    # the caller only, so naming the page's components as outputs shows nothing on a page.
+    gr.on([], predict_final, inputs=[audio], outputs=[generated, nearest, summary],
+          api_name="predict", **ctx.queue)
