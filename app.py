@@ -16,6 +16,7 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 
 import torch
 
@@ -23,10 +24,11 @@ from voiceface import ui
 from voiceface.enroll import LiveGallery
 from voiceface.hub import WeightsNotFound
 from voiceface.invert import DEFAULT_BACKBONE, DEFAULT_BACKBONE_REVISION, InversionConfig
-from voiceface.pipeline import VoiceFace, cache_dir, default_bundle
+from voiceface.pipeline import VoiceFace, cache_dir
 from voiceface.stylegan2_ops import reuse_freed_memory
 
 ADMIN_PASSWORD_VAR = "VOICEFACE_ADMIN_PASSWORD"  # set it (a Space secret) to allow enrollment
+BUNDLE = Path(__file__).resolve().parent / "index"  # the 48 personas (their files in assets/)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,8 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="voiceface: a voice in; the nearest enrolled "
                                      "person and a generated face out.")
     add = parser.add_argument
-    add("--bundle", default=None, help="bundle directory or Hub repo id (default: "
-        f"$VOICEFACE_BUNDLE, else {default_bundle()})")
+    add("--bundle", default=env("VOICEFACE_BUNDLE") or str(BUNDLE), help="bundle directory or "
+        f"Hub repo id (default: $VOICEFACE_BUNDLE, else {BUNDLE})")
     add("--encoder", default=env("VOICEFACE_ENCODER"), help="voice encoder directory or Hub "
         "repo id instead of the bundle's (default: $VOICEFACE_ENCODER)")
     add("--generator", default=env("VOICEFACE_GENERATOR"), help="StyleGAN2 generator (saved "

@@ -32,9 +32,9 @@ def build(vf: VoiceFace, live: LiveGallery | None = None, admin_password: str | 
             max(1, file_lifetime // CLEANINGS_PER_LIFETIME), file_lifetime)) as demo:
         ctx = Context(demo, vf, live)
         gr.Markdown(i18n("title"))
-        if vf.test_weights:
+        if vf.spec.test_weights:
             gr.Markdown(i18n("test_banner"), elem_id="test-banner")
-        if vf.synthetic_personas:
+        if vf.spec.synthetic_personas:
             gr.Markdown(i18n("personas_note"), elem_id="personas-note")
         with gr.Tab(i18n("tab_main")):
             identify.tab(ctx)

@@ -70,7 +70,7 @@ def tab(ctx: Context) -> None:
             "matches": [{"id": m.id, "name": m.name, "score": round(m.score, 4)}
                         for m in result.matches],
             "confident": result.confident, "method": result.method, "centre": result.centre,
-            "threshold": result.threshold, "test_weights": vf.test_weights,
+            "threshold": result.threshold, "test_weights": vf.spec.test_weights,
             "timings": {k: round(v, 3) for k, v in result.timings.items()},
         }
         return (result.face, caption, nearest, match_text, top, similarity_bars(result),
