@@ -1,0 +1,162 @@
+"""The evaluation metrics on small inputs worked out by hand, and eval's splits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from voiceface.evaluate import held_out_split, identity_folds, retrieval
+from voiceface.metrics import (OperatingPoint, bootstrap_ci95, det_curve, eer, frr_at_far,
+                               matching_1to2, min_dcf, ranks, recall_at_k, threshold_at_far)
+
+# Overlapping genuine and impostor scores, used by the EER, DET, minDCF and FRR tests.
+GENUINE = [0.3, 0.6, 0.8, 0.9]
+IMPOSTOR = [0.1, 0.2, 0.4, 0.7]
+
+
+def above(x: float) -> float:
+    return float(np.nextafter(x, np.inf))
+
+
+def test_eer_on_overlapping_scores():
+    # accepted when score >= t; false alarm: impostor >= t, miss: genuine < t
+    #   t     false alarms    misses        |fa - miss|
+    #   0.1   4/4             0/4           1
+    #   0.2   3/4             0/4           0.75
+    #   0.3   2/4 (0.4, 0.7)  0/4           0.5   (0.3 itself is accepted)
+    #   0.4   2/4             1/4 (0.3)     0.25
+    #   0.6   1/4 (0.7)       1/4 (0.3)     0     <- equal: EER = 1/4
+    #   0.7   1/4             2/4           0.25
+    #   0.8   0/4             2/4           0.5
+    #   0.9   0/4             3/4           0.75
+    assert eer(np.array(GENUINE), np.array(IMPOSTOR)) == 0.25
+    assert eer(np.array([0.6, 0.9]), np.array([0.1, 0.5])) == 0.0  # apart: no errors at 0.6
+    # reversed: fa, miss at t = 0.1: 1, 0; 0.5: 1, 1/2; 0.6: 1, 1 (equal); 0.9: 1/2, 1
+    assert eer(np.array([0.1, 0.5]), np.array([0.6, 0.9])) == 1.0
+
+
+def test_det_curve_runs_from_accepting_everything_to_nothing():
+    curve = det_curve(np.array(GENUINE), np.array(IMPOSTOR))
+    assert curve["threshold"].tolist() == [0.1, 0.2, 0.3, 0.4, 0.6, 0.7, 0.8, 0.9, above(0.9)]
+    assert curve["false_alarm_rate"].tolist() == [1, 0.75, 0.5, 0.5, 0.25, 0.25, 0, 0, 0]
+    assert curve["miss_rate"].tolist() == [0, 0, 0, 0.25, 0.25, 0.5, 0.5, 0.75, 1]
+
+
+def test_min_dcf_normalised_by_the_best_fixed_answer():
+    # cost(t) = 0.01 * miss + 0.99 * fa over the DET points above:
+    #   0.99, 0.7425, 0.495, 0.4975, 0.25, 0.2525, 0.005 (t = 0.8), 0.0075, 0.01
+    # min 0.005, divided by min(0.01 * 1, 0.99 * 1) = 0.01 -> 0.5
+    assert min_dcf(np.array(GENUINE), np.array(IMPOSTOR)) == pytest.approx(0.5, abs=1e-12)
+    # p_target 0.5: cost = (miss + fa) / 2, smallest 0.25 (t = 0.3, 0.6 or 0.8), over 0.5
+    assert min_dcf(np.array(GENUINE), np.array(IMPOSTOR), p_target=0.5) == 0.5
+    # no separation: the best is a fixed answer (reject all: 0.01), so 1
+    assert min_dcf(np.array([0.5]), np.array([0.5])) == pytest.approx(1.0, abs=1e-12)
+    # a miss costing 10: cost = 0.1 * miss + 0.99 * fa: 0.99, 0.7425, 0.495, 0.52, 0.2725,
+    # 0.2975, 0.05, 0.075, 0.1 -> 0.05 over min(0.1, 0.99) = 0.5
+    assert min_dcf(np.array(GENUINE), np.array(IMPOSTOR), c_miss=10) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        min_dcf(np.array(GENUINE), np.array(IMPOSTOR), p_target=1.0)
+
+
+def test_frr_at_far_gives_the_rates_and_the_trials_behind_them():
+    # 25 % of 4 impostors: one (0.7) may pass, so 0.4 is rejected: t just above 0.4;
+    # of the genuine scores only 0.3 falls below it
+    point = frr_at_far(np.array(GENUINE), np.array(IMPOSTOR), 0.25)
+    assert point == OperatingPoint(above(0.4), 0.25, 4, 1, 4, 1)
+    assert (point.far, point.frr) == (0.25, 0.25)
+    # a genuine score equal to the threshold is accepted (>=), not a miss
+    at = frr_at_far(np.array([above(0.4), 0.9]), np.array(IMPOSTOR), 0.25)
+    assert (at.misses, at.frr) == (0, 0.0)
+    # 3 impostors cannot measure 10 %: none is accepted, every genuine below 0.7 missed
+    few = frr_at_far(np.array(GENUINE), np.array([0.1, 0.7, 0.2]), 0.1)
+    assert (few.threshold, few.false_alarms, few.misses, few.frr) == (above(0.7), 0, 2, 0.5)
+
+
+def test_threshold_at_far_rejects_ties_and_accepts_the_threshold_itself():
+    scores = [0.2, 0.5, 0.5, 0.9]
+    threshold, accepted = threshold_at_far(scores, 0.5)  # 2 of 4 may pass, but 0.5 is tied
+    assert (threshold, accepted) == (above(0.5), 1)
+    assert np.count_nonzero(np.array(scores) >= threshold) == 1
+    # the threshold is the lowest such number: one step lower accepts the tied pair too
+    assert np.count_nonzero(np.array(scores) >= np.nextafter(threshold, -np.inf)) == 3
+
+
+def test_ranks_count_the_candidates_strictly_above_the_truth():
+    scores = np.array([[0.9, 0.1, 0.2, 0.3, 0.4, 0.5],   # truth 0 best: rank 0
+                       [0.9, 0.8, 0.7, 0.6, 0.5, 0.4],   # truth 4 (0.5): 4 above it
+                       [0.9, 0.8, 0.7, 0.6, 0.5, 0.4],   # truth 5 (0.4): 5 above it
+                       [0.5, 0.5, 0.1, 0.1, 0.1, 0.1]])  # truth 1, tied with 0: rank 0
+    rank = ranks(scores, np.array([0, 4, 5, 1]))
+    assert rank.tolist() == [0, 4, 5, 0]
+    assert recall_at_k(rank, 1) == 0.5
+    assert recall_at_k(rank, 5) == 0.75  # rank 4 is within the top 5, rank 5 is not
+    assert recall_at_k(rank, 6) == 1.0
+
+
+def test_matching_1to2_leaves_each_person_out_of_their_own_foils():
+    # row i: distances from person i's prediction to each person's true latent
+    half = np.array([[1.0, 2.0, 0.5],   # beats foil 1, loses to 2: 1/2
+                     [3.0, 1.0, 0.0],   # beats 0, loses to 2: 1/2
+                     [0.0, 4.0, 2.0]])  # loses to 0, beats 1: 1/2
+    assert matching_1to2(half).tolist() == [0.5, 0.5, 0.5]
+    # person 2 beats both foils; a tie (row 0 against foil 1) is a loss
+    other = np.array([[1.0, 1.0, 0.5],
+                      [3.0, 1.0, 0.0],
+                      [5.0, 4.0, 2.0]])
+    assert matching_1to2(other).tolist() == [0.0, 0.5, 1.0]
+    assert np.mean(matching_1to2(other)) == 0.5
+    assert np.mean(matching_1to2(half[:, ::-1][::-1])) == 0.5  # same people, reordered
+
+
+def test_retrieval_scores_predictions_against_the_true_latents():
+    truth = np.array([[0.0], [1.0], [3.0]])
+    predicted = np.array([[0.4], [2.5], [3.0]])
+    # distances: p0 to (0, 1, 3): 0.4, 0.6, 2.6 -> own nearest, rank 0, beats both foils
+    #            p1: 2.5, 1.5, 0.5 -> person 2's latent nearer: rank 1, beats 0 only: 1/2
+    #            p2: 3, 2, 0 -> rank 0, beats both
+    result = retrieval(predicted, truth, seed=0)
+    assert result["R@1"] == pytest.approx(2 / 3) and result["chance_R@1"] == pytest.approx(1 / 3)
+    assert "R@5" not in result  # 3 people: only ranks within the gallery are reported
+    assert result["matching_1to2"] == pytest.approx(5 / 6)
+    low, high = result["matching_1to2_ci95"]
+    assert 0.5 <= low <= 5 / 6 <= high <= 1.0
+
+
+def test_bootstrap_interval():
+    assert bootstrap_ci95(np.full(5, 0.25), seed=0) == (0.25, 0.25)
+    # two people scoring 0 and 1: a resample's mean is 0, 1/2 or 1 (a quarter of the time
+    # each end), so the 2.5 % and 97.5 % quantiles of 2000 resamples are the ends
+    assert bootstrap_ci95(np.array([0.0, 1.0]), seed=0) == (0.0, 1.0)
+    assert bootstrap_ci95(np.array([0.0, 1.0, 1.0, 0.5]), seed=7) == \
+        bootstrap_ci95(np.array([0.0, 1.0, 1.0, 0.5]), seed=7)
+
+
+def test_the_held_out_windows_never_enroll():
+    rows = [{"person": "a", "recording": "r0.wav"}, {"person": "a", "recording": "r0.wav"},
+            {"person": "a", "recording": "r1.wav"}, {"person": "a", "recording": "r1.wav"},
+            {"person": "b", "recording": "r.wav", "part": "enroll"},
+            {"person": "b", "recording": "r.wav", "part": "held_out"},
+            {"person": "b", "recording": "r.wav", "part": "enroll"},
+            {"person": "c", "recording": "r.wav"},  # unsplit: enrolls, nothing held out
+            {"person": "d", "recording": "r.wav", "part": "held_out"}]  # nothing to enroll
+    by_person = {}
+    for i, row in enumerate(rows):
+        by_person.setdefault(row["person"], []).append(i)
+    split = held_out_split(["a", "b", "c", "d", "e"], rows, by_person)
+    assert split == {"a": ([0, 1], [2, 3]), "b": ([4, 6], [5]), "c": ([7], [])}
+    for person, (kept, held) in split.items():
+        assert not set(kept) & set(held) and sorted(kept + held) == by_person[person], person
+        assert all(rows[i].get("part") != "held_out" for i in kept), person
+    recordings = [{rows[i]["recording"] for i in rows_} for rows_ in split["a"]]
+    assert recordings == [{"r0.wav"}, {"r1.wav"}]  # the held-out recording enrolls nothing
+
+
+def test_identity_folds_hold_out_everyone_once_and_never_train_on_them():
+    people = [f"p{i}" for i in range(10)]
+    folds = identity_folds(people, 4, seed=0)
+    assert sorted(len(test) for _, test in folds) == [2, 2, 3, 3]
+    assert sorted(p for _, test in folds for p in test) == sorted(people)
+    for train, test in folds:
+        assert not set(train) & set(test) and sorted(train + test) == sorted(people)
+    assert identity_folds(people, 4, seed=0) == folds
+    assert len(identity_folds(people[:3], 5, seed=0)) == 3  # never more folds than people
