@@ -1,4 +1,5 @@
-"""Properties that hold for every input, checked with Hypothesis on generated ones.
+"""Properties that hold for every input, checked with Hypothesis on generated ones (the
+threshold at a false-alarm rate has its own in test_metrics.py).
 
 Derandomised (the same examples on every run, so CI is deterministic), without an example
 database, and with few examples each: the file runs in seconds.
@@ -20,7 +21,6 @@ from voiceface.audio import (MAX_DECODED_SAMPLES, MAX_DECODED_SECONDS,
                              MAX_INPUT_RATE, MIN_INPUT_RATE,
                              RAW_SECONDS_FACTOR, SAMPLE_RATE, AudioError, load_audio)
 from voiceface.gallery import Gallery
-from voiceface.metrics import threshold_at_far
 
 PROPERTY = settings(derandomize=True, database=None, deadline=None, max_examples=60,
                     suppress_health_check=[HealthCheck.too_slow,
@@ -58,21 +58,6 @@ def test_a_saved_and_loaded_gallery_searches_the_same(case, k):
         loaded = Gallery.load(gallery.save(f"{directory}/g"))
         assert [loaded.search(q, k) for q in queries] == before
         assert [p.id for p in loaded.people] == [p.id for p in gallery.people]
-
-
-scores = st.lists(st.one_of(st.floats(-1, 1), st.sampled_from([0.25, 0.5, 0.75])),
-                  min_size=1, max_size=200)  # the sampled values make ties common
-
-
-@PROPERTY
-@given(scores, st.floats(0.001, 0.999))
-def test_a_threshold_at_far_never_accepts_more_than_f_of_its_trials(trials, far):
-    threshold, accepted = threshold_at_far(trials, far)
-    trials = np.array(trials)
-    allowed = math.floor(far * len(trials) + 1e-9)
-    assert np.count_nonzero(trials >= threshold) == accepted <= allowed
-    # and it is the lowest such threshold: one step down accepts too many
-    assert np.count_nonzero(trials >= np.nextafter(threshold, -np.inf)) > allowed
 
 
 BOMB_RATE = 384_000  # Hz
