@@ -61,8 +61,22 @@ def test_min_dcf_normalised_by_the_best_fixed_answer():
     # a miss costing 10: cost = 0.1 * miss + 0.99 * fa: 0.99, 0.7425, 0.495, 0.52, 0.2725,
     # 0.2975, 0.05, 0.075, 0.1 -> 0.05 over min(0.1, 0.99) = 0.5
     assert min_dcf(np.array(GENUINE), np.array(IMPOSTOR), c_miss=10) == pytest.approx(0.5)
-    with pytest.raises(ValueError, match="between 0 and 1"):
-        min_dcf(np.array(GENUINE), np.array(IMPOSTOR), p_target=1.0)
+    for p_target in (0.0, -0.5, 1.0):
+        with pytest.raises(ValueError, match="between 0 and 1"):
+            min_dcf(np.array(GENUINE), np.array(IMPOSTOR), p_target=p_target)
+
+
+def test_min_dcf_weighs_misses_against_false_alarms():
+    genuine, impostor = np.array([0.5, 0.6, 0.8, 0.9]), np.array([0.1, 0.2, 0.3, 0.7])
+    # DET points (fa, miss) at t = 0.1, 0.2, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, above:
+    #   (1, 0) (3/4, 0) (1/2, 0) (1/4, 0) (1/4, 1/4) (1/4, 1/2) (0, 1/2) (0, 3/4) (0, 1)
+    # p 0.5: cost (miss + fa) / 2, least 1/8 at (1/4, 0) (not 1/4 at (0, 1/2)); over 1/2
+    assert min_dcf(genuine, impostor, p_target=0.5) == 0.25
+    # p 0.9: cost 0.9 miss + 0.1 fa, least 0.025 at (1/4, 0); over min(0.9, 0.1) = 0.1
+    assert min_dcf(genuine, impostor, p_target=0.9) == pytest.approx(0.25)
+    # a false alarm costing 1/2 at p 0.5: 0.5 miss + 0.25 fa, least 1/16 at (1/4, 0);
+    # over min(0.5, 0.25) = 1/4
+    assert min_dcf(genuine, impostor, p_target=0.5, c_fa=0.5) == 0.25
 
 
 def test_frr_at_far_gives_the_rates_and_the_trials_behind_them():
@@ -88,6 +102,38 @@ def test_threshold_at_far_rejects_ties_and_accepts_the_threshold_itself():
     assert np.count_nonzero(np.array(scores) >= np.nextafter(threshold, -np.inf)) == 3
 
 
+def test_empty_score_lists_are_refused():
+    with pytest.raises(ValueError, match="No genuine scores"):
+        eer(np.array([]), np.array([0.1]))
+    with pytest.raises(ValueError, match="No impostor scores"):
+        det_curve(np.array([0.1]), np.array([]))
+    with pytest.raises(ValueError, match="No non-mated trials"):
+        threshold_at_far([], 0.1)
+
+
+@pytest.mark.parametrize("far", [0.0, -0.1, 1.0, 1.5])
+def test_threshold_at_far_refuses_a_rate_outside_0_1(far):
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        threshold_at_far([0.1, 0.2], far)
+
+
+def test_threshold_at_far_near_1_still_rejects_the_lowest_score():
+    # floor((1 - 1e-12) * 2 + 1e-9) = 2 trials allowed, but a threshold above a score
+    # rejects it: the most it can accept is all but the lowest
+    assert threshold_at_far([0.1, 0.2], 1 - 1e-12) == (above(0.1), 1)
+
+
+def test_a_score_equal_to_the_threshold_is_counted_as_accepted():
+    # 1 of 2 may pass: the threshold is just above 0.5, which is the other score itself
+    assert threshold_at_far([0.5, above(0.5)], 0.5) == (above(0.5), 1)
+
+
+def test_an_operating_point_is_a_frozen_record():
+    point = frr_at_far(np.array(GENUINE), np.array(IMPOSTOR), 0.25)
+    with pytest.raises(AttributeError):
+        point.misses = 0
+
+
 def test_ranks_count_the_candidates_strictly_above_the_truth():
     scores = np.array([[0.9, 0.1, 0.2, 0.3, 0.4, 0.5],   # truth 0 best: rank 0
                        [0.9, 0.8, 0.7, 0.6, 0.5, 0.4],   # truth 4 (0.5): 4 above it
@@ -98,6 +144,23 @@ def test_ranks_count_the_candidates_strictly_above_the_truth():
     assert recall_at_k(rank, 1) == 0.5
     assert recall_at_k(rank, 5) == 0.75  # rank 4 is within the top 5, rank 5 is not
     assert recall_at_k(rank, 6) == 1.0
+
+
+@pytest.mark.parametrize("scores, truth", [
+    (np.zeros((2, 3, 1)), [0, 0]),  # not [T, N]
+    (np.zeros(3), [0, 0, 0]),
+    (np.zeros((2, 3)), [0]),  # a truth per trial
+    (np.zeros((2, 3)), [0, 0, 0]),
+])
+def test_ranks_check_the_shapes(scores, truth):
+    with pytest.raises(AssertionError):
+        ranks(scores, np.array(truth))
+
+
+@pytest.mark.parametrize("shape", [(2, 3), (2, 1), (1, 1), (3,)])
+def test_matching_1to2_needs_a_square_of_2_or_more_people(shape):
+    with pytest.raises(AssertionError):
+        matching_1to2(np.ones(shape))
 
 
 def test_matching_1to2_leaves_each_person_out_of_their_own_foils():
@@ -113,6 +176,7 @@ def test_matching_1to2_leaves_each_person_out_of_their_own_foils():
     assert matching_1to2(other).tolist() == [0.0, 0.5, 1.0]
     assert np.mean(matching_1to2(other)) == 0.5
     assert np.mean(matching_1to2(half[:, ::-1][::-1])) == 0.5  # same people, reordered
+    assert matching_1to2(np.array([[1.0, 0.5], [3.0, 1.0]])).tolist() == [0.0, 1.0]  # two
 
 
 def test_bootstrap_interval():
