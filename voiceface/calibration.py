@@ -6,9 +6,9 @@ A gallery answers "no confident match" when the best score is below its threshol
 keeping its best score (what an unenrolled voice would get). At a target false-alarm rate f
 over T trials, at most k = floor(f * T) trials may be accepted; the threshold is the
 smallest number above the (k+1)-th highest score, so that score and every score tied with
-it are rejected. With f * T < 1 no trial may be accepted: the finest rate T trials can
-measure is 1/T, and the calibration says so (`Calibration.enough_trials`) instead of
-claiming f.
+it are rejected (`voiceface.metrics.threshold_at_far`). With f * T < 1 no trial may be
+accepted: the finest rate T trials can measure is 1/T, and the calibration says so
+(`Calibration.enough_trials`) instead of claiming f.
 
 Who the trials are depends on what is at hand; `Calibration.method` records it:
 - `build` and the personas: every window of every person's recordings, scored against the
