@@ -118,4 +118,5 @@ def test_audio_within_the_limits_decodes_to_16_khz_mono_at_every_rate(rate, n_ch
         return
     assert out.dtype == np.float32 and out.ndim == 1
     assert len(out) == math.ceil(frames * SAMPLE_RATE / rate)
-    assert np.all(np.isfinite(out)) and 0.5 < np.abs(out).max() < 1.0  # the channels averaged, not summed
+    assert np.all(np.isfinite(out))
+    assert 0.5 < np.abs(out).max() < 1.0  # the channels averaged, not summed
