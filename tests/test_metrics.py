@@ -61,7 +61,7 @@ def test_min_dcf_normalised_by_the_best_fixed_answer():
     # a miss costing 10: cost = 0.1 * miss + 0.99 * fa: 0.99, 0.7425, 0.495, 0.52, 0.2725,
     # 0.2975, 0.05, 0.075, 0.1 -> 0.05 over min(0.1, 0.99) = 0.5
     assert min_dcf(np.array(GENUINE), np.array(IMPOSTOR), c_miss=10) == pytest.approx(0.5)
-    for p_target in (0.0, -0.5, 1.0):
+    for p_target in (0.0, -0.5, 1.0, 1.5):
         with pytest.raises(ValueError, match="between 0 and 1"):
             min_dcf(np.array(GENUINE), np.array(IMPOSTOR), p_target=p_target)
 
