@@ -59,6 +59,16 @@ def test_silence_trimmed_at_both_ends(speech):
     assert 2.0 <= len(out) / SAMPLE_RATE <= 2.3
 
 
+def test_the_minimum_length_counts_speech_after_trimming(speech):
+    """0.6 s of speech in 3.6 s of recording is too little: silence is not speech."""
+    silence = np.zeros(int(1.5 * SAMPLE_RATE), np.float32)
+    padded = np.concatenate([silence, speech(0.6), silence])
+    with pytest.raises(AudioError, match=r"has only 0\.\d s of sound; speak for at least 1 s"):
+        load_audio((SAMPLE_RATE, padded))
+    kept = len(load_audio((SAMPLE_RATE, padded), min_seconds=0.5)) / SAMPLE_RATE
+    assert 0.6 <= kept < 1.0  # the speech and a margin either side of it
+
+
 @pytest.mark.parametrize("subtype", ["PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT"])
 def test_wav_sample_formats(speech, subtype):
     out = load_audio(wav_bytes(speech(2.0), SAMPLE_RATE, subtype), trim=False)

@@ -25,9 +25,11 @@ def test_only_the_boolean_true_is_consent(consent, tmp_path):
 
 
 @pytest.mark.parametrize("consent", [False, None])
-def test_no_consent_is_asked_for(consent):
+def test_no_consent_is_asked_for(consent, tmp_path):
     with pytest.raises(ValueError, match=r"Consent is required.*Tick the consent box\.$"):
         require_consent(consent)
+    with pytest.raises(ValueError, match=r"Consent is required.*Tick the consent box\.$"):
+        LiveGallery(None, tmp_path).enroll("Aiko", voice(1), PHOTO, consent=consent)
 
 
 def test_consent_true_passes():

@@ -59,6 +59,27 @@ def test_open_set_threshold(gallery):
     assert matches[0].score < 0.6 and not gallery.confident(matches)
 
 
+def test_a_score_equal_to_the_threshold_is_confident(gallery):
+    """The calibrated threshold is itself an observed score: reaching it is enough."""
+    matches = gallery.search(gallery.embedding("p1"), k=1)
+    gallery.threshold = matches[0].score
+    assert gallery.confident(matches)
+    gallery.threshold = float(np.nextafter(np.float32(matches[0].score), np.float32(np.inf)))
+    assert not gallery.confident(matches)
+    assert not gallery.confident([])
+
+
+def test_a_search_after_an_update_uses_the_new_embedding(gallery):
+    before = gallery.search(gallery.embedding("p3"), k=1)  # builds the index
+    assert before[0].id == "p3"
+    gallery.update("p0", embedding=gallery.embedding("p3"))  # p0 now speaks as p3 did
+    moved = -gallery.embedding("p3")
+    gallery.update("p3", embedding=moved)
+    after = gallery.search(gallery.embedding("p0"), k=1)[0]
+    assert after.id == "p0" and after.score == pytest.approx(1.0, abs=1e-5)
+    assert gallery.search(moved, k=1)[0].id == "p3"
+
+
 def test_add_update_remove(gallery):
     gallery.update("p1", name="Renamed", consent=False)
     assert gallery.person("p1").name == "Renamed" and not gallery.person("p1").consent

@@ -7,6 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from voiceface import mapper as mapper_module
 from voiceface.mapper import WEIGHTS_FILE, VoiceToLatent, knn_blend, train_mapper
 
 D, W = 16, 12
@@ -51,6 +52,25 @@ def test_validation_holds_out_whole_people_and_is_deterministic():
     m2, r2 = train_mapper(x, y, groups, w_avg, **kwargs)
     assert len(r1.val_people) == 2 and r1.val_people == r2.val_people
     assert np.array_equal(m1.predict(x), m2.predict(x))
+
+
+def test_no_person_has_rows_in_both_training_and_validation(monkeypatch):
+    x, y, groups, w_avg, *_ = learnable_data(n_people=10)
+    person_of = {row.tobytes(): g for row, g in zip(x, groups)}  # every row is distinct
+    fits = []
+    real_fit = mapper_module._fit
+
+    def recording_fit(config, centre, x_train, y_train, x_val, y_val, *args, **kwargs):
+        fits.append(({person_of[r.tobytes()] for r in x_train},
+                     {person_of[r.tobytes()] for r in x_val}, len(x_val)))
+        return real_fit(config, centre, x_train, y_train, x_val, y_val, *args, **kwargs)
+
+    monkeypatch.setattr(mapper_module, "_fit", recording_fit)
+    _, report = train_mapper(x, y, groups, w_avg, hidden=8, max_epochs=3, progress=False)
+    trained, validated, val_rows = fits[0]
+    assert validated == set(report.val_people) and len(validated) == 2
+    assert not trained & validated and trained | validated == set(groups)
+    assert val_rows == 2 * 5  # every row of the two validation people
 
 
 def test_untrained_mapper_draws_its_centre():

@@ -6,9 +6,9 @@ A gallery answers "no confident match" when the best score is below its threshol
 keeping its best score (what an unenrolled voice would get). At a target false-alarm rate f
 over T trials, at most k = floor(f * T) trials may be accepted; the threshold is the
 smallest number above the (k+1)-th highest score, so that score and every score tied with
-it are rejected. With f * T < 1 no trial may be accepted: the finest rate T trials can
-measure is 1/T, and the calibration says so (`Calibration.enough_trials`) instead of
-claiming f.
+it are rejected (`voiceface.metrics.threshold_at_far`). With f * T < 1 no trial may be
+accepted: the finest rate T trials can measure is 1/T, and the calibration says so
+(`Calibration.enough_trials`) instead of claiming f.
 
 Who the trials are depends on what is at hand; `Calibration.method` records it:
 - `build` and the personas: every window of every person's recordings, scored against the
@@ -20,18 +20,18 @@ Who the trials are depends on what is at hand; `Calibration.method` records it:
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from .metrics import COUNT_TOLERANCE, threshold_at_far
+
 if TYPE_CHECKING:
     from .gallery import Gallery
 
 FALSE_ALARM_RATE = 0.01  # default target: 1 % of unenrolled voices get a "confident" match
-COUNT_TOLERANCE = 1e-9  # trials; so that e.g. 0.29 * 100 allows 29 accepted trials, not 28
 WINDOWS_METHOD = ("best score of each recording window against the other people's gallery "
                   "embeddings")
 LIVE_METHOD = "best score of each enrolled person's embedding against everyone else's"
@@ -72,23 +72,6 @@ class Calibration:
     @classmethod
     def from_dict(cls, data: dict) -> Calibration:
         return cls(**data)
-
-
-def threshold_at_far(non_mated: Sequence[float] | np.ndarray, far: float) -> tuple[float, int]:
-    """(threshold, accepted): the lowest threshold accepting (`score >= threshold`) at most
-    floor(far * T) of the T non-mated scores, ties included, and how many it accepts."""
-    scores = np.sort(np.asarray(non_mated, np.float64).ravel())[::-1]  # highest first
-    if scores.size == 0:
-        raise ValueError("No non-mated trials to set a threshold on: a gallery needs at least "
-                         "2 people to be calibrated.")
-    if not np.all(np.isfinite(scores)):
-        raise ValueError("Non-mated scores contain NaN or infinity; check the embeddings.")
-    if not 0 < far < 1:
-        raise ValueError(f"The false-alarm rate must be between 0 and 1, got {far}; e.g. 0.01 "
-                         "for 1 %.")
-    allowed = min(math.floor(far * scores.size + COUNT_TOLERANCE), scores.size - 1)
-    threshold = float(np.nextafter(scores[allowed], np.inf))
-    return threshold, int(np.count_nonzero(scores >= threshold))
 
 
 def best_non_mated(trials: np.ndarray, owners: Sequence[str], embeddings: np.ndarray,

@@ -1,4 +1,4 @@
-"""Honest evaluation of a built bundle: `python -m voiceface eval PEOPLE_DIR --index index/`.
+"""Honest evaluation of a built bundle: `python -m voiceface eval PEOPLE_DIR --bundle index/`.
 
 Identification (closed and open set). Each person's last recording is held out; the rest
 enrolls them. A person with one recording had it split in time by `build` before it was
@@ -8,7 +8,7 @@ window shares a sample with the enrollment. Every held-out 10 s window is a tria
 the gallery of all N people: top-1 / top-5 accuracy (chance k/N), verification EER over all
 (trial, person) scores, and the open-set threshold at a chosen false-alarm rate: the score
 an *unenrolled* voice's best match stays under, estimated by removing each trial's own
-person from the gallery (`voiceface.calibration.threshold_at_far`; with T trials the finest
+person from the gallery (`voiceface.metrics.threshold_at_far`; with T trials the finest
 rate is 1/T, and the report gives the rate achieved). The gallery's own calibration, set by
 `build`, is reported beside it.
 
@@ -26,6 +26,9 @@ centre and to w_avg: faces that stay in the population are far nearer the first.
 
 Face to voice. The reverse direction on the same K identity folds, next to the mean voice
 and the kNN blend (`voiceface.face2voice.evaluate_bundle`).
+The metrics themselves are pure functions in `voiceface.metrics`; this module holds the
+protocol (which windows enroll, which are trials, which people train the mapper) and the
+report. `apply_threshold` alone changes the gallery.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from .face2voice import evaluate_bundle as evaluate_face2voice
 from .face2voice import markdown as face2voice_markdown
 from .gallery import Gallery, population_centre
 from .mapper import knn_blend, train_mapper
+from .metrics import bootstrap_ci95, eer, matching_1to2, ranks, recall_at_k
 from .pipeline import BUNDLE_FILE, bundle_generator
 from .voice import pool
 
@@ -53,7 +57,6 @@ MIN_PLOT_SPREAD = 1e-3  # cosine; the narrowest range plotted (when all scores a
 PLOT_BINS = 40
 BAR_GROUP_WIDTH = 0.8  # x units (one per R@k) taken by one group of method bars
 FOLDS = 5
-BOOTSTRAP = 2000  # resamples for confidence intervals
 RANKS = (1, 5, 10)
 POPULATION_MEAN, W_AVG = "population-mean", "w_avg"  # the baselines that ignore the voice
 
@@ -76,7 +79,10 @@ def evaluate(index: str | Path, *, folds: int = FOLDS, far: float = FALSE_ALARM_
     by_person: dict[str, list[int]] = {}  # person -> their rows of windows, in order
     for i, row in enumerate(rows):
         by_person.setdefault(row["person"], []).append(i)
-    enroll, trials = _split(ids, windows, rows, by_person)
+    enroll, trials = {}, []
+    for person, (kept, held) in held_out_split(ids, rows, by_person).items():
+        enroll[person] = pool(windows[kept])
+        trials += [(person, windows[i]) for i in held]
     calibration = gallery.calibration
     if w_avg is None and (index / BUNDLE_FILE).is_file():
         w_avg = _w_avg(index)
@@ -100,11 +106,12 @@ def apply_threshold(index: str | Path, calibration: dict) -> None:
     gallery.save(Path(index) / "gallery")
 
 
-def _split(ids: list[str], windows: np.ndarray, rows: list[dict],
-           by_person: dict[str, list[int]]):
-    """Enrollment embeddings {id: [D]} and trials [(id, [D])] from held-out audio: a person's
-    last recording, or the held-out part of a single one (none when it had none)."""
-    enroll, trials = {}, []
+def held_out_split(ids: list[str], rows: list[dict],
+                   by_person: dict[str, list[int]]) -> dict[str, tuple[list[int], list[int]]]:
+    """{id: (enrollment rows, held-out rows)} of the windows' `rows`: the held-out ones are
+    a person's last recording, or the held-out part of a single one (none when it had none).
+    People left with no enrollment rows are left out."""
+    split = {}
     for person in ids:
         mine = [(i, rows[i]) for i in by_person.get(person, [])]
         recordings = sorted({r["recording"] for _, r in mine})
@@ -114,12 +121,9 @@ def _split(ids: list[str], windows: np.ndarray, rows: list[dict],
             held = [i for i, r in mine if r.get("part") == HELD_OUT_PART]
         held_rows = set(held)
         kept = [i for i, _ in mine if i not in held_rows]
-        if held and kept:
-            enroll[person] = pool(windows[kept])
-            trials += [(person, windows[i]) for i in held]
-        elif kept:
-            enroll[person] = pool(windows[kept])
-    return enroll, trials
+        if kept:
+            split[person] = (kept, held)
+    return split
 
 
 def _identification(ids: list[str], enroll: dict, trials: list, far: float,
@@ -132,8 +136,7 @@ def _identification(ids: list[str], enroll: dict, trials: list, far: float,
     position = {p: j for j, p in enumerate(order)}
     truth = np.array([position[p] for p, _ in trials])
     scores = np.stack([e for _, e in trials]) @ matrix.T  # [T, N]
-    ranked = np.argsort(-scores, axis=1)
-    rank_of_truth = np.argmax(ranked == truth[:, None], axis=1)
+    rank_of_truth = ranks(scores, truth)
     genuine = scores[np.arange(len(truth)), truth]
     mask = np.ones_like(scores, bool)
     mask[np.arange(len(truth)), truth] = False
@@ -145,26 +148,15 @@ def _identification(ids: list[str], enroll: dict, trials: list, far: float,
     n = len(order)
     return {
         "trials": len(trials), "gallery_size": n,
-        "top1": float(np.mean(correct_top1)), "top5": float(np.mean(rank_of_truth < 5)),
+        "top1": recall_at_k(rank_of_truth, 1), "top5": recall_at_k(rank_of_truth, 5),
         "chance_top1": 1 / n, "chance_top5": min(5, n) / n,
-        "eer": _eer(genuine, impostor),
+        "eer": eer(genuine, impostor),
         "open_set_threshold": threshold, "calibration": calibration.to_dict(),
         "detection_and_identification_rate": float(np.mean(correct_top1 & (genuine >= threshold))),
         "genuine_scores": genuine.round(4).tolist(), "impostor_scores_sample":
             np.sort(impostor)[:: max(1, len(impostor) // 500)].round(4).tolist(),
         "non_mated_best_scores": non_mated_best.round(4).tolist(),
     }
-
-
-def _eer(genuine: np.ndarray, impostor: np.ndarray) -> float:
-    """Equal error rate: where false accepts (impostor >= t) meet false rejects (genuine < t)."""
-    thresholds = np.unique(np.concatenate([genuine, impostor]))
-    # counted on sorted scores: a scan per threshold is quadratic in both (N^4 in people)
-    below_impostor = np.searchsorted(np.sort(impostor), thresholds, side="left")
-    far = (len(impostor) - below_impostor) / len(impostor)
-    frr = np.searchsorted(np.sort(genuine), thresholds, side="left") / len(genuine)
-    i = int(np.argmin(np.abs(far - frr)))
-    return float((far[i] + frr[i]) / 2)
 
 
 def _w_avg(index: Path) -> np.ndarray:
@@ -186,15 +178,9 @@ def _generation(gallery: Gallery, ids: list[str], windows: np.ndarray,
                         "more"}, None
     truth = np.stack([latent_of[i] for i in people])
     position = {p: j for j, p in enumerate(people)}
-    rng = np.random.default_rng(seed)
-    fold_of = {p: f for f, chunk in enumerate(np.array_split(rng.permutation(people),
-                                                              min(folds, len(people))))
-               for p in chunk}
     names = ["mapper", "knn-blend", POPULATION_MEAN] + ([W_AVG] if w_avg is not None else [])
     predictions = {name: np.zeros_like(truth) for name in names}
-    for fold in sorted(set(fold_of.values())):
-        train = [p for p in people if fold_of[p] != fold]
-        test = [p for p in people if fold_of[p] == fold]
+    for train, test in identity_folds(people, folds, seed):
         x = np.concatenate([windows[person_rows[p]] for p in train])
         y = np.concatenate([np.repeat(truth[position[p]][None], len(person_rows[p]), 0)
                             for p in train])
@@ -213,7 +199,7 @@ def _generation(gallery: Gallery, ids: list[str], windows: np.ndarray,
             predictions[POPULATION_MEAN][j] = centre
             if w_avg is not None:
                 predictions[W_AVG][j] = w_avg
-    scores = {name: _retrieval(pred, truth, seed) for name, pred in predictions.items()}
+    scores = {name: retrieval(pred, truth, seed) for name, pred in predictions.items()}
     generated = predictions["mapper"]
     low = scores["mapper"]["matching_1to2_ci95"][0]
     return scores, {
@@ -225,21 +211,28 @@ def _generation(gallery: Gallery, ids: list[str], windows: np.ndarray,
     }
 
 
-def _retrieval(predicted: np.ndarray, truth: np.ndarray, seed: int) -> dict:
+def identity_folds(people: list[str], folds: int,
+                   seed: int) -> list[tuple[list[str], list[str]]]:
+    """(training people, held-out people) per fold: `people` shuffled with `seed` and cut
+    into min(folds, N) folds, each held out once; no one is in both of a fold's lists."""
+    rng = np.random.default_rng(seed)
+    chunks = np.array_split(rng.permutation(people), min(folds, len(people)))
+    fold_of = {p: f for f, chunk in enumerate(chunks) for p in chunk}
+    return [([p for p in people if fold_of[p] != fold],
+             [p for p in people if fold_of[p] == fold]) for fold in range(len(chunks))]
+
+
+def retrieval(predicted: np.ndarray, truth: np.ndarray, seed: int) -> dict:
+    """R@k and 1:2 matching of predicted latents [N, W] against the true ones [N, W]
+    (Euclidean), by the rank of each person's own latent among everyone's."""
     n = len(truth)
     distances = np.linalg.norm(predicted[:, None] - truth[None], axis=2)  # [N, N]
-    own = np.diag(distances)
-    rank = (distances < own[:, None]).sum(1)  # 0 = the true latent is the nearest
-    wins = (own[:, None] < distances).astype(float)  # 1:2 matching against each foil
-    np.fill_diagonal(wins, np.nan)
-    per_person = np.nanmean(wins, axis=1)
-    rng = np.random.default_rng(seed)
-    boot = [np.mean(per_person[rng.integers(0, n, n)]) for _ in range(BOOTSTRAP)]
-    result = {f"R@{k}": float(np.mean(rank < k)) for k in RANKS if k <= n}
+    rank = ranks(-distances, np.arange(n))  # 0 = the true latent is the nearest
+    per_person = matching_1to2(distances)
+    result = {f"R@{k}": recall_at_k(rank, k) for k in RANKS if k <= n}
     result.update({f"chance_R@{k}": k / n for k in RANKS if k <= n})
     result.update({"matching_1to2": float(np.mean(per_person)),
-                   "matching_1to2_ci95": [float(np.quantile(boot, 0.025)),
-                                          float(np.quantile(boot, 0.975))]})
+                   "matching_1to2_ci95": list(bootstrap_ci95(per_person, seed))})
     return result
 
 

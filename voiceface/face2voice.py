@@ -33,8 +33,8 @@ Evaluation (`evaluate_bundle`, called by `voiceface.evaluate`): K folds over ide
 mapper never sees the people it is scored on. Each held-out face's predicted voice retrieves
 the true voice among all N (R@1/5/10 against chance) and 1:2 matching (nearer its own voice
 than another person's?) with a 95 % bootstrap interval over people, next to the mean voice
-and the kNN blend. Note for the merge: the retrieval metrics come from
-`voiceface.evaluate._retrieval`, which is moving to `voiceface.metrics`.
+and the kNN blend; the folds and the retrieval scores are the forward direction's
+(`voiceface.evaluate.identity_folds`, `voiceface.evaluate.retrieval`).
 """
 
 from __future__ import annotations
@@ -250,20 +250,16 @@ def evaluate_reverse(ids: Sequence[str], features: np.ndarray, voices: np.ndarra
     Returns {"mapper"|"knn-blend"|"mean-voice": retrieval scores, "people": N,
     "better_than_chance": the mapper's 1:2 interval lies above both 0.5 and the mean
     voice's score}, or {"note": ...} with too few people."""
-    from .evaluate import _retrieval  # moving to voiceface.metrics
+    from .evaluate import identity_folds, retrieval  # evaluate imports this module
 
     n = len(ids)
     if n < MIN_EVAL_PEOPLE:
         return {"note": f"{n} people with face features; K-fold face-to-voice evaluation "
                         f"needs {MIN_EVAL_PEOPLE} or more"}
     features, truth = np.asarray(features, np.float32), _unit(voices)
-    rng = np.random.default_rng(seed)
-    fold_of = np.empty(n, int)
-    for f, chunk in enumerate(np.array_split(rng.permutation(n), min(folds, n))):
-        fold_of[chunk] = f
     predictions = {name: np.zeros_like(truth) for name in (MAPPER, KNN, MEAN_VOICE)}
-    for fold in np.unique(fold_of):
-        train, test = np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold)
+    for train, test in identity_folds(list(range(n)), folds, seed):
+        train, test = np.array(train), np.array(test)
         mapper, _ = train_face2voice(features[train], truth[train],
                                      [str(ids[i]) for i in train], seed=seed,
                                      progress=progress)
@@ -272,7 +268,7 @@ def evaluate_reverse(ids: Sequence[str], features: np.ndarray, voices: np.ndarra
             predictions[KNN][i] = blend_voices(features[i], features[train], truth[train])
         predictions[MEAN_VOICE][test] = _unit(truth[train].mean(axis=0))
     # unit predictions and unit truths: Euclidean ranking is cosine ranking
-    scores = {name: _retrieval(pred, truth, seed) for name, pred in predictions.items()}
+    scores = {name: retrieval(pred, truth, seed) for name, pred in predictions.items()}
     low = scores[MAPPER]["matching_1to2_ci95"][0]
     return {**scores, "people": n, "better_than_chance": bool(
         low > max(0.5, scores[MEAN_VOICE]["matching_1to2"]))}
