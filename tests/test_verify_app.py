@@ -113,3 +113,42 @@ def test_a_phone_chooses_a_person_uploads_and_sees_the_decision(server, dev_bund
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOTS / f"phone-verify-{locale}.png"), full_page=True)
         browser.close()
+
+
+def test_a_browser_claims_a_person_by_microphone(server, dev_bundle, tmp_path):
+    """Checking before choosing anyone is refused; then the claimed person is chosen, the
+    fake microphone plays a recording and the page shows a decision that agrees with its
+    gauge."""
+    from playwright.sync_api import sync_playwright
+
+    samples, rate = sf.read(dev_bundle / "voices" / f"{CLAIM}.flac", dtype="int16")
+    mic = tmp_path / "mic.wav"  # Chromium loops this file as the microphone
+    sf.write(mic, samples, rate)
+    args = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-audio-capture={mic}", "--no-sandbox", "--disable-gpu",
+            "--disable-background-networking", "--disable-component-update", "--no-first-run",
+            "--disable-sync"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=args, headless=True)
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        context.grant_permissions(["microphone"], origin=server["url"].rstrip("/"))
+        page = context.new_page()
+        page.goto(server["url"])
+        page.get_by_role("tab", name="Verify").click()
+        page.locator("#verify-voice button.record-button").click(timeout=30_000)
+        page.wait_for_timeout(3000)
+        with page.expect_response(lambda r: "/gradio_api/upload" in r.url, timeout=30_000):
+            page.locator("#verify-voice button.stop-button").first.click()
+        page.locator("#verify-submit").click()
+        page.get_by_text("Choose who you claim to be first.").wait_for(timeout=30_000)
+        page.locator("#verify-claim input").click()
+        page.get_by_role("option", name=f"{NAME} ({CLAIM})").click()
+        page.locator("#verify-submit").click()
+        heading = page.locator("#verify-verdict h3")
+        heading.wait_for(timeout=60_000)
+        decision = heading.inner_text().strip().lower()
+        assert decision in ("accepted", "rejected")
+        assert page.locator(f"#verify-gauge .gauge.{decision} .fill").is_visible()
+        assert NAME in page.locator("#verify-verdict").inner_text()
+        page.screenshot(path=str(SCREENSHOTS / "desktop-verify-microphone.png"), full_page=True)
+        browser.close()

@@ -24,8 +24,8 @@ GAUGE_CSS = """
 .accepted .fill { background: #16a34a; }
 .mark { position: absolute; top: -0.35em; bottom: -0.35em; left: 50%; width: 3px;
         margin-left: -1.5px; background: var(--body-text-color); }
-.sides, .kind { font-size: var(--text-sm); color: var(--body-text-color-subdued); }
-.sides { margin-top: 0.3em; }
+.sides, .kind { font-size: var(--text-sm); }
+.sides { margin-top: 0.3em; color: var(--body-text-color-subdued); }
 .sides :last-child { grid-column: 3; text-align: right; }
 .kind { margin-top: 0.6em; }
 .rates { margin: 0.8em 0 0.2em; }
