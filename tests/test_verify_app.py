@@ -69,6 +69,7 @@ def test_unknown_or_missing_claims_and_bad_audio_are_refused_without_paths(serve
                                                   r"claim one of the 6 enrolled ids: dev00"),
              (voice(dev_bundle, CLAIM), None, "Choose who you claim to be first"),
              (voice(dev_bundle, CLAIM), "", "Choose who you claim to be first"),
+             (voice(dev_bundle, CLAIM), ["dev01"], "Choose who you claim to be first"),
              (None, CLAIM, "Record or upload your voice first"),
              (handle_file(str(png)), CLAIM, "PNG image, not audio"),
              (handle_file(str(silent)), CLAIM, "silent")]

@@ -92,7 +92,7 @@ def tab(ctx: Context) -> None:
 
     def verify(audio: str | None, claim: str | None, request: gr.Request):
         text = ctx.text(request)
-        if not claim or not isinstance(claim, str):
+        if not isinstance(claim, str) or not claim:  # none chosen (the API may send anything)
             raise gr.Error(text["no_claim"], print_exception=False)
         recording = read_upload(audio, text["no_audio"], text["gone"])
         if ctx.live is not None:  # another process may have enrolled or deleted someone
