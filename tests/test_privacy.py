@@ -61,10 +61,11 @@ def traces(server, recording) -> list[str]:
             if p.is_file() and (SECRET in p.name or p.read_bytes() == data)]
 
 
-def raw_predict(http: httpx.Client, server_path: str) -> str:
-    event = http.post("call/predict", json={"data": [{"path": server_path, "meta": {
-        "_type": "gradio.FileData"}}]}).json()["event_id"]
-    return http.get(f"call/predict/{event}").text
+def raw_call(http: httpx.Client, server_path: str, api: str = "predict", *more) -> str:
+    """The event stream of `api` called on an uploaded file (and `more` inputs)."""
+    event = http.post(f"call/{api}", json={"data": [{"path": server_path, "meta": {
+        "_type": "gradio.FileData"}}, *more]}).json()["event_id"]
+    return http.get(f"call/{api}/{event}").text
 
 
 def test_uploads_and_renders_are_deleted_within_the_lifetime_examples_stay(server, recordings,
@@ -76,6 +77,8 @@ def test_uploads_and_renders_are_deleted_within_the_lifetime_examples_stay(serve
     for recording in (good, phone):
         *_, summary = client.predict(handle_file(str(recording)), api_name="/predict")
         assert summary["matches"]
+        *_, summary = client.predict(handle_file(str(recording)), "dev00", api_name="/verify")
+        assert summary["claim"] == "dev00"
     with pytest.raises(AppError, match="NaN"):
         client.predict(handle_file(str(bad)), api_name="/predict")
     assert traces(server, good)  # kept for the lifetime, not deleted by the request
@@ -92,7 +95,7 @@ def test_uploads_and_renders_are_deleted_within_the_lifetime_examples_stay(serve
     copies = [p for p in server["cache"].rglob("*") if p.is_file() and p.read_bytes() in examples]
     assert len(copies) == len(examples)  # the examples' copies outlived the cleaning ...
     with httpx.Client(base_url=f"{server['url']}gradio_api/", timeout=120) as http:
-        assert "event: complete" in raw_predict(http, str(copies[0]))  # ... and still work
+        assert "event: complete" in raw_call(http, str(copies[0]))  # ... and still work
 
 
 def enrolled_voice(dev_bundle) -> Path:
@@ -105,7 +108,7 @@ def test_the_api_returns_no_server_paths_but_cache_handles(server, recordings, d
         with httpx.Client(base_url=f"{server['url']}gradio_api/", timeout=120) as http:
             with open(recording, "rb") as f:
                 [path] = http.post("upload", files={"files": (recording.name, f)}).json()
-            stream = raw_predict(http, path)
+            stream = raw_call(http, path)
         data = json.loads(stream.split("event: complete\ndata: ", 1)[1].splitlines()[0])
         face, nearest, summary = data
         assert not re.search(r"/\w", json.dumps(summary)), summary  # it names no files
@@ -115,6 +118,13 @@ def test_the_api_returns_no_server_paths_but_cache_handles(server, recordings, d
             assert image["url"].endswith(image["path"]) and image["url"].startswith(server["url"])
         assert str(dev_bundle) not in stream and SECRET not in stream and path not in stream
     assert summary["confident"]  # the enrolled voice's answer carried a nearest face
+    with httpx.Client(base_url=f"{server['url']}gradio_api/", timeout=120) as http:
+        with open(recordings[0], "rb") as f:
+            [path] = http.post("upload", files={"files": (recordings[0].name, f)}).json()
+        stream = raw_call(http, path, "verify", "dev00")
+    *_, summary = json.loads(stream.split("event: complete\ndata: ", 1)[1].splitlines()[0])
+    assert summary["claim"] == "dev00" and not re.search(r"/\w", json.dumps(summary)), summary
+    assert str(dev_bundle) not in stream and SECRET not in stream and path not in stream
 
 
 def test_the_generated_face_says_it_is_ai_generated(server, dev_bundle):
@@ -130,6 +140,9 @@ def test_logs_hold_no_voice_data(server, recordings):
     client.predict(handle_file(str(good)), api_name="/predict")
     with pytest.raises(AppError):
         client.predict(handle_file(str(bad)), api_name="/predict")
+    for claim in ("dev00", "nobody"):
+        with pytest.raises(AppError):
+            client.predict(handle_file(str(bad)), claim, api_name="/verify")
     log = server["log"].read_text()
     assert SECRET not in log and str(server["cache"]) not in log and "Traceback" not in log
     assert not re.search(r"array\(|tensor\(|(-?\d+\.\d+(e-?\d+)?,\s*){8}", log)

@@ -114,7 +114,8 @@ def test_crafted_file_references_touch_no_one_elses_files(server, dev_bundle, tm
             client(server["url"], "127.0.0.3") as insider:  # the right password, not slowed
         for target in targets:
             ref = file_ref(target)
-            answers += [call(attacker, "predict", [ref]), call(attacker, "predict_ui", [ref])]
+            answers += [call(attacker, "predict", [ref]), call(attacker, "predict_ui", [ref]),
+                        call(attacker, "verify", [ref, "dev01"])]
             for by, password in ((attacker, "guess"), (insider, PASSWORD)) \
                     if server["admin"] else ():
                 admin_answers += [
@@ -149,9 +150,10 @@ def test_page_and_api_requests_share_one_queue(server, tmp_path):
     answers = []
 
     def visitor(i: int) -> None:
+        api = ("predict", "predict_ui", "verify")[i % 3]
         with client(server["url"], f"127.0.0.{10 + i}") as http:
-            answers.append(call(http, ("predict", "predict_ui")[i % 2],
-                                [file_ref(upload(http, clips[i]))]))
+            answers.append(call(http, api, [file_ref(upload(http, clips[i]))]
+                                + (["dev00"] if api == "verify" else [])))
 
     threads = [threading.Thread(target=visitor, args=(i,)) for i in range(len(clips))]
     for t in threads:
@@ -270,6 +272,12 @@ def test_names_are_shown_as_plain_text_to_every_visitor(server, tmp_path):
             status.filter(has_text=name).wait_for(timeout=30_000)
         assert status.locator("img, a").count() == 0
         page.screenshot(path=str(SCREENSHOTS / "enroll-markup-names.png"), full_page=True)
+        page.get_by_role("tab", name="Verify").click()  # its claims are refreshed on focus
+        page.locator("#verify-claim input").click()
+        options = page.get_by_role("option")
+        options.nth(DEV_PEOPLE + len(MARKUP_NAMES) - 1).wait_for(timeout=30_000)
+        shown = options.all_inner_texts()
+        assert all(any(t.startswith(f"{name} (") for t in shown) for name in MARKUP_NAMES)
         browser.close()
     assert not [u for u in fetched if "127.0.0.1:1/" in u or u.endswith("/x")]
 

@@ -15,7 +15,7 @@ import gradio as gr
 from ..admin import AdminGate
 from ..enroll import LiveGallery
 from ..pipeline import VoiceFace
-from . import enroll, gallery, identify
+from . import enroll, gallery, identify, verify
 from .common import CONCURRENCY, FILE_LIFETIME, MAX_FILE_SIZE, Context, i18n, phone_galleries
 
 __all__ = ["build", "launch_options", "FILE_LIFETIME"]
@@ -40,6 +40,8 @@ def build(vf: VoiceFace, live: LiveGallery | None = None, admin_password: str | 
             identify.tab(ctx)
         with gr.Tab(i18n("tab_gallery")) as gallery_tab:
             people = gallery.tab(ctx, gallery_tab)
+        with gr.Tab(i18n("tab_verify")):
+            verify.tab(ctx)
         if live is not None and admin_password:
             with gr.Tab(i18n("tab_enroll")):
                 enroll.tab(ctx, live, AdminGate(admin_password), people)

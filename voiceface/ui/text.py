@@ -75,6 +75,32 @@ TEXT = {
         "match": "**{name}**, similarity {score:.2f}",
         "no_match": "**No confident match**: the nearest voice ({name}) has similarity "
                     "{score:.4f}, below the threshold {threshold:.4f}.",
+        "verify_intro": "Is this voice really who it claims to be? Choose who you claim to "
+                        "be, then speak for 3-10 seconds (or upload a recording): your voice "
+                        "is compared with that person's enrolled voice, and accepted or "
+                        "rejected.",
+        "tab_verify": "Verify", "verify_claim": "I claim to be", "verify_voice": "Your voice",
+        "verify_submit": "Check my voice", "verify_gauge": "Score against the threshold",
+        "verify_warning": "**A demonstration, not a lock.** A voice check alone can be fooled "
+                          "by a recording of the person's voice or by a cloned voice: recent "
+                          "research fooled commercial voiceprint logins with voices "
+                          "synthesised from a single photo of a face. Do not protect anything "
+                          "with a voice alone. Your recording is deleted from the server "
+                          "within minutes and never kept.",
+        "no_claim": "Choose who you claim to be first.",
+        "verify_accepted": "### Accepted\nThis voice passes as **{name}** ({id}).",
+        "verify_rejected": "### Rejected\nThis voice does not pass as **{name}** ({id}).",
+        "verify_rates": "Error rates at this threshold, measured on this gallery:",
+        "verify_far": "false accepts (another person's voice passes)",
+        "verify_frr": "false rejects (the person's own voice fails)",
+        "verify_side_rejected": "← rejected", "verify_side_accepted": "accepted →",
+        "verify_rate": "{rate:.1%} of {trials} trials", "verify_unmeasured": "unmeasured",
+        "verify_score": "score {score:.2f}", "verify_threshold": "threshold {threshold:.2f}",
+        "verify_score_label": "Voice score",
+        "verify_kind_as-norm": "AS-norm score: how far the voice stands above the other "
+                               "enrolled people's voices, in their standard deviations.",
+        "verify_kind_raw-cosine": "Cosine similarity, not normalised: too few people are "
+                                  "enrolled to normalise against.",
     },
     "ja": {
         "title": "# voiceface：声から顔へ",
@@ -142,5 +168,28 @@ TEXT = {
         "match": "**{name}**、類似度 {score:.2f}",
         "no_match": "**確かな一致なし：** 最も近い声（{name}）の類似度 {score:.4f} は"
                     "しきい値 {threshold:.4f} 未満です。",
+        "verify_intro": "その声は本当に名乗った本人のものでしょうか。誰として確認するかを選び、"
+                        "3〜10秒ほど話してください（録音ファイルのアップロードも可）。その人の"
+                        "登録された声と比べて、受け入れるか拒否するかを判定します。",
+        "tab_verify": "本人確認", "verify_claim": "名乗る人", "verify_voice": "あなたの声",
+        "verify_submit": "声で確認", "verify_gauge": "スコアとしきい値",
+        "verify_warning": "**これはデモであり、鍵ではありません。** 声だけの確認は、本人の声の録音や"
+                          "複製された声でだませることがあります。最近の研究では、顔写真1枚から"
+                          "合成した声で市販の声紋ログインが突破されました。声だけで何かを守らない"
+                          "でください。録音は数分以内にサーバーから削除され、保存されません。",
+        "no_claim": "まず、誰として確認するかを選んでください。",
+        "verify_accepted": "### 受け入れ\nこの声は **{name}**（{id}）本人の声と判定されました。",
+        "verify_rejected": "### 拒否\nこの声は **{name}**（{id}）本人の声とは判定されませんでした。",
+        "verify_rates": "このしきい値での誤り率（このギャラリーで測定）：",
+        "verify_far": "他人受け入れ（別の人の声が通る）",
+        "verify_frr": "本人拒否（本人の声が通らない）",
+        "verify_side_rejected": "← 拒否", "verify_side_accepted": "受け入れ →",
+        "verify_rate": "{trials} 回の試行中 {rate:.1%}", "verify_unmeasured": "未測定",
+        "verify_score": "スコア {score:.2f}", "verify_threshold": "しきい値 {threshold:.2f}",
+        "verify_score_label": "声のスコア",
+        "verify_kind_as-norm": "AS-normスコア：ほかの登録者たちの声と比べてどれだけ抜きん出て"
+                               "いるかを、その標準偏差を単位に表したもの。",
+        "verify_kind_raw-cosine": "正規化していないコサイン類似度：登録者が少なすぎて正規化でき"
+                                  "ません。",
     },
 }

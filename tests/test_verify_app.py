@@ -1,0 +1,155 @@
+"""The Verify tab and the `/verify` endpoint, as programs (gradio_client) and people (a phone
+browser) use them, on the app serving the dev bundle."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import soundfile as sf
+from gradio_client import Client, handle_file
+from PIL import Image
+
+from conftest import serve_app
+from test_app import CHROMIUM, CLIPPED, SCREENSHOTS
+from voiceface.gallery import Gallery
+
+CLAIM, NAME = "dev01", "Test person 2"  # whose example voice the dev bundle's threshold accepts
+
+
+@pytest.fixture(scope="module")
+def server(dev_bundle, tmp_path_factory):
+    root = tmp_path_factory.mktemp("verify-app")
+    cache = root / "gradio-cache"
+    with serve_app(dev_bundle, root / "app.log", {"GRADIO_TEMP_DIR": str(cache)}) as (url, _):
+        yield {"url": url, "cache": cache}
+
+
+def voice(dev_bundle, person: str):
+    return handle_file(str(dev_bundle / "voices" / f"{person}.flac"))
+
+
+def test_the_claimed_persons_own_voice_is_accepted(server, dev_bundle):
+    record = Gallery.load(dev_bundle / "gallery").verification
+    client = Client(server["url"], verbose=False)
+    verdict, gauge, summary = client.predict(voice(dev_bundle, CLAIM), CLAIM,
+                                             api_name="/verify")
+    assert {"claim", "score", "threshold", "accepted", "far", "frr", "timings"} <= set(summary)
+    assert summary["claim"] == CLAIM and summary["name"] == NAME
+    assert summary["accepted"] is True and summary["score"] >= summary["threshold"]
+    assert summary["threshold"] == pytest.approx(record.threshold, abs=1e-6)
+    assert (summary["far"], summary["far_trials"]) == (record.far_achieved,
+                                                       record.non_mated_trials)
+    assert (summary["frr"], summary["frr_trials"]) == (record.frr, record.mated_trials)
+    assert summary["test_weights"] is True and summary["timings"]["total"] > 0
+    assert verdict.startswith("### Accepted") and f"**{NAME}** ({CLAIM})" in verdict
+    assert 'class="gauge accepted"' in gauge and f"threshold {record.threshold:.2f}" in gauge
+    assert f"{record.far_achieved:.1%} of {record.non_mated_trials} trials" in gauge
+    assert f"{record.frr:.1%} of {record.mated_trials} trials" in gauge
+
+
+def test_another_persons_voice_is_rejected(server, dev_bundle):
+    client = Client(server["url"], verbose=False)
+    verdict, gauge, summary = client.predict(voice(dev_bundle, CLAIM), "dev00",
+                                             api_name="/verify")
+    assert summary["claim"] == "dev00" and summary["accepted"] is False
+    assert summary["score"] < summary["threshold"]
+    assert verdict.startswith("### Rejected") and 'class="gauge rejected"' in gauge
+
+
+def test_unknown_or_missing_claims_and_bad_audio_are_refused_without_paths(server, dev_bundle,
+                                                                          tmp_path):
+    png = tmp_path / "photo.png"
+    Image.new("RGB", (4, 4)).save(png)
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(32000, np.int16), 16000)
+    client = Client(server["url"], verbose=False)
+    cases = [(voice(dev_bundle, CLAIM), "nobody", r"No enrolled person has the id 'nobody'; "
+                                                  r"claim one of the 6 enrolled ids: dev00"),
+             (voice(dev_bundle, CLAIM), None, "Choose who you claim to be first"),
+             (voice(dev_bundle, CLAIM), "", "Choose who you claim to be first"),
+             (voice(dev_bundle, CLAIM), ["dev01"], "Choose who you claim to be first"),
+             (None, CLAIM, "Record or upload your voice first"),
+             (handle_file(str(png)), CLAIM, "PNG image, not audio"),
+             (handle_file(str(silent)), CLAIM, "silent")]
+    for audio, claim, expected in cases:
+        with pytest.raises(Exception, match=expected) as err:
+            client.predict(audio, claim, api_name="/verify")
+        message = str(err.value)
+        assert str(tmp_path) not in message and str(server["cache"]) not in message
+        assert str(dev_bundle) not in message
+
+
+@pytest.mark.parametrize("locale", ["en-US", "ja-JP"])
+def test_a_phone_chooses_a_person_uploads_and_sees_the_decision(server, dev_bundle, locale):
+    """At 390 px: choose who you claim to be, upload their voice, and read the decision, the
+    gauge and the measured error rates, none of them cut off."""
+    from playwright.sync_api import sync_playwright
+
+    en = locale == "en-US"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 390, "height": 844}, locale=locale)
+        page.goto(server["url"])
+        page.get_by_role("tab", name="Verify" if en else "本人確認").click()
+        page.locator("#verify-claim input").click()
+        page.get_by_role("option", name=f"{NAME} ({CLAIM})").click()
+        page.locator("#verify-voice").get_by_role(
+            "button", name=re.compile("Upload file|アップロード")).click(timeout=30_000)
+        with page.expect_response(lambda r: "/gradio_api/upload" in r.url, timeout=30_000):
+            page.locator("#verify-voice input[type=file]").set_input_files(
+                str(dev_bundle / "voices" / f"{CLAIM}.flac"))
+        page.locator("#verify-submit").click()
+        verdict = page.locator("#verify-verdict")
+        verdict.filter(has_text="Accepted" if en else "受け入れ").wait_for(timeout=60_000)
+        assert NAME in verdict.inner_text()
+        assert page.locator("#verify-gauge .gauge.accepted .fill").is_visible()
+        assert ("can be fooled" if en else "だませる") in page.locator(
+            "#verify-warning").inner_text()
+        shown = page.locator("#verify-verdict, #verify-gauge span, #verify-gauge li, "
+                             "#verify-warning p")
+        assert shown.evaluate_all(CLIPPED) == []
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / f"phone-verify-{locale}.png"), full_page=True)
+        browser.close()
+
+
+def test_a_browser_claims_a_person_by_microphone(server, dev_bundle, tmp_path):
+    """Checking before choosing anyone is refused; then the claimed person is chosen, the
+    fake microphone plays a recording and the page shows a decision that agrees with its
+    gauge."""
+    from playwright.sync_api import sync_playwright
+
+    samples, rate = sf.read(dev_bundle / "voices" / f"{CLAIM}.flac", dtype="int16")
+    mic = tmp_path / "mic.wav"  # Chromium loops this file as the microphone
+    sf.write(mic, samples, rate)
+    args = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-audio-capture={mic}", "--no-sandbox", "--disable-gpu",
+            "--disable-background-networking", "--disable-component-update", "--no-first-run",
+            "--disable-sync"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=args, headless=True)
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        context.grant_permissions(["microphone"], origin=server["url"].rstrip("/"))
+        page = context.new_page()
+        page.goto(server["url"])
+        page.get_by_role("tab", name="Verify").click()
+        page.locator("#verify-voice button.record-button").click(timeout=30_000)
+        page.wait_for_timeout(3000)
+        with page.expect_response(lambda r: "/gradio_api/upload" in r.url, timeout=30_000):
+            page.locator("#verify-voice button.stop-button").first.click()
+        page.locator("#verify-submit").click()
+        page.get_by_text("Choose who you claim to be first.").wait_for(timeout=30_000)
+        page.locator("#verify-claim input").click()
+        page.get_by_role("option", name=f"{NAME} ({CLAIM})").click()
+        page.locator("#verify-submit").click()
+        heading = page.locator("#verify-verdict h3")
+        heading.wait_for(timeout=60_000)
+        decision = heading.inner_text().strip().lower()
+        assert decision in ("accepted", "rejected")
+        assert page.locator(f"#verify-gauge .gauge.{decision} .fill").is_visible()
+        assert NAME in page.locator("#verify-verdict").inner_text()
+        page.screenshot(path=str(SCREENSHOTS / "desktop-verify-microphone.png"), full_page=True)
+        browser.close()

@@ -1,0 +1,123 @@
+"""The Verify tab: choose who you claim to be, speak, and see the voice accepted or rejected,
+its score against the threshold on a gauge, and the error rates measured there. Also the
+`/verify` API endpoint."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from ..verify import AS_NORM, RAW, VerifyResult
+from .common import BROWSER_SAMPLE_RATE, Context, gpu, i18n, plain, public, read_upload
+
+# Half the gauge's width in score units: the threshold sits in the middle, so a fixed scale
+# puts a score at the same place every time; scores beyond the ends fill the bar or none of it.
+GAUGE_HALF_SPAN = {AS_NORM: 5.0, RAW: 0.25}  # cohort standard deviations; cosine
+
+GAUGE_CSS = """
+.gauge { padding: 2.6em 0.75em 0.75em; font-variant-numeric: tabular-nums; }
+.labels, .sides { display: grid; grid-template-columns: 1fr auto 1fr; gap: 0.5em; }
+.labels { margin-bottom: 0.4em; }
+.limit { text-align: center; }
+.track { position: relative; display: block; height: 1.25em; border-radius: 4px;
+         background: var(--background-fill-secondary); }
+.fill { display: block; height: 100%; border-radius: 4px; background: #dc2626; }
+.accepted .fill { background: #16a34a; }
+.mark { position: absolute; top: -0.35em; bottom: -0.35em; left: 50%; width: 3px;
+        margin-left: -1.5px; background: var(--body-text-color); }
+.sides, .kind { font-size: var(--text-sm); }
+.sides { margin-top: 0.3em; color: var(--body-text-color-subdued); }
+.sides :last-child { grid-column: 3; text-align: right; }
+.kind { margin-top: 0.6em; }
+.rates { margin: 0.8em 0 0.2em; }
+.gauge ul { margin: 0; padding-left: 1.2em; }
+"""
+
+
+def gauge(result: VerifyResult, text: dict[str, str]) -> str:
+    """The score against the threshold as a bar, and the error rates measured there (HTML of
+    numbers and interface text only). The threshold is the line in the middle of a fixed
+    scale; the bar reaches the score."""
+    half = GAUGE_HALF_SPAN[result.method]
+    low, high = result.threshold - half, result.threshold + half
+    filled = min(max((result.score - low) / (high - low), 0.0), 1.0)
+    rates = "".join(
+        f"<li>{text[label]}: " + (text["verify_unmeasured"] if rate is None else
+                                  text["verify_rate"].format(rate=rate, trials=trials))
+        + "</li>" for label, rate, trials in (("verify_far", result.far, result.far_trials),
+                                              ("verify_frr", result.frr, result.frr_trials)))
+    return (f'<div class="gauge {"accepted" if result.accepted else "rejected"}">'
+            f'<div class="labels"><span class="score">'
+            f'{text["verify_score"].format(score=result.score)}</span><span class="limit">'
+            f'{text["verify_threshold"].format(threshold=result.threshold)}</span></div>'
+            f'<span class="track" role="meter" aria-valuemin="{low:.4f}" '
+            f'aria-valuemax="{high:.4f}" aria-valuenow="{result.score:.4f}" '
+            f'aria-label="{text["verify_score_label"]}">'
+            f'<span class="fill" style="width: {filled:.1%}"></span><span class="mark"></span>'
+            f'</span><div class="sides"><span>{text["verify_side_rejected"]}</span>'
+            f'<span>{text["verify_side_accepted"]}</span></div>'
+            f'<div class="kind">{text["verify_kind_" + result.method]}</div>'
+            f'<p class="rates">{text["verify_rates"]}</p><ul>{rates}</ul></div>')
+
+
+def verdict(result: VerifyResult, text: dict[str, str]) -> str:
+    """The decision, naming the claimed person (Markdown; name and id escaped)."""
+    return text["verify_accepted" if result.accepted else "verify_rejected"].format(
+        name=plain(result.name), id=plain(result.claim))
+
+
+def summary(result: VerifyResult, test_weights: bool) -> dict:
+    """The result for programs, with the keys of `python -m voiceface verify --json`."""
+    return {"claim": result.claim, "name": result.name, "score": round(result.score, 6),
+            "threshold": round(result.threshold, 6), "accepted": result.accepted,
+            "far": result.far, "frr": result.frr, "far_trials": result.far_trials,
+            "frr_trials": result.frr_trials, "method": result.method, "notes": result.notes,
+            "timings": {k: round(v, 4) for k, v in result.timings.items()},
+            "test_weights": test_weights}
+
+
+def tab(ctx: Context) -> None:
+    """Lay out the Verify tab and wire its events; its button is the `/verify` endpoint
+    (audio file and claimed id in; the decision, the gauge and a JSON summary out)."""
+    vf = ctx.vf
+
+    @gpu
+    def check(audio: bytes, claim: str) -> VerifyResult:
+        return vf.verify(audio, claim)
+
+    def person_choices() -> list[tuple[str, str]]:
+        return [(f"{p.name} ({p.id})", p.id) for p in vf.gallery.people]
+
+    def choices(claim: str | None) -> gr.Dropdown:  # live enrollment changes the gallery
+        return gr.Dropdown(choices=person_choices(), value=claim)
+
+    def verify(audio: str | None, claim: str | None, request: gr.Request):
+        text = ctx.text(request)
+        if not isinstance(claim, str) or not claim:  # none chosen (the API may send anything)
+            raise gr.Error(text["no_claim"], print_exception=False)
+        recording = read_upload(audio, text["no_audio"], text["gone"])
+        if ctx.live is not None:  # another process may have enrolled or deleted someone
+            ctx.live.refresh()
+        try:
+            with ctx.model_call():
+                result = check(recording, claim)
+        except ValueError as err:  # AudioError, UnknownClaim: the library's message
+            raise gr.Error(public(err), print_exception=False) from None
+        return (verdict(result, text), gauge(result, text),
+                summary(result, vf.spec.test_weights))
+
+    gr.Markdown(i18n("verify_intro"))
+    claim = gr.Dropdown(choices=person_choices(), value=None, label=i18n("verify_claim"),
+                        allow_custom_value=True, elem_id="verify-claim")
+    audio = gr.Audio(sources=["microphone", "upload"], type="filepath",
+                     label=i18n("verify_voice"), elem_id="verify-voice",
+                     waveform_options=gr.WaveformOptions(sample_rate=BROWSER_SAMPLE_RATE))
+    button = gr.Button(i18n("verify_submit"), variant="primary", elem_id="verify-submit")
+    decision = gr.Markdown(elem_id="verify-verdict", latex_delimiters=[])
+    meter = gr.HTML(label=i18n("verify_gauge"), show_label=True, container=True,
+                    css_template=GAUGE_CSS, elem_id="verify-gauge")
+    gr.Markdown(i18n("verify_warning"), elem_id="verify-warning")
+    result = gr.JSON(visible=False)
+    button.click(verify, inputs=[audio, claim], outputs=[decision, meter, result],
+                 api_name="verify", **ctx.queue)
+    claim.focus(choices, inputs=[claim], outputs=[claim], api_visibility="private",
+                concurrency_limit=None)
