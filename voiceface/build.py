@@ -94,7 +94,7 @@ class BuildConfig:
 
 
 @dataclass
-class Person:
+class PersonFolder:
     """One folder of the people folder, as found on disk."""
 
     id: str
@@ -129,7 +129,7 @@ class BuildReport:
         return "\n".join(lines)
 
 
-def scan_people(people_dir: str | Path) -> tuple[list[Person], list[tuple[str, str]]]:
+def scan_people(people_dir: str | Path) -> tuple[list[PersonFolder], list[tuple[str, str]]]:
     """The people folder's usable people, and a (path, reason) for everything skipped."""
     root = Path(people_dir)
     if not root.is_dir():
@@ -175,7 +175,7 @@ def scan_people(people_dir: str | Path) -> tuple[list[Person], list[tuple[str, s
         except ValueError as err:
             problems.append((str(folder / PERSON_FILE), f"{err} Skipped."))
             continue
-        people.append(Person(person_id, name, photos, voices, meta))
+        people.append(PersonFolder(person_id, name, photos, voices, meta))
     return people, problems
 
 
@@ -332,7 +332,7 @@ def split_for_evaluation(n_samples: int) -> list[tuple[str, int, int]]:
     return [(ENROLL_PART, 0, cut), (HELD_OUT_PART, cut, n_samples)]
 
 
-def _embed_person(encoder: VoiceEncoder, person: Person, cache: Cache, report: BuildReport,
+def _embed_person(encoder: VoiceEncoder, person: PersonFolder, cache: Cache, report: BuildReport,
                   voices: list[Path] | None = None) -> tuple[list[np.ndarray], list[dict]]:
     """A person's window embeddings (one array per recording part) and their rows in
     `windows.json`. A person with a single usable recording has it split in time
@@ -392,7 +392,7 @@ def _keep_threshold(gallery: Gallery, directory: Path) -> None:
     gallery.calibrate(previous.calibration)
 
 
-def _best_face(person: Person, cache: Cache, report: BuildReport):
+def _best_face(person: PersonFolder, cache: Cache, report: BuildReport):
     """(aligned photo, its cache key) to invert: eyes found beats eyes guessed, then the
     larger face; None when no photo has exactly one face."""
     candidates = []
