@@ -112,7 +112,7 @@ def test_the_build_calibrates_the_threshold_on_every_window(built, people, model
     gallery = Gallery.load(out / "gallery")
     windows = np.load(out / "windows.npy")
     owners = [r["person"] for r in json.loads((out / "windows.json").read_text())]
-    scores = best_non_mated(windows, owners, gallery.embeddings, [p.id for p in gallery.people])
+    scores = best_non_mated(windows, owners, gallery.embeddings(), [p.id for p in gallery.people])
     threshold, accepted = threshold_at_far(scores, 0.01)
     c = gallery.calibration
     assert (c.threshold, c.trials, c.accepted, c.far_target, c.method) == \
@@ -307,7 +307,7 @@ def tree_digest(root):
 def bundle_state(root):
     """What a reader gets: the gallery, the windows, the report's people, the mapper."""
     gallery = Gallery.load(root / "gallery")
-    return ([p.id for p in gallery.people], gallery.embeddings.tobytes(),
+    return ([p.id for p in gallery.people], gallery.embeddings().tobytes(),
             (root / "windows.npy").read_bytes(), (root / "windows.json").read_text(),
             json.loads((root / "build.json").read_text())["enrolled"],
             (root / "mapper").is_dir(), (root / "bundle.json").read_text())

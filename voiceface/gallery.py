@@ -142,9 +142,8 @@ class Gallery:
         """The enrolled people, in enrollment order."""
         return list(self._people)
 
-    @property
     def embeddings(self) -> np.ndarray:
-        """[N, D] float32, row i belongs to `people[i]`."""
+        """A copy of the embeddings [N, D] float32, row i belongs to `people[i]`."""
         return self._embeddings.copy()
 
     def person(self, person_id: str) -> Person:
