@@ -378,12 +378,12 @@ def load_generator(name_or_path: str | os.PathLike, filename: str = DEFAULT_GENE
     if own_format:
         resolved = hub.resolve_dir(name_or_path, revision, allow_patterns=("generator.*",),
                                    what="generator")
-        return Generator.from_checkpoint(resolved.path), resolved.fingerprint
+        return Generator.from_pretrained(resolved.path), resolved.fingerprint
     resolved = hub.resolve_file(name_or_path, filename, revision, what="generator")
     if resolved.path.suffix != ".pt":
-        return Generator.from_checkpoint(resolved.path), resolved.fingerprint
+        return Generator.from_pretrained(resolved.path), resolved.fingerprint
     key = hashlib.sha256(resolved.fingerprint.encode()).hexdigest()[:16]
     converted = cache_dir() / "generators" / key
     if not (converted / GENERATOR_CONFIG).is_file():
         convert_checkpoint(resolved.path, converted)
-    return Generator.from_checkpoint(converted), resolved.fingerprint
+    return Generator.from_pretrained(converted), resolved.fingerprint

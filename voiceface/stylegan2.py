@@ -6,7 +6,7 @@ Computes exactly the function of rosinality/stylegan2-pytorch checkpoints
 The project's own format is a directory with `generator.safetensors` (+ `w_avg`) and
 `generator.json` (config + metadata). Kernels live in `voiceface.stylegan2_ops`.
 
-    g = Generator.from_checkpoint("weights/stylegan2")
+    g = Generator.from_pretrained("weights/stylegan2")
     images = g.sample([1, 2, 3], psi=0.7)        # [3, 3, 1024, 1024] in ~[-1, 1]
     to_pil(images)[0].save("face.png")
 
@@ -121,7 +121,7 @@ class Generator(nn.Module):
     """StyleGAN2 generator: mapping z -> w, truncation, synthesis w -> image.
 
     `Generator(config)` has random weights (seeded); `seed=None` leaves them
-    uninitialised for loaders. Use `Generator.from_checkpoint` for trained weights.
+    uninitialised for loaders. Use `Generator.from_pretrained` for trained weights.
     """
 
     def __init__(self, config: GeneratorConfig, *, seed: int | None = 0):
@@ -293,7 +293,7 @@ class Generator(nn.Module):
     # ----------------------------------------------------------------------- files
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike[str]) -> Generator:
+    def from_pretrained(cls, path: str | os.PathLike[str]) -> Generator:
         """Load a rosinality `.pt` (dict with `g_ema`, or a bare state dict) or this
         project's format (a directory, or the `.safetensors` inside it).
 
@@ -433,7 +433,7 @@ def convert_checkpoint(src: str | os.PathLike[str], dst_dir: str | os.PathLike[s
     """Convert a rosinality `.pt` into this project's format (`save_pretrained` layout),
     recording the source file name and sha256 in the metadata. Returns dst_dir."""
     src = Path(src)
-    generator = Generator.from_checkpoint(src)
+    generator = Generator.from_pretrained(src)
     metadata = {"source": src.name}
     if src.is_file():
         metadata["source_sha256"] = file_sha256(src)
