@@ -51,7 +51,7 @@ from .calibration import FALSE_ALARM_RATE, Calibration, calibrate_windows
 from .enroll import clean_name
 from .face2voice import FACE2VOICE_DIR, FaceToVoice
 from .gallery import ID_PATTERN, Gallery, GalleryError
-from .invert import InversionConfig, Inverter, image_sha256
+from .invert import InversionConfig, Inverter, content_sha256
 from .mapper import train_mapper
 from .bundle import (BUNDLE_FILE, BUNDLE_FORMAT_VERSION, DEFAULT_GENERATOR,
                      DEFAULT_GENERATOR_FILE, DEFAULT_GENERATOR_REVISION, DEFAULT_TRUNCATION,
@@ -356,7 +356,7 @@ def _embed(encoder: VoiceEncoder, path: Path, cache: Cache, report: BuildReport,
            split: bool) -> dict[str, np.ndarray] | None:
     """Window embeddings [n, D] of one recording (cached): {"whole": ...}, or with `split`
     one entry per part of `split_for_evaluation`; None with the reason reported."""
-    sha = image_sha256(path)
+    sha = content_sha256(path)
     if split:
         targets = {part: cache.path("voices", _key(sha, encoder.fingerprint, part,
                                                    str(HOLD_OUT_FRACTION)), "npy")
@@ -397,7 +397,7 @@ def _best_face(person: PersonFolder, cache: Cache, report: BuildReport):
     larger face; None when no photo has exactly one face."""
     candidates = []
     for path in person.photos:
-        key = _key(image_sha256(path), str(faces.DEFAULT_SIZE))
+        key = _key(content_sha256(path), str(faces.DEFAULT_SIZE))
         image_path = cache.path("aligned", key, "png")
         info_path = cache.path("aligned", key, "json")
         if info_path.is_file():  # aligned before, or refused before (same bytes, same answer)

@@ -259,8 +259,9 @@ def image_tensor(image: Image.Image | np.ndarray, side: int) -> Tensor:
     return (pixels.permute(2, 0, 1)[None] / 127.5 - 1).contiguous()
 
 
-def image_sha256(source: str | os.PathLike | bytes | Image.Image) -> str:
-    """sha256 hex of a photo file's bytes (path or bytes), or of a PIL image's PNG encoding."""
+def content_sha256(source: str | os.PathLike | bytes | Image.Image) -> str:
+    """sha256 hex of a file's bytes (path or bytes: a photo, a recording), or of a PIL
+    image's PNG encoding."""
     if isinstance(source, Image.Image):
         buf = io.BytesIO()
         source.save(buf, "PNG")
