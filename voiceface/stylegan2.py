@@ -39,6 +39,7 @@ from torch import Tensor, nn
 
 from voiceface import storage
 from voiceface import stylegan2_ops as ops
+from voiceface.hub import HASH_CHUNK_BYTES
 
 MIN_RESOLUTION = 4  # px; the learned constant input
 MAPPING_LR_MUL = 0.01  # equalised learning-rate multiplier of the mapping MLP
@@ -49,7 +50,6 @@ WEIGHTS_FILE = "generator.safetensors"
 CONFIG_FILE = "generator.json"
 FORMAT_NAME = "voiceface.stylegan2"
 FORMAT_VERSION = 1
-HASH_CHUNK = 1 << 20  # bytes read at a time when hashing a source checkpoint
 FFHQ_CHANNELS = {4: 512, 8: 512, 16: 512, 32: 512, 64: 512, 128: 256, 256: 128, 512: 64, 1024: 32}
 
 NoiseMode = Literal["const", "random"]
@@ -444,7 +444,7 @@ def file_sha256(path: Path) -> str:
     """Hex sha256 of a file, read in chunks."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
-        while chunk := f.read(HASH_CHUNK):
+        while chunk := f.read(HASH_CHUNK_BYTES):
             digest.update(chunk)
     return digest.hexdigest()
 
