@@ -308,8 +308,8 @@ def load_derived(directory: Path, encoder_fingerprint: str, generator_fingerprin
 
     The mapper is left out (None: faces blend the nearest people's latents; a warning says
     so) when it may hold someone the gallery no longer does: its recorded training ids name
-    someone not in the gallery, or it records none (saved before voiceface recorded them;
-    rebuild it). A live gallery retrains it when opened (`voiceface.enroll.LiveGallery`).
+    someone not in the gallery, or it records none (rebuild it). A live gallery retrains it
+    when opened (`voiceface.enroll.LiveGallery`).
     """
     fingerprints = {"encoder_fingerprint": encoder_fingerprint,
                     "generator_fingerprint": generator_fingerprint}
