@@ -60,9 +60,8 @@ class InversionConfig:
     [-1, 1]); backbone / revision: the perceptual feature model.
     """
 
-    # 30 steps at 256 px on a busy shared 2-vCPU machine: 8.3 s/step, 4.8 min per photo with
-    # 1 torch thread (13.4 s/step, 7 min with 2); at resolution 64: 3.9 s/step, 2.1 min.
-    # (python -m benchmarks.invert) The build caches w per photo, so it is paid once.
+    # An inversion takes minutes on a CPU (README, Speed); `build` caches w per photo, so
+    # these defaults favour quality: the cost is paid once per photo.
     steps: int = 30
     resolution: int = 256
     n_init: int = 8
