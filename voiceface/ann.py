@@ -180,7 +180,6 @@ def default_nprobe(nlist: int) -> int:
 
 
 def _default_nlist(n: int) -> int:
-    """About sqrt(n) inverted lists, rounded to a power of two (at least 16). At 10^6 random
-    512-d vectors, 4096 lists missed the true neighbour of 5 % of near queries even at
-    nprobe=128 (3 % of lists); 1024 lists at nprobe=128 (12.5 %) found all of them."""
+    """About sqrt(n) inverted lists, rounded to a power of two (at least 16): more, smaller
+    lists miss near neighbours at the default nprobe (README, Speed)."""
     return 1 << max(4, round(math.log2(math.sqrt(n))))
