@@ -61,6 +61,7 @@ if TYPE_CHECKING:  # face2voice loads OpenCV and the backbone: only at the first
 
 DEFAULT_BUNDLE = "index"  # relative to the current directory (the app names its own)
 DEFAULT_K = 5  # matches returned
+PREVIEW_RESOLUTION = 256  # px of the app's quick first face, before the full-size one
 
 
 def cache_dir() -> Path:
