@@ -61,7 +61,7 @@ class InversionConfig:
     """
 
     # An inversion takes minutes on a CPU (README, Speed); `build` caches w per photo, so
-    # these defaults favour quality: the cost is paid once per photo.
+    # that cost is paid once per photo.
     steps: int = 30
     resolution: int = 256
     n_init: int = 8
