@@ -8,8 +8,8 @@ including the exact re-scoring of ANN candidates) and recall@1 against exact sea
 - "fresh" queries: new random vectors (nobody enrolled; in 512-d every stored vector is about
   equally far, the hardest case for any ANN index and not one the open-set search needs).
 Search-time settings (efSearch, nprobe) are swept on one build; IVF rows say nlist/nprobe.
-With --gallery-load, instead: what starting on a saved gallery of N people costs, now that no
-FAISS file is read (`Gallery.load` of the JSON and .npy files, then `prepare_index` rebuilding
+With --gallery-load, instead: what starting on a saved gallery of N people costs; no FAISS
+file is read (`Gallery.load` of the JSON and .npy files, then `prepare_index` rebuilding
 the "auto" index: exact up to 20,000 people, IVF-PQ above).
 Usage (repository root): python -m benchmarks.gallery_scale [--sizes 10000 100000 1000000]
     [--kinds flat hnsw ivfpq] [--hnsw-m 32] [--ef-construction 80] [--ef-search 16 32 64 128]

@@ -19,7 +19,7 @@ from PIL import Image
 from conftest import REPO, serve_app
 from voiceface import build as build_module
 from voiceface.audio import SAMPLE_RATE, load_audio
-from voiceface.build import (BuildConfig, BuildReport, Cache, Person, build, scan_people,
+from voiceface.build import (BuildConfig, BuildReport, Cache, PersonFolder, build, scan_people,
                              split_for_evaluation)
 from voiceface.calibration import WINDOWS_METHOD, best_non_mated, threshold_at_far
 from voiceface.devbundle import (TINY_GENERATOR, synthetic_voice, write_people_folder,
@@ -112,7 +112,7 @@ def test_the_build_calibrates_the_threshold_on_every_window(built, people, model
     gallery = Gallery.load(out / "gallery")
     windows = np.load(out / "windows.npy")
     owners = [r["person"] for r in json.loads((out / "windows.json").read_text())]
-    scores = best_non_mated(windows, owners, gallery.embeddings, [p.id for p in gallery.people])
+    scores = best_non_mated(windows, owners, gallery.embeddings(), [p.id for p in gallery.people])
     threshold, accepted = threshold_at_far(scores, 0.01)
     c = gallery.calibration
     assert (c.threshold, c.trials, c.accepted, c.far_target, c.method) == \
@@ -154,7 +154,7 @@ def test_a_person_left_with_one_usable_recording_has_it_split(tiny_xvector_dir, 
     good, broken = tmp_path / "voice1.flac", tmp_path / "voice2.wav"
     sf.write(good, synthetic_voice(12.0, seed=4), SAMPLE_RATE)
     broken.write_bytes(np.random.default_rng(1).bytes(3000))
-    person = Person("p1", "P", [], [good, broken], {})
+    person = PersonFolder("p1", "P", [], [good, broken], {})
     report = BuildReport()
     encoder = VoiceEncoder.from_pretrained(tiny_xvector_dir)
     windows, rows = build_module._embed_person(encoder, person, Cache(tmp_path / "c"), report)
@@ -307,7 +307,7 @@ def tree_digest(root):
 def bundle_state(root):
     """What a reader gets: the gallery, the windows, the report's people, the mapper."""
     gallery = Gallery.load(root / "gallery")
-    return ([p.id for p in gallery.people], gallery.embeddings.tobytes(),
+    return ([p.id for p in gallery.people], gallery.embeddings().tobytes(),
             (root / "windows.npy").read_bytes(), (root / "windows.json").read_text(),
             json.loads((root / "build.json").read_text())["enrolled"],
             (root / "mapper").is_dir(), (root / "bundle.json").read_text())

@@ -42,7 +42,7 @@ def make_state(tmp_path, seed: int, drop: int) -> Gallery:
 def fingerprint(gallery: Gallery) -> tuple:
     ids, latents = gallery.latents()
     faces = [f.read_bytes() for p in gallery.people for f in p.faces]
-    return (tuple(p.id for p in gallery.people), gallery.embeddings.tobytes(), tuple(ids),
+    return (tuple(p.id for p in gallery.people), gallery.embeddings().tobytes(), tuple(ids),
             latents.tobytes(), tuple(faces))
 
 

@@ -152,9 +152,9 @@ def test_delete_removes_every_trace_and_retrains(open_live, tmp_path):
     live.delete(aiko)
     for gallery in (live.vf.gallery, Gallery.load(live.root / "gallery")):
         assert aiko not in gallery and ken in gallery and len(gallery) == DEV_PEOPLE + 1
-        assert not np.any(np.all(np.isclose(gallery.embeddings, embedding), axis=1))
+        assert not np.any(np.all(np.isclose(gallery.embeddings(), embedding), axis=1))
         # recalibrated on the people left: each one's embedding against everyone else's
-        c, e, ids = gallery.calibration, gallery.embeddings, [p.id for p in gallery.people]
+        c, e, ids = gallery.calibration, gallery.embeddings(), [p.id for p in gallery.people]
         assert (c.method, c.trials, c.far_target) == (LIVE_METHOD, DEV_PEOPLE + 1, 0.01)
         assert c.threshold == threshold_at_far(best_non_mated(e, ids, e, ids), 0.01)[0]
     assert aiko not in live.mapper_people and ken in live.mapper_people

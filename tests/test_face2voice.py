@@ -92,7 +92,7 @@ def test_the_dev_bundle_answers_with_the_voices_nearest_the_predicted_one(vf, de
     assert [m.rank for m in result.matches] == [1, 2, 3]
     assert np.isclose(np.linalg.norm(result.embedding), 1, atol=1e-5)
     gallery = Gallery.load(dev_bundle / "gallery")
-    scores = gallery.embeddings @ result.embedding  # every enrolled voice against the guess
+    scores = gallery.embeddings() @ result.embedding  # every enrolled voice against the guess
     best = [gallery.people[i].id for i in np.argsort(-scores)[:3]]
     assert [m.id for m in result.matches] == best
     assert np.allclose([m.score for m in result.matches], np.sort(scores)[::-1][:3], atol=1e-5)

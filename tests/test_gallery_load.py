@@ -75,7 +75,7 @@ def test_a_save_replacing_the_data_while_it_is_read_makes_the_load_start_again(
     monkeypatch.setattr(np, "load", load_after_a_concurrent_save)
     loaded = Gallery.load(root)
     assert saves and len(loaded) == PEOPLE - 1
-    np.testing.assert_array_equal(loaded.embeddings, newer.embeddings)
+    np.testing.assert_array_equal(loaded.embeddings(), newer.embeddings())
 
 
 def test_a_really_missing_file_is_a_clear_error(tmp_path):

@@ -17,7 +17,7 @@ from voiceface.invert import (
     InversionConfig,
     Inverter,
     cache_key,
-    image_sha256,
+    content_sha256,
     image_tensor,
 )
 from voiceface.stylegan2 import Generator, to_pil, z_from_seed
@@ -119,11 +119,11 @@ def test_backbone_without_safetensors_is_refused(tmp_path, backbone_dir):
 
 def test_cache_key_changes_with_every_input(backbone_dir, target):
     image = target[1]
-    digest = image_sha256(image)
+    digest = content_sha256(image)
     cfg = config(backbone_dir)
     key = cache_key(digest, "gen@1", "bb@1", cfg)
     assert key == cache_key(digest, "gen@1", "bb@1", cfg) and len(key) == 32
-    others = {cache_key(image_sha256(image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)),
+    others = {cache_key(content_sha256(image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)),
                         "gen@1", "bb@1", cfg),
               cache_key(digest, "gen@2", "bb@1", cfg), cache_key(digest, "gen@1", "bb@2", cfg),
               cache_key(digest, "gen@1", "bb@1", dataclasses.replace(cfg, steps=41)),
@@ -131,7 +131,7 @@ def test_cache_key_changes_with_every_input(backbone_dir, target):
     assert key not in others and len(others) == 5
 
 
-def test_image_sha256_of_a_file_is_of_its_bytes(tmp_path, target):
+def test_content_sha256_of_a_file_is_of_its_bytes(tmp_path, target):
     path = tmp_path / "face.png"
     target[1].save(path)
-    assert image_sha256(path) == image_sha256(path.read_bytes())
+    assert content_sha256(path) == content_sha256(path.read_bytes())

@@ -57,7 +57,7 @@ def test_the_payload_is_live(evil_checkpoint, marker):
 def test_generator_refuses_a_checkpoint_that_would_run_code(evil_checkpoint):
     with pytest.raises(ValueError, match=r"not a tensors-only PyTorch checkpoint: it holds "
                        r"Python objects \(posix\.system\) that could run code.*refused"):
-        Generator.from_checkpoint(evil_checkpoint)
+        Generator.from_pretrained(evil_checkpoint)
     with pytest.raises(ValueError, match="tensors-only"):
         convert_checkpoint(evil_checkpoint, evil_checkpoint.parent / "converted")
     assert not (evil_checkpoint.parent / "converted").exists()
@@ -81,7 +81,7 @@ def test_pkl_is_refused_by_name_without_opening_it(tmp_path, marker):
     pkl = tmp_path / "network-snapshot.pkl"
     torch.save(Payload(marker), pkl)
     with pytest.raises(ValueError, match="NVIDIA pickle.*runs code"):
-        Generator.from_checkpoint(pkl)
+        Generator.from_pretrained(pkl)
     with pytest.raises(ValueError, match="NVIDIA pickle"):
         load_generator(tmp_path, pkl.name)
 

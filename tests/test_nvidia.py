@@ -274,7 +274,7 @@ def test_cli_converts_prints_the_architecture_and_the_result_loads(
     assert cli.main(["convert-generator", str(pkl), str(tmp_path / "out")]) == 0
     printed = capsys.readouterr().out
     assert ARCHITECTURE in printed and f"wrote {tmp_path / 'out'}" in printed
-    g = Generator.from_checkpoint(tmp_path / "out")
+    g = Generator.from_pretrained(tmp_path / "out")
     assert g.metadata["source"] == "g.pkl" and len(g.metadata["source_sha256"]) == 64
     assert_matches_reference(g, reference)
     monkeypatch.setenv("VOICEFACE_CACHE", str(tmp_path / "cache"))
@@ -300,7 +300,7 @@ def test_loading_a_pickle_is_still_refused_outside_conversion(tmp_path, monkeypa
                                                               rosinality):
     pkl = write_ada_pickle(tmp_path / "g.pkl", ada_tensors(rosinality), marker, monkeypatch)
     with pytest.raises(ValueError, match="NVIDIA pickle.*convert-generator"):
-        Generator.from_checkpoint(pkl)
+        Generator.from_pretrained(pkl)
 
 
 @pytest.mark.parametrize("edit, message", [

@@ -124,7 +124,7 @@ def test_persona_caches_are_built_once_then_reused(personas_dir, tiny_xvector_di
     assert vf.gallery.person("persona14").extra["truncation"] == 0.7
     assert vf.gallery.people[0].faces[0].is_file()
     # calibrated on the personas' own windows (one each): 4 trials cannot measure 1 %
-    c, e = vf.gallery.calibration, vf.gallery.embeddings
+    c, e = vf.gallery.calibration, vf.gallery.embeddings()
     assert (c.trials, c.accepted, c.far_target, c.method) == (4, 0, 0.01, WINDOWS_METHOD)
     assert not c.enough_trials and vf.gallery.threshold == c.threshold
     assert c.threshold > (e @ e.T - 2 * np.eye(4)).max()  # above every other-persona score
@@ -137,7 +137,7 @@ def test_persona_caches_are_built_once_then_reused(personas_dir, tiny_xvector_di
     monkeypatch.setattr(personas, "_build", lambda *a, **k: pytest.fail("rebuilt the cache"))
     again = VoiceFace.from_pretrained(bundle, progress=False)
     assert again.gallery.people[0].faces[0].parent.parent.parent == built
-    np.testing.assert_array_equal(again.gallery.embeddings, vf.gallery.embeddings)
+    np.testing.assert_array_equal(again.gallery.embeddings(), vf.gallery.embeddings())
 
 
 def test_a_personas_bundle_is_read_then_its_caches_are_built_for_its_models(

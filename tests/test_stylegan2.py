@@ -79,7 +79,7 @@ def reference() -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def tiny() -> Generator:
-    return Generator.from_checkpoint(CHECKPOINT)
+    return Generator.from_pretrained(CHECKPOINT)
 
 
 def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -255,7 +255,7 @@ def test_save_pretrained_round_trip(tiny, reference, tmp_path):
     assert torch.equal(safetensors.torch.load_file(directory / WEIGHTS_FILE)["w_avg"], tiny.w_avg)
     w = reference["w"]
     for path in (directory, directory / WEIGHTS_FILE):
-        loaded = Generator.from_checkpoint(path)
+        loaded = Generator.from_pretrained(path)
         assert loaded.config == tiny.config and torch.equal(loaded.w_avg, tiny.w_avg)
         with torch.inference_mode():
             assert torch.equal(loaded.synthesis(w), tiny.synthesis(w))
@@ -268,7 +268,7 @@ def test_convert_checkpoint_records_source(reference, tmp_path):
     assert meta["source"] == CHECKPOINT.name
     assert meta["source_sha256"] == hashlib.sha256(CHECKPOINT.read_bytes()).hexdigest()
     with torch.inference_mode():
-        image = Generator.from_checkpoint(out).synthesis(reference["wplus"])
+        image = Generator.from_pretrained(out).synthesis(reference["wplus"])
     assert max_diff(image, reference["img_wplus"]) < TOLERANCE
 
 
@@ -276,8 +276,8 @@ def test_w_avg_computed_when_latent_avg_absent(tmp_path):
     state = torch.load(CHECKPOINT, weights_only=True)["g_ema"]
     torch.save({"g_ema": state}, tmp_path / "no_avg.pt")
     torch.save(state, tmp_path / "bare.pt")
-    first = Generator.from_checkpoint(tmp_path / "no_avg.pt")
-    second = Generator.from_checkpoint(tmp_path / "bare.pt")
+    first = Generator.from_pretrained(tmp_path / "no_avg.pt")
+    second = Generator.from_pretrained(tmp_path / "bare.pt")
     assert torch.equal(first.w_avg, second.w_avg)  # deterministic
     z = torch.randn(W_AVG_SAMPLES, 32, generator=torch.Generator().manual_seed(W_AVG_SEED))
     with torch.no_grad():
@@ -295,31 +295,31 @@ def test_mismatched_state_dict_is_refused(tmp_path, edit, message):
     edit(state)
     torch.save({"g_ema": state}, tmp_path / "bad.pt")
     with pytest.raises(ValueError, match=message):
-        Generator.from_checkpoint(tmp_path / "bad.pt")
+        Generator.from_pretrained(tmp_path / "bad.pt")
 
 
 def test_unloadable_files_are_refused_with_reasons(tmp_path):
     with pytest.raises(ValueError, match="not found"):
-        Generator.from_checkpoint(tmp_path / "absent.pt")
+        Generator.from_pretrained(tmp_path / "absent.pt")
     (tmp_path / "network.pkl").write_bytes(b"not opened")
     with pytest.raises(ValueError, match=r"NVIDIA pickle.*convert-generator"):
-        Generator.from_checkpoint(tmp_path / "network.pkl")
+        Generator.from_pretrained(tmp_path / "network.pkl")
     torch.save({"g_ema": {}, "args": argparse.Namespace(size=32)}, tmp_path / "train.pt")
     with pytest.raises(ValueError, match="tensors-only"):
-        Generator.from_checkpoint(tmp_path / "train.pt")
+        Generator.from_pretrained(tmp_path / "train.pt")
     torch.save([1, 2, 3], tmp_path / "list.pt")
     with pytest.raises(ValueError, match="not a StyleGAN2 generator checkpoint"):
-        Generator.from_checkpoint(tmp_path / "list.pt")
+        Generator.from_pretrained(tmp_path / "list.pt")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match=r"generator\.json is missing"):
-        Generator.from_checkpoint(tmp_path / "empty")
+        Generator.from_pretrained(tmp_path / "empty")
 
 
 def test_config_f_1024_round_trips_through_rosinality_layout(tmp_path):
     g = Generator(GeneratorConfig.ffhq(1024), seed=0)
     assert g.num_ws == 18 and sum(p.numel() for p in g.parameters()) > 28_000_000
     torch.save({"g_ema": g.state_dict(), "latent_avg": g.w_avg}, tmp_path / "ffhq.pt")
-    loaded = Generator.from_checkpoint(tmp_path / "ffhq.pt")
+    loaded = Generator.from_pretrained(tmp_path / "ffhq.pt")
     assert loaded.config == GeneratorConfig.ffhq(1024)
     for key in ("style.8.weight", "convs.15.conv.weight", "to_rgbs.7.bias", "noises.noise_16"):
         assert torch.equal(loaded.state_dict()[key], g.state_dict()[key])

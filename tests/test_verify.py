@@ -125,7 +125,7 @@ def test_the_threshold_accepts_at_most_the_target_share_of_its_non_mated_trials(
     # recordings, each window against their other recording (the last person has none)
     assert (c.non_mated_trials, c.mated_trials) == ((7 * 6 + 3) * 7, 7 * 6)
     ids = [p.id for p in gallery.people]
-    non_mated = score_trials(windows, owners, gallery.embeddings, ids)[AS_NORM].non_mated
+    non_mated = score_trials(windows, owners, gallery.embeddings(), ids)[AS_NORM].non_mated
     accepted = int(np.count_nonzero(non_mated >= c.threshold))
     assert accepted == c.false_accepts <= far * c.non_mated_trials
     assert c.far_achieved == accepted / c.non_mated_trials <= far
@@ -189,7 +189,7 @@ def test_the_claimed_persons_own_voice_is_accepted_and_another_rejected(vf, dev_
 def test_a_query_is_scored_as_the_calibration_scores_a_mated_trial(vf, dev_bundle):
     embedding = vf.encoder.embed(load_audio(example(dev_bundle, 2)))
     ids = [p.id for p in vf.gallery.people]
-    trials = score_trials(embedding[None], ["dev02"], vf.gallery.embeddings, ids)
+    trials = score_trials(embedding[None], ["dev02"], vf.gallery.embeddings(), ids)
     result = vf.verify(example(dev_bundle, 2), "dev02")
     assert result.score == pytest.approx(trials[AS_NORM].mated[0], abs=1e-9)
     assert result.cosine == pytest.approx(trials[RAW].mated[0], abs=1e-6)

@@ -1,9 +1,9 @@
 """Which FAISS index a gallery searches with, chosen by size: exact when small, ANN when large.
 
 - "flat": exact inner product over every vector (`IndexFlatIP`). Results are exact; cost grows
-  linearly (about 1 ms per 10^4 512-d vectors on one core).
+  linearly with the gallery.
 - "hnsw": a graph (`IndexHNSWFlat`, inner product): fast queries, but slow to build on 2 cores
-  (about 6 min for 10^5 512-d vectors) and it stores every vector again plus its links.
+  (minutes for 10^5 vectors) and it stores every vector again plus its links.
 - "ivfpq": an inverted file over 4-bit product-quantised codes scanned with SIMD
   (`IndexIVFPQFastScan`): `pq_m / 2` bytes per vector, quick to build, approximate scores.
   `nlist=1` makes it an exhaustive scan of the codes (no inverted-file misses).
@@ -26,20 +26,20 @@ import faiss
 import numpy as np
 
 KINDS = ("auto", "flat", "hnsw", "ivfpq")
-FLAT_MAX = 20_000  # vectors; "auto" searches exactly up to here (about 2 ms per query at 512-d)
+FLAT_MAX = 20_000  # vectors; "auto" searches exactly up to here, where exact search is still quick
 IVF_MIN = 10_000  # vectors; fewer cannot train an inverted file well: fall back to "flat"
 TRAIN_POINTS_PER_LIST = 40  # k-means training sample per inverted list (FAISS wants >= 39)
 PQ_TRAIN_POINTS = 20_000  # at least this many training vectors for the product quantiser
 PQ_BITS = 4  # bits per sub-quantiser code: 4 is what FAISS's SIMD fast scan works on
 TRAIN_SEED = 1234  # k-means seed and training sample choice, so builds are reproducible
-# OpenMP threads. On 2 cores shared with other work, 2 threads made a single exact query at
-# 10^4 17x slower (24 ms against 1.4 ms) and a small IVF-PQ build 50x slower (3 s against
-# 0.06 s): the threads wait for each other at every barrier. Large builds may pass more.
+# OpenMP threads. On cores shared with other work, a second thread makes single queries and
+# small builds many times slower (README, Speed): the threads wait for each other at every
+# barrier. Large builds may pass more.
 SEARCH_THREADS = 1
 BUILD_THREADS = 1
 
 
-MIN_NPROBE = 64  # default floor: at 10^5, 32 of 256 lists found 95.5 % of near neighbours
+MIN_NPROBE = 64  # default floor: probing fewer lists misses near neighbours (README, Speed)
 ZERO_OK = ("nlist", "nprobe")  # settings where 0 means "derive from the gallery size"
 
 
@@ -180,7 +180,6 @@ def default_nprobe(nlist: int) -> int:
 
 
 def _default_nlist(n: int) -> int:
-    """About sqrt(n) inverted lists, rounded to a power of two (at least 16). At 10^6 random
-    512-d vectors, 4096 lists missed the true neighbour of 5 % of near queries even at
-    nprobe=128 (3 % of lists); 1024 lists at nprobe=128 (12.5 %) found all of them."""
+    """About sqrt(n) inverted lists, rounded to a power of two (at least 16): more, smaller
+    lists miss near neighbours at the default nprobe (README, Speed)."""
     return 1 << max(4, round(math.log2(math.sqrt(n))))

@@ -13,8 +13,8 @@ once to remove it and resample to 16 kHz; only the 16 kHz mono result is kept. f
 WebM, Matroska ...) is told to write 16 kHz mono and to stop at the same length. Files are
 read where they are, bytes from the caller's buffer. One decode therefore holds at most the
 16 kHz result (4 B x 16 kHz x its length: <= 77 MB at the 20-min cap, <= 7.7 MB for a query's
-120 s) + about 60 MB of blocks and resampling buffers, so <= 140 MB in all (peak RSS growth
-measured: 88 MB for a 20-min 16 kHz WAV, 55 MB for 75 s of 384 kHz 8-channel FLAC).
+120 s) + about 60 MB of blocks and resampling buffers, so <= 140 MB in all (the peak RSS
+growth is measured by `tests/test_audio_limits.py`; README, Security).
 ffmpeg's temporary files are its output, <= 4 B x 16 kHz x (length cap + 1 s): 7.7 MB for a
 query, 77 MB at the 20-min cap; and for bytes, a copy of them (<= `MAX_FILE_BYTES`, 100 MB).
 """

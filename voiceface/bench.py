@@ -33,10 +33,10 @@ import torch
 
 from .audio import SAMPLE_RATE
 from .devbundle import synthetic_voice, write_dev_bundle
+from .pipeline import PREVIEW_RESOLUTION
 from .stylegan2 import GeneratorConfig
 
 DURATIONS = (3.0, 5.0, 10.0)  # s of speech
-PREVIEW = 256  # px
 STAGES = {"decode": "load_audio", "embed": "embed", "search": "search", "map": "map",
           "synth": "synthesise", "total": "total"}  # reported name -> VoiceFace timing key
 REPEATS, QUICK_REPEATS = 5, 2  # timed calls per figure, after one warm-up
@@ -102,8 +102,9 @@ def write_inputs(directory: Path, quick: bool, durations: tuple[float, ...] = DU
 
 
 def preview_size(full: int) -> int:
-    """px of the preview timed for a generator of `full` px (PREVIEW, or half of a small one)."""
-    return min(PREVIEW, full // 2)
+    """px of the preview timed for a generator of `full` px (PREVIEW_RESOLUTION, or half of a
+    small one)."""
+    return min(PREVIEW_RESOLUTION, full // 2)
 
 
 def time_calls(vf, clip: Path, resolutions: tuple[int, ...], repeats: int) -> list[dict]:

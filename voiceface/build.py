@@ -51,7 +51,7 @@ from .calibration import FALSE_ALARM_RATE, Calibration, calibrate_windows
 from .enroll import clean_name
 from .face2voice import FACE2VOICE_DIR, FaceToVoice
 from .gallery import ID_PATTERN, Gallery, GalleryError
-from .invert import InversionConfig, Inverter, image_sha256
+from .invert import InversionConfig, Inverter, content_sha256
 from .mapper import train_mapper
 from .bundle import (BUNDLE_FILE, BUNDLE_FORMAT_VERSION, DEFAULT_GENERATOR,
                      DEFAULT_GENERATOR_FILE, DEFAULT_GENERATOR_REVISION, DEFAULT_TRUNCATION,
@@ -94,7 +94,7 @@ class BuildConfig:
 
 
 @dataclass
-class Person:
+class PersonFolder:
     """One folder of the people folder, as found on disk."""
 
     id: str
@@ -129,7 +129,7 @@ class BuildReport:
         return "\n".join(lines)
 
 
-def scan_people(people_dir: str | Path) -> tuple[list[Person], list[tuple[str, str]]]:
+def scan_people(people_dir: str | Path) -> tuple[list[PersonFolder], list[tuple[str, str]]]:
     """The people folder's usable people, and a (path, reason) for everything skipped."""
     root = Path(people_dir)
     if not root.is_dir():
@@ -175,7 +175,7 @@ def scan_people(people_dir: str | Path) -> tuple[list[Person], list[tuple[str, s
         except ValueError as err:
             problems.append((str(folder / PERSON_FILE), f"{err} Skipped."))
             continue
-        people.append(Person(person_id, name, photos, voices, meta))
+        people.append(PersonFolder(person_id, name, photos, voices, meta))
     return people, problems
 
 
@@ -332,7 +332,7 @@ def split_for_evaluation(n_samples: int) -> list[tuple[str, int, int]]:
     return [(ENROLL_PART, 0, cut), (HELD_OUT_PART, cut, n_samples)]
 
 
-def _embed_person(encoder: VoiceEncoder, person: Person, cache: Cache, report: BuildReport,
+def _embed_person(encoder: VoiceEncoder, person: PersonFolder, cache: Cache, report: BuildReport,
                   voices: list[Path] | None = None) -> tuple[list[np.ndarray], list[dict]]:
     """A person's window embeddings (one array per recording part) and their rows in
     `windows.json`. A person with a single usable recording has it split in time
@@ -356,7 +356,7 @@ def _embed(encoder: VoiceEncoder, path: Path, cache: Cache, report: BuildReport,
            split: bool) -> dict[str, np.ndarray] | None:
     """Window embeddings [n, D] of one recording (cached): {"whole": ...}, or with `split`
     one entry per part of `split_for_evaluation`; None with the reason reported."""
-    sha = image_sha256(path)
+    sha = content_sha256(path)
     if split:
         targets = {part: cache.path("voices", _key(sha, encoder.fingerprint, part,
                                                    str(HOLD_OUT_FRACTION)), "npy")
@@ -392,12 +392,12 @@ def _keep_threshold(gallery: Gallery, directory: Path) -> None:
     gallery.calibrate(previous.calibration)
 
 
-def _best_face(person: Person, cache: Cache, report: BuildReport):
+def _best_face(person: PersonFolder, cache: Cache, report: BuildReport):
     """(aligned photo, its cache key) to invert: eyes found beats eyes guessed, then the
     larger face; None when no photo has exactly one face."""
     candidates = []
     for path in person.photos:
-        key = _key(image_sha256(path), str(faces.DEFAULT_SIZE))
+        key = _key(content_sha256(path), str(faces.DEFAULT_SIZE))
         image_path = cache.path("aligned", key, "png")
         info_path = cache.path("aligned", key, "json")
         if info_path.is_file():  # aligned before, or refused before (same bytes, same answer)

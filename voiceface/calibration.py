@@ -109,7 +109,7 @@ def calibrate_windows(windows: np.ndarray, owners: Sequence[str], gallery: Galle
     """Calibrate `gallery` (in place) on recording windows [T, D] of its people (`owners`:
     whose each window is), each scored against the other people's gallery embeddings.
     Returns the calibration, or None (gallery unchanged) with fewer than 2 people."""
-    scores = best_non_mated(windows, owners, gallery.embeddings,
+    scores = best_non_mated(windows, owners, gallery.embeddings(),
                             [p.id for p in gallery.people])
     if scores.size == 0:
         return None
@@ -126,7 +126,7 @@ def recalibrate(gallery: Gallery) -> Calibration | None:
     gallery is left uncalibrated (threshold unchanged, `calibration` None)."""
     previous = gallery.calibration
     far = previous.far_target if previous is not None else FALSE_ALARM_RATE
-    embeddings, ids = gallery.embeddings, [p.id for p in gallery.people]
+    embeddings, ids = gallery.embeddings(), [p.id for p in gallery.people]
     scores = best_non_mated(embeddings, ids, embeddings, ids)
     if scores.size == 0:
         gallery.calibrate(None)

@@ -164,7 +164,7 @@ def write_dev_bundle(directory: str | Path, n_people: int = DEV_PEOPLE, seed: in
     backbone = Backbone.from_pretrained(write_random_backbone(root / "backbone", seed), None)
     face2voice, _ = FaceToVoice.fit(
         backbone, {"name_or_path": "backbone", "revision": None},
-        [p.id for p in gallery.people], face_images, gallery.embeddings,
+        [p.id for p in gallery.people], face_images, gallery.embeddings(),
         encoder_fingerprint=encoder.fingerprint, generator_fingerprint=gen_fp, seed=seed,
         progress=progress)
     face2voice.save(root / FACE2VOICE_DIR)

@@ -117,7 +117,7 @@ class LiveGallery:
                                    "choose another gallery directory.") from None
             remove_leftovers(gallery_dir)  # a killed save's older data may hold the deleted
             if vf.mapper is None and len(vf.gallery.latents()[0]) >= max(2, live.min_people):
-                live._retrain()  # dropped by a delete that did not finish, or of old format
+                live._retrain()  # dropped by an unfinished delete, or not saying whom it knew
         for person in vf.gallery.people:
             if vf.gallery.latent(person.id) is not None:
                 live._status[person.id] = READY

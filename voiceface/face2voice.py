@@ -13,11 +13,9 @@
 4. Search the gallery's voices with it, as a voice query is searched.
 
 Why backbone features and not the inverted W latent (or both): the target is an answer in
-3 s on 2 CPU cores. A query's latent costs an inversion: on a busy 2-vCPU machine, choosing
-its start alone took 56 s and each step 4.7 s (`python -m benchmarks.invert`, config-f 1024 px
-rendered at 256 px, DINOv2-small-sized backbone), some 3.5 min at the default 30 steps. The
-features cost one backbone pass: 1.1 s, and 1.3 s from photo to answer, on the same machine
-(`python -m benchmarks.face2voice`). The inversion is steered by these same features (its
+3 s on 2 CPU cores. A query's latent costs an inversion, minutes on a CPU; the features cost
+one backbone pass, about a second (README: `python -m benchmarks.invert`,
+`python -m benchmarks.face2voice`). The inversion is steered by these same features (its
 loss is their distance), so its latent adds the generator's prior, not more of the photo.
 Which representation says more about a voice cannot be measured with random weights; `eval`
 says, on a real gallery, whether these features do.

@@ -193,7 +193,7 @@ _loaded = threading.local()  # per thread: detectMultiScale is not documented as
 
 
 def _cascade(filename: str) -> cv2.CascadeClassifier:
-    """OpenCV's Haar cascade `filename`, loaded once per thread (loading costs ~30 ms)."""
+    """OpenCV's Haar cascade `filename`, loaded once per thread (loading parses its XML file)."""
     cascades = _loaded.__dict__.setdefault("cascades", {})
     if filename not in cascades:
         cascade = cv2.CascadeClassifier(os.path.join(cv2.data.haarcascades, filename))

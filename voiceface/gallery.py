@@ -18,12 +18,12 @@ that meets a data directory a concurrent save has just replaced starts again.
 
 Galleries come from the Hub too, so loading parses nothing native: the arrays are read with
 `np.load(allow_pickle=False)` and the FAISS index is rebuilt from the embeddings (at the first
-search, or `prepare_index`). No `index.faiss` is written; one in an older gallery is ignored.
+search, or `prepare_index`). No `index.faiss` is written, and one found in a gallery is ignored.
 
 The gallery's population centre (`Gallery.centre`, see `population_centre`) is derived from
 its latents, so no enrollment or deletion can leave it stale; `centre.npy` records it for
-provenance and for tools outside voiceface (loading derives it again, so galleries saved
-before it existed load the same way).
+provenance and for tools outside voiceface (loading derives it again, so a gallery without
+`centre.npy` loads the same way).
 """
 
 from __future__ import annotations
@@ -142,9 +142,8 @@ class Gallery:
         """The enrolled people, in enrollment order."""
         return list(self._people)
 
-    @property
     def embeddings(self) -> np.ndarray:
-        """[N, D] float32, row i belongs to `people[i]`."""
+        """A copy of the embeddings [N, D] float32, row i belongs to `people[i]`."""
         return self._embeddings.copy()
 
     def person(self, person_id: str) -> Person:
@@ -385,10 +384,10 @@ class Gallery:
                       generator_fingerprint=manifest.get("generator_fingerprint"),
                       latent_dim=manifest.get("latent_dim"),
                       index=manifest.get("index") if index is None else index)
-        if manifest.get("calibration"):  # absent from galleries saved before calibration
+        if manifest.get("calibration"):  # optional: format-1 manifests may lack it
             gallery.calibrate(Calibration.from_dict(manifest["calibration"]))
             gallery.threshold = float(manifest["threshold"])  # a hand-set one stays uncalibrated
-        if manifest.get("verification"):  # absent from galleries saved before verification
+        if manifest.get("verification"):  # optional: format-1 manifests may lack it
             from .verify import VerificationCalibration  # not at import: it loads audio code
 
             gallery.verification = VerificationCalibration.from_dict(manifest["verification"])

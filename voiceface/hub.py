@@ -25,7 +25,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-HASH_CHUNK_BYTES = 8 * 1024 * 1024  # bytes read at a time when fingerprinting local files
+HASH_CHUNK_BYTES = 8 * 1024 * 1024  # bytes read at a time when hashing a file
 FINGERPRINT_HEX = 16  # hex digits kept of a content hash
 SAFE_MODEL_FILES = ("*.json", "*.safetensors")  # what to fetch: configs and weights, no pickles
 

@@ -60,9 +60,8 @@ class InversionConfig:
     [-1, 1]); backbone / revision: the perceptual feature model.
     """
 
-    # 30 steps at 256 px on a busy shared 2-vCPU machine: 8.3 s/step, 4.8 min per photo with
-    # 1 torch thread (13.4 s/step, 7 min with 2); at resolution 64: 3.9 s/step, 2.1 min.
-    # (python -m benchmarks.invert) The build caches w per photo, so it is paid once.
+    # An inversion takes minutes on a CPU (README, Speed); `build` caches w per photo, so
+    # that cost is paid once per photo.
     steps: int = 30
     resolution: int = 256
     n_init: int = 8
@@ -259,8 +258,9 @@ def image_tensor(image: Image.Image | np.ndarray, side: int) -> Tensor:
     return (pixels.permute(2, 0, 1)[None] / 127.5 - 1).contiguous()
 
 
-def image_sha256(source: str | os.PathLike | bytes | Image.Image) -> str:
-    """sha256 hex of a photo file's bytes (path or bytes), or of a PIL image's PNG encoding."""
+def content_sha256(source: str | os.PathLike | bytes | Image.Image) -> str:
+    """sha256 hex of a file's bytes (path or bytes: a photo, a recording), or of a PIL
+    image's PNG encoding."""
     if isinstance(source, Image.Image):
         buf = io.BytesIO()
         source.save(buf, "PNG")

@@ -31,7 +31,7 @@ CONFIG_FILE = "mapper.json"
 WEIGHTS_FILE = "mapper.safetensors"
 KNN_TEMPERATURE = 0.05  # cosine units; softmax(score / T) weights the neighbours' latents
 BATCH_SIZE = 256  # rows per optimisation step
-LEGACY_CENTRE_KEY = "w_avg"  # the centre's name in mappers saved before it was renamed
+LEGACY_CENTRE_KEY = "w_avg"  # the centre's key in mapper files trained around w_avg; still read
 # `train_mapper` settings for galleries of tens of people (the personas, live enrollment)
 SMALL_MAPPER = {"hidden": 256, "max_epochs": 500, "patience": 50}
 
@@ -125,7 +125,7 @@ class VoiceToLatent(nn.Module):
                                  f"not the configured {wanted!r}. Retrain it "
                                  "(`python -m voiceface build`) or configure that " + what + ".")
         state = load_file(directory / WEIGHTS_FILE)
-        if LEGACY_CENTRE_KEY in state:  # saved before the centre was the population's
+        if LEGACY_CENTRE_KEY in state:  # the same tensor under that file's key
             state["centre"] = state.pop(LEGACY_CENTRE_KEY)
         mapper = cls(config, state["centre"])
         mapper.load_state_dict(state)

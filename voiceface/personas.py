@@ -54,9 +54,7 @@ VOICE_RMS_DBFS = -20.0  # loudness every recording is normalised to
 MAX_VOICE_SECONDS = 10.0  # s: one encoder window, so the first start embeds each voice once
 CUT_SEARCH_SECONDS = 2.0  # s before the limit searched for the quietest place to cut
 FACE_RESOLUTION = 512  # px; gallery photos of the personas (the preview is 256 px)
-CACHE_FORMAT_VERSION = 4  # 2: calibrated threshold; 3: untruncated latents drawn at the
-# bundle's truncation, mappers that record whom they were trained on; 4: faces truncated
-# toward, and the mapper centred on, the population centre
+CACHE_FORMAT_VERSION = 4  # part of the cache key: raised when what a cache holds changes
 EXAMPLES = 6  # persona recordings offered as examples in the app
 TTS_TIMEOUT = 60  # s per synthesis command
 

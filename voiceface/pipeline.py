@@ -61,6 +61,7 @@ if TYPE_CHECKING:  # face2voice loads OpenCV and the backbone: only at the first
 
 DEFAULT_BUNDLE = "index"  # relative to the current directory (the app names its own)
 DEFAULT_K = 5  # matches returned
+PREVIEW_RESOLUTION = 256  # px of the app's quick first face, before the full-size one
 
 
 def cache_dir() -> Path:
@@ -308,8 +309,8 @@ def load_derived(directory: Path, encoder_fingerprint: str, generator_fingerprin
 
     The mapper is left out (None: faces blend the nearest people's latents; a warning says
     so) when it may hold someone the gallery no longer does: its recorded training ids name
-    someone not in the gallery, or it records none (saved before voiceface recorded them;
-    rebuild it). A live gallery retrains it when opened (`voiceface.enroll.LiveGallery`).
+    someone not in the gallery, or it records none (rebuild it). A live gallery retrains it
+    when opened (`voiceface.enroll.LiveGallery`).
     """
     fingerprints = {"encoder_fingerprint": encoder_fingerprint,
                     "generator_fingerprint": generator_fingerprint}
@@ -378,12 +379,12 @@ def load_generator(name_or_path: str | os.PathLike, filename: str = DEFAULT_GENE
     if own_format:
         resolved = hub.resolve_dir(name_or_path, revision, allow_patterns=("generator.*",),
                                    what="generator")
-        return Generator.from_checkpoint(resolved.path), resolved.fingerprint
+        return Generator.from_pretrained(resolved.path), resolved.fingerprint
     resolved = hub.resolve_file(name_or_path, filename, revision, what="generator")
     if resolved.path.suffix != ".pt":
-        return Generator.from_checkpoint(resolved.path), resolved.fingerprint
+        return Generator.from_pretrained(resolved.path), resolved.fingerprint
     key = hashlib.sha256(resolved.fingerprint.encode()).hexdigest()[:16]
     converted = cache_dir() / "generators" / key
     if not (converted / GENERATOR_CONFIG).is_file():
         convert_checkpoint(resolved.path, converted)
-    return Generator.from_checkpoint(converted), resolved.fingerprint
+    return Generator.from_pretrained(converted), resolved.fingerprint

@@ -6,7 +6,7 @@ Computes exactly the function of rosinality/stylegan2-pytorch checkpoints
 The project's own format is a directory with `generator.safetensors` (+ `w_avg`) and
 `generator.json` (config + metadata). Kernels live in `voiceface.stylegan2_ops`.
 
-    g = Generator.from_checkpoint("weights/stylegan2")
+    g = Generator.from_pretrained("weights/stylegan2")
     images = g.sample([1, 2, 3], psi=0.7)        # [3, 3, 1024, 1024] in ~[-1, 1]
     to_pil(images)[0].save("face.png")
 
@@ -14,7 +14,7 @@ The project's own format is a directory with `generator.safetensors` (+ `w_avg`)
 (`torch.inference_mode()` / `torch.no_grad()`) it runs faster inference kernels, one
 sample at a time, that agree with the differentiable path to float32 rounding. A server
 rendering many images should also call `stylegan2_ops.reuse_freed_memory()` once at
-start-up (process-wide allocator setting; ~20 % faster 1024 px synthesis).
+start-up (a process-wide allocator setting that saves page faults; README, Speed).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from torch import Tensor, nn
 
 from voiceface import storage
 from voiceface import stylegan2_ops as ops
+from voiceface.hub import HASH_CHUNK_BYTES
 
 MIN_RESOLUTION = 4  # px; the learned constant input
 MAPPING_LR_MUL = 0.01  # equalised learning-rate multiplier of the mapping MLP
@@ -49,7 +50,6 @@ WEIGHTS_FILE = "generator.safetensors"
 CONFIG_FILE = "generator.json"
 FORMAT_NAME = "voiceface.stylegan2"
 FORMAT_VERSION = 1
-HASH_CHUNK = 1 << 20  # bytes read at a time when hashing a source checkpoint
 FFHQ_CHANNELS = {4: 512, 8: 512, 16: 512, 32: 512, 64: 512, 128: 256, 256: 128, 512: 64, 1024: 32}
 
 NoiseMode = Literal["const", "random"]
@@ -121,7 +121,7 @@ class Generator(nn.Module):
     """StyleGAN2 generator: mapping z -> w, truncation, synthesis w -> image.
 
     `Generator(config)` has random weights (seeded); `seed=None` leaves them
-    uninitialised for loaders. Use `Generator.from_checkpoint` for trained weights.
+    uninitialised for loaders. Use `Generator.from_pretrained` for trained weights.
     """
 
     def __init__(self, config: GeneratorConfig, *, seed: int | None = 0):
@@ -293,7 +293,7 @@ class Generator(nn.Module):
     # ----------------------------------------------------------------------- files
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike[str]) -> Generator:
+    def from_pretrained(cls, path: str | os.PathLike[str]) -> Generator:
         """Load a rosinality `.pt` (dict with `g_ema`, or a bare state dict) or this
         project's format (a directory, or the `.safetensors` inside it).
 
@@ -433,7 +433,7 @@ def convert_checkpoint(src: str | os.PathLike[str], dst_dir: str | os.PathLike[s
     """Convert a rosinality `.pt` into this project's format (`save_pretrained` layout),
     recording the source file name and sha256 in the metadata. Returns dst_dir."""
     src = Path(src)
-    generator = Generator.from_checkpoint(src)
+    generator = Generator.from_pretrained(src)
     metadata = {"source": src.name}
     if src.is_file():
         metadata["source_sha256"] = file_sha256(src)
@@ -444,7 +444,7 @@ def file_sha256(path: Path) -> str:
     """Hex sha256 of a file, read in chunks."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
-        while chunk := f.read(HASH_CHUNK):
+        while chunk := f.read(HASH_CHUNK_BYTES):
             digest.update(chunk)
     return digest.hexdigest()
 

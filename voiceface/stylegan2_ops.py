@@ -14,12 +14,12 @@ Each layer computes its function in one of two ways:
   folded into weight, bias and noise, later steps run in place, and at high resolution
   the [1, 3, 3, 1] blur is folded into the upsampling conv as four polyphase 3x3
   kernels (one conv + pixel shuffle instead of transposed conv + blur and their memory
-  passes). 3x3 convs use NNPACK's Winograd kernels when PyTorch ships NNPACK (2-3x
-  faster than direct convolution on CPU), else `F.conv2d`. Agrees with the
+  passes). 3x3 convs use NNPACK's Winograd kernels when PyTorch ships NNPACK (faster
+  than direct convolution on CPU), else `F.conv2d`. Agrees with the
   differentiable path to float32 rounding (~1e-5).
 
 `reuse_freed_memory` is an opt-in, process-wide allocator setting that removes the page
-faults of large fresh allocations (~20 % of a 1024 px synthesis on a small VM).
+faults of large fresh allocations (README, Speed; `python -m benchmarks.stylegan2`).
 
 Shapes: N batch, D style width, H x W pixels, `in` / `out` channels.
 """
@@ -142,7 +142,7 @@ def reuse_freed_memory(max_bytes: int = KEEP_FREED_BYTES) -> bool:
 
     By default glibc serves every block above 32 MB with a fresh mmap whose pages fault in
     on first touch; a 1024 px synthesis allocates ~700 MB of such activations, and on a
-    small VM the faults cost 15-25 % of its time. Process-wide (memory is kept for reuse
+    small VM the faults cost a good part of its time. Process-wide (memory is kept for reuse
     rather than returned to the OS), so it is opt-in: call once at start-up. Returns False
     where unsupported (not glibc).
     """

@@ -253,7 +253,7 @@ def score_claim(embedding: np.ndarray, claim: str, gallery: Gallery,
     """(score, raw cosine, score kind) of a voice embedding [D] against `claim`'s enrollment,
     normalised against the cohort of everyone else when the gallery is large enough."""
     check_claim(gallery, claim)
-    enrollments = gallery.embeddings.astype(np.float64)  # [N, D]
+    enrollments = gallery.embeddings().astype(np.float64)  # [N, D]
     q = [p.id for p in gallery.people].index(claim)
     test_side = enrollments @ np.asarray(embedding, np.float64)  # [N]
     raw = float(test_side[q])
@@ -318,7 +318,7 @@ def calibrate_windows(windows: np.ndarray, owners: Sequence[str], recordings: Se
     rest = np.array([by_owner[o] - by_recording[o, r] for o, r in zip(owners, recordings)])
     pooled = rest / np.maximum(np.linalg.norm(rest, axis=1, keepdims=True), 1e-12)
     kind = score_kind(len(ids))
-    scores = score_trials(windows, owners, gallery.embeddings, ids, mated=mated,
+    scores = score_trials(windows, owners, gallery.embeddings(), ids, mated=mated,
                           mated_enrollments=pooled)[kind]
     result = calibrate_scores(scores, kind, far, len(ids), gallery.encoder_fingerprint,
                               BUILD_METHOD)
@@ -339,7 +339,7 @@ def recalibrate(gallery: Gallery) -> VerificationCalibration | None:
     if len(ids) < 2:
         gallery.verification = None
         return None
-    embeddings = gallery.embeddings
+    embeddings = gallery.embeddings()
     kind = score_kind(len(ids))
     scores = score_trials(embeddings, ids, embeddings, ids, mated=np.zeros(len(ids), bool))[kind]
     result = calibrate_scores(scores, kind, far, len(ids), gallery.encoder_fingerprint,

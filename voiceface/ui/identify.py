@@ -8,11 +8,10 @@ from typing import Iterator
 
 import gradio as gr
 
-from ..pipeline import VoiceFaceResult
+from ..pipeline import PREVIEW_RESOLUTION, VoiceFaceResult
 from .common import (BROWSER_SAMPLE_RATE, FACE_HEIGHT, Context, gpu, i18n, keep_example_copies,
                      plain, public, read_upload)
 
-PREVIEW_RESOLUTION = 256  # px, drawn first; the full-size face replaces it
 TOP_K = 5  # people shown below the faces
 
 # Horizontal bars with the name beside each bar: five names stay readable at 390 px, where
