@@ -133,7 +133,8 @@ def markdown(section: dict) -> list[str]:
                      "cohort for AS-norm (it needs 4 or more).")
     elif section["better"]:
         winner, loser = section["better"], ({RAW, AS_NORM} - {section["better"]}).pop()
-        lines.append(f"**Better here: {LABELS[winner]}** (lower EER and minDCF): EER "
+        lines.append(f"**Better here: {LABELS[winner]}** (lower in EER or minDCF, higher in "
+                     f"neither): EER "
                      f"{scores[winner]['eer']:.3f} "
                      f"against {scores[loser]['eer']:.3f}, minDCF "
                      f"{scores[winner]['min_dcf']:.3f} against {scores[loser]['min_dcf']:.3f} "
