@@ -361,9 +361,15 @@ def test_eval_reports_identification_and_generation(built, tmp_path):
     low, high = gen["mapper"]["matching_1to2_ci95"]
     assert low <= gen["mapper"]["matching_1to2"] <= high
     paths = write_report(report, tmp_path / "eval")
-    assert [p.name for p in paths] == ["report.json", "report.md", "report.png"]
+    assert [p.name for p in paths] == ["report.json", "report.md", "report.png", "det.png"]
     assert Image.open(paths[2]).size[0] > 500
     assert f"N = {ENROLLED} people" in markdown(report)
+    verification = report["verification"]  # the same held-out windows as 1:1 trials
+    assert verification["mated_trials"] == ident["trials"]
+    assert verification["non_mated_trials"] == ident["trials"] * (ENROLLED - 1)
+    assert set(verification["scores"]) == {"raw-cosine", "as-norm"}
+    assert verification["gallery_verification"] == \
+        Gallery.load(out / "gallery").verification.to_dict()
 
 
 def test_eval_cli_checks_the_folder_and_sets_the_threshold(built, people, tmp_path):
@@ -420,6 +426,12 @@ def test_eval_metrics_on_a_gallery_whose_answers_are_known(tmp_path):
     c = ident["calibration"]  # 32 trials cannot measure 1 %: none is accepted, and it says so
     assert (c["trials"], c["accepted"], c["far_achieved"]) == (32, 0, 0.0)
     assert "32 trials cannot measure 1.0% (the finest rate is 3.1%)" in markdown(report)
+    assert list(report) == ["people", "seed", "folds", "false_alarm_rate", "gallery_calibration",
+                            "identification", "verification", "generation",
+                            "generated_latents", "face2voice"]
+    raw = report["verification"]["scores"]["raw-cosine"]  # 16 x 2 mated, x 15 non-mated
+    assert (raw["threshold"]["mated_trials"], raw["threshold"]["non_mated_trials"]) == (32, 480)
+    assert raw["eer"] == 0.0  # tight clusters: every mated cosine above every non-mated
     # a learnable voice -> latent relation: the mapper beats the mean face and chance
     assert gen["mapper"]["R@1"] > 2 * gen["mapper"]["chance_R@1"]
     assert gen["mapper"]["matching_1to2"] > gen["w_avg"]["matching_1to2"] + 0.2

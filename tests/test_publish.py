@@ -152,7 +152,7 @@ def with_local_details(bundle, people_dir):
     (bundle / "eval" / "report.json").write_text(json.dumps({  # as `voiceface eval` writes it
         "people": len(gallery), "seed": 0, "folds": 5, "false_alarm_rate": 0.01,
         "identification": {"top1": 0.5}, "generation": {"note": "too few people"},
-        "people_dir": str(people_dir)}))
+        "verification": {"mated_trials": 4}, "people_dir": str(people_dir)}))
     return person
 
 
@@ -182,7 +182,8 @@ def test_nothing_uploaded_names_the_people_folder_or_other_person_keys(built_bun
         Gallery.load(built_bundle / "gallery").person(person.id).faces[0].read_bytes()
     assert json.loads((repo / "eval" / "report.json").read_text()) == {
         "people": DEV_PEOPLE, "seed": 0, "folds": 5, "false_alarm_rate": 0.01,
-        "identification": {"top1": 0.5}, "generation": {"note": "too few people"}}
+        "identification": {"top1": 0.5}, "generation": {"note": "too few people"},
+        "verification": {"mated_trials": 4}}
     assert "eval/report.json goes without the local people folder's path" in plan.describe()
 
 

@@ -112,9 +112,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None, help="report folder (default: BUNDLE/eval)")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--far", type=float, default=0.01,
-                   help="false-alarm rate of the open-set threshold (default 0.01)")
+                   help="false-alarm rate of the open-set and verification thresholds "
+                        "(default 0.01)")
     p.add_argument("--keep-threshold", action="store_true",
-                   help="do not write the calibrated threshold into the gallery")
+                   help="do not write the calibrated open-set threshold into the gallery (the "
+                        "verification threshold is build's, never changed by eval)")
     p.set_defaults(run=_eval)
 
     p = commands.add_parser("dev-people", help="write a small people folder (espeak-ng voices, "
@@ -351,7 +353,7 @@ def _eval(args: argparse.Namespace) -> int:
     if calibration is not None and not args.keep_threshold:
         apply_threshold(args.bundle, calibration)
         print(f"the gallery now uses this {Calibration.from_dict(calibration).describe()}")
-    print(f"wrote {out}/report.json, report.md, report.png")
+    print(f"wrote {out}/report.json, report.md, report.png, det.png")
     return 0
 
 

@@ -24,6 +24,9 @@ above the population mean's score; the report says plainly whether it does. It a
 the mean distance of the mapper's (untruncated) latents for held-out people to the population
 centre and to w_avg: faces that stay in the population are far nearer the first.
 
+Verification. The same held-out windows as 1:1 trials, raw cosine against AS-norm
+(`voiceface.verification_eval`); the DET curve goes to det.png.
+
 Face to voice. The reverse direction on the same K identity folds, next to the mean voice
 and the kNN blend (`voiceface.face2voice.evaluate_bundle`).
 The metrics themselves are pure functions in `voiceface.metrics`; this module holds the
@@ -48,6 +51,8 @@ from .gallery import Gallery, population_centre
 from .mapper import knn_blend, train_mapper
 from .metrics import bootstrap_ci95, eer, matching_1to2, ranks, recall_at_k
 from .pipeline import BUNDLE_FILE, bundle_generator
+from .verification_eval import evaluate_verification, plot_det
+from .verification_eval import markdown as verification_markdown
 from .voice import pool
 
 EVAL_METHOD = ("eval: best score of each held-out window against the other people's "
@@ -92,6 +97,8 @@ def evaluate(index: str | Path, *, folds: int = FOLDS, far: float = FALSE_ALARM_
               "gallery_calibration": calibration and calibration.to_dict(),
               "identification": _identification(ids, enroll, trials, far,
                                                  gallery.encoder_fingerprint),
+              "verification": evaluate_verification(ids, enroll, trials, far,
+                                                    gallery.verification),
               "generation": generation, "generated_latents": generated,
               "face2voice": evaluate_face2voice(index, gallery, folds=folds, seed=seed,
                                                 progress=progress)}
@@ -237,12 +244,15 @@ def retrieval(predicted: np.ndarray, truth: np.ndarray, seed: int) -> dict:
 
 
 def write_report(report: dict, out: str | Path) -> list[Path]:
-    """report.json, report.md and report.png (score distributions and retrieval) in `out`."""
+    """report.json, report.md, report.png (score distributions and retrieval) and, for a
+    report with a verification section, det.png (its DET curves) in `out`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = [storage.write_json(out / "report.json", report),
              storage.write_bytes(out / "report.md", markdown(report).encode())]
     paths.append(_plot(report, out / "report.png"))
+    if "verification" in report:  # reports written before verification have none
+        paths.append(plot_det(report["verification"], out / "det.png"))
     return paths
 
 
@@ -271,6 +281,8 @@ def markdown(report: dict) -> str:
               "eval): " +
               (Calibration.from_dict(calibration).describe() if calibration else
                "not calibrated") + "."]
+    if "verification" in report:
+        lines += [""] + verification_markdown(report["verification"])
     lines += ["", "## Generation (people unseen by the mapper)", ""]
     if "note" in gen:
         lines.append(gen["note"])

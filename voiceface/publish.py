@@ -42,7 +42,8 @@ PUBLIC_PERSON_KEYS = ("id", "name", "faces", "consent", "n_clips")
 EVAL_REPORT = "eval/report.json"  # where `python -m voiceface eval` writes by default
 # eval/report.json published: these keys only (not the people folder's path)
 PUBLIC_EVAL_KEYS = ("people", "seed", "folds", "false_alarm_rate", "identification",
-                    "generation", "generated_latents", "gallery_calibration", "face2voice")
+                    "generation", "generated_latents", "gallery_calibration", "face2voice",
+                    "verification")
 
 
 class PublishError(ValueError):
