@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from voiceface.evaluate import held_out_split, identity_folds, retrieval
+from voiceface.evaluate import held_out_split
+from voiceface.metrics import identity_folds, retrieval
 
 
 def test_retrieval_scores_predictions_against_the_true_latents():

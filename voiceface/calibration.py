@@ -21,57 +21,21 @@ Who the trials are depends on what is at hand; `Calibration.method` records it:
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, replace
-from typing import TYPE_CHECKING, Sequence
+from dataclasses import replace
+from typing import Sequence
 
 import numpy as np
 
-from .metrics import COUNT_TOLERANCE, threshold_at_far
+from .gallery import Gallery
+from .metrics import threshold_at_far
+from .thresholds import Calibration
 
-if TYPE_CHECKING:
-    from .gallery import Gallery
 
 FALSE_ALARM_RATE = 0.01  # default target: 1 % of unenrolled voices get a "confident" match
 WINDOWS_METHOD = ("best score of each recording window against the other people's gallery "
                   "embeddings")
 LIVE_METHOD = "best score of each enrolled person's embedding against everyone else's"
 TRIAL_CHUNK = 2048  # trials scored at once: memory stays [TRIAL_CHUNK, N], not [T, N]
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """How a gallery's threshold was set: on `trials` non-mated trials at a target false-alarm
-    rate `far_target`, accepting `accepted` of them (`far_achieved` = accepted / trials)."""
-
-    threshold: float
-    far_target: float
-    far_achieved: float
-    trials: int
-    accepted: int
-    date: str  # UTC, ISO 8601
-    encoder_fingerprint: str
-    method: str
-
-    @property
-    def enough_trials(self) -> bool:
-        """False when the trials are too few to measure `far_target` (it is below 1/trials)."""
-        return self.far_target * self.trials + COUNT_TOLERANCE >= 1
-
-    def describe(self) -> str:
-        """One line for people: the threshold, what it accepted, and how it was measured."""
-        line = (f"threshold {self.threshold:.4f}: accepts {self.accepted} of {self.trials} "
-                f"non-mated trials ({self.far_achieved:.1%}; target {self.far_target:.1%})")
-        if not self.enough_trials:
-            line += (f"; {self.trials} trials cannot measure {self.far_target:.1%} (the finest "
-                     f"rate is {1 / self.trials:.1%}), so none is accepted")
-        return f"{line}; {self.method}; {self.date}"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> Calibration:
-        return cls(**data)
 
 
 def best_non_mated(trials: np.ndarray, owners: Sequence[str], embeddings: np.ndarray,

@@ -49,8 +49,9 @@ from .face2voice import evaluate_bundle as evaluate_face2voice
 from .face2voice import markdown as face2voice_markdown
 from .gallery import Gallery, population_centre
 from .mapper import knn_blend, train_mapper
-from .metrics import bootstrap_ci95, eer, matching_1to2, ranks, recall_at_k
-from .pipeline import BUNDLE_FILE, bundle_generator
+from .metrics import eer, identity_folds, ranks, recall_at_k, retrieval
+from .bundle import BUNDLE_FILE
+from .pipeline import bundle_generator
 from .verification_eval import evaluate_verification, plot_det
 from .verification_eval import markdown as verification_markdown
 from .voice import pool
@@ -62,7 +63,6 @@ MIN_PLOT_SPREAD = 1e-3  # cosine; the narrowest range plotted (when all scores a
 PLOT_BINS = 40
 BAR_GROUP_WIDTH = 0.8  # x units (one per R@k) taken by one group of method bars
 FOLDS = 5
-RANKS = (1, 5, 10)
 POPULATION_MEAN, W_AVG = "population-mean", "w_avg"  # the baselines that ignore the voice
 
 
@@ -216,31 +216,6 @@ def _generation(gallery: Gallery, ids: list[str], windows: np.ndarray,
         float(np.linalg.norm(generated - w_avg, axis=1).mean()),
         "better_than_guessing": bool(low > scores[POPULATION_MEAN]["matching_1to2"]),
     }
-
-
-def identity_folds(people: list[str], folds: int,
-                   seed: int) -> list[tuple[list[str], list[str]]]:
-    """(training people, held-out people) per fold: `people` shuffled with `seed` and cut
-    into min(folds, N) folds, each held out once; no one is in both of a fold's lists."""
-    rng = np.random.default_rng(seed)
-    chunks = np.array_split(rng.permutation(people), min(folds, len(people)))
-    fold_of = {p: f for f, chunk in enumerate(chunks) for p in chunk}
-    return [([p for p in people if fold_of[p] != fold],
-             [p for p in people if fold_of[p] == fold]) for fold in range(len(chunks))]
-
-
-def retrieval(predicted: np.ndarray, truth: np.ndarray, seed: int) -> dict:
-    """R@k and 1:2 matching of predicted latents [N, W] against the true ones [N, W]
-    (Euclidean), by the rank of each person's own latent among everyone's."""
-    n = len(truth)
-    distances = np.linalg.norm(predicted[:, None] - truth[None], axis=2)  # [N, N]
-    rank = ranks(-distances, np.arange(n))  # 0 = the true latent is the nearest
-    per_person = matching_1to2(distances)
-    result = {f"R@{k}": recall_at_k(rank, k) for k in RANKS if k <= n}
-    result.update({f"chance_R@{k}": k / n for k in RANKS if k <= n})
-    result.update({"matching_1to2": float(np.mean(per_person)),
-                   "matching_1to2_ci95": list(bootstrap_ci95(per_person, seed))})
-    return result
 
 
 def write_report(report: dict, out: str | Path) -> list[Path]:

@@ -32,7 +32,7 @@ mapper never sees the people it is scored on. Each held-out face's predicted voi
 the true voice among all N (R@1/5/10 against chance) and 1:2 matching (nearer its own voice
 than another person's?) with a 95 % bootstrap interval over people, next to the mean voice
 and the kNN blend; the folds and the retrieval scores are the forward direction's
-(`voiceface.evaluate.identity_folds`, `voiceface.evaluate.retrieval`).
+(`voiceface.metrics.identity_folds`, `voiceface.metrics.retrieval`).
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ from .gallery import Gallery, Match
 from .invert import Backbone, image_tensor
 from .mapper import CONFIG_FILE as MAPPER_CONFIG
 from .mapper import SMALL_MAPPER, VoiceToLatent, knn_blend, train_mapper
+from .metrics import identity_folds, retrieval
 
 FACE2VOICE_DIR = "face2voice"  # inside a bundle, beside mapper/
 CONFIG_FILE = "face2voice.json"
@@ -248,7 +249,6 @@ def evaluate_reverse(ids: Sequence[str], features: np.ndarray, voices: np.ndarra
     Returns {"mapper"|"knn-blend"|"mean-voice": retrieval scores, "people": N,
     "better_than_chance": the mapper's 1:2 interval lies above both 0.5 and the mean
     voice's score}, or {"note": ...} with too few people."""
-    from .evaluate import identity_folds, retrieval  # evaluate imports this module
 
     n = len(ids)
     if n < MIN_EVAL_PEOPLE:

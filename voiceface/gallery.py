@@ -36,17 +36,14 @@ import shutil
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import faiss
 import numpy as np
 
 from . import ann, storage
 from .ann import IndexSpec
-from .calibration import Calibration
-
-if TYPE_CHECKING:
-    from .verify import VerificationCalibration
+from .thresholds import Calibration, VerificationCalibration
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -120,7 +117,7 @@ class Gallery:
         self.latent_dim = latent_dim
         self.threshold = float(threshold)
         self._calibration: Calibration | None = None
-        # the 1:1 threshold's record (`voiceface.verify`); None when unmeasured or stale
+        # the 1:1 threshold's record, set by `voiceface.verify`; None when unmeasured or stale
         self.verification: VerificationCalibration | None = None
         self._people: list[Person] = []
         self._rows: dict[str, int] = {}
@@ -388,8 +385,6 @@ class Gallery:
             gallery.calibrate(Calibration.from_dict(manifest["calibration"]))
             gallery.threshold = float(manifest["threshold"])  # a hand-set one stays uncalibrated
         if manifest.get("verification"):  # optional: format-1 manifests may lack it
-            from .verify import VerificationCalibration  # not at import: it loads audio code
-
             gallery.verification = VerificationCalibration.from_dict(manifest["verification"])
         data = root / manifest["data"]
         embeddings = _load_array(data / "embeddings.npy", root)

@@ -1,7 +1,9 @@
 """Evaluation metrics: pure functions over score and distance arrays.
 
-The protocols that produce the arrays (held-out recordings, folds over identities) live in
-`voiceface.evaluate`; the gallery's threshold record in `voiceface.calibration`. Every
+The protocol that produces the arrays (which recordings are held out) lives in
+`voiceface.evaluate`; the folds over identities (`identity_folds`) are here, shared by both
+directions (voice to face and face to voice); the threshold records in
+`voiceface.thresholds`. Every
 decision here follows one rule, the gallery's (`Gallery.confident`): a trial is accepted
 when `score >= threshold`; a genuine trial below the threshold is a miss (false reject), a
 non-mated trial at or above it a false alarm (false accept).
@@ -20,6 +22,7 @@ BOOTSTRAP = 2000  # resamples for confidence intervals
 CI95 = (0.025, 0.975)  # quantiles bounding a 95 % interval
 P_TARGET = 0.01  # prior of a genuine trial in the detection cost (NIST SRE convention)
 C_MISS = C_FA = 1.0  # costs of a miss and of a false alarm in the detection cost
+RANKS = (1, 5, 10)  # R@k reported by `retrieval`
 
 
 def _scores(values: Sequence[float] | np.ndarray, what: str) -> np.ndarray:
@@ -162,3 +165,28 @@ def bootstrap_ci95(values: np.ndarray, seed: int,
     means = [np.mean(values[rng.integers(0, n, n)]) for _ in range(resamples)]
     low, high = np.quantile(means, CI95)
     return float(low), float(high)
+
+
+def identity_folds(people: list[str], folds: int,
+                   seed: int) -> list[tuple[list[str], list[str]]]:
+    """(training people, held-out people) per fold: `people` shuffled with `seed` and cut
+    into min(folds, N) folds, each held out once; no one is in both of a fold's lists."""
+    rng = np.random.default_rng(seed)
+    chunks = np.array_split(rng.permutation(people), min(folds, len(people)))
+    fold_of = {p: f for f, chunk in enumerate(chunks) for p in chunk}
+    return [([p for p in people if fold_of[p] != fold],
+             [p for p in people if fold_of[p] == fold]) for fold in range(len(chunks))]
+
+
+def retrieval(predicted: np.ndarray, truth: np.ndarray, seed: int) -> dict:
+    """R@k and 1:2 matching of predicted latents [N, W] against the true ones [N, W]
+    (Euclidean), by the rank of each person's own latent among everyone's."""
+    n = len(truth)
+    distances = np.linalg.norm(predicted[:, None] - truth[None], axis=2)  # [N, N]
+    rank = ranks(-distances, np.arange(n))  # 0 = the true latent is the nearest
+    per_person = matching_1to2(distances)
+    result = {f"R@{k}": recall_at_k(rank, k) for k in RANKS if k <= n}
+    result.update({f"chance_R@{k}": k / n for k in RANKS if k <= n})
+    result.update({"matching_1to2": float(np.mean(per_person)),
+                   "matching_1to2_ci95": list(bootstrap_ci95(per_person, seed))})
+    return result

@@ -45,7 +45,6 @@ from PIL import Image
 from . import hub, personas
 from . import verify as verification
 from .audio import AudioSource, load_audio
-from .bundle import BUNDLE_FILE  # noqa: F401 - imported from here by voiceface.evaluate
 from .bundle import (DEFAULT_GENERATOR_FILE, GALLERY_DIR, MAPPER_DIR, BundleSpec,
                      GeneratorSpec)
 from .gallery import GENERATOR, POPULATION, Gallery, Match
@@ -254,7 +253,17 @@ class VoiceFace:
         and false-reject rates measured there (`voiceface.verify`). Raises UnknownClaim (a
         ValueError listing the enrolled ids) for an id not enrolled, AudioError for unusable
         audio."""
-        return verification.verify(self, audio, claim_id)
+        gallery = self.state.gallery  # this request's version
+        verification.check_claim(gallery, claim_id)  # before any decoding: a wrong id is cheap
+        timings: dict[str, float] = {}
+        clock = time.perf_counter()
+        wav = load_audio(audio)
+        timings["load_audio"] = time.perf_counter() - clock
+        clock = time.perf_counter()
+        embedding = self.encoder.embed(wav)
+        timings["embed"] = time.perf_counter() - clock
+        return verification.decide(embedding, claim_id, gallery, timings)
+
     def face2voice(self, photo: ImageSource, k: int = DEFAULT_K) -> FaceToVoiceResult:
         """A face photo (path, bytes, PIL image or RGB array; exactly one face) -> the `k`
         enrolled people whose voices suit it best (`voiceface.face2voice`). Raises FaceError

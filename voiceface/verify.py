@@ -44,17 +44,16 @@ grows with people^2 x trials, which is seconds for galleries of a few hundred pe
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Sequence
 
 import numpy as np
 
-from .audio import AudioSource, load_audio
-from .calibration import COUNT_TOLERANCE, FALSE_ALARM_RATE, threshold_at_far
+from .calibration import FALSE_ALARM_RATE
+from .gallery import Gallery
+from .metrics import threshold_at_far
+from .thresholds import VerificationCalibration
 
-if TYPE_CHECKING:
-    from .gallery import Gallery
-    from .pipeline import VoiceFace
 
 AS_NORM, RAW = "as-norm", "raw-cosine"  # what a score is
 COHORT_TOP_K = 200  # cohort scores averaged per side (K); fewer when the cohort is smaller
@@ -81,56 +80,6 @@ class TrialScores:
 
     mated: np.ndarray  # [M] each test against its own person's enrollment
     non_mated: np.ndarray  # [T'] each test against every other person
-
-
-@dataclass(frozen=True)
-class VerificationCalibration:
-    """How a gallery's verification threshold was set: on `non_mated_trials` trials at a
-    target false-accept rate `far_target`, accepting `false_accepts` of them, and rejecting
-    `false_rejects` of `mated_trials` mated trials (none measured: `frr` is None)."""
-
-    threshold: float
-    score: str  # AS_NORM or RAW: what the threshold applies to
-    top_k: int  # COHORT_TOP_K when measured
-    far_target: float
-    far_achieved: float
-    non_mated_trials: int
-    false_accepts: int
-    mated_trials: int
-    false_rejects: int
-    people: int  # enrolled when measured
-    date: str  # UTC, ISO 8601
-    encoder_fingerprint: str
-    method: str
-
-    @property
-    def frr(self) -> float | None:
-        """The share of mated trials rejected; None when there were none."""
-        return self.false_rejects / self.mated_trials if self.mated_trials else None
-
-    @property
-    def enough_trials(self) -> bool:
-        """False when the non-mated trials are too few to measure `far_target`."""
-        return self.far_target * self.non_mated_trials + COUNT_TOLERANCE >= 1
-
-    def describe(self) -> str:
-        """One line for people: the threshold, its error rates and how they were measured."""
-        line = (f"verification threshold {self.threshold:.4f} ({self.score}): accepts "
-                f"{self.false_accepts} of {self.non_mated_trials} non-mated trials "
-                f"({self.far_achieved:.1%}; target {self.far_target:.1%})")
-        if not self.enough_trials:
-            line += (f", too few to measure {self.far_target:.1%} (the finest rate is "
-                     f"{1 / self.non_mated_trials:.1%}), so none is accepted")
-        line += (f"; rejects {self.false_rejects} of {self.mated_trials} mated trials "
-                 f"({self.frr:.1%})" if self.mated_trials else "; no mated trials: FRR unmeasured")
-        return f"{line}; {self.people} people; {self.method}; {self.date}"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> VerificationCalibration:
-        return cls(**data)
 
 
 @dataclass
@@ -351,31 +300,15 @@ def recalibrate(gallery: Gallery) -> VerificationCalibration | None:
 
 
 # -- the call -------------------------------------------------------------------------------
-def verify(vf: VoiceFace, audio: AudioSource, claim: str) -> VerifyResult:
-    """Is `audio` the voice of the enrolled person `claim`? See `VoiceFace.verify`."""
-    state = vf.state  # this request's version of the gallery
-    gallery = state.gallery
-    check_claim(gallery, claim)  # before any decoding: a wrong id costs nothing
-    timings: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def lap(stage: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        timings[stage] = now - clock
-        clock = now
-
-    # 1. load audio: decode, mono, 16 kHz, trim, validate
-    wav = load_audio(audio)
-    lap("load_audio")
-    # 2. embed the voice
-    embedding = vf.encoder.embed(wav)
-    lap("embed")
-    # 3. score against the claim, normalised against everyone else
+def decide(embedding: np.ndarray, claim: str, gallery: Gallery,
+           timings: dict[str, float]) -> VerifyResult:
+    """The answer for a voice's `embedding` claiming to be `claim` (checked with `check_claim`
+    first): its score against the gallery's measured threshold of that kind of score, else
+    the placeholder. `timings` (the stages so far) gain "score" and "total"."""
+    start = time.perf_counter()
     score, cosine, kind = score_claim(embedding, claim, gallery)
-    lap("score")
+    timings = {**timings, "score": time.perf_counter() - start}
     timings["total"] = sum(timings.values())
-    # 4. decide with the measured threshold of this kind of score, else the placeholder
     notes = []
     if kind == RAW:
         notes.append(f"raw cosine: {len(gallery)} people leave fewer than {MIN_COHORT} in the "
