@@ -114,7 +114,8 @@ def test_crafted_file_references_touch_no_one_elses_files(server, dev_bundle, tm
             client(server["url"], "127.0.0.3") as insider:  # the right password, not slowed
         for target in targets:
             ref = file_ref(target)
-            answers += [call(attacker, "predict", [ref]), call(attacker, "predict_ui", [ref])]
+            answers += [call(attacker, api, [ref]) for api in
+                        ("predict", "predict_ui", "face2voice", "face2voice_ui")]
             for by, password in ((attacker, "guess"), (insider, PASSWORD)) \
                     if server["admin"] else ():
                 admin_answers += [
