@@ -11,16 +11,11 @@ import pytest
 from gradio_client import Client, handle_file
 
 from conftest import DEV_PEOPLE, REPO, serve_app
+from test_app import CHROMIUM, CLIPPED, SCREENSHOTS
 from test_face2voice import BAD_KINDS, PHOTO, bad_photo
 from voiceface.bundle import BundleSpec
 from voiceface.gallery import Gallery
 from voiceface.pipeline import VoiceFace
-
-CHROMIUM = "/usr/bin/chromium"
-SCREENSHOTS = REPO / "build" / "screenshots"  # kept after the run for people to look at
-CLIPPED = """els => els.filter(e => e.scrollWidth > e.clientWidth + 1
-                              || e.getBoundingClientRect().right > window.innerWidth)
-                 .map(e => e.textContent)"""  # cut off inside its box, or past the screen
 
 
 @pytest.fixture(scope="module")
