@@ -5,14 +5,16 @@ the `/face2voice` API endpoint."""
 from __future__ import annotations
 
 import html
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
-from ..face2voice import FaceToVoiceResult
 from ..gallery import Match
 from .common import FACE_HEIGHT, Context, gpu, i18n, public, read_upload, served_url
 from .identify import BARS_CSS, similarity_bars
+
+if TYPE_CHECKING:  # face2voice loads OpenCV and the backbone: only at the first face query
+    from ..face2voice import FaceToVoiceResult
 
 TOP_K = 5  # voices shown
 
@@ -38,10 +40,10 @@ player.addEventListener('ended', release);
 element.addEventListener('click', event => {
   const button = event.target.closest('.play');
   if (!button) return;
-  const was_playing = button.getAttribute('aria-pressed') === 'true';
+  const wasPlaying = button.getAttribute('aria-pressed') === 'true';
   player.pause();
   release();
-  if (was_playing) return;
+  if (wasPlaying) return;
   player.src = button.dataset.src;
   button.setAttribute('aria-pressed', 'true');
   player.play().catch(release);
