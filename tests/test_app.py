@@ -16,6 +16,7 @@ import soundfile as sf
 from gradio_client import Client, handle_file
 from PIL import Image
 
+from browser import open_tab
 from conftest import DEV_PEOPLE, REPO, serve_app
 
 PERSONAS_START_TIMEOUT = 600  # s, first start with the default personas: caches are built
@@ -211,7 +212,7 @@ def test_a_phone_shows_the_nearest_people_s_whole_names(app_url, dev_bundle, loc
         assert names.evaluate_all(CLIPPED) == [] and captions.evaluate_all(CLIPPED) == []
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOTS / f"phone-matches-{locale}.png"), full_page=True)
-        page.get_by_role("tab", name="Gallery" if locale == "en-US" else "ギャラリー").click()
+        open_tab(page, "Gallery" if locale == "en-US" else "ギャラリー")
         people = page.locator("#people .caption-label")
         people.nth(DEV_PEOPLE - 1).wait_for(timeout=30_000)
         assert people.evaluate_all(CLIPPED) == []
@@ -232,7 +233,7 @@ def test_gallery_tab_says_how_the_threshold_was_set(app_url, dev_bundle, locale)
                                     args=["--no-sandbox", "--disable-gpu"])
         page = browser.new_page(viewport={"width": 390, "height": 844}, locale=locale)
         page.goto(app_url)
-        page.get_by_role("tab", name="Gallery" if locale == "en-US" else "ギャラリー").click()
+        open_tab(page, "Gallery" if locale == "en-US" else "ギャラリー")
         note = page.locator("#threshold-note")
         note.filter(has_text=f"{record.threshold:.4f}").wait_for(timeout=30_000)
         text = note.inner_text()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import time
 
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from conftest import serve_app
+from conftest import REPO, serve_app
 from voiceface.audio import SAMPLE_RATE
 from voiceface.devbundle import synthetic_voice
 from voiceface.provenance import is_marked
@@ -54,6 +55,14 @@ def recordings(tmp_path_factory):
     return good, bad, phone
 
 
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory):
+    """A face photo sent to the Face to voice tab, under the name that must not survive."""
+    path = tmp_path_factory.mktemp("photos") / f"{SECRET}.jpg"
+    shutil.copy(REPO / "voiceface" / "data" / "astronaut.jpg", path)
+    return path
+
+
 def traces(server, recording) -> list[str]:
     """Files on the server that hold the recording's bytes or name."""
     data = recording.read_bytes()
@@ -69,7 +78,7 @@ def raw_call(http: httpx.Client, server_path: str, api: str = "predict", *more) 
 
 
 def test_uploads_and_renders_are_deleted_within_the_lifetime_examples_stay(server, recordings,
-                                                                           dev_bundle):
+                                                                           photo, dev_bundle):
     good, bad, phone = recordings
     examples = {p.read_bytes() for p in (dev_bundle / "voices").iterdir()}
     photos = {p.read_bytes() for p in (dev_bundle / "gallery" / "faces").iterdir()}  # public
@@ -81,17 +90,20 @@ def test_uploads_and_renders_are_deleted_within_the_lifetime_examples_stay(serve
         assert summary["claim"] == "dev00"
     with pytest.raises(AppError, match="NaN"):
         client.predict(handle_file(str(bad)), api_name="/predict")
-    assert traces(server, good)  # kept for the lifetime, not deleted by the request
+    assert client.predict(handle_file(str(photo)), api_name="/face2voice")["matches"]
+    client.submit(handle_file(str(photo)), api_name="/face2voice_ui").result(timeout=120)
+    queries = (*recordings, photo)
+    assert traces(server, good) and traces(server, photo)  # kept, not deleted by the request
 
     def left() -> list[Path]:  # files in the cache other than copies of public files
         return [p for p in server["cache"].rglob("*")
                 if p.is_file() and p.read_bytes() not in examples | photos]
 
     deadline = time.monotonic() + 3 * LIFETIME  # a lifetime, a cleaning interval and slack
-    while (left() or [t for r in recordings for t in traces(server, r)]) and \
+    while (left() or [t for q in queries for t in traces(server, q)]) and \
             time.monotonic() < deadline:
         time.sleep(1.0)
-    assert left() == [] and [t for r in recordings for t in traces(server, r)] == []
+    assert left() == [] and [t for q in queries for t in traces(server, q)] == []
     copies = [p for p in server["cache"].rglob("*") if p.is_file() and p.read_bytes() in examples]
     assert len(copies) == len(examples)  # the examples' copies outlived the cleaning ...
     with httpx.Client(base_url=f"{server['url']}gradio_api/", timeout=120) as http:
@@ -134,10 +146,11 @@ def test_the_generated_face_says_it_is_ai_generated(server, dev_bundle):
     assert not is_marked(Image.open(nearest))  # the enrolled person's photo is a photo
 
 
-def test_logs_hold_no_voice_data(server, recordings):
+def test_logs_hold_no_voice_data(server, recordings, photo):
     good, bad, _ = recordings
     client = Client(server["url"], verbose=False)
     client.predict(handle_file(str(good)), api_name="/predict")
+    client.predict(handle_file(str(photo)), api_name="/face2voice")
     with pytest.raises(AppError):
         client.predict(handle_file(str(bad)), api_name="/predict")
     for claim in ("dev00", "nobody"):

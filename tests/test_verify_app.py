@@ -11,6 +11,7 @@ import soundfile as sf
 from gradio_client import Client, handle_file
 from PIL import Image
 
+from browser import open_tab
 from conftest import serve_app
 from test_app import CHROMIUM, CLIPPED, SCREENSHOTS
 from voiceface.gallery import Gallery
@@ -93,7 +94,7 @@ def test_a_phone_chooses_a_person_uploads_and_sees_the_decision(server, dev_bund
                                     args=["--no-sandbox", "--disable-gpu"])
         page = browser.new_page(viewport={"width": 390, "height": 844}, locale=locale)
         page.goto(server["url"])
-        page.get_by_role("tab", name="Verify" if en else "本人確認").click()
+        open_tab(page, "Verify" if en else "本人確認")
         page.locator("#verify-claim input").click()
         page.get_by_role("option", name=f"{NAME} ({CLAIM})").click()
         page.locator("#verify-voice").get_by_role(
@@ -135,7 +136,7 @@ def test_a_browser_claims_a_person_by_microphone(server, dev_bundle, tmp_path):
         context.grant_permissions(["microphone"], origin=server["url"].rstrip("/"))
         page = context.new_page()
         page.goto(server["url"])
-        page.get_by_role("tab", name="Verify").click()
+        open_tab(page, "Verify")
         page.locator("#verify-voice button.record-button").click(timeout=30_000)
         page.wait_for_timeout(3000)
         with page.expect_response(lambda r: "/gradio_api/upload" in r.url, timeout=30_000):

@@ -19,6 +19,7 @@ import pytest
 import soundfile as sf
 
 from benchmarks.load import rss_mb
+from browser import open_tab
 from conftest import DEV_PEOPLE, REPO, serve_app
 from voiceface.audio import SAMPLE_RATE
 from voiceface.devbundle import synthetic_voice, write_random_backbone
@@ -114,8 +115,9 @@ def test_crafted_file_references_touch_no_one_elses_files(server, dev_bundle, tm
             client(server["url"], "127.0.0.3") as insider:  # the right password, not slowed
         for target in targets:
             ref = file_ref(target)
-            answers += [call(attacker, "predict", [ref]), call(attacker, "predict_ui", [ref]),
-                        call(attacker, "verify", [ref, "dev01"])]
+            answers += [call(attacker, api, [ref]) for api in
+                        ("predict", "predict_ui", "face2voice", "face2voice_ui")]
+            answers.append(call(attacker, "verify", [ref, "dev01"]))
             for by, password in ((attacker, "guess"), (insider, PASSWORD)) \
                     if server["admin"] else ():
                 admin_answers += [
@@ -266,13 +268,13 @@ def test_names_are_shown_as_plain_text_to_every_visitor(server, tmp_path):
         page = browser.new_page()
         page.on("request", lambda r: fetched.append(r.url))
         page.goto(server["url"])
-        page.get_by_role("tab", name="Enroll").click()
+        open_tab(page, "Enroll")
         status = page.locator("#latent-status")
         for name in MARKUP_NAMES:  # the literal names, as text
             status.filter(has_text=name).wait_for(timeout=30_000)
         assert status.locator("img, a").count() == 0
         page.screenshot(path=str(SCREENSHOTS / "enroll-markup-names.png"), full_page=True)
-        page.get_by_role("tab", name="Verify").click()  # its claims are refreshed on focus
+        open_tab(page, "Verify")  # its claims are refreshed on focus
         page.locator("#verify-claim input").click()
         options = page.get_by_role("option")
         options.nth(DEV_PEOPLE + len(MARKUP_NAMES) - 1).wait_for(timeout=30_000)
@@ -304,7 +306,7 @@ def test_a_failed_latent_shows_visitors_no_reason(dev_bundle, tmp_path):
                                         args=["--no-sandbox", "--disable-gpu"])
             page = browser.new_page()
             page.goto(url)
-            page.get_by_role("tab", name="Enroll").click()
+            open_tab(page, "Enroll")
             status = page.locator("#latent-status")
             status.filter(has_text="Fay: failed").wait_for(timeout=120_000)
             shown = status.inner_text()

@@ -210,6 +210,18 @@ class BundleSpec:
                                 generator_revision)
         return replace(self, encoder=enc, generator=gen)
 
+    def voice_samples(self) -> dict[str, Path]:
+        """Recordings of the bundle's people that may be played to visitors, by person id:
+        every persona's voice in a personas bundle, else the example recordings named after
+        a person (`voices/<person id>.flac`). Nobody enrolled live has one: their
+        recordings are never kept."""
+        if self.personas_dir is not None:
+            from .personas import load_personas  # reads the personas' list
+
+            return {p["id"]: p["voice_file"] for p in load_personas(self.personas_dir)
+                    if p["voice_file"].is_file()}
+        return {path.stem: path for path in self.examples}
+
     def _find_examples(self) -> tuple[Path, ...]:
         if self.personas_dir is not None:
             from .personas import example_voices  # reads the personas' list

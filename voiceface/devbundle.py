@@ -104,11 +104,13 @@ def write_random_backbone(directory: Path, seed: int = 0, config: dict | None = 
 
 def write_dev_bundle(directory: str | Path, n_people: int = DEV_PEOPLE, seed: int = 0,
                      progress: bool = True, encoder_config: dict | None = None,
-                     generator_config: GeneratorConfig = TINY_GENERATOR) -> Path:
+                     generator_config: GeneratorConfig = TINY_GENERATOR,
+                     backbone_config: dict | None = None) -> Path:
     """Write a complete test bundle into `directory` (created; must be empty or absent).
 
-    The models are tiny unless `encoder_config` (wav2vec2 config kwargs; `{}` = base size) and
-    `generator_config` (e.g. `GeneratorConfig.ffhq(1024)`) ask for full-size random ones.
+    The models are tiny unless `encoder_config` (wav2vec2 config kwargs; `{}` = base size),
+    `generator_config` (e.g. `GeneratorConfig.ffhq(1024)`) and `backbone_config` (DINOv2
+    config kwargs, for face to voice) ask for full-size random ones.
     """
     root = Path(directory)
     if root.exists() and any(root.iterdir()):
@@ -161,7 +163,8 @@ def write_dev_bundle(directory: str | Path, n_people: int = DEV_PEOPLE, seed: in
                              encoder_fingerprint=encoder.fingerprint,
                              generator_fingerprint=gen_fp, seed=seed, progress=progress)
     mapper.save_pretrained(root / "mapper")
-    backbone = Backbone.from_pretrained(write_random_backbone(root / "backbone", seed), None)
+    backbone = Backbone.from_pretrained(
+        write_random_backbone(root / "backbone", seed, config=backbone_config), None)
     face2voice, _ = FaceToVoice.fit(
         backbone, {"name_or_path": "backbone", "revision": None},
         [p.id for p in gallery.people], face_images, gallery.embeddings(),

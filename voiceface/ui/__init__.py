@@ -15,7 +15,7 @@ import gradio as gr
 from ..admin import AdminGate
 from ..enroll import LiveGallery
 from ..pipeline import VoiceFace
-from . import enroll, gallery, identify, verify
+from . import enroll, face2voice, gallery, identify, verify
 from .common import CONCURRENCY, FILE_LIFETIME, MAX_FILE_SIZE, Context, i18n, phone_galleries
 
 __all__ = ["build", "launch_options", "FILE_LIFETIME"]
@@ -38,6 +38,8 @@ def build(vf: VoiceFace, live: LiveGallery | None = None, admin_password: str | 
             gr.Markdown(i18n("personas_note"), elem_id="personas-note")
         with gr.Tab(i18n("tab_main")):
             identify.tab(ctx)
+        with gr.Tab(i18n("tab_face2voice")):
+            face2voice.tab(ctx)
         with gr.Tab(i18n("tab_gallery")) as gallery_tab:
             people = gallery.tab(ctx, gallery_tab)
         with gr.Tab(i18n("tab_verify")):

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import gradio as gr
 
@@ -113,9 +114,10 @@ class ModelCalls:
 
 
 # Gradio's file cache. Gradio 6 has no public way to spare a file from its cache cleaning
-# (`delete_cache`) or to delete a served copy before the cleaning does (`gr.set_static_paths`
-# avoids copying at all, but for every app in the process): these two functions are the only
-# code that touches its internals (`Block.keep_in_cache`, `Blocks.temp_file_sets`).
+# (`delete_cache`), to delete a served copy before the cleaning does (`gr.set_static_paths`
+# avoids copying at all, but for every app in the process) or to serve a file named inside
+# HTML: these functions are the only code that touches its internals (`Block.keep_in_cache`,
+# `Blocks.temp_file_sets`, `Block.move_resource_to_block_cache`).
 
 def keep_example_copies(audio: gr.Audio, examples: gr.Examples) -> None:
     """Spare from the cache cleaning the copies of `examples` that Gradio made once, when the
@@ -133,6 +135,13 @@ def forget_copies(demo: gr.Blocks, names: set[str]) -> None:
         for copy in [f for f in list(files) if Path(f).name in names]:
             Path(copy).unlink(missing_ok=True)
             files.discard(copy)
+
+
+def served_url(block: gr.components.Component, path: str | Path) -> str:
+    """A URL, relative to the page, of a copy of the file at `path` in Gradio's cache, made
+    for `block` now (or made before and touched now): like every render, it is deleted by the
+    cache cleaning `FILE_LIFETIME` s after the last answer that named it."""
+    return f"gradio_api/file={quote(block.move_resource_to_block_cache(path))}"
 
 
 @dataclass(frozen=True)

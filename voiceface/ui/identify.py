@@ -4,10 +4,11 @@ person, the nearest people and their similarities out. Also the `/predict` API e
 from __future__ import annotations
 
 import html
-from typing import Iterator
+from typing import Callable, Iterator, Sequence
 
 import gradio as gr
 
+from ..gallery import Match
 from ..pipeline import PREVIEW_RESOLUTION, VoiceFaceResult
 from .common import (BROWSER_SAMPLE_RATE, FACE_HEIGHT, Context, gpu, i18n, keep_example_copies,
                      plain, public, read_upload)
@@ -27,14 +28,16 @@ BARS_CSS = """
 """
 
 
-def similarity_bars(result: VoiceFaceResult) -> str:
+def similarity_bars(matches: Sequence[Match], cell: Callable[[Match], str] | None = None
+                    ) -> str:
     """The matches as rows of name, bar and similarity (HTML; names escaped). A bar's length
-    is the cosine similarity, clipped to [0, 1]."""
+    is the cosine similarity, clipped to [0, 1]. With `cell`, each row ends with one more
+    cell: `cell(match)`, HTML (a fourth grid column, which the caller's CSS lays out)."""
     rows = "".join(
         f'<span class="name">{html.escape(f"{m.rank}. {m.name}")}</span>'
         f'<span class="track"><span class="fill" style="width: {min(max(m.score, 0), 1):.1%}">'
-        f'</span></span><span class="score">{m.score:.3f}</span>'
-        for m in result.matches)
+        f'</span></span><span class="score">{m.score:.3f}</span>' + (cell(m) if cell else "")
+        for m in matches)
     return f'<div class="bars">{rows}</div>'
 
 
@@ -72,7 +75,7 @@ def tab(ctx: Context) -> None:
             "threshold": result.threshold, "test_weights": vf.spec.test_weights,
             "timings": {k: round(v, 3) for k, v in result.timings.items()},
         }
-        return (result.face, caption, nearest, match_text, top, similarity_bars(result),
+        return (result.face, caption, nearest, match_text, top, similarity_bars(result.matches),
                 summary)
 
     def predict(audio: str | None, request: gr.Request) -> Iterator[tuple]:

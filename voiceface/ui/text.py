@@ -101,6 +101,26 @@ TEXT = {
                                "enrolled people's voices, in their standard deviations.",
         "verify_kind_raw-cosine": "Cosine similarity, not normalised: too few people are "
                                   "enrolled to normalise against.",
+        "tab_face2voice": "Face to voice",
+        "f2v_intro": "Upload a photo of one person's face, or take one with your webcam. You "
+                     "get the enrolled people whose voices suit that face best.",
+        "f2v_photo": "A face (one person, front-facing)", "f2v_submit": "Find voices",
+        "f2v_voices": "Voices that suit this face (similarity to the predicted voice)",
+        "f2v_play": "Play the voice of {name}",
+        "f2v_method": "Method: {method}.",
+        "f2v_method_mapper": "mapper (trained on the enrolled people's faces and voices)",
+        "f2v_method_knn-blend": "kNN blend (the voices of the people whose faces look most "
+                                "alike; no trained mapper)",
+        "f2v_note": "**Note:** the answer is a statistical guess, learned from the enrolled "
+                    "people, about which voices suit a face: it is not anyone's real voice, "
+                    "nor that of the person in the photo. A play button plays a recording of "
+                    "that enrolled person where the gallery has one (the recordings of people "
+                    "enrolled here are never kept). Your photo is deleted from the server "
+                    "within minutes and never kept.",
+        "f2v_no_photo": "Upload or take a photo first.",
+        "f2v_unavailable": "This gallery has no face-to-voice model (it was built before face "
+                           "to voice), so this tab cannot answer. Rebuilding it "
+                           "(`python -m voiceface build`) adds one.",
     },
     "ja": {
         "title": "# voiceface：声から顔へ",
@@ -191,5 +211,22 @@ TEXT = {
                                "いるかを、その標準偏差を単位に表したもの。",
         "verify_kind_raw-cosine": "正規化していないコサイン類似度：登録者が少なすぎて正規化でき"
                                   "ません。",
+        "tab_face2voice": "顔から声へ",
+        "f2v_intro": "一人の顔写真をアップロードするか、カメラで撮影してください。その顔に最も合う声の"
+                     "登録者を表示します。",
+        "f2v_photo": "顔写真（一人、正面向き）", "f2v_submit": "声を探す",
+        "f2v_voices": "この顔に合う声（予測した声との類似度）",
+        "f2v_play": "{name}の声を再生",
+        "f2v_method": "推定方法：{method}。",
+        "f2v_method_mapper": "マッパー（登録者の顔と声で学習）",
+        "f2v_method_knn-blend": "kNNブレンド（顔が最も似ている人たちの声の合成。学習済みマッパーなし）",
+        "f2v_note": "**注意：** 結果は、登録者から学習した「どんな声がその顔に合うか」の統計的な推測"
+                    "です。誰かの本当の声ではなく、写真の人の声でもありません。再生ボタンは、録音が"
+                    "ある登録者の声を再生します（ここで登録した人の録音は保存されません）。写真は"
+                    "数分以内にサーバーから削除され、保存されません。",
+        "f2v_no_photo": "まず写真をアップロードするか、撮影してください。",
+        "f2v_unavailable": "このギャラリーには顔から声を推定するモデルがありません（この機能より前に"
+                           "構築されました）。そのため、このタブは使えません。`python -m voiceface "
+                           "build` で再構築すると使えるようになります。",
     },
 }
