@@ -91,8 +91,8 @@ def test_the_apps_personas_bundle():
                                                     r"upgrade voiceface\."),
     ({"format_version": 0}, r"format_version is 0, .* build the bundle again"),
 ], ids=["truncated", "not-an-object", "unknown-key", "unknown-encoder-key", "truncation-type",
-        "bool-type", "layer-type", "section-type", "truncation-range", "center", "far-range", "backbone-key",
-        "no-version", "newer-version", "older-version"])
+        "bool-type", "layer-type", "section-type", "truncation-range", "center", "far-range",
+        "backbone-key", "no-version", "newer-version", "older-version"])
 def test_a_bad_bundle_json_says_what_is_wrong_and_what_to_do(tmp_path, content, message):
     root = write(tmp_path / "b", content)
     with pytest.raises(BundleError, match=message) as info:

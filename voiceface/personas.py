@@ -201,15 +201,16 @@ def persona_bundle(root: str | Path, encoder: VoiceEncoder, generator: Generator
 
     `truncation` is the psi the pipeline draws faces at and `truncation_center` what toward
     ("population" or "generator", `voiceface.pipeline.VoiceFace.centre`); the personas'
-    displayed faces are drawn so too. `backbone` (a Hub id at `backbone_revision`, or an
-    absolute path: face2voice/ names it, to load it at the first face query) describes
-    their faces for face to voice. Built on first use (a few minutes with full-size models
-    on 2 CPU cores) into `cache/personas/<key>`, where the key hashes the personas' content,
-    the models' fingerprints, the backbone's name and fingerprint, the truncation, its
-    centre and the thresholds' target false-alarm rate `far`; later calls, and later
-    processes, reuse it.
+    displayed faces are drawn so too. `backbone` (a Hub id at `backbone_revision`, or a
+    local directory) describes their faces for face to voice. Built on first use (a few
+    minutes with full-size models on 2 CPU cores) into `cache/personas/<key>`, where the key
+    hashes the personas' content, the models' fingerprints, the backbone's name and
+    fingerprint, the truncation, its centre and the thresholds' target false-alarm rate
+    `far`; later calls, and later processes, reuse it.
     """
     root = Path(root)
+    if hub.is_local(backbone):  # face2voice/ names it: a path that holds from any directory
+        backbone = str(Path(backbone).expanduser().resolve())
     backbone_fingerprint = hub.resolve_safetensors_dir(backbone, backbone_revision,
                                                        "perceptual backbone").fingerprint
     key = hashlib.sha256(json.dumps([CACHE_FORMAT_VERSION, personas_fingerprint(root),
