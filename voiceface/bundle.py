@@ -6,8 +6,9 @@
 A bundle is a directory (a Hub repo is downloaded to one first) holding `bundle.json`,
 `gallery/` (a saved `Gallery`) and optionally `mapper/` (a trained `VoiceToLatent`) and
 `voices/` (example recordings). A personas bundle names a personas folder instead
-(`"personas": "../assets/personas"`, relative to the bundle); its gallery and mapper are
-caches built for the models it names (see `voiceface.personas`).
+(`"personas": "../assets/personas"`, relative to the bundle); its gallery, mapper and
+face2voice/ are caches built for the models it names, "backbone" among them (see
+`voiceface.personas`).
 
 `bundle.json`, format 1; every key but "format_version" may be left out:
 
