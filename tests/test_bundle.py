@@ -7,8 +7,9 @@ import json
 import pytest
 
 from voiceface.bundle import (BUNDLE_FORMAT_VERSION, DEFAULT_ENCODER, DEFAULT_GENERATOR,
-                              DEFAULT_GENERATOR_FILE, DEFAULT_TRUNCATION, BundleError, BundleSpec,
-                              EncoderSpec, GeneratorSpec)
+                              DEFAULT_GENERATOR_FILE, DEFAULT_TRUNCATION, BackboneSpec,
+                              BundleError, BundleSpec, EncoderSpec, GeneratorSpec)
+from voiceface.invert import DEFAULT_BACKBONE, DEFAULT_BACKBONE_REVISION
 
 from conftest import REPO
 
@@ -27,8 +28,10 @@ def test_every_key_is_read_typed(tmp_path):
         "format_version": 1, "description": "mine", "test_weights": True, "far": 0.05,
         "encoder": {"name_or_path": "encoder", "revision": None, "layer": 6, "quantize": True},
         "generator": {"name_or_path": "me/gan", "filename": "g.pt", "revision": "abc"},
-        "truncation": 0.5, "truncation_center": "generator"}))
+        "truncation": 0.5, "truncation_center": "generator",
+        "backbone": {"name_or_path": "backbone", "revision": "r3"}}))
     assert spec.encoder == EncoderSpec("encoder", None, 6, True)
+    assert spec.backbone == BackboneSpec("backbone", "r3")
     assert spec.generator == GeneratorSpec("me/gan", "g.pt", "abc")
     assert (spec.truncation, spec.truncation_center, spec.far) == (0.5, "generator", 0.05)
     assert spec.test_weights and not spec.synthetic_personas and spec.description == "mine"
@@ -44,6 +47,13 @@ def test_what_is_left_out_is_the_default(tmp_path):
     assert spec.generator == GeneratorSpec(DEFAULT_GENERATOR, DEFAULT_GENERATOR_FILE, None)
     assert spec.truncation == DEFAULT_TRUNCATION and spec.truncation_center == "population"
     assert not spec.test_weights and spec.examples == () and spec.personas_dir is None
+    assert spec.backbone == BackboneSpec(DEFAULT_BACKBONE, DEFAULT_BACKBONE_REVISION)
+
+
+def test_another_backbone_without_a_revision_is_not_given_the_default_ones(tmp_path):
+    spec = BundleSpec.read(write(tmp_path / "b", {"format_version": 1,
+                                                  "backbone": {"name_or_path": "me/vit"}}))
+    assert spec.backbone == BackboneSpec("me/vit", None)
 
 
 def test_the_apps_personas_bundle():
@@ -51,6 +61,7 @@ def test_the_apps_personas_bundle():
     assert spec.synthetic_personas
     assert spec.personas_dir.resolve() == (REPO / "assets" / "personas").resolve()
     assert 1 <= len(spec.examples) and all(p.suffix == ".opus" for p in spec.examples)
+    assert spec.backbone == BackboneSpec(DEFAULT_BACKBONE, DEFAULT_BACKBONE_REVISION)
 
 
 @pytest.mark.parametrize("content,message", [
@@ -73,13 +84,15 @@ def test_the_apps_personas_bundle():
     ({"format_version": 1, "truncation_center": "class"},
      r"truncation_center is 'class'; use one of 'population', 'generator'\."),
     ({"format_version": 1, "far": 0}, r"far is 0; give a false-alarm rate between 0 and 1"),
+    ({"format_version": 1, "backbone": {"name_or_path": "me/vit", "file": "x"}},
+     r"bundle.json \"backbone\" has unknown keys 'file'; .* name_or_path, revision"),
     ({"truncation": 0.7}, r"has no \"format_version\"; add \"format_version\": 1"),
     ({"format_version": BUNDLE_FORMAT_VERSION + 1}, r"A newer voiceface wrote this bundle: "
                                                     r"upgrade voiceface\."),
     ({"format_version": 0}, r"format_version is 0, .* build the bundle again"),
 ], ids=["truncated", "not-an-object", "unknown-key", "unknown-encoder-key", "truncation-type",
         "bool-type", "layer-type", "section-type", "truncation-range", "center", "far-range",
-        "no-version", "newer-version", "older-version"])
+        "backbone-key", "no-version", "newer-version", "older-version"])
 def test_a_bad_bundle_json_says_what_is_wrong_and_what_to_do(tmp_path, content, message):
     root = write(tmp_path / "b", content)
     with pytest.raises(BundleError, match=message) as info:

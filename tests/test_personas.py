@@ -13,18 +13,23 @@ from PIL import Image
 
 from voiceface import personas
 from voiceface.audio import load_audio
+from voiceface.build import split_for_evaluation
 from voiceface.calibration import WINDOWS_METHOD
-from voiceface.devbundle import TINY_GENERATOR
+from voiceface.devbundle import TINY_GENERATOR, write_random_backbone
+from voiceface.face2voice import CONFIG_FILE, FACE2VOICE_DIR, FEATURES_FILE, face_features
 from voiceface.gallery import Gallery
+from voiceface.invert import Backbone
 from voiceface.bundle import BundleSpec
 from voiceface.pipeline import VoiceFace, load_generator, load_models, prepare_derived
 from voiceface.provenance import mark
 from voiceface.stylegan2 import Generator, z_from_seed
-from voiceface.voice import VoiceEncoder
+from voiceface.verify import AS_NORM, BUILD_METHOD
+from voiceface.voice import VoiceEncoder, pool
 
 from conftest import REPO
 
 PERSONAS_DIR = REPO / "assets" / "personas"  # the app's personas
+PHOTO = REPO / "voiceface" / "data" / "astronaut.jpg"  # a real face: the tiny faces are noise
 SHIPPED = personas.load_personas(PERSONAS_DIR)
 
 
@@ -95,20 +100,29 @@ def tiny_generator_dir(tmp_path):
     return tmp_path / "generator"
 
 
-def write_personas_bundle(directory, personas_dir, encoder_dir, generator_dir):
+@pytest.fixture(scope="module")
+def tiny_backbone_dir(tmp_path_factory):
+    return write_random_backbone(tmp_path_factory.mktemp("backbone"), seed=0)
+
+
+def write_personas_bundle(directory, personas_dir, encoder_dir, generator_dir, backbone_dir):
+    """A personas bundle naming the models; the backbone by a path relative to the bundle."""
     directory.mkdir()
+    shutil.copytree(backbone_dir, directory / "backbone")
     (directory / "bundle.json").write_text(json.dumps({
         "format_version": 1, "personas": str(personas_dir), "truncation": 0.7,
         "encoder": {"name_or_path": str(encoder_dir)},
-        "generator": {"name_or_path": str(generator_dir)}}))
+        "generator": {"name_or_path": str(generator_dir)},
+        "backbone": {"name_or_path": "backbone"}}))
     return directory
 
 
 def test_persona_caches_are_built_once_then_reused(personas_dir, tiny_xvector_dir,
-                                                   tiny_generator_dir, tmp_path, monkeypatch):
+                                                   tiny_generator_dir, tiny_backbone_dir,
+                                                   tmp_path, monkeypatch):
     monkeypatch.setenv("VOICEFACE_CACHE", str(tmp_path / "cache"))
     bundle = write_personas_bundle(tmp_path / "bundle", personas_dir, tiny_xvector_dir,
-                                   tiny_generator_dir)
+                                   tiny_generator_dir, tiny_backbone_dir)
     vf = VoiceFace.from_pretrained(bundle, progress=False)
     assert vf.spec.synthetic_personas
     assert [p.id for p in vf.gallery.people] == ["persona01", "persona14", "persona37",
@@ -123,15 +137,51 @@ def test_persona_caches_are_built_once_then_reused(personas_dir, tiny_xvector_di
     np.testing.assert_allclose(vf.gallery.latent("persona14"), w, atol=1e-6)
     assert vf.gallery.person("persona14").extra["truncation"] == 0.7
     assert vf.gallery.people[0].faces[0].is_file()
-    # calibrated on the personas' own windows (one each): 4 trials cannot measure 1 %
-    c, e = vf.gallery.calibration, vf.gallery.embeddings()
-    assert (c.trials, c.accepted, c.far_target, c.method) == (4, 0, 0.01, WINDOWS_METHOD)
+    # each recording split in time as `build` splits one: the first 70 % and the last 30 %,
+    # one window each; the open-set threshold is calibrated on those 8 windows, too few
+    # trials to measure 1 %, so it lies just above the highest window score against another
+    # persona
+    ids = [p.id for p in vf.gallery.people]
+    windows, owners, parts = [], [], []
+    for i in ids:
+        wav = load_audio(personas_dir / "voices" / f"{i}.opus", max_seconds=None)
+        for name, a, b in split_for_evaluation(len(wav)):
+            windows.append(vf.encoder.embed_windows(wav[a:b]))
+            owners += [i] * len(windows[-1])
+            parts.append(name)
+    windows, e = np.concatenate(windows), vf.gallery.embeddings()
+    assert len(windows) == 8 and parts == ["enroll", "held_out"] * 4
+    np.testing.assert_allclose(e[0], pool(windows[:2]), atol=1e-5)
+    c = vf.gallery.calibration
+    assert (c.trials, c.accepted, c.far_target, c.method) == (8, 0, 0.01, WINDOWS_METHOD)
     assert not c.enough_trials and vf.gallery.threshold == c.threshold
-    assert c.threshold > (e @ e.T - 2 * np.eye(4)).max()  # above every other-persona score
+    other = np.array([[o != i for i in ids] for o in owners])
+    assert c.threshold == pytest.approx(float((windows @ e.T)[other].max()), abs=1e-6)
+    # ... and so is the verification threshold: each window against the 3 other personas,
+    # and against its own persona enrolled from the other part of the recording
+    v = vf.gallery.verification
+    assert (v.non_mated_trials, v.mated_trials, v.far_target, v.score, v.method) == \
+        (24, 8, 0.01, AS_NORM, BUILD_METHOD)
+    verdict = vf.verify(personas_dir / "voices" / "persona14.opus", "persona14")
+    assert (verdict.far_trials, verdict.frr_trials) == (24, 8)
+    assert verdict.far == v.far_achieved and verdict.frr == v.frr is not None
+    assert not any("unmeasured" in note for note in verdict.notes)
+    # face to voice: the personas' displayed faces described by the bundle's backbone, the
+    # reverse mapper trained on them; a photo's matches are personas
+    f2v = json.loads((built_dir(tmp_path) / FACE2VOICE_DIR / CONFIG_FILE).read_text())
+    backbone = Backbone.from_pretrained(bundle / "backbone", None)
+    assert f2v["ids"] == ids and f2v["backbone"]["name_or_path"] == str(bundle / "backbone")
+    assert f2v["backbone_fingerprint"] == backbone.fingerprint
+    np.testing.assert_allclose(
+        np.load(built_dir(tmp_path) / FACE2VOICE_DIR / FEATURES_FILE),
+        face_features(backbone, [Image.open(p.faces[0]).convert("RGB")
+                                 for p in vf.gallery.people]), atol=1e-5)
+    answer = vf.face2voice(PHOTO, k=4)
+    assert answer.method == "mapper" and sorted(m.id for m in answer.matches) == sorted(ids)
     # a persona's own recording finds that persona first
     result = vf(personas_dir / "voices" / "persona37.opus")
     assert result.matches[0].id == "persona37"
-    (built,) = (tmp_path / "cache" / "personas").glob("[!.]*")
+    built = built_dir(tmp_path)
 
     # second start: the cache is reused, nothing is rebuilt
     monkeypatch.setattr(personas, "_build", lambda *a, **k: pytest.fail("rebuilt the cache"))
@@ -140,11 +190,19 @@ def test_persona_caches_are_built_once_then_reused(personas_dir, tiny_xvector_di
     np.testing.assert_array_equal(again.gallery.embeddings(), vf.gallery.embeddings())
 
 
+def built_dir(tmp_path):
+    """The one personas cache built under `tmp_path / "cache"`."""
+    (built,) = (tmp_path / "cache" / "personas").glob("[!.]*")
+    return built
+
+
 def test_a_personas_bundle_is_read_then_its_caches_are_built_for_its_models(
-        personas_dir, tiny_xvector_dir, tiny_generator_dir, tmp_path, monkeypatch):
+        personas_dir, tiny_xvector_dir, tiny_generator_dir, tiny_backbone_dir, tmp_path,
+        monkeypatch):
     monkeypatch.setenv("VOICEFACE_CACHE", str(tmp_path / "cache"))
     spec = BundleSpec.read(write_personas_bundle(tmp_path / "bundle", personas_dir,
-                                                 tiny_xvector_dir, tiny_generator_dir))
+                                                 tiny_xvector_dir, tiny_generator_dir,
+                                                 tiny_backbone_dir))
     assert spec.synthetic_personas and spec.personas_dir == personas_dir
     assert spec.examples and all(p.parent == personas_dir / "voices" for p in spec.examples)
     assert not (tmp_path / "cache").exists()  # reading built nothing
@@ -155,10 +213,12 @@ def test_a_personas_bundle_is_read_then_its_caches_are_built_for_its_models(
 
 
 def test_other_models_or_changed_personas_get_their_own_cache(personas_dir, tiny_xvector_dir,
-                                                             tiny_generator_dir, tmp_path):
+                                                             tiny_generator_dir,
+                                                             tiny_backbone_dir, tmp_path):
     voice = VoiceEncoder.from_pretrained(tiny_xvector_dir)
     generator, fingerprint = load_generator(tiny_generator_dir)
-    build = dict(truncation=0.7, progress=False)
+    build = dict(truncation=0.7, backbone=str(tiny_backbone_dir), backbone_revision=None,
+                 progress=False)
     first = personas.persona_bundle(personas_dir, voice, generator, fingerprint, tmp_path, **build)
     Generator(TINY_GENERATOR, seed=4).save_pretrained(tmp_path / "other")
     other, other_fp = load_generator(tmp_path / "other")
@@ -175,6 +235,13 @@ def test_other_models_or_changed_personas_get_their_own_cache(personas_dir, tiny
     fifth = personas.persona_bundle(personas_dir, voice, generator, fingerprint, tmp_path,
                                     **{**build, "truncation_center": "generator"})
     assert fifth not in (first, second, third, fourth)
+    other_backbone = write_random_backbone(tmp_path / "other-backbone", seed=1)
+    sixth = personas.persona_bundle(personas_dir, voice, generator, fingerprint, tmp_path,
+                                    **{**build, "backbone": str(other_backbone)})
+    assert sixth not in (first, second, third, fourth, fifth)
+    made_with = json.loads((sixth / FACE2VOICE_DIR / CONFIG_FILE).read_text())
+    assert made_with["backbone_fingerprint"] == Backbone.from_pretrained(
+        other_backbone, None).fingerprint
     assert not list((tmp_path / "personas").glob(".*.tmp"))
 
 
@@ -185,14 +252,14 @@ def test_a_missing_recording_is_named(personas_dir):
 
 
 def test_a_personas_own_latent_redraws_its_displayed_face(personas_dir, tiny_xvector_dir,
-                                                         tiny_generator_dir, tmp_path,
-                                                         monkeypatch):
+                                                         tiny_generator_dir, tiny_backbone_dir,
+                                                         tmp_path, monkeypatch):
     """The face shown for a persona is the face the pipeline draws from its stored latent:
     truncated once, by the bundle's truncation toward the personas' population centre, pixel
     for pixel."""
     monkeypatch.setenv("VOICEFACE_CACHE", str(tmp_path / "cache"))
     bundle = write_personas_bundle(tmp_path / "bundle", personas_dir, tiny_xvector_dir,
-                                   tiny_generator_dir)
+                                   tiny_generator_dir, tiny_backbone_dir)
     vf = VoiceFace.from_pretrained(bundle, progress=False)
     for person in vf.gallery.people:
         stored = torch.from_numpy(vf.gallery.latent(person.id))[None]

@@ -6,8 +6,9 @@
 A bundle is a directory (a Hub repo is downloaded to one first) holding `bundle.json`,
 `gallery/` (a saved `Gallery`) and optionally `mapper/` (a trained `VoiceToLatent`) and
 `voices/` (example recordings). A personas bundle names a personas folder instead
-(`"personas": "../assets/personas"`, relative to the bundle); its gallery and mapper are
-caches built for the models it names (see `voiceface.personas`).
+(`"personas": "../assets/personas"`, relative to the bundle); its gallery, mapper and
+face2voice/ are caches built for the models it names, "backbone" among them (see
+`voiceface.personas`).
 
 `bundle.json`, format 1; every key but "format_version" may be left out:
 
@@ -20,7 +21,9 @@ caches built for the models it names (see `voiceface.personas`).
      "truncation": 0.7,                   psi in [0, 1]: generated faces pulled toward ...
      "truncation_center": "population",   ... the people's mean latent, or "generator" (w_avg)
      "personas": "../assets/personas",    a personas bundle
-     "far": 0.01,                         false-alarm rate of a personas gallery's threshold
+     "far": 0.01,                         false-alarm rate of a personas gallery's thresholds
+     "backbone": {"name_or_path": "facebook/dinov2-small", "revision": "ed25f3a..."},
+                                          a personas bundle's face-to-voice features
      "test_weights": false}               tiny random models (the app says so)
 
 Relative model paths are looked up inside the bundle first (`BundleSpec.locate`). Reading a
@@ -37,6 +40,7 @@ from pathlib import Path
 
 from .calibration import FALSE_ALARM_RATE
 from .gallery import POPULATION, TRUNCATION_CENTERS
+from .invert import DEFAULT_BACKBONE, DEFAULT_BACKBONE_REVISION
 from .voice import DEFAULT_ENCODER, DEFAULT_ENCODER_REVISION
 
 BUNDLE_FILE = "bundle.json"
@@ -54,9 +58,11 @@ _NUMBER = (int, float)
 ENCODER_KEYS = {"name_or_path": (str,), "revision": (str, None), "layer": (int,),
                 "quantize": (bool,)}
 GENERATOR_KEYS = {"name_or_path": (str,), "filename": (str, None), "revision": (str, None)}
+BACKBONE_KEYS = {"name_or_path": (str,), "revision": (str, None)}
 BUNDLE_KEYS = {"format_version": (int,), "description": (str,), "encoder": (dict,),
                "generator": (dict,), "truncation": _NUMBER, "truncation_center": (str,),
-               "personas": (str,), "far": _NUMBER, "test_weights": (bool,)}
+               "personas": (str,), "far": _NUMBER, "backbone": (dict,),
+               "test_weights": (bool,)}
 
 
 class BundleError(ValueError):
@@ -98,6 +104,26 @@ class GeneratorSpec:
 
 
 @dataclass(frozen=True)
+class BackboneSpec:
+    """The perceptual backbone a personas bundle describes faces with for face to voice
+    (`voiceface.face2voice`; a built bundle records its own in face2voice/): a Hub repo id
+    or a path (relative: in the bundle)."""
+
+    name_or_path: str = DEFAULT_BACKBONE
+    revision: str | None = DEFAULT_BACKBONE_REVISION
+
+    @classmethod
+    def from_dict(cls, data: object, where: str = 'bundle.json "backbone"') -> BackboneSpec:
+        """From a `bundle.json` "backbone" object; another backbone without a "revision" is
+        taken at its latest (the default revision pins the default backbone only);
+        `BundleError` for wrong keys or types."""
+        given = _checked(data, where, BACKBONE_KEYS)
+        if given.get("name_or_path", DEFAULT_BACKBONE) != DEFAULT_BACKBONE:
+            given.setdefault("revision", None)
+        return cls(**given)
+
+
+@dataclass(frozen=True)
 class BundleSpec:
     """A bundle's `bundle.json`, typed and checked, with what it implies: where the bundle is
     (`root`; None for a pipeline assembled in code) and its example recordings."""
@@ -111,6 +137,7 @@ class BundleSpec:
     truncation_center: str = DEFAULT_TRUNCATION_CENTER
     personas: str | None = None  # the personas folder, relative to `root`
     far: float = FALSE_ALARM_RATE  # target false-alarm rate of a personas gallery
+    backbone: BackboneSpec = BackboneSpec()  # a personas bundle's face-to-voice features
     test_weights: bool = False  # tiny random models: results mean nothing
     examples: tuple[Path, ...] = ()  # example recordings: `voices/`, or a few personas'
 
@@ -171,6 +198,8 @@ class BundleSpec:
             given["encoder"] = EncoderSpec.from_dict(given["encoder"])
         if "generator" in given:
             given["generator"] = GeneratorSpec.from_dict(given["generator"])
+        if "backbone" in given:
+            given["backbone"] = BackboneSpec.from_dict(given["backbone"])
         spec = cls(root=root, **given)
         return replace(spec, examples=spec._find_examples())
 

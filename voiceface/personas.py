@@ -8,14 +8,23 @@ not that a voice predicts a face.
     assets/personas/personas.json     id, name, voice recipe, text, face seed
     assets/personas/voices/<id>.opus  the synthesised recordings (`write_voices` remakes them)
 
-Embeddings, the search index, latents, face renders and the mapper depend on the encoder
-and generator, so they are caches: `persona_bundle` builds them once per (personas, encoder,
-generator, truncation and its centre) fingerprint into a writable directory and reuses them
-on the next start.
+Embeddings, the search index, latents, face renders, the mapper and face to voice depend on
+the encoder, the generator and the perceptual backbone, so they are caches: `persona_bundle`
+builds them once per (personas, encoder, generator, backbone, truncation and its centre)
+fingerprint into a writable directory and reuses them on the next start.
+Each persona has one recording, split in time as `build` splits a single recording
+(`voiceface.build.split_for_evaluation`: the first 70 %, about 7 s, and the last 30 %, about
+3 s, each one encoder window); the gallery pools both parts' windows.
 The gallery's open-set threshold is calibrated then (`voiceface.calibration.calibrate_windows`):
-each persona's recording windows are scored against the other personas, one best score per
-window. With one 10 s window each, 48 personas give 48 trials, too few to measure 1 % (the
-finest rate is 1/48): the threshold then accepts none of them, and its record says so.
+each window is scored against the other personas, one best score per window. Two windows
+each, 48 personas give 96 trials, too few to measure 1 % (the finest rate is 1/96): the
+threshold then accepts none of them, and its record says so. The verification threshold is
+calibrated at the same rate (`voiceface.verify.calibrate_windows`): each window against
+every other persona (96 x 47 non-mated trials), and against its own persona enrolled from
+the other part of the recording (96 mated trials).
+Face to voice (`voiceface.face2voice`) describes each persona's displayed face with the
+bundle's backbone and trains the reverse mapper onto the personas' voices, as `build` does;
+the generator's faces are aligned as FFHQ is, so they are used as rendered.
 A persona's stored latent is the generator's untruncated w for its seed, like an inverted
 photo's; its displayed face is drawn from that w truncated once by the bundle's truncation,
 toward the bundle's truncation centre (the personas' population centre, or the generator's
@@ -39,10 +48,12 @@ import soundfile as sf
 import torch
 from tqdm.auto import tqdm
 
-from . import storage
+from . import hub, storage
+from . import verify as verification
 from .audio import SAMPLE_RATE, load_audio
 from .calibration import FALSE_ALARM_RATE, calibrate_windows
 from .gallery import POPULATION, Gallery, population_centre
+from .invert import Backbone
 from .mapper import SMALL_MAPPER, train_mapper
 from .stylegan2 import Generator, to_pil
 from .voice import VoiceEncoder, pool
@@ -54,7 +65,7 @@ VOICE_RMS_DBFS = -20.0  # loudness every recording is normalised to
 MAX_VOICE_SECONDS = 10.0  # s: one encoder window, so the first start embeds each voice once
 CUT_SEARCH_SECONDS = 2.0  # s before the limit searched for the quietest place to cut
 FACE_RESOLUTION = 512  # px; gallery photos of the personas (the preview is 256 px)
-CACHE_FORMAT_VERSION = 4  # part of the cache key: raised when what a cache holds changes
+CACHE_FORMAT_VERSION = 5  # part of the cache key: raised when what a cache holds changes
 EXAMPLES = 6  # persona recordings offered as examples in the app
 TTS_TIMEOUT = 60  # s per synthesis command
 
@@ -181,19 +192,27 @@ def _run(command: list[str], what: str) -> None:
 def persona_bundle(root: str | Path, encoder: VoiceEncoder, generator: Generator,
                    generator_fingerprint: str, cache: str | Path, *, truncation: float,
                    truncation_center: str = POPULATION, far: float = FALSE_ALARM_RATE,
-                   progress: bool = True) -> Path:
-    """The directory holding `gallery/` and `mapper/` of the personas for these models.
+                   backbone: str, backbone_revision: str | None, progress: bool = True) -> Path:
+    """The directory holding `gallery/`, `mapper/` and `face2voice/` of the personas for
+    these models.
 
     `truncation` is the psi the pipeline draws faces at and `truncation_center` what toward
     ("population" or "generator", `voiceface.pipeline.VoiceFace.centre`); the personas'
-    displayed faces are drawn so too. Built on first use (a few minutes with full-size models
-    on 2 CPU cores) into `cache/personas/<key>`, where the key hashes the personas' content,
-    the models' fingerprints, the truncation, its centre and the threshold's target
-    false-alarm rate `far`; later calls, and later processes, reuse it.
+    displayed faces are drawn so too. `backbone` (a Hub id at `backbone_revision`, or a
+    local directory) describes their faces for face to voice. Built on first use (a few
+    minutes with full-size models on 2 CPU cores) into `cache/personas/<key>`, where the key
+    hashes the personas' content, the models' fingerprints, the backbone's name and
+    fingerprint, the truncation, its centre and the thresholds' target false-alarm rate
+    `far`; later calls, and later processes, reuse it.
     """
     root = Path(root)
+    if hub.is_local(backbone):  # face2voice/ names it: a path that holds from any directory
+        backbone = str(Path(backbone).expanduser().resolve())
+    backbone_fingerprint = hub.resolve_safetensors_dir(backbone, backbone_revision,
+                                                       "perceptual backbone").fingerprint
     key = hashlib.sha256(json.dumps([CACHE_FORMAT_VERSION, personas_fingerprint(root),
-                                     encoder.fingerprint, generator_fingerprint, truncation,
+                                     encoder.fingerprint, generator_fingerprint,
+                                     backbone, backbone_fingerprint, truncation,
                                      truncation_center, far]).encode()).hexdigest()[:16]
     parent = Path(cache) / "personas"
     target = parent / key
@@ -205,7 +224,8 @@ def persona_bundle(root: str | Path, encoder: VoiceEncoder, generator: Generator
         work = parent / f".{key}.{uuid.uuid4().hex[:8]}.tmp"
         try:
             _build(root, encoder, generator, generator_fingerprint, work, far, truncation,
-                   truncation_center, progress)
+                   truncation_center, {"name_or_path": backbone, "revision": backbone_revision},
+                   progress)
             shutil.rmtree(target, ignore_errors=True)
             work.rename(target)
             storage.fsync_path(parent)
@@ -216,14 +236,19 @@ def persona_bundle(root: str | Path, encoder: VoiceEncoder, generator: Generator
 
 def _build(root: Path, encoder: VoiceEncoder, generator: Generator, generator_fingerprint: str,
            out: Path, far: float, truncation: float, truncation_center: str,
-           progress: bool) -> None:
+           backbone_source: dict, progress: bool) -> None:
+    # imported here: build imports the pipeline, which imports this module; face2voice
+    # loads OpenCV, which a start with a built cache never needs
+    from .build import split_for_evaluation
+    from .face2voice import FACE2VOICE_DIR, FaceToVoice
+
     started = time.perf_counter()
     personas = load_personas(root)
     gallery = Gallery(encoder.dim, encoder.fingerprint,
                       generator_fingerprint=generator_fingerprint,
                       latent_dim=generator.style_dim)
     resolution = min(FACE_RESOLUTION, generator.resolution)
-    rows, latents, groups = [], [], []
+    rows, latents, groups, parts, images = [], [], [], [], []
     faces = out / "renders"
     faces.mkdir(parents=True)
     with torch.inference_mode():  # every latent first: faces are truncated toward their centre
@@ -232,13 +257,17 @@ def _build(root: Path, encoder: VoiceEncoder, generator: Generator, generator_fi
         population_centre(np.stack([w[0].cpu().numpy() for w in ws]))).to(generator.w_avg)
     for persona, w in tqdm(list(zip(personas, ws)), desc="personas: voices and faces",
                            disable=not progress):
-        windows = encoder.embed_windows(load_audio(persona["voice_file"], max_seconds=None))
+        wav = load_audio(persona["voice_file"], max_seconds=None)
+        split = split_for_evaluation(len(wav))  # as `build` splits a single recording
+        part_windows = encoder.embed_windows_many([wav[a:b] for _, a, b in split])
+        windows = np.concatenate(part_windows)
         face = persona["face"]
         with torch.inference_mode():
             image = to_pil(generator.synthesis(generator.truncate(w, truncation, centre),
                                                noise="const", resolution=resolution))[0]
         face_path = faces / f"{persona['id']}.png"
         image.save(face_path)
+        images.append(image)
         latent = w[0].cpu().numpy()
         gallery.add(persona["id"], pool(windows), name=persona["name"], faces=[face_path],
                     consent=True, n_clips=1, latent=latent,
@@ -247,18 +276,30 @@ def _build(root: Path, encoder: VoiceEncoder, generator: Generator, generator_fi
         rows.append(windows)
         latents += [latent] * len(windows)
         groups += [persona["id"]] * len(windows)
-    calibrate_windows(np.concatenate(rows), groups, gallery, far)
+        parts += [name for (name, *_), got in zip(split, part_windows) for _ in got]
+    windows = np.concatenate(rows)
+    calibrate_windows(windows, groups, gallery, far)
+    verification.calibrate_windows(windows, groups, parts, gallery, far)
     gallery.save(out / "gallery")
     shutil.rmtree(faces)  # the gallery keeps its own content-addressed copies
-    mapper, report = train_mapper(np.concatenate(rows), np.stack(latents), groups,
+    mapper, report = train_mapper(windows, np.stack(latents), groups,
                                   gallery.centre, **SMALL_MAPPER,
                                   encoder_fingerprint=encoder.fingerprint,
                                   generator_fingerprint=generator_fingerprint,
                                   progress=progress)
     mapper.save_pretrained(out / "mapper")
+    face2voice_started = time.perf_counter()
+    ids = [p["id"] for p in personas]
+    face2voice, reverse = FaceToVoice.fit(
+        Backbone.from_pretrained(backbone_source["name_or_path"], backbone_source["revision"]),
+        backbone_source, ids, images, np.stack([gallery.embedding(i) for i in ids]),
+        encoder_fingerprint=encoder.fingerprint, generator_fingerprint=generator_fingerprint,
+        progress=progress)
+    face2voice.save(out / FACE2VOICE_DIR)
     storage.write_json(out / "build.json", {
         "personas": len(personas), "seconds": round(time.perf_counter() - started, 1),
+        "face2voice_seconds": round(time.perf_counter() - face2voice_started, 1),
         "face_resolution": resolution, "mapper_best_epoch": report.best_epoch,
         "mapper_val_loss": report.val_loss, "mapper_baseline_val_loss": report.baseline_val_loss,
+        "face2voice_mapper": reverse,
     })
-

@@ -355,15 +355,17 @@ def load_models(spec: BundleSpec, device: str | None = None
 
 def prepare_derived(spec: BundleSpec, encoder: VoiceEncoder, generator: Generator,
                     generator_fingerprint: str, *, progress: bool = True) -> Path:
-    """The directory holding the bundle's `gallery/` and `mapper/` for these models: the
-    bundle itself, or for a personas bundle their caches in `cache_dir()`, built on first
-    use (minutes with full-size models; `voiceface.personas.persona_bundle`)."""
+    """The directory holding the bundle's `gallery/`, `mapper/` and `face2voice/` for these
+    models: the bundle itself, or for a personas bundle their caches in `cache_dir()`, built
+    on first use with the bundle's backbone (minutes with full-size models;
+    `voiceface.personas.persona_bundle`)."""
     if spec.personas_dir is None:
         return spec.root
     return personas.persona_bundle(
         spec.personas_dir, encoder, generator, generator_fingerprint, cache_dir(),
         far=spec.far, truncation=spec.truncation, truncation_center=spec.truncation_center,
-        progress=progress)
+        backbone=spec.locate(spec.backbone.name_or_path),
+        backbone_revision=spec.backbone.revision, progress=progress)
 
 
 def spec_generator(spec: BundleSpec) -> tuple[Generator, str]:
