@@ -19,8 +19,7 @@ from PIL import Image
 from conftest import REPO, serve_app
 from voiceface import build as build_module
 from voiceface.audio import SAMPLE_RATE, load_audio
-from voiceface.build import (BuildConfig, BuildReport, Cache, PersonFolder, build, scan_people,
-                             split_for_evaluation)
+from voiceface.build import BuildConfig, BuildReport, Cache, PersonFolder, build, scan_people
 from voiceface.calibration import WINDOWS_METHOD, best_non_mated, threshold_at_far
 from voiceface.devbundle import (TINY_GENERATOR, synthetic_voice, write_people_folder,
                                  write_random_backbone)
@@ -29,7 +28,7 @@ from voiceface.gallery import Gallery
 from voiceface.invert import InversionConfig, Inverter
 from voiceface.pipeline import VoiceFace
 from voiceface.stylegan2 import Generator
-from voiceface.voice import VoiceEncoder, window_bounds
+from voiceface.voice import VoiceEncoder, split_for_evaluation, window_bounds
 
 GOOD_PEOPLE = 5  # in the people folder; person01 is then made ambiguous by "Person01"
 ENROLLED = GOOD_PEOPLE - 1

@@ -13,7 +13,6 @@ from PIL import Image
 
 from voiceface import personas
 from voiceface.audio import load_audio
-from voiceface.build import split_for_evaluation
 from voiceface.calibration import WINDOWS_METHOD
 from voiceface.devbundle import TINY_GENERATOR, write_random_backbone
 from voiceface.face2voice import CONFIG_FILE, FACE2VOICE_DIR, FEATURES_FILE, face_features
@@ -24,7 +23,7 @@ from voiceface.pipeline import VoiceFace, load_generator, load_models, prepare_d
 from voiceface.provenance import mark
 from voiceface.stylegan2 import Generator, z_from_seed
 from voiceface.verify import AS_NORM, BUILD_METHOD
-from voiceface.voice import VoiceEncoder, pool
+from voiceface.voice import VoiceEncoder, pool, split_for_evaluation
 
 from conftest import REPO
 

@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 
 from . import faces, storage
 from . import verify as verification
-from .audio import AUDIO_SUFFIXES, MIN_SPEECH_SECONDS, SAMPLE_RATE, load_audio
+from .audio import AUDIO_SUFFIXES, load_audio
 from .calibration import FALSE_ALARM_RATE, Calibration, calibrate_windows
 from .enroll import clean_name
 from .face2voice import FACE2VOICE_DIR, FaceToVoice
@@ -58,7 +58,8 @@ from .bundle import (BUNDLE_FILE, BUNDLE_FORMAT_VERSION, DEFAULT_GENERATOR,
                      EXAMPLES_DIR, GALLERY_DIR, MAPPER_DIR)
 from .pipeline import load_generator
 from .stylegan2 import Generator
-from .voice import DEFAULT_ENCODER, DEFAULT_ENCODER_REVISION, VoiceEncoder, pool
+from .voice import (DEFAULT_ENCODER, DEFAULT_ENCODER_REVISION, ENROLL_PART, HELD_OUT_PART,
+                    HOLD_OUT_FRACTION, VoiceEncoder, pool, split_for_evaluation)
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 PERSON_FILE = "person.json"
@@ -68,8 +69,6 @@ WORK_SUFFIX = ".build"  # the new bundle is written to `.<out name>.<random>.bui
 WINDOWS_FILE = "windows.npy"  # [M, D] per-window embeddings of every enrolled recording
 WINDOWS_INDEX = "windows.json"  # row -> person, recording, start second
 REPORT_FILE = "build.json"
-HOLD_OUT_FRACTION = 0.3  # of a single recording: its last part, held out by `eval`
-ENROLL_PART, HELD_OUT_PART = "enroll", "held_out"  # windows.json "part" of a split recording
 
 
 @dataclass(frozen=True)
@@ -319,17 +318,6 @@ class Cache:
 
 def _key(*parts: str) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
-
-
-def split_for_evaluation(n_samples: int) -> list[tuple[str, int, int]]:
-    """The parts (name, start, end) of a person's single recording of `n_samples`, each cut
-    into windows on its own: "enroll" is [0, cut), "held_out" [cut, n_samples), with
-    cut = round(n_samples * (1 - HOLD_OUT_FRACTION)). A held-out part shorter than the
-    shortest query (`MIN_SPEECH_SECONDS`) is not split off: all is "enroll"."""
-    cut = round(n_samples * (1 - HOLD_OUT_FRACTION))
-    if n_samples - cut < MIN_SPEECH_SECONDS * SAMPLE_RATE:
-        return [(ENROLL_PART, 0, n_samples)]
-    return [(ENROLL_PART, 0, cut), (HELD_OUT_PART, cut, n_samples)]
 
 
 def _embed_person(encoder: VoiceEncoder, person: PersonFolder, cache: Cache, report: BuildReport,

@@ -2,7 +2,7 @@
 
 Identification (closed and open set). Each person's last recording is held out; the rest
 enrolls them. A person with one recording had it split in time by `build` before it was
-cut into windows (`build.split_for_evaluation`: samples [0, cut) enroll, [cut, end) are
+cut into windows (`voice.split_for_evaluation`: samples [0, cut) enroll, [cut, end) are
 held out, cut = 70 % of the recording; each part is windowed on its own), so no held-out
 window shares a sample with the enrollment. Every held-out 10 s window is a trial against
 the gallery of all N people: top-1 / top-5 accuracy (chance k/N), verification EER over all
@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from . import storage
-from .build import HELD_OUT_PART, WINDOWS_FILE, WINDOWS_INDEX
+from .build import WINDOWS_FILE, WINDOWS_INDEX
 from .calibration import FALSE_ALARM_RATE, Calibration, calibrate
 from .face2voice import evaluate_bundle as evaluate_face2voice
 from .face2voice import markdown as face2voice_markdown
@@ -54,7 +54,7 @@ from .bundle import BUNDLE_FILE
 from .pipeline import bundle_generator
 from .verification_eval import evaluate_verification, plot_det
 from .verification_eval import markdown as verification_markdown
-from .voice import pool
+from .voice import HELD_OUT_PART, pool
 
 EVAL_METHOD = ("eval: best score of each held-out window against the other people's "
                "enrollment embeddings")

@@ -13,7 +13,7 @@ the encoder, the generator and the perceptual backbone, so they are caches: `per
 builds them once per (personas, encoder, generator, backbone, truncation and its centre)
 fingerprint into a writable directory and reuses them on the next start.
 Each persona has one recording, split in time as `build` splits a single recording
-(`voiceface.build.split_for_evaluation`: the first 70 %, about 7 s, and the last 30 %, about
+(`voiceface.voice.split_for_evaluation`: the first 70 %, about 7 s, and the last 30 %, about
 3 s, each one encoder window); the gallery pools both parts' windows.
 The gallery's open-set threshold is calibrated then (`voiceface.calibration.calibrate_windows`):
 each window is scored against the other personas, one best score per window. Two windows
@@ -56,7 +56,7 @@ from .gallery import POPULATION, Gallery, population_centre
 from .invert import Backbone
 from .mapper import SMALL_MAPPER, train_mapper
 from .stylegan2 import Generator, to_pil
-from .voice import VoiceEncoder, pool
+from .voice import VoiceEncoder, pool, split_for_evaluation
 
 PERSONAS_FILE = "personas.json"
 VOICES_DIR = "voices"
@@ -237,9 +237,7 @@ def persona_bundle(root: str | Path, encoder: VoiceEncoder, generator: Generator
 def _build(root: Path, encoder: VoiceEncoder, generator: Generator, generator_fingerprint: str,
            out: Path, far: float, truncation: float, truncation_center: str,
            backbone_source: dict, progress: bool) -> None:
-    # imported here: build imports the pipeline, which imports this module; face2voice
-    # loads OpenCV, which a start with a built cache never needs
-    from .build import split_for_evaluation
+    # imported here: face2voice loads OpenCV, which a start with a built cache never needs
     from .face2voice import FACE2VOICE_DIR, FaceToVoice
 
     started = time.perf_counter()

@@ -25,13 +25,15 @@ import torch
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, Wav2Vec2ForXVector
 
 from . import hub
-from .audio import SAMPLE_RATE
+from .audio import MIN_SPEECH_SECONDS, SAMPLE_RATE
 
 DEFAULT_ENCODER = "anton-l/wav2vec2-base-superb-sv"
 DEFAULT_ENCODER_REVISION = "f00a71e827414d3e04228bb97bbee924d3044e85"  # adds model.safetensors
 WINDOW_SECONDS = 10.0  # s per window for long audio
 HOP_SECONDS = 5.0  # s between window starts (50 % overlap)
 BATCH_WINDOWS = 8  # windows per forward pass in embed_many
+HOLD_OUT_FRACTION = 0.3  # of a single recording: its last part, held out by `eval`
+ENROLL_PART, HELD_OUT_PART = "enroll", "held_out"  # windows.json "part" of a split recording
 
 
 @dataclass(frozen=True)
@@ -224,3 +226,14 @@ def pool(window_embeddings: np.ndarray) -> np.ndarray:
     """One embedding [D] from window embeddings [W, D]: the renormalised mean."""
     mean = np.asarray(window_embeddings, np.float32).mean(axis=0)
     return (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
+
+
+def split_for_evaluation(n_samples: int) -> list[tuple[str, int, int]]:
+    """The parts (name, start, end) of a person's single recording of `n_samples`, each cut
+    into windows on its own: "enroll" is [0, cut), "held_out" [cut, n_samples), with
+    cut = round(n_samples * (1 - HOLD_OUT_FRACTION)). A held-out part shorter than the
+    shortest query (`MIN_SPEECH_SECONDS`) is not split off: all is "enroll"."""
+    cut = round(n_samples * (1 - HOLD_OUT_FRACTION))
+    if n_samples - cut < MIN_SPEECH_SECONDS * SAMPLE_RATE:
+        return [(ENROLL_PART, 0, n_samples)]
+    return [(ENROLL_PART, 0, cut), (HELD_OUT_PART, cut, n_samples)]
