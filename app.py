@@ -62,8 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         "directory (e.g. /data/voiceface on a Space with persistent storage): loaded if it "
         "holds one, else the bundle's is copied there. Default: $VOICEFACE_GALLERY_DIR; with "
         f"${ADMIN_PASSWORD_VAR} set, {cache_dir() / 'gallery'}")
-    add("--backbone", default=env("VOICEFACE_BACKBONE"), help="perceptual backbone for "
-        f"enrolled faces' latents (directory or Hub repo; default {DEFAULT_BACKBONE})")
+    add("--backbone", default=env("VOICEFACE_BACKBONE"), help="perceptual backbone "
+        "(directory or Hub repo) instead of the bundle's: describes faces for face to voice "
+        "in the personas' cache, and inverts enrolled faces into latents (default: "
+        f"$VOICEFACE_BACKBONE, else the bundle's, else {DEFAULT_BACKBONE})")
     add("--inversion-steps", type=int, default=InversionConfig.steps,
         help="optimisation steps per enrolled face")
     add("--inversion-resolution", type=int, default=InversionConfig.resolution,
@@ -84,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         vf = VoiceFace.from_pretrained(args.bundle, encoder=args.encoder,
                                        generator=args.generator,
                                        generator_file=args.generator_file,
-                                       quantize=args.quantize or None)
+                                       backbone=args.backbone, quantize=args.quantize or None)
         live = None
         if gallery_dir:
             inversion = InversionConfig(

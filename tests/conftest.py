@@ -25,6 +25,7 @@ from voiceface.devbundle import synthetic_voice, write_dev_bundle, write_random_
 
 REPO = Path(__file__).resolve().parents[1]
 DEV_PEOPLE = 6  # people in the tests' dev bundle
+PHOTO = REPO / "voiceface" / "data" / "astronaut.jpg"  # a real face (public domain; package data)
 APP_START_TIMEOUT = 120  # s for app.py to load models and listen
 
 

@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
-from conftest import DEV_PEOPLE, REPO, serve_app
+from conftest import DEV_PEOPLE, PHOTO, serve_app
 from test_faces import png_header
 from voiceface.admin import FIRST_DELAY
 from voiceface.calibration import LIVE_METHOD, best_non_mated, threshold_at_far
@@ -22,7 +22,6 @@ from voiceface.gallery import Gallery, GalleryError
 from voiceface.invert import InversionConfig
 from voiceface.pipeline import VoiceFace
 
-PHOTO = REPO / "voiceface" / "data" / "astronaut.jpg"
 RATE = 16_000
 WAIT = 600  # s; a safety net so a broken worker fails the test instead of hanging it
 

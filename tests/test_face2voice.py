@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO
+from conftest import PHOTO, REPO
 from voiceface import face2voice as face2voice_module
 from voiceface.build import BuildConfig, build
 from voiceface.devbundle import TINY_GENERATOR, write_people_folder, write_random_backbone
@@ -27,7 +27,6 @@ from voiceface.invert import InversionConfig
 from voiceface.pipeline import VoiceFace
 from voiceface.stylegan2 import Generator
 
-PHOTO = REPO / "voiceface" / "data" / "astronaut.jpg"
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

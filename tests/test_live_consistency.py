@@ -15,7 +15,7 @@ import warnings
 import numpy as np
 import pytest
 
-from conftest import DEV_PEOPLE, REPO
+from conftest import DEV_PEOPLE, PHOTO
 from crashes import KillAt
 from voiceface import enroll as enroll_module
 from voiceface.audio import load_audio
@@ -24,7 +24,6 @@ from voiceface.enroll import LiveGallery
 from voiceface.gallery import Gallery
 from voiceface.pipeline import VoiceFace, load_derived
 
-PHOTO = REPO / "voiceface" / "data" / "astronaut.jpg"
 RATE = 16_000
 CLONES = 40  # people deleted one by one while requests run
 REQUEST_THREADS = 2

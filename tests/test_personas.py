@@ -25,10 +25,9 @@ from voiceface.stylegan2 import Generator, z_from_seed
 from voiceface.verify import AS_NORM, BUILD_METHOD
 from voiceface.voice import VoiceEncoder, pool, split_for_evaluation
 
-from conftest import REPO
+from conftest import PHOTO, REPO
 
 PERSONAS_DIR = REPO / "assets" / "personas"  # the app's personas
-PHOTO = REPO / "voiceface" / "data" / "astronaut.jpg"  # a real face: the tiny faces are noise
 SHIPPED = personas.load_personas(PERSONAS_DIR)
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from badaudio import write_corpus
-from conftest import DEV_PEOPLE, REPO
+from conftest import DEV_PEOPLE, PHOTO, REPO
 from voiceface import cli
 from voiceface.audio import AudioError, load_audio
 from voiceface.calibration import calibrate
@@ -33,7 +33,6 @@ from voiceface.verify import (AS_NORM, BUILD_METHOD, DEFAULT_NORM_THRESHOLD,
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 RECORDINGS = 2  # per dev person: the enrollment and the example in voices/, one window each
-PHOTO = REPO / "voiceface" / "data" / "astronaut.jpg"
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import threading
 import time
@@ -20,13 +21,12 @@ import soundfile as sf
 
 from benchmarks.load import rss_mb
 from browser import open_tab
-from conftest import DEV_PEOPLE, REPO, serve_app
+from conftest import DEV_PEOPLE, PHOTO, serve_app
 from voiceface.audio import SAMPLE_RATE
 from voiceface.devbundle import synthetic_voice, write_random_backbone
 from voiceface.gallery import Gallery
 
 PASSWORD = "open sesame"
-PHOTO = REPO / "voiceface" / "data" / "astronaut.jpg"
 TIMEOUT = 120  # s for one request
 
 
@@ -129,6 +129,27 @@ def test_crafted_file_references_touch_no_one_elses_files(server, dev_bundle, tm
         assert len(Gallery.load(server["root"] / "live" / "gallery")) == DEV_PEOPLE
     refusals = json.dumps([m for kind, m in answers + admin_answers if kind != "complete"])
     assert str(server["cache"]) not in refusals and str(dev_bundle) not in refusals
+
+
+def test_an_unmarked_reference_reads_nothing_outside_the_uploads(server, dev_bundle, tmp_path):
+    """Gradio checks a file reference only when it carries its FileData marker; an image
+    input takes one without it. A face photo in the bundle (which would be answered if read),
+    a system file and a pipe (which would block the model queue) are all refused alike."""
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    photo = next((dev_bundle / "gallery" / "faces").iterdir())
+    answers = []
+    with client(server["url"], "127.0.0.4") as attacker:
+        for target in (photo, Path("/etc/hostname"), pipe):
+            ref = {"path": str(target)}
+            answers += [call(attacker, api, [ref]) for api in ("face2voice", "face2voice_ui")]
+            if server["admin"]:
+                answers.append(call(attacker, "enroll", [PASSWORD, file_ref(
+                    upload(attacker, recording(tmp_path / "v.wav", seed=5))), ref, "M", True]))
+    for kind, message in answers:
+        assert kind == "error" and "no longer on the server" in message, (kind, message)
+    if server["admin"]:
+        assert len(Gallery.load(server["root"] / "live" / "gallery")) == DEV_PEOPLE
 
 
 def test_two_visitors_sending_the_same_bytes_at_once_both_get_answers(server, tmp_path):

@@ -224,12 +224,16 @@ class BundleSpec:
 
     def with_models(self, *, encoder: str | None = None, encoder_revision: str | None = None,
                     generator: str | None = None, generator_file: str | None = None,
-                    generator_revision: str | None = None,
+                    generator_revision: str | None = None, backbone: str | None = None,
+                    backbone_revision: str | None = None,
                     quantize: bool | None = None) -> BundleSpec:
         """This spec with another encoder (at `encoder_revision`, the bundle's layer) and/or
         generator (`generator_file` in it, default the default file name, at
-        `generator_revision`), and/or `quantize`; None keeps the bundle's choice."""
-        enc, gen = self.encoder, self.generator
+        `generator_revision`) and/or backbone (at `backbone_revision`), and/or `quantize`;
+        None keeps the bundle's choice."""
+        enc, gen, back = self.encoder, self.generator, self.backbone
+        if backbone:
+            back = BackboneSpec(backbone, backbone_revision)
         if encoder:
             enc = replace(enc, name_or_path=encoder, revision=encoder_revision)
         if quantize is not None:
@@ -237,7 +241,7 @@ class BundleSpec:
         if generator:
             gen = GeneratorSpec(generator, generator_file or DEFAULT_GENERATOR_FILE,
                                 generator_revision)
-        return replace(self, encoder=enc, generator=gen)
+        return replace(self, encoder=enc, generator=gen, backbone=back)
 
     def voice_samples(self) -> dict[str, Path]:
         """Recordings of the bundle's people that may be played to visitors, by person id:

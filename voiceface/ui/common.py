@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+import stat
 import string
 import threading
 from contextlib import contextmanager
@@ -20,7 +21,8 @@ from ..pipeline import VoiceFace
 from .text import TEXT
 
 FACE_HEIGHT = 320  # px of each face on the page
-MAX_FILE_SIZE = "20mb"  # uploads larger than this are refused by the server
+MAX_FILE_BYTES = 20 * 1024 * 1024  # uploads larger than this are refused by the server
+MAX_FILE_SIZE = f"{MAX_FILE_BYTES // 1024 // 1024}mb"  # ... said as Gradio reads it (MiB)
 MODEL_QUEUE = "models"  # one queue for every event that decodes audio or runs a model ...
 CONCURRENCY = 1  # ... computing one request at a time: on 2 CPU cores that is fastest
 FILE_LIFETIME = 300  # s an upload or a render stays in Gradio's cache before it is deleted
@@ -78,17 +80,42 @@ def language(request: gr.Request | None) -> str:
     return "ja" if first.startswith("ja") else "en"
 
 
-def read_upload(path: str | None, missing: str, gone: str) -> bytes:
-    """The bytes of a file a request names. Nothing is deleted here: Gradio stores uploads by
-    content (two visitors who send the same bytes share one file) and a request may name any
-    file the app serves, so deleting what a request names would let one visitor destroy
-    another's files. Gradio's cache cleaning deletes uploads `FILE_LIFETIME` s after upload."""
+def read_upload(path: str | dict | None, missing: str, gone: str) -> bytes:
+    """The bytes of an upload a request names (a path, or a file reference as an event
+    without preprocessing receives it), if it is one: a regular file inside Gradio's
+    upload folder, no larger than an upload may be. Anything else (a file elsewhere on the
+    server, a device, a pipe, a directory) is refused with the `gone` message, which says
+    nothing about what the path holds. Gradio checks a file reference only when it carries
+    its FileData marker; an image reference without one reaches the handler unchecked, so
+    the check is made here, for every input.
+
+    Nothing is deleted here: Gradio stores uploads by content (two visitors who send the same
+    bytes share one file) and a request may name any file the app serves, so deleting what a
+    request names would let one visitor destroy another's files. Gradio's cache cleaning
+    deletes uploads `FILE_LIFETIME` s after upload."""
+    if isinstance(path, dict):
+        path = path.get("path")
     if not path:
         raise gr.Error(missing, print_exception=False)
+    refused = gr.Error(gone, print_exception=False)
     try:
-        return Path(path).read_bytes()
-    except OSError:  # cleaned away, a directory, unreadable: say so, never echo the path
-        raise gr.Error(gone, print_exception=False) from None
+        file = Path(path).resolve(strict=True)
+        info = file.stat()
+    except (OSError, RuntimeError, TypeError, ValueError):  # missing, a loop, not a path
+        raise refused from None
+    if (not file.is_relative_to(Path(upload_folder()).resolve())
+            or not stat.S_ISREG(info.st_mode) or info.st_size > MAX_FILE_BYTES):
+        raise refused
+    try:
+        return file.read_bytes()
+    except OSError:  # cleaned away meanwhile, unreadable
+        raise refused from None
+
+
+def upload_folder() -> str:
+    """Where Gradio keeps uploads and the files it serves ($GRADIO_TEMP_DIR, else its folder
+    in the system's temporary directory), as Gradio itself computes it."""
+    return gr.utils.get_upload_folder()
 
 
 class ModelCalls:

@@ -114,9 +114,11 @@ def tab(ctx: Context, live: LiveGallery, gate: AdminGate, people: gr.Gallery) ->
               **ctx.queue)
     gr.Timer(STATUS_POLL).tick(latent_status, outputs=[status], api_visibility="private",
                                concurrency_limit=None, show_progress="hidden")
+    # no preprocessing: Gradio would open the photo before the password is checked; each
+    # value arrives as sent and is checked here (`read_upload`) or by the library
     enroll_button.click(enroll, inputs=[password, voice, photo, name, consent],
                         outputs=[enroll_status, people, person, voice, photo, name, consent],
-                        api_name="enroll", **ctx.queue)
+                        api_name="enroll", preprocess=False, **ctx.queue)
     delete_button.click(delete, inputs=[password, person, confirm],
                         outputs=[delete_status, people, person, confirm], api_name="delete",
                         **ctx.queue)

@@ -65,8 +65,7 @@ def tab(ctx: Context) -> None:
         text = ctx.text(request)
         # the events skip Gradio's preprocessing, which opens the image first and fails on a
         # file that is not one with a message naming its path: the library says what is wrong
-        path = photo.get("path") if isinstance(photo, dict) else None
-        data = read_upload(path, text["f2v_no_photo"], text["gone"])
+        data = read_upload(photo, text["f2v_no_photo"], text["gone"])
         if ctx.live is not None:  # another process may have enrolled or deleted someone
             ctx.live.refresh()
         try:
