@@ -143,8 +143,8 @@ def test_best_non_mated_takes_the_best_even_when_every_other_score_is_negative()
 def test_best_non_mated_with_nobody_enrolled_or_malformed_trials():
     trials = np.array([[1, 0], [0, 1]], np.float32)
     assert best_non_mated(trials[:1], ["a"], np.zeros((0, 2)), []).size == 0
-    # an owner who is not enrolled has no score left out: [0, 1]'s best is b's 1.0
-    assert best_non_mated(trials[1:], ["x"], trials, ["a", "b"]).tolist() == [1.0]
+    # an owner who is not enrolled has no score left out: each trial's best is its own match
+    assert best_non_mated(trials, ["x", "x"], trials, ["a", "b"]).tolist() == [1.0, 1.0]
     many = np.tile(trials, (150, 1))  # 300 trials: counts past CPython's small-int cache
     assert best_non_mated(many, ["a", "b"] * 150, trials, ["a", "b"]).tolist() == [0.0] * 300
     for bad_trials, owners in [(trials[0], ["a", "b"]),  # a row [D], not trials [T, D]
