@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from voiceface import calibration
-from voiceface.calibration import (LIVE_METHOD, Calibration, best_non_mated, calibrate,
-                                   recalibrate, threshold_at_far)
+from voiceface.calibration import (FALSE_ALARM_RATE, LIVE_METHOD, WINDOWS_METHOD, Calibration,
+                                   best_non_mated, calibrate, calibrate_windows, recalibrate,
+                                   threshold_at_far)
 from voiceface.gallery import MANIFEST, Gallery
 
 
@@ -117,8 +118,11 @@ def test_best_non_mated_in_chunks_equals_the_whole_product(monkeypatch):
     rng = np.random.default_rng(0)
     people = rng.normal(size=(7, 5)).astype(np.float32)
     ids = [f"p{i}" for i in range(7)]
-    trials = rng.normal(size=(10, 5)).astype(np.float32)
-    owners = [ids[i % 7] for i in range(9)] + ["not-enrolled"]
+    # each trial near its owner (the unenrolled one near p1), so that leaving out the wrong
+    # score, or none, changes the best
+    near = [i % 7 for i in range(9)] + [1]
+    trials = (people[near] + 0.01 * rng.normal(size=(10, 5))).astype(np.float32)
+    owners = [ids[i] for i in near[:9]] + ["not-enrolled"]
     whole = trials @ people.T
     for row, owner in enumerate(owners):
         if owner in ids:
@@ -126,3 +130,66 @@ def test_best_non_mated_in_chunks_equals_the_whole_product(monkeypatch):
     monkeypatch.setattr(calibration, "TRIAL_CHUNK", 3)  # 10 trials: chunks of 3, 3, 3, 1
     assert np.array_equal(calibration.best_non_mated(trials, owners, people, ids),
                           whole.max(axis=1))
+
+
+def test_best_non_mated_takes_the_best_even_when_every_other_score_is_negative():
+    embeddings = np.array([[1, 0], [-1, 0], [0, -1]], np.float32)
+    best = best_non_mated(np.array([[1, 0]], np.float32), ["a"], embeddings, ["a", "b", "c"])
+    assert best.tolist() == [0.0]  # c's 0, not a's own 1.0
+    best = best_non_mated(np.array([[1, 0]], np.float32), ["a"], embeddings[:2], ["a", "b"])
+    assert best.tolist() == [-1.0]  # b's -1: a's own score is left out, not set to 0
+
+
+def test_best_non_mated_with_nobody_enrolled_or_malformed_trials():
+    trials = np.array([[1, 0], [0, 1]], np.float32)
+    assert best_non_mated(trials[:1], ["a"], np.zeros((0, 2)), []).size == 0
+    # an owner who is not enrolled has no score left out: each trial's best is its own match
+    assert best_non_mated(trials, ["x", "x"], trials, ["a", "b"]).tolist() == [1.0, 1.0]
+    many = np.tile(trials, (150, 1))  # 300 trials: counts past CPython's small-int cache
+    assert best_non_mated(many, ["a", "b"] * 150, trials, ["a", "b"]).tolist() == [0.0] * 300
+    for bad_trials, owners in [(trials[0], ["a", "b"]),  # a row [D], not trials [T, D]
+                               (trials[None], ["a"]),  # [1, T, D]
+                               (trials, ["a"]),  # fewer owners than trials
+                               (trials[:1], ["a", "b"])]:  # more owners than trials
+        with pytest.raises(AssertionError):
+            best_non_mated(bad_trials, owners, trials, ["a", "b"])
+
+
+def test_calibrate_windows_scores_each_window_against_the_others_and_sets_the_gallery():
+    gallery = gallery_of({"a": [1, 0], "b": [0, 1]})
+    windows = np.array([[0.6, 0.8], [1, 0], [0, 1]], np.float32)
+    # a's window against b: 0.8; b's windows against a: 1.0 and 0.0
+    got = calibrate_windows(windows, ["a", "b", "b"], gallery, far=0.34)  # 1 of 3 may pass
+    f32 = float(np.float32(0.8))
+    assert (got.threshold, got.accepted, got.trials, got.far_target, got.method) == \
+        (above(f32), 1, 3, 0.34, WINDOWS_METHOD)
+    assert gallery.calibration == got and gallery.threshold == got.threshold
+    alone = gallery_of({"a": [1, 0]})
+    alone.threshold = 0.5
+    assert calibrate_windows(windows[:1], ["a"], alone) is None
+    assert alone.calibration is None and alone.threshold == 0.5
+
+
+def test_an_uncalibrated_live_gallery_recalibrates_at_the_default_rate():
+    gallery = gallery_of({f"p{i}": [np.cos(i / 10), np.sin(i / 10)] for i in range(3)})
+    got = recalibrate(gallery)
+    assert got.far_target == FALSE_ALARM_RATE == 0.01 and got.trials == 3 and got.accepted == 0
+
+
+def test_the_calibration_record_describes_itself_exactly():
+    c = Calibration(0.5, 0.2, 0.2, 5, 1, "2026-01-01T00:00:00Z", "enc", "hand")
+    assert c.describe() == ("threshold 0.5000: accepts 1 of 5 non-mated trials (20.0%; target "
+                            "20.0%); hand; 2026-01-01T00:00:00Z")
+    few = Calibration(0.5, 0.01, 0.0, 3, 0, "2026-01-01T00:00:00Z", "enc", "hand")
+    assert few.describe() == ("threshold 0.5000: accepts 0 of 3 non-mated trials (0.0%; target "
+                              "1.0%); 3 trials cannot measure 1.0% (the finest rate is 33.3%), "
+                              "so none is accepted; hand; 2026-01-01T00:00:00Z")
+
+
+@pytest.mark.parametrize("far, trials, enough", [
+    (0.2, 5, True),  # f * T = 1: one trial may be accepted
+    (1 / 49, 49, True),  # f * T = 1, although (1 / 49) * 49 < 1 in floating point
+    (0.19, 5, False),  # f * T = 0.95: not even one
+])
+def test_enough_trials_means_one_trial_may_be_accepted(far, trials, enough):
+    assert Calibration(0.5, far, 0.0, trials, 0, "", "enc", "hand").enough_trials is enough

@@ -162,6 +162,24 @@ def test_a_live_recalibration_has_no_mated_trials_and_keeps_the_target_rate():
     assert recalibrate(gallery) is None and gallery.verification is None
 
 
+def test_the_verification_record_describes_itself_exactly():
+    measured = VerificationCalibration(3.25, AS_NORM, 200, 0.25, 0.25, 4, 1, 8, 1, 5, "D", "enc",
+                                       "hand")
+    assert measured.frr == 0.125 and measured.enough_trials
+    assert measured.describe() == (
+        "verification threshold 3.2500 (as-norm): accepts 1 of 4 non-mated trials (25.0%; "
+        "target 25.0%); rejects 1 of 8 mated trials (12.5%); 5 people; hand; D")
+    few = VerificationCalibration(0.5, RAW, 200, 0.1, 0.0, 4, 0, 0, 0, 2, "D", "enc", "hand")
+    assert few.frr is None and not few.enough_trials
+    assert few.describe() == (
+        "verification threshold 0.5000 (raw-cosine): accepts 0 of 4 non-mated trials (0.0%; "
+        "target 10.0%), too few to measure 10.0% (the finest rate is 25.0%), so none is "
+        "accepted; no mated trials: FRR unmeasured; 2 people; hand; D")
+    # f * T = 1 although (1 / 49) * 49 < 1 in floating point: one trial may be accepted
+    assert VerificationCalibration(0.5, RAW, 200, 1 / 49, 0.0, 49, 0, 0, 0, 2, "D", "enc",
+                                   "hand").enough_trials
+
+
 # -- the call -------------------------------------------------------------------------------
 def test_the_claimed_persons_own_voice_is_accepted_and_another_rejected(vf, dev_bundle):
     c = vf.gallery.verification
