@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -12,6 +13,7 @@ from voiceface.calibration import (FALSE_ALARM_RATE, LIVE_METHOD, WINDOWS_METHOD
                                    best_non_mated, calibrate, calibrate_windows, recalibrate,
                                    threshold_at_far)
 from voiceface.gallery import MANIFEST, Gallery
+from voiceface.thresholds import VerificationCalibration
 
 
 def above(x: float) -> float:
@@ -184,6 +186,17 @@ def test_the_calibration_record_describes_itself_exactly():
     assert few.describe() == ("threshold 0.5000: accepts 0 of 3 non-mated trials (0.0%; target "
                               "1.0%); 3 trials cannot measure 1.0% (the finest rate is 33.3%), "
                               "so none is accepted; hand; 2026-01-01T00:00:00Z")
+
+
+def test_the_threshold_records_cannot_be_changed_once_made():
+    """A gallery hands out its records: a caller must not be able to alter the threshold a
+    record says was measured."""
+    record = Calibration(0.5, 0.2, 0.2, 5, 1, "", "enc", "hand")
+    verification = VerificationCalibration(3.0, "as-norm", 200, 0.01, 0.0, 100, 0, 10, 1, 5,
+                                           "", "enc", "hand")
+    for made in (record, verification):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            made.threshold = 0.0
 
 
 @pytest.mark.parametrize("far, trials, enough", [
