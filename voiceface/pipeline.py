@@ -15,7 +15,7 @@ and generator (see `voiceface.personas`). Loading is four steps, each usable alo
     derived = prepare_derived(spec, encoder, generator, fp)       # 3. build the caches
     state = load_derived(derived, encoder.fingerprint, fp)        # 4. assemble
     vf = VoiceFace(encoder, generator, state.gallery, state.mapper, spec=spec,
-                   generator_fingerprint=fp)
+                   generator_fingerprint=fp, derived_dir=derived)
 
 A request reads the gallery and the mapper once, at its start, from `vf.state` (a frozen
 `GalleryState`); enrollment and deletion swap a new state in (`vf.swap`), so a request
