@@ -216,14 +216,7 @@ def _verify(args: argparse.Namespace) -> int:
     result = vf.verify(args.audio, args.claim)
     code = 0 if result.accepted else EXIT_REJECTED
     if args.json:
-        print(json.dumps({
-            "claim": result.claim, "score": round(result.score, 6),
-            "threshold": round(result.threshold, 6), "accepted": result.accepted,
-            "far": result.far, "frr": result.frr, "far_trials": result.far_trials,
-            "frr_trials": result.frr_trials, "method": result.method, "notes": result.notes,
-            "timings": {k: round(v, 4) for k, v in result.timings.items()},
-            "test_weights": vf.spec.test_weights,
-        }))
+        print(json.dumps(result.summary(vf.spec.test_weights)))
         return code
     rates = ", ".join(f"{what} {rate:.1%} of {trials} trials" if rate is not None else
                       f"{what} unmeasured" for what, rate, trials in (

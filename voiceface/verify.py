@@ -102,6 +102,17 @@ class VerifyResult:
 
 
 # -- the maths: pure functions over arrays --------------------------------------------------
+
+    def summary(self, test_weights: bool) -> dict:
+        """The result for programs: the keys of `python -m voiceface verify --json`."""
+        return {"claim": self.claim, "score": round(self.score, 6),
+                "threshold": round(self.threshold, 6), "accepted": self.accepted,
+                "far": self.far, "frr": self.frr, "far_trials": self.far_trials,
+                "frr_trials": self.frr_trials, "method": self.method, "notes": self.notes,
+                "timings": {k: round(v, 4) for k, v in self.timings.items()},
+                "test_weights": test_weights}
+
+
 def top_k_stats(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Mean and population standard deviation [M] of each row's min(k, n) highest of its n
     finite scores (`scores` [M, C]; -inf marks who is not in that row's cohort). The

@@ -66,13 +66,9 @@ def verdict(result: VerifyResult, text: dict[str, str]) -> str:
 
 
 def summary(result: VerifyResult, test_weights: bool) -> dict:
-    """The result for programs, with the keys of `python -m voiceface verify --json`."""
-    return {"claim": result.claim, "name": result.name, "score": round(result.score, 6),
-            "threshold": round(result.threshold, 6), "accepted": result.accepted,
-            "far": result.far, "frr": result.frr, "far_trials": result.far_trials,
-            "frr_trials": result.frr_trials, "method": result.method, "notes": result.notes,
-            "timings": {k: round(v, 4) for k, v in result.timings.items()},
-            "test_weights": test_weights}
+    """The result for programs: the keys of `python -m voiceface verify --json`, and the
+    claimed person's name."""
+    return {**result.summary(test_weights), "name": result.name}
 
 
 def tab(ctx: Context) -> None:
