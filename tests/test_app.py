@@ -18,6 +18,7 @@ from PIL import Image
 
 from browser import open_tab
 from conftest import DEV_PEOPLE, PHOTO, REPO, serve_app
+from voiceface.provenance import is_marked
 
 PERSONAS_START_TIMEOUT = 600  # s, first start with the default personas: caches are built
 SCREENSHOTS = REPO / "build" / "screenshots"  # kept after the run for people to look at
@@ -99,9 +100,11 @@ def test_client_predict_returns_both_faces_and_a_summary(app_url, dev_bundle):
     assert len(summary["matches"]) == 5
 
 
-def test_a_generator_above_the_preview_size_streams_preview_then_full_face(tmp_path):
-    """With a generator larger than the 256 px preview the page gets the preview first, then
-    the full face continued from the same render; the API answers with the full face."""
+def test_a_generator_above_the_preview_size_streams_matches_preview_full_face_then_png(tmp_path):
+    """With a generator larger than the 128 px preview the page gets, in order: the nearest
+    people before any face is drawn, the preview, the full face continued from the same
+    render (both JPEG, marked in EXIF), then the PNG for download; nothing is sent twice.
+    The API answers with the full face as PNG."""
     from voiceface.devbundle import write_dev_bundle
     from voiceface.stylegan2 import GeneratorConfig, resolutions
 
@@ -116,10 +119,22 @@ def test_a_generator_above_the_preview_size_streams_preview_then_full_face(tmp_p
         job = client.submit(voice, api_name="/predict_ui")  # what the page's button calls
         job.result(timeout=120)
         updates = job.outputs()
-    assert Image.open(face).size == (512, 512)
+    api_face = Image.open(face)
+    assert api_face.format == "PNG" and api_face.size == (512, 512) and is_marked(api_face)
     assert summary["matches"][0]["id"] == "dev01" and summary["method"] == "mapper"
-    assert [Image.open(u[0]).size for u in updates] == [(256, 256), (512, 512)]
-    assert "preview" in updates[0][1] and "preview" not in updates[1][1]
+    first, preview, full, png = updates
+    skipped = {"__type__": "update"}
+    assert first[0] is None and "similarity" in first[3] and first[4] and "bars" in first[5]
+    assert "synthesise" not in first[6]["timings"]  # sent before any face was drawn
+    for update, size in ((preview, 128), (full, 512)):
+        image = Image.open(update[0])
+        assert image.format == "JPEG" and image.size == (size, size) and is_marked(image)
+        assert list(update[2:6]) == [skipped] * 3 + [{"props": skipped, "__type__": "update"}]
+    assert "preview" in preview[1] and "preview" not in full[1]
+    assert list(png[:7]) == [skipped] * 5 + [{"props": skipped, "__type__": "update"}, skipped]
+    download = Image.open(png[7]["value"])
+    assert download.format == "PNG" and is_marked(download) and png[7]["visible"]
+    assert np.array_equal(np.asarray(download), np.asarray(api_face))  # the lossless face
 
 
 def test_client_bad_audio_gets_the_library_message(app_url, tmp_path):

@@ -91,6 +91,17 @@ def test_stream_gives_the_preview_then_the_same_face_as_a_full_call(vf, dev_bund
     assert 0 < preview.timings["synthesise"] < full.timings["synthesise"]
 
 
+def test_matches_first_come_before_any_face_and_match_the_faces_results(vf, dev_bundle):
+    stream = vf.stream(dev_bundle / "voices" / "dev02.flac", resolutions=[16, 64],
+                       matches_first=True)
+    first, preview, full = list(stream)
+    assert first.face is None and "synthesise" not in first.timings
+    assert first.matches == full.matches and first.matches[0].id == "dev02"
+    assert np.array_equal(first.w, full.w) and first.confident == full.confident
+    assert first.timings["embed"] == full.timings["embed"]
+    assert preview.face.size == (16, 16) and full.face.size == (64, 64)
+
+
 def test_stream_refuses_bad_audio_and_resolutions_at_the_call(vf):
     with pytest.raises(AudioError):
         vf.stream(b"not audio at all")

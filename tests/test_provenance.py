@@ -56,6 +56,19 @@ def test_png_text_chunks_to_a_file_and_a_buffer(tmp_path):
     assert not is_marked(Image.open(io.BytesIO(_plain_png(face_like(64, 100)))))
 
 
+@pytest.mark.parametrize("fmt", ["JPEG", "WEBP"])
+def test_jpeg_and_webp_carry_the_provenance_in_exif(fmt):
+    face = mark(face_like(64, 100))
+    buf = io.BytesIO()
+    face.save(buf, fmt, exif=face.info["exif"])  # as Gradio saves what the page shows
+    saved = Image.open(io.BytesIO(buf.getvalue()))
+    assert saved.format == fmt and is_marked(saved)
+    assert "AI-generated" in saved.getexif()[provenance.EXIF_DESCRIPTION]
+    plain = io.BytesIO()
+    face_like(64, 100).save(plain, fmt)
+    assert not is_marked(Image.open(plain))
+
+
 def _plain_png(image: Image.Image) -> bytes:
     buf = io.BytesIO()
     image.save(buf, format="PNG")

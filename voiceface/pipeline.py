@@ -60,7 +60,7 @@ if TYPE_CHECKING:  # face2voice loads OpenCV and the backbone: only at the first
 
 DEFAULT_BUNDLE = "index"  # relative to the current directory (the app names its own)
 DEFAULT_K = 5  # matches returned
-PREVIEW_RESOLUTION = 256  # px of the app's quick first face, before the full-size one
+PREVIEW_RESOLUTION = 128  # px of the app's quick first face, before the full-size one
 
 
 def cache_dir() -> Path:
@@ -84,9 +84,10 @@ class GalleryState:
 
 @dataclass
 class VoiceFaceResult:
-    """What one call returns. `face` is the generated image; `matches` best first."""
+    """What one call returns. `face` is the generated image (None in the first result of
+    `stream(..., matches_first=True)`, sent before any face is drawn); `matches` best first."""
 
-    face: Image.Image
+    face: Image.Image | None
     w: np.ndarray  # [style_dim] StyleGAN2 latent that drew `face` (after truncation)
     matches: list[Match]
     confident: bool  # the best match reaches the gallery's threshold ...
@@ -195,13 +196,16 @@ class VoiceFace:
         return next(self.stream(audio, k, truncation, None if resolution is None else [resolution]))
 
     def stream(self, audio: AudioSource, k: int = DEFAULT_K, truncation: float | None = None,
-               resolutions: Sequence[int] | None = None) -> Iterator[VoiceFaceResult]:
+               resolutions: Sequence[int] | None = None, matches_first: bool = False
+               ) -> Iterator[VoiceFaceResult]:
         """Like calling the pipeline, with one result per resolution in `resolutions`
         (ascending powers of two; default: full size only), each ready as soon as its face is
-        drawn. One render serves them all (`Generator.progressive`): a 256 px preview and
-        then the full face cost the full face alone. The voice is analysed at the call (so
-        AudioError is raised here); faces are drawn as the iterator is read. Each result's
-        timings count the work up to its own face, not the caller's time between results.
+        drawn. One render serves them all (`Generator.progressive`): a 128 px preview and
+        then the full face cost the full face alone. With `matches_first`, a first result
+        with `face` None comes before any drawing: the nearest people need only the voice.
+        The voice is analysed at the call (so AudioError is raised here); faces are drawn as
+        the iterator is read. Each result's timings count the work up to its own face, not
+        the caller's time between results.
         """
         state = self.state  # this request's version of the gallery and mapper
         timings: dict[str, float] = {}
@@ -238,6 +242,10 @@ class VoiceFace:
         setup = time.perf_counter() - clock
 
         def results() -> Iterator[VoiceFaceResult]:
+            if matches_first:
+                laps = {**timings, "total": sum(timings.values())}
+                yield VoiceFaceResult(None, w[0].cpu().numpy(), matches, confident, threshold,
+                                      method, embedding, centre_kind, laps)
             drawn = setup
             for _ in sizes:
                 start = time.perf_counter()

@@ -1,9 +1,11 @@
-"""Generated faces say that they are generated: a small visible mark and PNG text chunks.
+"""Generated faces say that they are generated: a small visible mark and metadata.
 
     face = mark(face)           # "AI-generated" in the bottom-right corner; metadata in .info
     save_png(face, "face.png")  # PNG with Software / Description / ai-generated text chunks
 
-The text chunks travel in `image.info`, which Gradio copies into the PNGs it serves.
+The text chunks travel in `image.info`, which Gradio copies into the PNGs it serves; the same
+words travel as EXIF (Software, ImageDescription) in `image.info["exif"]`, which Gradio and
+Pillow write into the JPEG and WebP files the page shows.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ METADATA = {
                    "photograph, and not a likeness of the speaker.",
     "ai-generated": "true",
 }
+EXIF_SOFTWARE, EXIF_DESCRIPTION = 0x0131, 0x010E  # EXIF tag numbers (TIFF 6.0 baseline)
+EXIF_TEXT = f"{METADATA['Description']} ai-generated: {METADATA['ai-generated']}"  # ASCII
 FONT_FRACTION = 0.03  # label height as a fraction of the image width (31 px at 1024 px)
 MIN_FONT_PX = 10  # smaller text is not legible
 MAX_LABEL_FRACTION = 0.45  # of the width; a longer label shrinks to SHORT_LABEL
@@ -50,13 +54,19 @@ def mark(image: Image.Image) -> Image.Image:
         draw.text((x0 + pad - left, y0 + pad - top), label, font=font, fill=TEXT_RGBA)
         out = Image.alpha_composite(out.convert("RGBA"), overlay).convert("RGB")
     out.info.update(METADATA)
+    out.info["exif"] = _exif()
     return out
 
 
 def is_marked(image: Image.Image) -> bool:
-    """True when the image (e.g. a PNG read back) carries the provenance text chunks."""
+    """True when the image (e.g. a PNG, JPEG or WebP read back) carries the provenance: PNG
+    text chunks, or the EXIF Software and ImageDescription tags."""
     info = getattr(image, "text", None) or image.info
-    return all(info.get(k) == v for k, v in METADATA.items())
+    if all(info.get(k) == v for k, v in METADATA.items()):
+        return True
+    exif = image.getexif()
+    return (exif.get(EXIF_SOFTWARE) == METADATA["Software"]
+            and exif.get(EXIF_DESCRIPTION) == EXIF_TEXT)
 
 
 def png_info(image: Image.Image) -> PngImagePlugin.PngInfo:
@@ -71,6 +81,14 @@ def png_info(image: Image.Image) -> PngImagePlugin.PngInfo:
 def save_png(image: Image.Image, target: str | os.PathLike | BinaryIO) -> None:
     """Save a generated image as PNG with the provenance text chunks."""
     image.save(target, format="PNG", pnginfo=png_info(image))
+
+
+@lru_cache(maxsize=1)
+def _exif() -> bytes:
+    exif = Image.Exif()
+    exif[EXIF_SOFTWARE] = METADATA["Software"]
+    exif[EXIF_DESCRIPTION] = EXIF_TEXT
+    return exif.tobytes()
 
 
 @lru_cache(maxsize=16)

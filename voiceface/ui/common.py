@@ -1,5 +1,5 @@
 """What every tab shares: the context a tab is built from, the model queue, uploads, the
-visitor's language, text made safe to show, and the two touches of Gradio's file cache."""
+visitor's language, text made safe to show, and the touches of Gradio's file cache."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import logging
 import re
 import stat
 import string
+import tempfile
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -15,9 +16,11 @@ from typing import Any
 from urllib.parse import quote
 
 import gradio as gr
+from PIL import Image
 
 from ..enroll import LiveGallery
 from ..pipeline import VoiceFace
+from ..provenance import save_png
 from .text import TEXT
 
 FACE_HEIGHT = 320  # px of each face on the page
@@ -27,6 +30,7 @@ MODEL_QUEUE = "models"  # one queue for every event that decodes audio or runs a
 CONCURRENCY = 1  # ... computing one request at a time: on 2 CPU cores that is fastest
 FILE_LIFETIME = 300  # s an upload or a render stays in Gradio's cache before it is deleted
 BROWSER_SAMPLE_RATE = 16_000  # Hz requested from the browser's recorder
+PNG_NAME = "voiceface-face.png"  # the downloaded PNG's name
 
 try:  # ZeroGPU Spaces provide `spaces`; everywhere else the work runs where it is
     import spaces
@@ -169,6 +173,16 @@ def served_url(block: gr.components.Component, path: str | Path) -> str:
     for `block` now (or made before and touched now): like every render, it is deleted by the
     cache cleaning `FILE_LIFETIME` s after the last answer that named it."""
     return f"gradio_api/file={quote(block.move_resource_to_block_cache(path))}"
+
+
+def png_copy(block: gr.components.Component, image: Image.Image) -> str:
+    """The path of a PNG of generated `image` (with its provenance text chunks) in Gradio's
+    cache, made for `block`: like every render, deleted by the cache cleaning; nothing is
+    left outside the cache."""
+    with tempfile.TemporaryDirectory(prefix="voiceface-") as tmp:
+        path = Path(tmp) / PNG_NAME
+        save_png(image, path)
+        return block.move_resource_to_block_cache(path)
 
 
 @dataclass(frozen=True)

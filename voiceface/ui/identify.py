@@ -11,7 +11,7 @@ import gradio as gr
 from ..gallery import Match
 from ..pipeline import PREVIEW_RESOLUTION, VoiceFaceResult
 from .common import (BROWSER_SAMPLE_RATE, FACE_HEIGHT, Context, gpu, i18n, keep_example_copies,
-                     plain, public, read_upload)
+                     plain, png_copy, public, read_upload)
 
 TOP_K = 5  # people shown below the faces
 
@@ -51,40 +51,29 @@ def tab(ctx: Context) -> None:
 
     @gpu
     def analyse(audio: bytes) -> Iterator[VoiceFaceResult]:
-        yield from vf.stream(audio, k=TOP_K, resolutions=sizes)
+        yield from vf.stream(audio, k=TOP_K, resolutions=sizes, matches_first=True)
 
-    def outputs(result: VoiceFaceResult, text: dict[str, str], is_preview: bool):
-        best = result.matches[0]
-        caption = text["generated_caption"].format(
-            method=text[f"method_{result.method}"], centre=text[f"centre_{result.centre}"]
-        ) + (f" ({text['preview']})" if is_preview else "")
-        if result.confident:
-            match_text = text["match"].format(name=plain(best.name), score=best.score)
-        else:
-            match_text = text["no_match"].format(name=plain(best.name), score=best.score,
-                                                 threshold=result.threshold)
-        faces = {m.id: str(m.face) for m in result.matches  # each match carries its photo;
-                 if m.face and m.id in vf.gallery}          # not if deleted meanwhile
-        top = [(faces[m.id], f"{m.rank}. {m.name} ({m.score:.2f})")
-               for m in result.matches if m.id in faces]
-        nearest = faces.get(best.id) if result.confident else None
-        summary = {
+    def summary(result: VoiceFaceResult) -> dict:
+        return {
             "matches": [{"id": m.id, "name": m.name, "score": round(m.score, 4)}
                         for m in result.matches],
             "confident": result.confident, "method": result.method, "centre": result.centre,
             "threshold": result.threshold, "test_weights": vf.spec.test_weights,
             "timings": {k: round(v, 3) for k, v in result.timings.items()},
         }
-        return (result.face, caption, nearest, match_text, top, similarity_bars(result.matches),
-                summary)
 
-    def predict(audio: str | None, request: gr.Request) -> Iterator[tuple]:
+    def nearest_photo(result: VoiceFaceResult) -> str | None:
+        best = result.matches[0]  # its photo; none below the threshold or if deleted meanwhile
+        return str(best.face) if result.confident and best.face and best.id in vf.gallery \
+            else None
+
+    def answers(audio: str | dict | None, request: gr.Request) -> Iterator[VoiceFaceResult]:
+        """The results of one request: the matches (face None), then each face."""
         text = ctx.text(request)
         recording = read_upload(audio, text["no_audio"], text["gone"])
         if ctx.live is not None:  # another process (a replica, an overlapping restart) may
             ctx.live.refresh()    # have enrolled or deleted someone: one manifest read if not
         results = analyse(recording)
-        is_preview = len(sizes) > 1
         while True:
             try:
                 with ctx.model_call():  # the voice is analysed at the first step, faces after
@@ -93,14 +82,41 @@ def tab(ctx: Context) -> None:
                 raise gr.Error(public(err), print_exception=False) from None  # the user's
             if result is None:
                 return
-            yield outputs(result, text, is_preview)
-            is_preview = False
+            yield result
+
+    def predict(audio: str | None, request: gr.Request) -> Iterator[tuple]:
+        """The page's answer in steps, each as soon as it is ready: the nearest people (only
+        the voice is needed), the preview face, the full face, then its PNG for download.
+        Parts that do not change are skipped, so nothing is sent or cached twice."""
+        text = ctx.text(request)
+        keep = gr.skip()
+        for result in answers(audio, request):
+            if result.face is None:
+                best = result.matches[0]
+                if result.confident:
+                    match_text = text["match"].format(name=plain(best.name), score=best.score)
+                else:
+                    match_text = text["no_match"].format(
+                        name=plain(best.name), score=best.score, threshold=result.threshold)
+                top = [(str(m.face), f"{m.rank}. {m.name} ({m.score:.2f})")
+                       for m in result.matches if m.face and m.id in vf.gallery]
+                yield (None, text["drawing"], nearest_photo(result), match_text, top,
+                       similarity_bars(result.matches), summary(result),
+                       gr.DownloadButton(value=None, visible=False))
+                continue
+            caption = text["generated_caption"].format(
+                method=text[f"method_{result.method}"], centre=text[f"centre_{result.centre}"])
+            if result.face.width < full:
+                caption += f" ({text['preview']})"
+            yield (result.face, caption, keep, keep, keep, keep, summary(result), keep)
+        yield (keep,) * 7 + (gr.DownloadButton(value=png_copy(download, result.face),
+                                               visible=True),)
 
     def predict_final(audio: str, request: gr.Request):
         """Audio file in; the generated face, the nearest enrolled person's face (None below
         the threshold) and a summary of the matches out."""
-        *_, (face, _, near, _, _, _, summary) = predict(audio, request)
-        return face, near, summary
+        *_, result = answers(audio, request)
+        return result.face, nearest_photo(result), summary(result)
 
     gr.Markdown(i18n("intro"))
     audio = gr.Audio(sources=["microphone", "upload"], type="filepath", label=i18n("voice"),
@@ -109,9 +125,13 @@ def tab(ctx: Context) -> None:
     submit = gr.Button(i18n("submit"), variant="primary", elem_id="submit")
     with gr.Row(equal_height=True):
         with gr.Column():
+            # JPEG on the page (a 1024 px face: 3 ms to encode, a fifth of the PNG's bytes),
+            # marked in EXIF; the PNG with its text chunks behind the download button
             generated = gr.Image(label=i18n("generated"), elem_id="generated", type="pil",
-                                 format="png", interactive=False, height=FACE_HEIGHT)
+                                 format="jpeg", interactive=False, height=FACE_HEIGHT)
             generated_caption = gr.Markdown(elem_id="generated-caption")
+            download = gr.DownloadButton(i18n("download_png"), visible=False, size="sm",
+                                         elem_id="download")
         with gr.Column():
             nearest = gr.Image(label=i18n("nearest"), elem_id="nearest", type="pil",
                                format="png", interactive=False, height=FACE_HEIGHT)
@@ -121,16 +141,17 @@ def tab(ctx: Context) -> None:
                      object_fit="contain", elem_id="top")
     chart = gr.HTML(label=i18n("chart"), show_label=True, container=True, css_template=BARS_CSS,
                     elem_id="chart")
-    summary = gr.JSON(visible=False)
+    details = gr.JSON(visible=False)
     examples = sorted(vf.example_voices())
     if examples:
         keep_example_copies(audio, gr.Examples([[str(e)] for e in examples], inputs=[audio],
                                                label=i18n("examples")))
+    png_face = gr.Image(type="pil", format="png", visible=False)  # /predict's face
     submit.click(predict, inputs=[audio],
                  outputs=[generated, generated_caption, nearest, nearest_caption, top, chart,
-                          summary],
+                          details, download],
                  api_name="predict_ui", api_visibility="undocumented", **ctx.queue)
     # An API endpoint with no trigger on the page: programs call it; its outputs go back to
     # the caller only, so naming the page's components as outputs shows nothing on a page.
-    gr.on([], predict_final, inputs=[audio], outputs=[generated, nearest, summary],
+    gr.on([], predict_final, inputs=[audio], outputs=[png_face, nearest, details],
           api_name="predict", **ctx.queue)

@@ -72,6 +72,8 @@ TEXT = {
         "centre_generator": "pulled toward the generator's average face (FFHQ)",
         "generated_caption": "{method}; {centre}",
         "preview": "preview, full resolution coming",
+        "drawing": "Drawing the face…",
+        "download_png": "Download PNG",
         "match": "**{name}**, similarity {score:.2f}",
         "no_match": "**No confident match**: the nearest voice ({name}) has similarity "
                     "{score:.4f}, below the threshold {threshold:.4f}.",
@@ -185,6 +187,8 @@ TEXT = {
         "centre_generator": "生成器の平均顔（FFHQ）へ寄せています",
         "generated_caption": "{method}。{centre}",
         "preview": "プレビュー、高解像度を生成中",
+        "drawing": "顔を描いています…",
+        "download_png": "PNGをダウンロード",
         "match": "**{name}**、類似度 {score:.2f}",
         "no_match": "**確かな一致なし：** 最も近い声（{name}）の類似度 {score:.4f} は"
                     "しきい値 {threshold:.4f} 未満です。",
