@@ -147,10 +147,13 @@ def tab(ctx: Context) -> None:
         keep_example_copies(audio, gr.Examples([[str(e)] for e in examples], inputs=[audio],
                                                label=i18n("examples")))
     png_face = gr.Image(type="pil", format="png", visible=False)  # /predict's face
-    submit.click(predict, inputs=[audio],
-                 outputs=[generated, generated_caption, nearest, nearest_caption, top, chart,
-                          details, download],
-                 api_name="predict_ui", api_visibility="undocumented", **ctx.queue)
+    answer = [generated, generated_caption, nearest, nearest_caption, top, chart, details,
+              download]
+    submit.click(predict, inputs=[audio], outputs=answer, api_name="predict_ui",
+                 api_visibility="undocumented", **ctx.queue)
+    # A recording is answered as soon as it stops: no button between speaking and the face
+    audio.stop_recording(predict, inputs=[audio], outputs=answer, api_visibility="private",
+                         **ctx.queue)
     # An API endpoint with no trigger on the page: programs call it; its outputs go back to
     # the caller only, so naming the page's components as outputs shows nothing on a page.
     gr.on([], predict_final, inputs=[audio], outputs=[png_face, nearest, details],

@@ -7,8 +7,9 @@ formats per-request text (captions, match lines) from it by the browser's langua
 TEXT = {
     "en": {
         "title": "# voiceface: from a voice to a face",
-        "intro": "Speak for 3-10 seconds (or upload a recording). You get the enrolled person "
-                 "whose voice is nearest, and a face generated from your voice.",
+        "intro": "Record 3-10 seconds of speech: the answer comes when you stop recording (or "
+                 "upload a recording and press the button). You get the enrolled person whose "
+                 "voice is nearest, and a face generated from your voice.",
         "note": "**Note:** the generated face is a statistical guess learned from a small "
                 "gallery, not a reconstruction of the speaker. Do not use it to identify anyone. "
                 "Your recording is deleted from the server within minutes and never kept.",
@@ -126,7 +127,8 @@ TEXT = {
     },
     "ja": {
         "title": "# voiceface：声から顔へ",
-        "intro": "3〜10秒ほど話してください（録音ファイルのアップロードも可）。声が最も近い登録者と、"
+        "intro": "3〜10秒ほど話してください。録音を止めると結果が表示されます（録音ファイルは"
+                 "アップロードしてボタンを押してください）。声が最も近い登録者と、"
                  "あなたの声から生成した顔を表示します。",
         "note": "**注意：** 生成された顔は小さなギャラリーから学習した統計的な推測であり、話者の顔の"
                 "再現ではありません。個人の特定には使わないでください。録音は数分以内にサーバーから"
