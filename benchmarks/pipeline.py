@@ -7,7 +7,9 @@ Builds a bundle of random-weight models (full size by default: wav2vec2-base x-v
 - with `--app`: app.py on 127.0.0.1, the page's request over HTTP (`through_app`): upload ->
   nearest people -> 128 px preview -> full face, with where the time goes.
 Medians over `--repeats` runs after one warm-up.
-Usage (repository root): python -m benchmarks.pipeline [--app] [--tiny]
+- with `--browser`: the page in Chromium, its fake microphone playing the 5 s clip: stop ->
+  nearest person -> first face -> full face, timed in the page.
+Usage (repository root): python -m benchmarks.pipeline [--app] [--browser] [--tiny]
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from voiceface.stylegan2_ops import reuse_freed_memory
 from .serve import running_app
 
 
-def in_process(bundle: Path, repeats: int, clips: dict[float, Path]) -> None:
+def in_process(bundle: Path, repeats: int, clips: dict[float, Path]) -> int:
+    """Print the in-process timings; return the generator's resolution."""
     start = time.perf_counter()
     vf = VoiceFace.from_pretrained(bundle)
     print(f"load bundle: {time.perf_counter() - start:.2f} s")
@@ -40,9 +43,11 @@ def in_process(bundle: Path, repeats: int, clips: dict[float, Path]) -> None:
         stages = "  ".join(f"{k} {v:.3f}" for k, v in med[preview].items() if k != "total")
         print(f"{seconds:>4.0f} s audio: {stages}  | to preview {med[preview]['total']:.3f} s, "
               f"to full {med[full]['total']:.3f} s")
+    return full
 
 
-STEPS = ("matches", "preview", "full face")  # the page's updates, in order (the PNG after)
+STEPS = ("matches", "preview", "full face")  # the page's updates, in order (the PNG after);
+# a generator no larger than the preview sends one face: both rows then show it
 
 
 def through_app(bundle: Path, repeats: int, clip: Path) -> None:
@@ -85,41 +90,99 @@ def one_request(http, clip: Path) -> dict[str, float]:
     out = {"upload": time.perf_counter() - t0}
     ref = {"path": server_path, "meta": {"_type": "gradio.FileData"}}
     event_id = http.post("call/predict_ui", json={"data": [ref]}).json()["event_id"]
-    steps = iter(STEPS)
+    faces = []  # (arrives, compute, download) of each face, the preview first
     with http.stream("GET", f"call/predict_ui/{event_id}") as events:
         kind = None
         for line in events.iter_lines():
             if line.startswith("event: "):
                 kind = line[len("event: "):]
-                continue
-            if not line.startswith("data: ") or kind != "generating":
-                if kind == "error":
-                    raise RuntimeError(f"the app refused the request: {line}")
-                continue
-            arrived = time.perf_counter() - t0
-            data = json.loads(line[len("data: "):])
-            step = next(steps, "png")
-            if step == "png":
-                out["png"] = arrived
-                continue
-            timings = data[6]["timings"]
-            out["decode"] = timings["load_audio"]
-            images = [data[2]] if step == "matches" else [data[0]]  # nearest photo, face
-            fetch = time.perf_counter()
-            for image in images:
+            elif line.startswith("data: ") and kind == "error":
+                raise RuntimeError(f"the app refused the request: {line}")
+            elif line.startswith("data: ") and kind == "generating":
+                arrived = time.perf_counter() - t0
+                data = json.loads(line[len("data: "):])
+                if "timings" not in data[6]:  # the last update: only the PNG to download
+                    out["png"] = arrived
+                    continue
+                out["decode"] = data[6]["timings"]["load_audio"]
+                image = data[2] if data[0] is None else data[0]  # nearest photo, or face
+                fetch = time.perf_counter()
                 if image:
                     http.get(image["url"]).raise_for_status()
-            out[f"{step} download"] = time.perf_counter() - fetch
-            out[f"{step} arrives"] = arrived
-            out[f"{step} compute"] = timings["total"]
-            out[f"{step} visible"] = arrived + out[f"{step} download"]
+                timed = (arrived, data[6]["timings"]["total"], time.perf_counter() - fetch)
+                if data[0] is None:
+                    out.update(zip(("matches arrives", "matches compute", "matches download"),
+                                   timed))
+                else:
+                    faces.append(timed)
+    for step, timed in (("preview", faces[0]), ("full face", faces[-1])):
+        out.update(zip((f"{step} arrives", f"{step} compute", f"{step} download"), timed))
+    for step in STEPS:
+        out[f"{step} visible"] = out[f"{step} arrives"] + out[f"{step} download"]
     return out
+
+
+CHROMIUM = "/usr/bin/chromium"
+# In the page: the times (performance.now(), ms) at which the nearest person's caption gets
+# its answer and each generated face finishes loading, by its width.
+WATCH = """() => {
+  window.seen = {};
+  const note = (key) => { if (!(key in window.seen)) window.seen[key] = performance.now(); };
+  new MutationObserver(() => {
+    const caption = document.querySelector('#nearest-caption');
+    if (caption && /\\d/.test(caption.innerText)) note('matches');
+    for (const img of document.querySelectorAll('#generated img')) {
+      if (img.complete && img.naturalWidth) note('face ' + img.naturalWidth);
+      else img.addEventListener('load', () => note('face ' + img.naturalWidth), {once: true});
+    }
+  }).observe(document.body, {subtree: true, childList: true, characterData: true,
+                             attributes: true});
+}"""
+STOP = """() => { document.querySelector('#voice button.stop-button').click();
+                 window.stopped = performance.now(); }"""
+
+
+def through_browser(bundle: Path, repeats: int, clip: Path, seconds: float, full: int) -> None:
+    """Chromium with `clip` as its (fake) microphone: record `seconds`, stop, and time in the
+    page from the stop click to the nearest person's answer, the first face and the full
+    face, as the visitor sees them (uploading the recording included; no button press)."""
+    from playwright.sync_api import sync_playwright
+
+    rows: dict[str, list[float]] = {}
+    args = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-audio-capture={clip}", "--no-sandbox", "--disable-gpu",
+            "--disable-background-networking", "--disable-component-update", "--no-first-run"]
+    with running_app(bundle) as (url, _), sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=args, headless=True)
+        context = browser.new_context(viewport={"width": 390, "height": 844})
+        context.grant_permissions(["microphone"], origin=url.rstrip("/"))
+        page = context.new_page()
+        for i in range(repeats + 1):
+            page.goto(url)
+            page.locator("#voice button.record-button").click(timeout=60_000)
+            page.wait_for_timeout(seconds * 1000)
+            page.evaluate(WATCH)
+            page.evaluate(STOP)
+            page.wait_for_function(f"() => 'face {full}' in window.seen", timeout=120_000)
+            seen = page.evaluate("() => [window.stopped, window.seen]")
+            if i:
+                stopped, times = seen
+                for key, at in times.items():
+                    rows.setdefault(key, []).append((at - stopped) / 1000)
+        browser.close()
+    med = {key: float(np.median(v)) for key, v in rows.items()}
+    faces = sorted((int(k.split()[1]), v) for k, v in med.items() if k.startswith("face"))
+    print(f"browser (fake microphone, {seconds:g} s of speech, 390 px), medians of {repeats}: "
+          f"stop -> nearest person {med['matches']:.3f} s, -> " +
+          ", -> ".join(f"{px} px face {at:.3f} s" for px, at in faces))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tiny", action="store_true", help="the dev bundle's tiny models")
     parser.add_argument("--app", action="store_true", help="also time through app.py")
+    parser.add_argument("--browser", action="store_true",
+                        help="also time the page in Chromium with a fake microphone")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -130,9 +193,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         bundle, bundle_s, clips = write_inputs(Path(tmp), args.tiny)
         print(f"bundle written in {bundle_s:.1f} s")
-        in_process(bundle, args.repeats, clips)
+        full = in_process(bundle, args.repeats, clips)
         if args.app:
             through_app(bundle, args.repeats, clips[5.0])
+        if args.browser:
+            through_browser(bundle, args.repeats, clips[5.0], 5.0, full)
 
 
 if __name__ == "__main__":
