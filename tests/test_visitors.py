@@ -93,10 +93,12 @@ def victims(server, dev_bundle, tmp_path) -> list[Path]:
     """Files a visitor must not be able to touch: visitor A's render, the served copy of a
     gallery photo, the cached example voice, bundle files and a file outside the cache."""
     with client(server["url"]) as http:
-        kind, outputs = call(http, "predict_ui", [file_ref(upload(
-            http, recording(tmp_path / "visitor-a.wav", seed=1)))])
-    assert kind == "complete", outputs
-    face, top = outputs[0], outputs[4]  # the page's render, and the nearest people's photos
+        posted = http.post("call/predict_ui", json={"data": [file_ref(upload(
+            http, recording(tmp_path / "visitor-a.wav", seed=1)))]})
+        stream = http.get(f"call/predict_ui/{posted.json()['event_id']}").text
+    updates = [json.loads(data) for data in re.findall(r"^event: generating\ndata: (.*)$",
+                                                        stream, re.M)]
+    top, face = updates[0][4], updates[1][0]  # the nearest people's photos, the page's render
     examples = {p.read_bytes() for p in (dev_bundle / "voices").iterdir()}
     [example] = [p for p in server["cache"].rglob("*")
                  if p.is_file() and p.read_bytes() in examples][:1]

@@ -152,8 +152,8 @@ def tab(ctx: Context) -> None:
     submit.click(predict, inputs=[audio], outputs=answer, api_name="predict_ui",
                  api_visibility="undocumented", **ctx.queue)
     # A recording is answered as soon as it stops: no button between speaking and the face
-    audio.stop_recording(predict, inputs=[audio], outputs=answer, api_visibility="private",
-                         **ctx.queue)
+    audio.stop_recording(predict, inputs=[audio], outputs=answer, api_name="predict_recording",
+                         api_visibility="private", **ctx.queue)  # named: not "predict"
     # An API endpoint with no trigger on the page: programs call it; its outputs go back to
     # the caller only, so naming the page's components as outputs shows nothing on a page.
     gr.on([], predict_final, inputs=[audio], outputs=[png_face, nearest, details],
