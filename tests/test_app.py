@@ -241,6 +241,8 @@ def test_a_phone_shows_the_nearest_people_s_whole_names(app_url, dev_bundle, loc
             c.split(". ", 1)[1].rsplit(" (", 1)[0] for c in captions.all_inner_texts()]
         assert all("Test person" in t for t in names.all_inner_texts())
         assert names.evaluate_all(CLIPPED) == [] and captions.evaluate_all(CLIPPED) == []
+        page.locator("#download").wait_for(timeout=60_000)  # the whole answer is in
+        page.wait_for_function("() => document.querySelector('#generated img')?.complete")
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOTS / f"phone-matches-{locale}.png"), full_page=True)
         open_tab(page, "Gallery" if locale == "en-US" else "ギャラリー")

@@ -4,7 +4,7 @@ Builds a bundle of random-weight models of full size (a wav2vec2-base x-vector e
 1024 px config-f StyleGAN2; random weights cost exactly what trained ones do) or, with
 `quick`, the dev bundle's tiny ones, then measures
 - per stage (decode, embed, search, map, synth) and end to end: median and p95 for 3, 5 and
-  10 s utterances of the 256 px preview and of the full-size face, both from one
+  10 s utterances of the 128 px preview and of the full-size face, both from one
   `VoiceFace.stream` call as the app makes it (the full face continues the preview's render);
 - cold start: a fresh Python process that imports voiceface and loads the bundle from disk,
   until it is ready to answer (then it answers once, at full size, for its peak RSS);
