@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
 
 def open_tab(page, name: str, timeout: float = 30_000) -> None:
     """Click the tab called `name`. On a narrow screen Gradio shows the first tabs only and
@@ -13,3 +17,34 @@ def open_tab(page, name: str, timeout: float = 30_000) -> None:
         return
     page.get_by_role("button", name="More tabs").click(timeout=timeout)
     page.locator(".overflow-dropdown button", has_text=name).click(timeout=timeout)
+
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's; Playwright's own download does not work here
+PHONE = (390, 844)  # px: the narrow screen every page is checked at
+
+
+@contextmanager
+def browser_page(url: str, viewport: tuple[int, int] = PHONE, locale: str = "en-US",
+                 mic: Path | None = None) -> Iterator:
+    """A headless Chromium page at `url`, `viewport` (width, height) px, in `locale`; with
+    `mic`, a WAV file that Chromium loops as the microphone (permission granted)."""
+    from playwright.sync_api import sync_playwright
+
+    assert Path(CHROMIUM).exists(), "Chromium is needed (apt-get install chromium)"
+    args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--no-first-run", "--disable-sync"]
+    if mic is not None:
+        args += ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                 f"--use-file-for-fake-audio-capture={mic}"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=args, headless=True)
+        try:
+            context = browser.new_context(
+                viewport={"width": viewport[0], "height": viewport[1]}, locale=locale)
+            if mic is not None:
+                context.grant_permissions(["microphone"], origin=url.rstrip("/"))
+            page = context.new_page()
+            page.goto(url)
+            yield page
+        finally:
+            browser.close()

@@ -8,7 +8,6 @@ import re
 import subprocess
 import sys
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +15,7 @@ import soundfile as sf
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from browser import open_tab
+from browser import browser_page, open_tab
 from conftest import DEV_PEOPLE, PHOTO, REPO, serve_app
 from voiceface.provenance import is_marked
 
@@ -150,9 +149,6 @@ def test_client_bad_audio_gets_the_library_message(app_url, tmp_path):
     urllib.request.urlopen(app_url, timeout=5)  # still serving
 
 
-CHROMIUM = "/usr/bin/chromium"
-
-
 def image_digest(page, selector: str) -> str:
     """sha256 of the image bytes the browser shows in `selector`."""
     src = page.locator(f"{selector} img").first.get_attribute("src")
@@ -166,23 +162,11 @@ def test_browser_records_the_microphone_and_shows_both_faces(app_url, tmp_path, 
                                                              speech):
     """Stopping the recording is enough: the answer comes without pressing the button, and
     the generated face can be downloaded as a marked PNG."""
-    assert Path(CHROMIUM).exists(), "Chromium is needed (apt-get install chromium)"
-    from playwright.sync_api import sync_playwright
-
     mic = tmp_path / "mic.wav"  # Chromium loops this file as the microphone
     sf.write(mic, (speech(4.0, rate=48_000, f0=180.0) * 32767).astype(np.int16), 48_000)
-    args = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-            f"--use-file-for-fake-audio-capture={mic}", "--no-sandbox", "--disable-gpu",
-            "--disable-background-networking", "--disable-component-update", "--no-first-run",
-            "--disable-sync"]
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     name = "phone" if viewport[0] < 500 else "desktop"
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=args, headless=True)
-        context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
-        context.grant_permissions(["microphone"], origin=app_url.rstrip("/"))
-        page = context.new_page()
-        page.goto(app_url)
+    with browser_page(app_url, viewport, mic=mic) as page:
         page.locator("#voice button.record-button").click(timeout=30_000)
         page.wait_for_timeout(3000)
         with page.expect_response(lambda r: "/gradio_api/upload" in r.url, timeout=30_000):
@@ -208,7 +192,6 @@ def test_browser_records_the_microphone_and_shows_both_faces(app_url, tmp_path, 
             assert image_digest(page, "#generated") != image_digest(page, "#nearest")
         assert page.locator("#test-banner").is_visible()
         page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
-        browser.close()
 
 
 CLIPPED = """els => els.filter(e => e.scrollWidth > e.clientWidth + 1
@@ -220,13 +203,7 @@ CLIPPED = """els => els.filter(e => e.scrollWidth > e.clientWidth + 1
 def test_a_phone_shows_the_nearest_people_s_whole_names(app_url, dev_bundle, locale):
     """At 390 px every name of the nearest people is whole, under its photo and beside its
     similarity bar, and so is every name on the Gallery tab."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                    args=["--no-sandbox", "--disable-gpu"])
-        page = browser.new_page(viewport={"width": 390, "height": 844}, locale=locale)
-        page.goto(app_url)
+    with browser_page(app_url, locale=locale) as page:
         page.locator("#voice").get_by_role(
             "button", name=re.compile("Upload file|アップロード")).click(timeout=30_000)
         with page.expect_response(lambda r: "/gradio_api/upload" in r.url, timeout=30_000):
@@ -250,22 +227,15 @@ def test_a_phone_shows_the_nearest_people_s_whole_names(app_url, dev_bundle, loc
         people.nth(DEV_PEOPLE - 1).wait_for(timeout=30_000)
         assert people.evaluate_all(CLIPPED) == []
         page.screenshot(path=str(SCREENSHOTS / f"phone-people-{locale}.png"), full_page=True)
-        browser.close()
 
 
 @pytest.mark.parametrize("locale", ["en-US", "ja-JP"])
 def test_gallery_tab_says_how_the_threshold_was_set(app_url, dev_bundle, locale):
-    from playwright.sync_api import sync_playwright
-
     from voiceface.gallery import Gallery
 
     record = Gallery.load(dev_bundle / "gallery").calibration
     assert record is not None  # the dev bundle is calibrated when it is written
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                    args=["--no-sandbox", "--disable-gpu"])
-        page = browser.new_page(viewport={"width": 390, "height": 844}, locale=locale)
-        page.goto(app_url)
+    with browser_page(app_url, locale=locale) as page:
         open_tab(page, "Gallery" if locale == "en-US" else "ギャラリー")
         note = page.locator("#threshold-note")
         note.filter(has_text=f"{record.threshold:.4f}").wait_for(timeout=30_000)
@@ -274,7 +244,6 @@ def test_gallery_tab_says_how_the_threshold_was_set(app_url, dev_bundle, locale)
         assert ("measured on" if locale == "en-US" else "測定") in text
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOTS / f"gallery-{locale}.png"), full_page=True)
-        browser.close()
 
 
 def test_overlapping_model_calls_are_logged(caplog):

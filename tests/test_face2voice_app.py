@@ -10,9 +10,9 @@ import urllib.request
 import pytest
 from gradio_client import Client, handle_file
 
-from browser import open_tab
+from browser import browser_page, open_tab
 from conftest import DEV_PEOPLE, REPO, serve_app
-from test_app import CHROMIUM, CLIPPED, SCREENSHOTS
+from test_app import CLIPPED, SCREENSHOTS
 from test_face2voice import BAD_KINDS, PHOTO, bad_photo
 from voiceface.bundle import BundleSpec
 from voiceface.gallery import Gallery
@@ -85,14 +85,8 @@ def test_a_phone_shows_the_voices_names_and_plays_them(server, dev_bundle, local
     """At 390 px: upload a photo on the Face to voice tab; five whole names with their bars
     and a play button each (every dev person has an example recording); the button plays
     that person's recording, the method and the note are in the visitor's language."""
-    from playwright.sync_api import sync_playwright
-
     english = locale == "en-US"
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                    args=["--no-sandbox", "--disable-gpu"])
-        page = browser.new_page(viewport={"width": 390, "height": 844}, locale=locale)
-        page.goto(server["url"])
+    with browser_page(server["url"], locale=locale) as page:
         open_tab(page, "Face to voice" if english else "顔から声へ")
         with page.expect_response(lambda r: "/gradio_api/upload" in r.url, timeout=30_000):
             page.locator("#f2v-photo input[type=file]").set_input_files(str(PHOTO))
@@ -123,4 +117,3 @@ def test_a_phone_shows_the_voices_names_and_plays_them(server, dev_bundle, local
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOTS / f"phone-face2voice-{locale}.png"),
                         full_page=True)
-        browser.close()

@@ -11,9 +11,9 @@ import soundfile as sf
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from browser import open_tab
+from browser import browser_page, open_tab
 from conftest import serve_app
-from test_app import CHROMIUM, CLIPPED, SCREENSHOTS
+from test_app import CLIPPED, SCREENSHOTS
 from voiceface.gallery import Gallery
 
 CLAIM, NAME = "dev01", "Test person 2"  # whose example voice the dev bundle's threshold accepts
@@ -86,14 +86,8 @@ def test_unknown_or_missing_claims_and_bad_audio_are_refused_without_paths(serve
 def test_a_phone_chooses_a_person_uploads_and_sees_the_decision(server, dev_bundle, locale):
     """At 390 px: choose who you claim to be, upload their voice, and read the decision, the
     gauge and the measured error rates, none of them cut off."""
-    from playwright.sync_api import sync_playwright
-
     en = locale == "en-US"
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                    args=["--no-sandbox", "--disable-gpu"])
-        page = browser.new_page(viewport={"width": 390, "height": 844}, locale=locale)
-        page.goto(server["url"])
+    with browser_page(server["url"], locale=locale) as page:
         open_tab(page, "Verify" if en else "本人確認")
         page.locator("#verify-claim input").click()
         page.get_by_role("option", name=f"{NAME} ({CLAIM})").click()
@@ -114,28 +108,16 @@ def test_a_phone_chooses_a_person_uploads_and_sees_the_decision(server, dev_bund
         assert shown.evaluate_all(CLIPPED) == []
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOTS / f"phone-verify-{locale}.png"), full_page=True)
-        browser.close()
 
 
 def test_a_browser_claims_a_person_by_microphone(server, dev_bundle, tmp_path):
     """Checking before choosing anyone is refused; then the claimed person is chosen, the
     fake microphone plays a recording and the page shows a decision that agrees with its
     gauge."""
-    from playwright.sync_api import sync_playwright
-
     samples, rate = sf.read(dev_bundle / "voices" / f"{CLAIM}.flac", dtype="int16")
     mic = tmp_path / "mic.wav"  # Chromium loops this file as the microphone
     sf.write(mic, samples, rate)
-    args = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-            f"--use-file-for-fake-audio-capture={mic}", "--no-sandbox", "--disable-gpu",
-            "--disable-background-networking", "--disable-component-update", "--no-first-run",
-            "--disable-sync"]
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=args, headless=True)
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
-        context.grant_permissions(["microphone"], origin=server["url"].rstrip("/"))
-        page = context.new_page()
-        page.goto(server["url"])
+    with browser_page(server["url"], (1280, 900), mic=mic) as page:
         open_tab(page, "Verify")
         page.locator("#verify-voice button.record-button").click(timeout=30_000)
         page.wait_for_timeout(3000)
@@ -153,4 +135,3 @@ def test_a_browser_claims_a_person_by_microphone(server, dev_bundle, tmp_path):
         assert page.locator(f"#verify-gauge .gauge.{decision} .fill").is_visible()
         assert NAME in page.locator("#verify-verdict").inner_text()
         page.screenshot(path=str(SCREENSHOTS / "desktop-verify-microphone.png"), full_page=True)
-        browser.close()
