@@ -97,6 +97,8 @@ def test_client_predict_returns_both_faces_and_a_summary(app_url, dev_bundle):
     assert summary["method"] == "mapper" and summary["test_weights"] is True
     assert summary["centre"] == "population"
     assert len(summary["matches"]) == 5
+    assert set(summary) == {"matches", "confident", "threshold", "method", "centre", "timings",
+                            "test_weights"}  # as `predict --json`, which adds "face"
 
 
 def test_a_generator_above_the_preview_size_streams_matches_preview_full_face_then_png(tmp_path):

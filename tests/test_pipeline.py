@@ -160,7 +160,7 @@ def test_open_set_says_no_confident_match(vf, dev_bundle):
     assert not result.confident and result.best is None and result.matches
 
 
-def test_cli_predict_json(dev_bundle, tmp_path):
+def test_cli_predict_json(dev_bundle, tmp_path, vf):
     out = tmp_path / "face.png"
     proc = run_cli("predict", dev_bundle / "voices" / "dev03.flac", "--bundle", dev_bundle,
                    "--out", out, "--json")
@@ -172,6 +172,10 @@ def test_cli_predict_json(dev_bundle, tmp_path):
         and report["centre"] == "population"
     assert report["face"] == str(out) and Image.open(out).size == (64, 64)
     assert report["timings"]["total"] >= report["timings"]["embed"] > 0
+    library = vf(dev_bundle / "voices" / "dev03.flac").summary(test_weights=True)
+    assert set(report) == set(library) | {"face"}  # the app's /predict has the same keys
+    assert [m["id"] for m in report["matches"]] == [m["id"] for m in library["matches"]]
+    assert report["threshold"] == library["threshold"] == round(vf.gallery.threshold, 6)
 
 
 @pytest.mark.parametrize("content,message", [

@@ -182,16 +182,7 @@ def _predict(args: argparse.Namespace) -> int:
     else:
         result.face.save(args.out)
     if args.json:
-        print(json.dumps({
-            "matches": [{"id": m.id, "name": m.name, "score": round(m.score, 6)}
-                        for m in result.matches],
-            "confident": result.confident,
-            "method": result.method,
-            "centre": result.centre,
-            "timings": {k: round(v, 4) for k, v in result.timings.items()},
-            "face": str(args.out),
-            "test_weights": vf.spec.test_weights,
-        }))
+        print(json.dumps({**result.summary(vf.spec.test_weights), "face": str(args.out)}))
         return 0
     if vf.spec.test_weights:
         print("NOTE: test weights (a dev bundle): these results mean nothing.")
@@ -238,13 +229,7 @@ def _face2voice(args: argparse.Namespace) -> int:
     vf = VoiceFace.from_pretrained(args.bundle)
     result = vf.face2voice(args.photo, k=args.k)
     if args.json:
-        print(json.dumps({
-            "matches": [{"id": m.id, "name": m.name, "score": round(m.score, 6)}
-                        for m in result.matches],
-            "method": result.method,
-            "timings": {k: round(v, 4) for k, v in result.timings.items()},
-            "test_weights": vf.spec.test_weights,
-        }))
+        print(json.dumps(result.summary(vf.spec.test_weights)))
         return 0
     if vf.spec.test_weights:
         print("NOTE: test weights (a dev bundle): these results mean nothing.")

@@ -75,6 +75,14 @@ class FaceToVoiceResult:
     embedding: np.ndarray  # [D] the predicted voice embedding, unit length
     timings: dict[str, float] = field(default_factory=dict)
 
+    def summary(self, test_weights: bool) -> dict:
+        """The result for programs: the keys of `python -m voiceface face2voice --json` and
+        of the app's `/face2voice`."""
+        return {"matches": [m.summary() for m in self.matches],
+                "method": self.method, "timings": {k: round(v, 4) for k, v in
+                                                   self.timings.items()},
+                "test_weights": test_weights}
+
 
 @torch.inference_mode()
 def face_features(backbone: Backbone, images: Sequence[Image.Image]) -> np.ndarray:

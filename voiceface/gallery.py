@@ -100,6 +100,10 @@ class Match:
     rank: int
     face: Path | None
 
+    def summary(self) -> dict:
+        """For programs (the JSON of the CLI and the app): id, name, score to 6 digits."""
+        return {"id": self.id, "name": self.name, "score": round(self.score, 6)}
+
 
 class Gallery:
     """Enrolled people, searchable by voice: `gallery.search(embedding, k)`."""

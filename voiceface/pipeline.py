@@ -102,6 +102,15 @@ class VoiceFaceResult:
         """The nearest person when the match is confident, else None ("no confident match")."""
         return self.matches[0] if self.confident else None
 
+    def summary(self, test_weights: bool) -> dict:
+        """The result for programs: the keys of `python -m voiceface predict --json` and of
+        the app's `/predict` (the CLI adds the face's file)."""
+        return {"matches": [m.summary() for m in self.matches], "confident": self.confident,
+                "threshold": round(self.threshold, 6), "method": self.method,
+                "centre": self.centre, "timings": {k: round(v, 4) for k, v in
+                                                   self.timings.items()},
+                "test_weights": test_weights}
+
 
 class VoiceFace:
     """The voice-to-face pipeline; build with `VoiceFace.from_pretrained(bundle)`."""

@@ -95,10 +95,7 @@ def tab(ctx: Context) -> None:
         """A face photo in; the nearest voices (`matches`: id, name, score), how the voice
         was predicted (`method`) and seconds per stage (`timings`) out."""
         result, _ = answer(photo, request)
-        return {"matches": [{"id": m.id, "name": m.name, "score": round(m.score, 4)}
-                            for m in result.matches],
-                "method": result.method, "test_weights": vf.spec.test_weights,
-                "timings": {k: round(v, 3) for k, v in result.timings.items()}}
+        return result.summary(vf.spec.test_weights)
 
     gr.Markdown(i18n("f2v_intro"))
     # image_mode=None with no preprocessing: the upload reaches the library as it was sent

@@ -53,15 +53,6 @@ def tab(ctx: Context) -> None:
     def analyse(audio: bytes) -> Iterator[VoiceFaceResult]:
         yield from vf.stream(audio, k=TOP_K, resolutions=sizes, matches_first=True)
 
-    def summary(result: VoiceFaceResult) -> dict:
-        return {
-            "matches": [{"id": m.id, "name": m.name, "score": round(m.score, 4)}
-                        for m in result.matches],
-            "confident": result.confident, "method": result.method, "centre": result.centre,
-            "threshold": result.threshold, "test_weights": vf.spec.test_weights,
-            "timings": {k: round(v, 3) for k, v in result.timings.items()},
-        }
-
     def nearest_photo(result: VoiceFaceResult) -> str | None:
         best = result.matches[0]  # its photo; none below the threshold or if deleted meanwhile
         return str(best.face) if result.confident and best.face and best.id in vf.gallery \
@@ -101,14 +92,15 @@ def tab(ctx: Context) -> None:
                 top = [(str(m.face), f"{m.rank}. {m.name} ({m.score:.2f})")
                        for m in result.matches if m.face and m.id in vf.gallery]
                 yield (None, text["drawing"], nearest_photo(result), match_text, top,
-                       similarity_bars(result.matches), summary(result),
+                       similarity_bars(result.matches), result.summary(vf.spec.test_weights),
                        gr.DownloadButton(value=None, visible=False))
                 continue
             caption = text["generated_caption"].format(
                 method=text[f"method_{result.method}"], centre=text[f"centre_{result.centre}"])
             if result.face.width < full:
                 caption += f" ({text['preview']})"
-            yield (result.face, caption, keep, keep, keep, keep, summary(result), keep)
+            yield (result.face, caption, keep, keep, keep, keep,
+                   result.summary(vf.spec.test_weights), keep)
         yield (keep,) * 7 + (gr.DownloadButton(value=png_copy(download, result.face),
                                                visible=True),)
 
@@ -116,7 +108,7 @@ def tab(ctx: Context) -> None:
         """Audio file in; the generated face, the nearest enrolled person's face (None below
         the threshold) and a summary of the matches out."""
         *_, result = answers(audio, request)
-        return result.face, nearest_photo(result), summary(result)
+        return result.face, nearest_photo(result), result.summary(vf.spec.test_weights)
 
     gr.Markdown(i18n("intro"))
     audio = gr.Audio(sources=["microphone", "upload"], type="filepath", label=i18n("voice"),
