@@ -24,6 +24,7 @@ from conftest import REPO, serve_app
 from voiceface.audio import SAMPLE_RATE
 from voiceface.devbundle import synthetic_voice
 from voiceface.provenance import is_marked
+from voiceface.ui.common import PNG_NAME
 
 SECRET = "alice-smith-voice-note"  # a file name that must not survive anywhere on the server
 LIFETIME = 10  # s an upload or a render may stay (app.py --file-lifetime)
@@ -92,6 +93,8 @@ def test_uploads_and_renders_are_deleted_within_the_lifetime_examples_stay(serve
         client.predict(handle_file(str(bad)), api_name="/predict")
     assert client.predict(handle_file(str(photo)), api_name="/face2voice")["matches"]
     client.submit(handle_file(str(photo)), api_name="/face2voice_ui").result(timeout=120)
+    client.submit(handle_file(str(good)), api_name="/predict_ui").result(timeout=120)
+    assert list(server["cache"].rglob(PNG_NAME))  # the page's PNG for download, to go too
     queries = (*recordings, photo)
     assert traces(server, good) and traces(server, photo)  # kept, not deleted by the request
 
