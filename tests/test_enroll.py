@@ -14,6 +14,7 @@ from PIL import Image
 
 from conftest import DEV_PEOPLE, PHOTO, serve_app
 from test_faces import png_header
+from test_verify_app import focus_answer
 from voiceface.admin import FIRST_DELAY
 from voiceface.calibration import LIVE_METHOD, best_non_mated, threshold_at_far
 from voiceface.devbundle import synthetic_voice, write_random_backbone
@@ -238,6 +239,9 @@ def test_app_enroll_and_delete_need_the_password(dev_bundle, inversion, tmp_path
         status, people, *_ = client.predict("open sesame", *upload(), "Aiko", True,
                                             api_name="/enroll")
         assert "Enrolled **Aiko**" in status and len(people) == DEV_PEOPLE + 1
+        update = focus_answer(url, "delete-person")  # the delete list, refreshed on focus,
+        assert "value" not in update  # keeps a choice made while the answer was on its way
+        assert any(label.startswith("Aiko") for label, _ in update["choices"])
         aiko = status.split("`")[1]
         _, _, summary = client.predict(upload()[0], api_name="/predict")
         assert summary["matches"][0]["id"] == aiko

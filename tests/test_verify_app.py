@@ -3,8 +3,10 @@ browser) use them, on the app serving the dev bundle."""
 
 from __future__ import annotations
 
+import json
 import re
 
+import httpx
 import numpy as np
 import pytest
 import soundfile as sf
@@ -25,6 +27,31 @@ def server(dev_bundle, tmp_path_factory):
     cache = root / "gradio-cache"
     with serve_app(dev_bundle, root / "app.log", {"GRADIO_TEMP_DIR": str(cache)}) as (url, _):
         yield {"url": url, "cache": cache}
+
+
+def focus_answer(url: str, elem_id: str) -> dict:
+    """What the page gets back when the dropdown `elem_id` is focused (the event the page
+    sends over Gradio's queue, as a browser does)."""
+    with httpx.Client(base_url=f"{url}gradio_api/", timeout=60) as http:
+        config = http.get(f"{url}config").json()
+        [target] = [c["id"] for c in config["components"]
+                    if c.get("props", {}).get("elem_id") == elem_id]
+        [event] = [d for d in config["dependencies"] if [target, "focus"] in d["targets"]]
+        http.post("queue/join", json={"data": [None] * len(event["inputs"]),  # nothing chosen
+                                      "fn_index": event["id"], "trigger_id": target,
+                                      "session_hash": "focus-test"}).raise_for_status()
+        stream = http.get("queue/data", params={"session_hash": "focus-test"}).text
+    [done] = [json.loads(line[len("data: "):]) for line in stream.splitlines()
+              if line.startswith("data: ") and '"process_completed"' in line]
+    assert done["success"], done
+    return done["output"]["data"][0]
+
+
+def test_refreshing_the_claim_list_keeps_a_choice_made_meanwhile(server):
+    """The list is refreshed when the dropdown is focused; on a busy server the answer comes
+    after the visitor has chosen, so it carries the choices and no value to undo it."""
+    update = focus_answer(server["url"], "verify-claim")
+    assert "value" not in update and ["Test person 2 (dev01)", "dev01"] in update["choices"]
 
 
 def voice(dev_bundle, person: str):

@@ -35,8 +35,8 @@ def tab(ctx: Context, live: LiveGallery, gate: AdminGate, people: gr.Gallery) ->
     def person_choices() -> list[tuple[str, str]]:
         return [(f"{p.name} ({p.id})", p.id) for p in vf.gallery.people]
 
-    def choices() -> gr.Dropdown:
-        return gr.Dropdown(choices=person_choices(), value=None)
+    def choices() -> gr.Dropdown:  # the choices only: a value would undo a choice made
+        return gr.Dropdown(choices=person_choices())  # while this answer was on its way
 
     def enroll(password, voice, photo, name, consent, request: gr.Request):
         text = ctx.text(request)

@@ -83,8 +83,10 @@ def tab(ctx: Context) -> None:
     def person_choices() -> list[tuple[str, str]]:
         return [(f"{p.name} ({p.id})", p.id) for p in vf.gallery.people]
 
-    def choices(claim: str | None) -> gr.Dropdown:  # live enrollment changes the gallery
-        return gr.Dropdown(choices=person_choices(), value=claim)
+    def choices() -> gr.Dropdown:  # live enrollment changes the gallery
+        # The choices only: this answer can land after the visitor has chosen (a busy
+        # server), and a value sent with it would undo their choice.
+        return gr.Dropdown(choices=person_choices())
 
     def verify(audio: str | None, claim: str | None, request: gr.Request):
         text = ctx.text(request)
@@ -115,5 +117,5 @@ def tab(ctx: Context) -> None:
     result = gr.JSON(visible=False)
     button.click(verify, inputs=[audio, claim], outputs=[decision, meter, result],
                  api_name="verify", **ctx.queue)
-    claim.focus(choices, inputs=[claim], outputs=[claim], api_visibility="private",
+    claim.focus(choices, outputs=[claim], api_visibility="private",
                 concurrency_limit=None)
