@@ -104,7 +104,7 @@ def test_client_predict_returns_both_faces_and_a_summary(app_url, dev_bundle):
 def test_a_generator_above_the_preview_size_streams_matches_preview_full_face_then_png(tmp_path):
     """With a generator larger than the 128 px preview the page gets, in order: the nearest
     people before any face is drawn, the preview, the full face continued from the same
-    render (both JPEG, marked in EXIF), then the PNG for download; nothing is sent twice.
+    render (both JPEG, marked in EXIF), then the PNG for download; nothing else twice.
     The API answers with the full face as PNG."""
     from voiceface.devbundle import write_dev_bundle
     from voiceface.stylegan2 import GeneratorConfig, resolutions
@@ -132,7 +132,8 @@ def test_a_generator_above_the_preview_size_streams_matches_preview_full_face_th
         assert image.format == "JPEG" and image.size == (size, size) and is_marked(image)
         assert list(update[2:6]) == [skipped] * 3 + [{"props": skipped, "__type__": "update"}]
     assert "preview" in preview[1] and "preview" not in full[1]
-    assert list(png[:7]) == [skipped] * 5 + [{"props": skipped, "__type__": "update"}, skipped]
+    assert Image.open(png[0]).tobytes() == Image.open(full[0]).tobytes()  # the face again
+    assert list(png[1:7]) == [skipped] * 4 + [{"props": skipped, "__type__": "update"}, skipped]
     download = Image.open(png[7]["value"])
     assert download.format == "PNG" and is_marked(download) and png[7]["visible"]
     assert np.array_equal(np.asarray(download), np.asarray(api_face))  # the lossless face

@@ -78,7 +78,8 @@ def tab(ctx: Context) -> None:
     def predict(audio: str | None, request: gr.Request) -> Iterator[tuple]:
         """The page's answer in steps, each as soon as it is ready: the nearest people (only
         the voice is needed), the preview face, the full face, then its PNG for download.
-        Parts that do not change are skipped, so nothing is sent or cached twice."""
+        Parts that do not change are skipped (but the face: see below), so they are not
+        sent or copied again."""
         text = ctx.text(request)
         keep = gr.skip()
         for result in answers(audio, request):
@@ -101,8 +102,10 @@ def tab(ctx: Context) -> None:
                 caption += f" ({text['preview']})"
             yield (result.face, caption, keep, keep, keep, keep,
                    result.summary(vf.spec.test_weights), keep)
-        yield (keep,) * 7 + (gr.DownloadButton(value=png_copy(download, result.face),
-                                               visible=True),)
+        # the face again, not skipped: Gradio 6.31's page sometimes dropped an image whose
+        # update was followed at once by a skip (2 of 10 answers); the same file, no new copy
+        yield (result.face,) + (keep,) * 6 + (
+            gr.DownloadButton(value=png_copy(download, result.face), visible=True),)
 
     def predict_final(audio: str, request: gr.Request):
         """Audio file in; the generated face, the nearest enrolled person's face (None below
