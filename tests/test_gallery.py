@@ -134,6 +134,8 @@ def test_clear_errors(gallery):
         gallery.add("../etc", unit(rng)[0])
     with pytest.raises(GalleryError, match="empty"):
         Gallery(DIM, "enc-A").search(unit(rng)[0])
+    with pytest.raises(GalleryError, match="Embedding size must be positive, got 0"):
+        Gallery(0, "enc-A")
     with pytest.raises(GalleryError, match="expected \\[8\\]"):
         gallery.update("p0", latent=np.zeros(9, np.float32))
 
@@ -207,6 +209,8 @@ def test_fingerprint_mismatch_is_refused(gallery, tmp_path):
         Gallery.load(root, encoder_fingerprint="enc-B")
     with pytest.raises(GalleryError, match="generator 'gen-A'"):
         Gallery.load(root, generator_fingerprint="gen-B")
+    with pytest.raises(GalleryError, match="built with encoder 'enc-A'"):  # sorts before
+        Gallery.load(root, encoder_fingerprint="enc-0")
 
 
 def test_missing_or_foreign_directory(tmp_path):
@@ -215,6 +219,39 @@ def test_missing_or_foreign_directory(tmp_path):
     storage.write_json(tmp_path / gallery_module.MANIFEST, {"format_version": 99})
     with pytest.raises(GalleryError, match="format version 99"):
         Gallery.load(tmp_path)
+
+
+def test_an_empty_gallery_saves_and_loads(tmp_path):
+    """A live gallery whose last person was deleted is saved empty, and must load again."""
+    root = Gallery(DIM, "enc-A").save(tmp_path / "g")
+    loaded = Gallery.load(root)
+    assert len(loaded) == 0 and loaded.embeddings().shape == (0, DIM)
+
+
+def test_latent_ids_that_do_not_match_the_latents_are_refused(gallery, tmp_path):
+    root = gallery.save(tmp_path / "g")
+    ids = root / gallery_module.data_name(root) / "latent_ids.json"
+    storage.write_json(ids, json.loads(ids.read_text())[:-1])  # 3 ids for 4 latents
+    with pytest.raises(GalleryError, match="inconsistent"):
+        Gallery.load(root)
+
+
+def test_remove_leftovers_deletes_what_a_killed_save_left_and_keeps_the_gallery(gallery,
+                                                                                 tmp_path):
+    root = gallery.save(tmp_path / "g")
+    current = gallery_module.data_name(root)
+    (root / "data-0123456789ab").mkdir()  # an older version, that may hold deleted people
+    (root / "data-0123456789ab" / "people.json").write_text("[]")
+    (root / ".data-ba9876543210.tmp").mkdir()  # a save killed before its rename
+    (root / ".manifest.json.tmp").write_text("{}")
+    (root / "faces" / "0000.png").write_bytes(b"a face nobody references")
+    before = sorted(p.name for p in (root / "faces").iterdir() if p.name != "0000.png")
+    gallery_module.remove_leftovers(root)
+    assert [p.name for p in root.iterdir()
+            if p.name.startswith(("data-", ".data-")) or p.name.endswith(".tmp")] == [current]
+    assert sorted(p.name for p in (root / "faces").iterdir()) == before
+    assert [p.id for p in Gallery.load(root).people] == ["p0", "p1", "p2", "p3"]
+    gallery_module.remove_leftovers(tmp_path / "nothing-saved-here")  # no manifest: no-op
 
 
 def test_corrupted_saved_embeddings_are_refused(gallery, tmp_path):
