@@ -249,6 +249,16 @@ def test_a_live_gallery_swaps_state_through_the_pipeline(dev_bundle, vf):
     assert two(dev_bundle / "voices" / "dev01.flac").method == "knn-blend"
 
 
+def test_the_latent_comes_from_the_state_the_request_searched(vf, dev_bundle):
+    """A request maps the voice with the version of the gallery and mapper it read at its
+    start, even when another version is served by then; by default, the current one."""
+    result = vf(dev_bundle / "voices" / "dev02.flac", truncation=1.0)
+    w, method = vf.latent(result.embedding, result.matches)
+    assert method == "mapper" and np.array_equal(w[0].numpy(), result.w)
+    _, method = vf.latent(result.embedding, result.matches, GalleryState(vf.gallery, None))
+    assert method == "knn-blend"
+
+
 def test_rosinality_checkpoint_is_converted_once_and_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("VOICEFACE_CACHE", str(tmp_path / "cache"))
     g = Generator(GeneratorConfig(size=8, style_dim=8, n_mlp=1, channels={4: 8, 8: 8}), seed=1)
