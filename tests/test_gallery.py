@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import faiss
 import numpy as np
 import pytest
 from PIL import Image
@@ -327,8 +328,54 @@ def test_auto_switches_to_ivfpq_above_flat_max_and_can_be_overridden(monkeypatch
     assert Gallery.load(root, index="flat").index_kind == "flat"
 
 
+def test_only_ivfpq_needs_ivf_min_vectors_and_auto_is_exact_up_to_flat_max():
+    """An inverted file cannot be trained on few vectors; a graph or a flat index can."""
+    below, at = ann.IVF_MIN - 1, ann.IVF_MIN
+    assert [ann.IndexSpec(kind=k).resolve(below) for k in ("flat", "hnsw", "ivfpq")] == \
+        ["flat", "hnsw", "flat"]
+    assert [ann.IndexSpec(kind=k).resolve(at) for k in ("flat", "hnsw", "ivfpq")] == \
+        ["flat", "hnsw", "ivfpq"]
+    auto = ann.IndexSpec()
+    assert (auto.resolve(ann.FLAT_MAX), auto.resolve(ann.FLAT_MAX + 1)) == ("flat", "ivfpq")
+
+
+@pytest.mark.parametrize("n, lists", [(400, 16), (4096, 64)])
+def test_the_default_inverted_file_has_about_sqrt_n_lists_all_probed_when_few(n, lists,
+                                                                               monkeypatch):
+    """nlist=0: sqrt(n) rounded to a power of two, at least 16 (sqrt(4096) = 64, sqrt(400) =
+    20 -> 16); nprobe=0: nlist / 8 but at least 64, so every list of a small index."""
+    monkeypatch.setattr(ann, "IVF_MIN", 100)
+    index = ann.build(unit(np.random.default_rng(0), n), ann.IndexSpec(kind="ivfpq", pq_m=8))
+    assert (index.nlist, index.nprobe) == (lists, lists)
+    large = faiss.IndexIVFFlat(faiss.IndexFlatIP(8), 8, 1024, faiss.METRIC_INNER_PRODUCT)
+    ann.configure(large, ann.IndexSpec(kind="ivfpq"))  # a gallery of about a million
+    assert large.nprobe == 1024 // 8
+
+
+def test_an_index_that_finds_fewer_than_k_candidates_returns_only_those(monkeypatch):
+    """An inverted file probing one of 16 lists proposes only that list's vectors: the rest
+    of the k rows are -1 (score -inf), and the gallery returns the real candidates alone."""
+    monkeypatch.setattr(ann, "IVF_MIN", 100)
+    spec = ann.IndexSpec(kind="ivfpq", nlist=16, nprobe=1, pq_m=8, rerank=20)
+    g = big_gallery(400, spec)
+    query = g.embedding("p5")
+    scores, rows = ann.search(ann.build(g.embeddings(), spec), g.embeddings(), query[None], 50,
+                              spec)
+    found = rows[0] >= 0
+    assert 0 < found.sum() < 50 and not found[found.sum():].any()  # missing ones last
+    assert np.all(scores[0][~found] == -np.inf)
+    matches = g.search(query, k=50)
+    assert len(matches) == found.sum() and len({m.id for m in matches}) == len(matches)
+    brute = g.embeddings() @ query
+    assert [m.score for m in matches] == pytest.approx(
+        [float(brute[int(m.id[1:])]) for m in matches], abs=1e-6)
+
+
 def test_unknown_index_kind_is_refused():
     with pytest.raises(ValueError, match="'annoy' is not one of auto, flat, hnsw, ivfpq"):
         Gallery(DIM, "enc-A", index="annoy")
     with pytest.raises(ValueError, match="nprobe=-1 must be at least 0"):
         ann.IndexSpec(nprobe=-1)
+    with pytest.raises(ValueError, match="rerank=0 must be at least 1"):
+        ann.IndexSpec(rerank=0)
+    ann.IndexSpec(hnsw_m=1, ef_construction=1, ef_search=1, pq_m=1, rerank=1)  # the least
