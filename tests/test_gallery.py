@@ -358,13 +358,14 @@ def test_an_index_that_finds_fewer_than_k_candidates_returns_only_those(monkeypa
     monkeypatch.setattr(ann, "IVF_MIN", 100)
     spec = ann.IndexSpec(kind="ivfpq", nlist=16, nprobe=1, pq_m=8, rerank=20)
     g = big_gallery(400, spec)
-    query = g.embedding("p5")
+    query = g.embedding("p0")  # row 0: a real row, not a missing one
     scores, rows = ann.search(ann.build(g.embeddings(), spec), g.embeddings(), query[None], 50,
                               spec)
     found = rows[0] >= 0
     assert 0 < found.sum() < 50 and not found[found.sum():].any()  # missing ones last
     assert np.all(scores[0][~found] == -np.inf)
     matches = g.search(query, k=50)
+    assert matches[0].id == "p0" and matches[0].score == pytest.approx(1.0, abs=1e-5)
     assert len(matches) == found.sum() and len({m.id for m in matches}) == len(matches)
     brute = g.embeddings() @ query
     assert [m.score for m in matches] == pytest.approx(
