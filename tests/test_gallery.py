@@ -347,6 +347,8 @@ def test_the_default_inverted_file_has_about_sqrt_n_lists_all_probed_when_few(n,
     monkeypatch.setattr(ann, "IVF_MIN", 100)
     index = ann.build(unit(np.random.default_rng(0), n), ann.IndexSpec(kind="ivfpq", pq_m=8))
     assert (index.nlist, index.nprobe) == (lists, lists)
+    with pytest.raises(ValueError, match="pq_m=5 must divide the embedding size 16"):
+        ann.build(unit(np.random.default_rng(0), 400), ann.IndexSpec(kind="ivfpq", pq_m=5))
     large = faiss.IndexIVFFlat(faiss.IndexFlatIP(8), 8, 1024, faiss.METRIC_INNER_PRODUCT)
     ann.configure(large, ann.IndexSpec(kind="ivfpq"))  # a gallery of about a million
     assert large.nprobe == 1024 // 8

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -36,12 +37,15 @@ def run_cli(*args, env=None):
 
 
 def test_one_call_returns_both_faces_matches_and_timings(vf, dev_bundle):
+    start = time.perf_counter()
     result = vf(dev_bundle / "voices" / "dev02.flac", k=3)
+    elapsed = time.perf_counter() - start
     assert [m.rank for m in result.matches] == [1, 2, 3]
     assert result.matches[0].id == "dev02" and result.confident and result.best.id == "dev02"
     assert result.method == "mapper" and vf.spec.test_weights
     assert result.face.size == (64, 64) and result.w.shape == (64,)
     assert set(result.timings) == {"load_audio", "embed", "search", "map", "synthesise", "total"}
+    assert 0 < result.timings["total"] <= elapsed  # the stages took no longer than the call
     assert Image.open(result.matches[0].face).size == (64, 64)
 
 
