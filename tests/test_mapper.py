@@ -54,6 +54,14 @@ def test_validation_holds_out_whole_people_and_is_deterministic():
     assert np.array_equal(m1.predict(x), m2.predict(x))
 
 
+def test_without_validation_everyone_trains_for_every_epoch():
+    x, y, groups, w_avg, *_ = learnable_data(n_people=4)
+    _, report = train_mapper(x, y, groups, w_avg, hidden=8, max_epochs=3, val_fraction=0,
+                             progress=False)
+    assert report.val_people == [] and report.val_loss is None
+    assert report.best_epoch == 3 and [epoch for epoch, *_ in report.history] == [1, 2, 3]
+
+
 def test_no_person_has_rows_in_both_training_and_validation(monkeypatch):
     x, y, groups, w_avg, *_ = learnable_data(n_people=10)
     person_of = {row.tobytes(): g for row, g in zip(x, groups)}  # every row is distinct
