@@ -30,7 +30,7 @@ from voiceface.stylegan2 import Generator
 from voiceface.verify import (AS_NORM, BUILD_METHOD, DEFAULT_NORM_THRESHOLD,
                               DEFAULT_RAW_THRESHOLD, LIVE_METHOD, RAW, STD_FLOOR, UnknownClaim,
                               VerificationCalibration, as_norm, calibrate_windows, recalibrate,
-                              decide, score_kind, score_trials, top_k_stats)
+                              check_claim, decide, score_kind, score_trials, top_k_stats)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -249,6 +249,9 @@ def test_an_unknown_claim_names_the_enrolled_ids_before_reading_the_audio(vf, tm
     with pytest.raises(UnknownClaim, match="nobody.*6 enrolled ids: dev00, dev01.*dev05"):
         vf.verify(bad, "nobody")
     assert issubclass(UnknownClaim, ValueError)
+    many, *_ = random_gallery(np.random.default_rng(6), people=23)  # more than are listed
+    with pytest.raises(UnknownClaim, match=r"23 enrolled ids: p0, p1, .*, p19 and 3 more\.$"):
+        check_claim(many, "nobody")
 
 
 def test_bad_audio_is_refused_with_the_reason(vf, tmp_path):
