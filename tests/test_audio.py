@@ -150,6 +150,7 @@ def _bad_inputs(speech, tmp_path):
         "too long": ((SAMPLE_RATE, speech(45.0)), "limit is 30 s"),
         "rate 100 Hz": ((100, speech(2.0)), "not a real audio rate"),
         "rate 10 MHz": ((10_000_000, speech(2.0)), "not a real audio rate"),
+        "rate above 384 kHz": ((384_001, speech(2.0)), "not a real audio rate"),
         "no samples": ((SAMPLE_RATE, np.zeros(0, np.float32)), "empty"),
         "wrong type": (12345, "Cannot read audio"),
         "3-d array": ((SAMPLE_RATE, np.zeros((2, 2, 2), np.float32)), "shape"),
