@@ -58,12 +58,13 @@ def counts(path: str) -> dict:
 
 def main(paths: list[str]) -> int:
     rows = [counts(p) for p in paths]
-    print(f"{'module':<11} {'mutants':>7} {'annot.':>6} {'popul.':>6} {'sampled':>7} {'run':>4} "
+    width = max(len("module"), *(len(c["module"]) for c in rows))
+    print(f"{'module':<{width}} {'mutants':>7} {'annot.':>6} {'popul.':>6} {'sampled':>7} {'run':>4} "
           f"{'killed (t/o)':>12} {'surv.':>5} {'incomp.':>7} {'score':>6}  95 % CI")
     for c in rows:
         lo, hi = wilson(c["killed"], c["run"])
         score = f"{c['killed'] / c['run']:.1%}  {lo:.1%}-{hi:.1%}" if c["run"] else "     -"
-        print(f"{c['module']:<11} {c['total']:>7} {c['annotation']:>6} {c['population']:>6} "
+        print(f"{c['module']:<{width}} {c['total']:>7} {c['annotation']:>6} {c['population']:>6} "
               f"{c['sampled']:>7} {c['run']:>4} {c['killed']:>6} ({c['timeout']:>3}) "
               f"{c['survived']:>5} {c['incompetent']:>7} {score:>6}")
     measured = [c for c in rows if c["run"]]
