@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import shutil
 import subprocess
+import warnings
 
 import numpy as np
 import pytest
@@ -112,6 +113,9 @@ def test_clipping_warns_but_is_accepted(speech):
     with pytest.warns(ClippingWarning, match="clipped"):
         out = load_audio((SAMPLE_RATE, loud))
     assert len(out) > SAMPLE_RATE
+    with warnings.catch_warnings():  # a recording that is not clipped does not warn
+        warnings.simplefilter("error", ClippingWarning)
+        load_audio((SAMPLE_RATE, speech(2.0)))
 
 
 def test_long_audio_accepted_when_no_limit(speech):
@@ -134,6 +138,8 @@ def _bad_inputs(speech, tmp_path):
         "random bytes": (np.random.default_rng(0).bytes(5000), "could not be decoded"),
         "truncated header": (truncated, "could not be decoded"),
         "text": (b"hello, this is not a recording" * 20, "text file, not audio"),
+        # the first 512 bytes end with 3 of an emoji's 4: a character cut, still text
+        "text cut in a character": (("a" * 509 + "\U0001F600" * 10).encode(), "text file"),
         "image": (png, "PNG image, not audio"),
         "nan": ((SAMPLE_RATE, nan), "NaN"),
         "inf": ((SAMPLE_RATE, inf), "NaN or infinity"),
@@ -144,6 +150,7 @@ def _bad_inputs(speech, tmp_path):
         "too long": ((SAMPLE_RATE, speech(45.0)), "limit is 30 s"),
         "rate 100 Hz": ((100, speech(2.0)), "not a real audio rate"),
         "rate 10 MHz": ((10_000_000, speech(2.0)), "not a real audio rate"),
+        "rate above 384 kHz": ((384_001, speech(2.0)), "not a real audio rate"),
         "no samples": ((SAMPLE_RATE, np.zeros(0, np.float32)), "empty"),
         "wrong type": (12345, "Cannot read audio"),
         "3-d array": ((SAMPLE_RATE, np.zeros((2, 2, 2), np.float32)), "shape"),

@@ -9,6 +9,7 @@ Peak memory is measured in a fresh process, so nothing else in the test run coun
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -21,7 +22,8 @@ import torch
 import torchaudio
 
 from conftest import REPO
-from voiceface.audio import MAX_DECODED_SAMPLES, SAMPLE_RATE, AudioError, load_audio
+from voiceface.audio import (MAX_DECODED_SAMPLES, RESAMPLE_ROLLOFF, RESAMPLE_ZERO_CROSSINGS,
+                             SAMPLE_RATE, AudioError, _kernel_elements, load_audio)
 
 BOMB_RATE = 384_000  # Hz
 BOMB_CHANNELS = 8
@@ -192,6 +194,16 @@ def test_an_odd_sample_rate_is_refused_before_its_resampling_table_is_built(tmp_
     for rate in (8000, 11025, 22050, 44100, 48000, 96000):  # the rates recorders use still work
         sf.write(tmp_path / f"{rate}.wav", (0.3 * np.sin(np.arange(2 * rate) * 0.1)), rate)
         assert len(load_audio(tmp_path / f"{rate}.wav", min_seconds=0.5)) > 0
+
+
+@pytest.mark.parametrize("rate", [8000, 11025, 22050, 44100, 48000, 96000, 6185, 24810])
+def test_the_kernel_size_checked_is_the_one_torchaudio_builds(rate):
+    """The memory guard counts the elements of the sinc table torchaudio will build (its own
+    builder, for the rates recorders use and rates whose table is near the limit)."""
+    gcd = math.gcd(rate, SAMPLE_RATE)
+    kernel, _ = torchaudio.functional.functional._get_sinc_resample_kernel(
+        rate, SAMPLE_RATE, gcd, RESAMPLE_ZERO_CROSSINGS, RESAMPLE_ROLLOFF)
+    assert _kernel_elements(rate, SAMPLE_RATE) == kernel.numel()
 
 
 def test_a_playlist_cannot_make_ffmpeg_read_other_files(tmp_path):

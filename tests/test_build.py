@@ -435,6 +435,12 @@ def test_eval_metrics_on_a_gallery_whose_answers_are_known(tmp_path):
     assert gen["mapper"]["R@1"] > 2 * gen["mapper"]["chance_R@1"]
     assert gen["mapper"]["matching_1to2"] > gen["w_avg"]["matching_1to2"] + 0.2
     assert gen["mapper"]["matching_1to2_ci95"][0] > 0.5
+    # w_avg = 0: each latent's distance to it is its norm, which differs from its distance to
+    # its fold's centre by at most that centre's norm, a mean of latents (triangle inequality)
+    generated = report["generated_latents"]
+    _, truth = Gallery.load(tmp_path / "gallery").latents()
+    assert abs(generated["to_w_avg"] - generated["to_population_centre"]) <= \
+        np.linalg.norm(truth, axis=1).max()
 
 
 def test_eval_compares_the_mapper_with_the_population_mean(tmp_path):

@@ -18,7 +18,7 @@ from test_verify_app import focus_answer
 from voiceface.admin import FIRST_DELAY
 from voiceface.calibration import LIVE_METHOD, best_non_mated, threshold_at_far
 from voiceface.devbundle import synthetic_voice, write_random_backbone
-from voiceface.enroll import LiveGallery
+from voiceface.enroll import LiveGallery, speech_seconds
 from voiceface.gallery import Gallery, GalleryError
 from voiceface.invert import InversionConfig
 from voiceface.pipeline import VoiceFace
@@ -169,6 +169,15 @@ def test_delete_removes_every_trace_and_retrains(open_live, tmp_path):
     live.delete(ken)  # DEV_PEOPLE latents left: fewer than min_people, the mapper goes
     assert live.vf.mapper is None and not (live.root / "mapper").exists()
     assert live.vf(voice(1)).method == "knn-blend"
+    live.delete("dev00")  # with no mapper saved at all
+    assert "dev00" not in Gallery.load(live.root / "gallery") and live.vf.mapper is None
+
+
+def test_speech_seconds_counts_the_sound_left_after_trimming():
+    rate, samples = voice(1, seconds=6.0)
+    padded = np.concatenate([np.zeros(2 * rate), samples, np.zeros(2 * rate)]).astype(np.float32)
+    for audio in ((rate, samples), (rate, padded)):
+        assert speech_seconds(audio) == pytest.approx(6.0, abs=0.3)
 
 
 def test_concurrent_enrollments_both_land(open_live):

@@ -112,6 +112,17 @@ def test_without_everyone_the_mapper_knew_the_knn_blend_answers(vf, dev_bundle):
     assert "dev00" not in [m.id for m in result.matches] and len(result.matches) == len(gallery)
 
 
+def test_a_saved_model_loads_the_same(vf, dev_bundle, tmp_path):
+    fingerprints = dict(encoder_fingerprint=vf.encoder.fingerprint,
+                        generator_fingerprint=vf.generator_fingerprint)
+    f2v = FaceToVoice.from_pretrained(dev_bundle / FACE2VOICE_DIR, dev_bundle, **fingerprints)
+    f2v.save(tmp_path / "copy" / FACE2VOICE_DIR)  # its parent is made too
+    copy = FaceToVoice.from_pretrained(tmp_path / "copy" / FACE2VOICE_DIR, dev_bundle,
+                                       **fingerprints)
+    assert np.array_equal(copy.features, f2v.features)
+    assert copy(PHOTO, vf.gallery).matches == f2v(PHOTO, vf.gallery).matches
+
+
 def test_cli_json_keys(dev_bundle):
     proc = run_cli("face2voice", PHOTO, "--bundle", dev_bundle, "--json", "-k", "4")
     assert proc.returncode == 0, proc.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import faiss
 import numpy as np
 import pytest
 from PIL import Image
@@ -134,6 +135,8 @@ def test_clear_errors(gallery):
         gallery.add("../etc", unit(rng)[0])
     with pytest.raises(GalleryError, match="empty"):
         Gallery(DIM, "enc-A").search(unit(rng)[0])
+    with pytest.raises(GalleryError, match="Embedding size must be positive, got 0"):
+        Gallery(0, "enc-A")
     with pytest.raises(GalleryError, match="expected \\[8\\]"):
         gallery.update("p0", latent=np.zeros(9, np.float32))
 
@@ -207,6 +210,8 @@ def test_fingerprint_mismatch_is_refused(gallery, tmp_path):
         Gallery.load(root, encoder_fingerprint="enc-B")
     with pytest.raises(GalleryError, match="generator 'gen-A'"):
         Gallery.load(root, generator_fingerprint="gen-B")
+    with pytest.raises(GalleryError, match="built with encoder 'enc-A'"):  # sorts before
+        Gallery.load(root, encoder_fingerprint="enc-0")
 
 
 def test_missing_or_foreign_directory(tmp_path):
@@ -215,6 +220,39 @@ def test_missing_or_foreign_directory(tmp_path):
     storage.write_json(tmp_path / gallery_module.MANIFEST, {"format_version": 99})
     with pytest.raises(GalleryError, match="format version 99"):
         Gallery.load(tmp_path)
+
+
+def test_an_empty_gallery_saves_and_loads(tmp_path):
+    """A live gallery whose last person was deleted is saved empty, and must load again."""
+    root = Gallery(DIM, "enc-A").save(tmp_path / "g")
+    loaded = Gallery.load(root)
+    assert len(loaded) == 0 and loaded.embeddings().shape == (0, DIM)
+
+
+def test_latent_ids_that_do_not_match_the_latents_are_refused(gallery, tmp_path):
+    root = gallery.save(tmp_path / "g")
+    ids = root / gallery_module.data_name(root) / "latent_ids.json"
+    storage.write_json(ids, json.loads(ids.read_text())[:-1])  # 3 ids for 4 latents
+    with pytest.raises(GalleryError, match="inconsistent"):
+        Gallery.load(root)
+
+
+def test_remove_leftovers_deletes_what_a_killed_save_left_and_keeps_the_gallery(gallery,
+                                                                                 tmp_path):
+    root = gallery.save(tmp_path / "g")
+    current = gallery_module.data_name(root)
+    (root / "data-0123456789ab").mkdir()  # an older version, that may hold deleted people
+    (root / "data-0123456789ab" / "people.json").write_text("[]")
+    (root / ".data-ba9876543210.tmp").mkdir()  # a save killed before its rename
+    (root / ".manifest.json.tmp").write_text("{}")
+    (root / "faces" / "0000.png").write_bytes(b"a face nobody references")
+    before = sorted(p.name for p in (root / "faces").iterdir() if p.name != "0000.png")
+    gallery_module.remove_leftovers(root)
+    assert [p.name for p in root.iterdir()
+            if p.name.startswith(("data-", ".data-")) or p.name.endswith(".tmp")] == [current]
+    assert sorted(p.name for p in (root / "faces").iterdir()) == before
+    assert [p.id for p in Gallery.load(root).people] == ["p0", "p1", "p2", "p3"]
+    gallery_module.remove_leftovers(tmp_path / "nothing-saved-here")  # no manifest: no-op
 
 
 def test_corrupted_saved_embeddings_are_refused(gallery, tmp_path):
@@ -290,8 +328,57 @@ def test_auto_switches_to_ivfpq_above_flat_max_and_can_be_overridden(monkeypatch
     assert Gallery.load(root, index="flat").index_kind == "flat"
 
 
+def test_only_ivfpq_needs_ivf_min_vectors_and_auto_is_exact_up_to_flat_max():
+    """An inverted file cannot be trained on few vectors; a graph or a flat index can."""
+    below, at = ann.IVF_MIN - 1, ann.IVF_MIN
+    assert [ann.IndexSpec(kind=k).resolve(below) for k in ("flat", "hnsw", "ivfpq")] == \
+        ["flat", "hnsw", "flat"]
+    assert [ann.IndexSpec(kind=k).resolve(at) for k in ("flat", "hnsw", "ivfpq")] == \
+        ["flat", "hnsw", "ivfpq"]
+    auto = ann.IndexSpec()
+    assert (auto.resolve(ann.FLAT_MAX), auto.resolve(ann.FLAT_MAX + 1)) == ("flat", "ivfpq")
+
+
+@pytest.mark.parametrize("n, lists", [(400, 16), (4096, 64)])
+def test_the_default_inverted_file_has_about_sqrt_n_lists_all_probed_when_few(n, lists,
+                                                                               monkeypatch):
+    """nlist=0: sqrt(n) rounded to a power of two, at least 16 (sqrt(4096) = 64, sqrt(400) =
+    20 -> 16); nprobe=0: nlist / 8 but at least 64, so every list of a small index."""
+    monkeypatch.setattr(ann, "IVF_MIN", 100)
+    index = ann.build(unit(np.random.default_rng(0), n), ann.IndexSpec(kind="ivfpq", pq_m=8))
+    assert (index.nlist, index.nprobe) == (lists, lists)
+    with pytest.raises(ValueError, match="pq_m=5 must divide the embedding size 16"):
+        ann.build(unit(np.random.default_rng(0), 400), ann.IndexSpec(kind="ivfpq", pq_m=5))
+    large = faiss.IndexIVFFlat(faiss.IndexFlatIP(8), 8, 1024, faiss.METRIC_INNER_PRODUCT)
+    ann.configure(large, ann.IndexSpec(kind="ivfpq"))  # a gallery of about a million
+    assert large.nprobe == 1024 // 8
+
+
+def test_an_index_that_finds_fewer_than_k_candidates_returns_only_those(monkeypatch):
+    """An inverted file probing one of 16 lists proposes only that list's vectors: the rest
+    of the k rows are -1 (score -inf), and the gallery returns the real candidates alone."""
+    monkeypatch.setattr(ann, "IVF_MIN", 100)
+    spec = ann.IndexSpec(kind="ivfpq", nlist=16, nprobe=1, pq_m=8, rerank=20)
+    g = big_gallery(400, spec)
+    query = g.embedding("p0")  # row 0: a real row, not a missing one
+    scores, rows = ann.search(ann.build(g.embeddings(), spec), g.embeddings(), query[None], 50,
+                              spec)
+    found = rows[0] >= 0
+    assert 0 < found.sum() < 50 and not found[found.sum():].any()  # missing ones last
+    assert np.all(scores[0][~found] == -np.inf)
+    matches = g.search(query, k=50)
+    assert matches[0].id == "p0" and matches[0].score == pytest.approx(1.0, abs=1e-5)
+    assert len(matches) == found.sum() and len({m.id for m in matches}) == len(matches)
+    brute = g.embeddings() @ query
+    assert [m.score for m in matches] == pytest.approx(
+        [float(brute[int(m.id[1:])]) for m in matches], abs=1e-6)
+
+
 def test_unknown_index_kind_is_refused():
     with pytest.raises(ValueError, match="'annoy' is not one of auto, flat, hnsw, ivfpq"):
         Gallery(DIM, "enc-A", index="annoy")
     with pytest.raises(ValueError, match="nprobe=-1 must be at least 0"):
         ann.IndexSpec(nprobe=-1)
+    with pytest.raises(ValueError, match="rerank=0 must be at least 1"):
+        ann.IndexSpec(rerank=0)
+    ann.IndexSpec(hnsw_m=1, ef_construction=1, ef_search=1, pq_m=1, rerank=1)  # the least

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+from uuid import UUID
+
 import numpy as np
 import pytest
 
+from voiceface import gallery as gallery_module
 from voiceface.gallery import MANIFEST, Gallery, GalleryError
 
 DIM = 16
@@ -59,9 +63,13 @@ def test_arrays_are_read_without_pickles(tmp_path, monkeypatch):
         Gallery.load(root)
 
 
+@pytest.mark.parametrize("first, second", [("0" * 32, "f" * 32), ("f" * 32, "0" * 32)])
 def test_a_save_replacing_the_data_while_it_is_read_makes_the_load_start_again(
-        tmp_path, monkeypatch):
-    """Another process's save lands between reading the manifest and reading the arrays."""
+        tmp_path, monkeypatch, first, second):
+    """Another process's save lands between reading the manifest and reading the arrays;
+    whichever way the two saves' random data names sort."""
+    names = iter([first, second])
+    monkeypatch.setattr(gallery_module, "uuid", SimpleNamespace(uuid4=lambda: UUID(next(names))))
     root = make_gallery(seed=0).save(tmp_path / "gallery")
     newer = make_gallery(seed=1, people=PEOPLE - 1)
     real_load = np.load

@@ -54,6 +54,25 @@ def test_validation_holds_out_whole_people_and_is_deterministic():
     assert np.array_equal(m1.predict(x), m2.predict(x))
 
 
+def test_without_validation_everyone_trains_for_every_epoch():
+    x, y, groups, w_avg, *_ = learnable_data(n_people=4)  # 20 rows: one batch per epoch
+    _, report = train_mapper(x, y, groups, w_avg, hidden=8, dropout=0.0, max_epochs=3,
+                             val_fraction=0, progress=False)
+    assert report.val_people == [] and report.val_loss is None
+    assert report.best_epoch == 3 and [epoch for epoch, *_ in report.history] == [1, 2, 3]
+    # the first step's loss is the untrained mapper's: the squared error of the centre
+    assert report.history[0][1] == pytest.approx(np.mean((y - w_avg) ** 2), rel=1e-5)
+
+
+def test_training_stops_patience_epochs_after_the_best_validation_loss():
+    x, y, groups, w_avg, *_ = learnable_data(n_people=10)
+    y = np.random.default_rng(1).permutation(y)  # nothing to learn: validation soon worsens
+    _, report = train_mapper(x, y, groups, w_avg, hidden=32, max_epochs=300, patience=5,
+                             refit=False, progress=False)
+    assert len(report.history) == report.best_epoch + 5 < 300
+    assert min(val for *_, val in report.history) == report.val_loss
+
+
 def test_no_person_has_rows_in_both_training_and_validation(monkeypatch):
     x, y, groups, w_avg, *_ = learnable_data(n_people=10)
     person_of = {row.tobytes(): g for row, g in zip(x, groups)}  # every row is distinct

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -36,12 +37,15 @@ def run_cli(*args, env=None):
 
 
 def test_one_call_returns_both_faces_matches_and_timings(vf, dev_bundle):
+    start = time.perf_counter()
     result = vf(dev_bundle / "voices" / "dev02.flac", k=3)
+    elapsed = time.perf_counter() - start
     assert [m.rank for m in result.matches] == [1, 2, 3]
     assert result.matches[0].id == "dev02" and result.confident and result.best.id == "dev02"
     assert result.method == "mapper" and vf.spec.test_weights
     assert result.face.size == (64, 64) and result.w.shape == (64,)
     assert set(result.timings) == {"load_audio", "embed", "search", "map", "synthesise", "total"}
+    assert 0 < result.timings["total"] <= elapsed  # the stages took no longer than the call
     assert Image.open(result.matches[0].face).size == (64, 64)
 
 
@@ -262,6 +266,16 @@ def test_a_live_gallery_swaps_state_through_the_pipeline(dev_bundle, vf):
     two.swap(GalleryState(before.gallery, None))
     assert two.state is not before and two.mapper is None and two.gallery is before.gallery
     assert two(dev_bundle / "voices" / "dev01.flac").method == "knn-blend"
+
+
+def test_the_latent_comes_from_the_state_the_request_searched(vf, dev_bundle):
+    """A request maps the voice with the version of the gallery and mapper it read at its
+    start, even when another version is served by then; by default, the current one."""
+    result = vf(dev_bundle / "voices" / "dev02.flac", truncation=1.0)
+    w, method = vf.latent(result.embedding, result.matches)
+    assert method == "mapper" and np.array_equal(w[0].numpy(), result.w)
+    _, method = vf.latent(result.embedding, result.matches, GalleryState(vf.gallery, None))
+    assert method == "knn-blend"
 
 
 def test_rosinality_checkpoint_is_converted_once_and_cached(tmp_path, monkeypatch):

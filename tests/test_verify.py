@@ -8,6 +8,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -21,14 +22,15 @@ from voiceface.build import BuildConfig, build
 from voiceface.devbundle import (TINY_GENERATOR, synthetic_voice, write_people_folder,
                                  write_random_backbone)
 from voiceface.enroll import LiveGallery
-from voiceface.gallery import MANIFEST, Gallery
+from voiceface import verify as verify_module
+from voiceface.gallery import DEFAULT_THRESHOLD, MANIFEST, Gallery
 from voiceface.invert import InversionConfig
 from voiceface.pipeline import VoiceFace
 from voiceface.stylegan2 import Generator
 from voiceface.verify import (AS_NORM, BUILD_METHOD, DEFAULT_NORM_THRESHOLD,
                               DEFAULT_RAW_THRESHOLD, LIVE_METHOD, RAW, STD_FLOOR, UnknownClaim,
                               VerificationCalibration, as_norm, calibrate_windows, recalibrate,
-                              score_kind, score_trials, top_k_stats)
+                              check_claim, decide, score_kind, score_trials, top_k_stats)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -131,6 +133,35 @@ def test_the_threshold_accepts_at_most_the_target_share_of_its_non_mated_trials(
     assert 0 <= c.frr <= 1 and c.frr == c.false_rejects / c.mated_trials
 
 
+def test_a_mated_trial_is_scored_against_the_owners_other_recordings_pooled(monkeypatch):
+    """Leave one recording out: a window's enrollment is the renormalised sum of its owner's
+    windows from their other recording (the last person has one recording: no mated trial)."""
+    gallery, windows, owners, recordings = random_gallery(np.random.default_rng(4), people=5)
+    calls = []
+    real = verify_module.score_trials
+    monkeypatch.setattr(verify_module, "score_trials",
+                        lambda *args, **kwargs: calls.append(kwargs) or real(*args, **kwargs))
+    calibrate_windows(windows, owners, recordings, gallery)
+    mated, pooled = calls[0]["mated"], calls[0]["mated_enrollments"]
+    assert mated.tolist() == [owner != "p4" for owner in owners]
+    for i in np.flatnonzero(mated):
+        other = [j for j in range(len(windows))
+                 if owners[j] == owners[i] and recordings[j] != recordings[i]]
+        expected = windows[other].sum(axis=0)
+        np.testing.assert_allclose(pooled[i], expected / np.linalg.norm(expected), atol=1e-12)
+
+
+def test_the_score_is_timed_within_the_call_and_a_small_gallery_has_the_open_set_placeholder():
+    gallery, *_ = random_gallery(np.random.default_rng(5), people=3)
+    start = time.perf_counter()
+    result = decide(gallery.embedding("p0"), "p0", gallery, {})
+    elapsed = time.perf_counter() - start
+    assert 0 < result.timings["score"] == result.timings["total"] <= elapsed
+    # raw cosines without a calibration: the open-set placeholder, so the two decisions agree
+    assert result.method == RAW and result.threshold == DEFAULT_THRESHOLD
+    assert result.accepted and result.score == pytest.approx(1.0)
+
+
 def test_the_record_round_trips_and_old_galleries_load(tmp_path):
     gallery, windows, owners, recordings = random_gallery(np.random.default_rng(2))
     c = calibrate_windows(windows, owners, recordings, gallery)
@@ -218,6 +249,9 @@ def test_an_unknown_claim_names_the_enrolled_ids_before_reading_the_audio(vf, tm
     with pytest.raises(UnknownClaim, match="nobody.*6 enrolled ids: dev00, dev01.*dev05"):
         vf.verify(bad, "nobody")
     assert issubclass(UnknownClaim, ValueError)
+    many, *_ = random_gallery(np.random.default_rng(6), people=23)  # more than are listed
+    with pytest.raises(UnknownClaim, match=r"23 enrolled ids: p0, p1, .*, p19 and 3 more\.$"):
+        check_claim(many, "nobody")
 
 
 def test_bad_audio_is_refused_with_the_reason(vf, tmp_path):
