@@ -123,14 +123,14 @@ def one_request(http, clip: Path) -> dict[str, float]:
 
 
 CHROMIUM = "/usr/bin/chromium"
-# In the page: the times (performance.now(), ms) at which the nearest person's caption gets
-# its answer and each generated face finishes loading, by its width.
+# In the page: the times (performance.now(), ms) at which the nearest people's names appear
+# (with the nearest person's answer; not the caption, whose spinner shows a time while it
+# waits) and each generated face finishes loading, by its width.
 WATCH = """() => {
   window.seen = {};
   const note = (key) => { if (!(key in window.seen)) window.seen[key] = performance.now(); };
   new MutationObserver(() => {
-    const caption = document.querySelector('#nearest-caption');
-    if (caption && /\\d/.test(caption.innerText)) note('matches');
+    if (document.querySelector('#chart .name')) note('matches');  // the chart's names
     for (const img of document.querySelectorAll('#generated img')) {
       if (img.complete && img.naturalWidth) note('face ' + img.naturalWidth);
       else img.addEventListener('load', () => note('face ' + img.naturalWidth), {once: true});
@@ -138,6 +138,9 @@ WATCH = """() => {
   }).observe(document.body, {subtree: true, childList: true, characterData: true,
                              attributes: true});
 }"""
+UPLOADS = """() => [window.stopped, window.seen, performance.getEntriesByType('resource')
+  .filter(e => e.name.includes('/gradio_api/upload') && e.startTime >= window.stopped)
+  .map(e => [e.startTime, e.responseEnd])[0]]"""  # the recording's upload, in page time
 STOP = """() => { document.querySelector('#voice button.stop-button').click();
                  window.stopped = performance.now(); }"""
 
@@ -164,9 +167,10 @@ def through_browser(bundle: Path, repeats: int, clip: Path, seconds: float, full
             page.evaluate(WATCH)
             page.evaluate(STOP)
             page.wait_for_function(f"() => 'face {full}' in window.seen", timeout=120_000)
-            seen = page.evaluate("() => [window.stopped, window.seen]")
+            seen = page.evaluate(UPLOADS)
             if i:
-                stopped, times = seen
+                stopped, times, (upload_start, upload_end) = seen
+                times = {**times, "upload starts": upload_start, "upload done": upload_end}
                 for key, at in times.items():
                     rows.setdefault(key, []).append((at - stopped) / 1000)
         browser.close()
@@ -174,7 +178,9 @@ def through_browser(bundle: Path, repeats: int, clip: Path, seconds: float, full
     faces = sorted((int(k.split()[1]), v) for k, v in med.items() if k.startswith("face"))
     print(f"browser (fake microphone, {seconds:g} s of speech, 390 px), medians of {repeats}: "
           f"stop -> nearest person {med['matches']:.3f} s, -> " +
-          ", -> ".join(f"{px} px face {at:.3f} s" for px, at in faces))
+          ", -> ".join(f"{px} px face {at:.3f} s" for px, at in faces) +
+          f"; the recording's upload starts {med['upload starts']:.3f} s after the stop and "
+          f"ends at {med['upload done']:.3f} s (the browser shares the server's two cores)")
 
 
 def main() -> None:
