@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from itertools import takewhile
 from types import SimpleNamespace
 
 import numpy as np
@@ -59,6 +60,10 @@ def test_space_plan_carries_the_app_and_points_at_the_bundle(tmp_path):
     readme = (space / "README.md").read_text()
     front = readme.split("---\n")[1]
     assert "title: demo" in front and "  - me/voices" in front
+    lines = front.splitlines()
+    for key in ("models:", "preload_from_hub:"):  # an item of each of these YAML lists
+        items = takewhile(lambda line: line.startswith("  - "), lines[lines.index(key) + 1:])
+        assert "  - me/voices" in items, key
     assert readme.split("---\n", 2)[2] == (REPO / "README.md").read_text().split("---\n", 2)[2]
     assert not list(space.rglob("*.opus"))  # the Space reads the personas from the repo
 

@@ -438,8 +438,9 @@ def test_to_pil():
     assert [(p.mode, p.size) for p in pil] == [("RGB", (6, 4))] * 2
     assert np.asarray(pil[0]).max() == 0 and np.asarray(pil[1]).min() == 128
     assert np.asarray(pil[1])[0, 1].tolist() == [255, 255, 255]
-    with pytest.raises(ValueError, match=r"\[N, 3, H, W\]"):
-        to_pil(torch.zeros(3, 4, 4))
+    for shape in [(3, 4, 4), (1, 1, 4, 4), (1, 4, 4, 4)]:  # no batch; grey; RGBA
+        with pytest.raises(ValueError, match=r"\[N, 3, H, W\]"):
+            to_pil(torch.zeros(shape))
 
 
 def test_reuse_freed_memory_in_a_fresh_process():
