@@ -275,7 +275,8 @@ def test_names_are_shown_as_plain_text_to_every_visitor(server, tmp_path):
     made, in the enrollment answer and in the latent status every visitor's page polls."""
     from playwright.sync_api import sync_playwright
 
-    from test_app import CHROMIUM, SCREENSHOTS
+    from browser import CHROMIUM
+    from test_app import SCREENSHOTS
 
     with client(server["url"]) as http:
         for i, name in enumerate(MARKUP_NAMES):
@@ -312,7 +313,7 @@ def test_a_failed_latent_shows_visitors_no_reason(dev_bundle, tmp_path):
     every visitor polls; the reason, which names server paths, goes to the server's log."""
     from playwright.sync_api import sync_playwright
 
-    from test_app import CHROMIUM
+    from browser import CHROMIUM
 
     missing = tmp_path / "srv" / "no-backbone"
     env = {"VOICEFACE_ADMIN_PASSWORD": PASSWORD, "GRADIO_TEMP_DIR": str(tmp_path / "cache")}
