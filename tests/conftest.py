@@ -12,7 +12,8 @@ os.environ["HF_HUB_OFFLINE"] = "1"  # before huggingface_hub is imported: tests 
 
 import shutil
 import subprocess
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import huggingface_hub
@@ -88,3 +89,11 @@ def serve_app(bundle: Path | None, log: Path, env: dict[str, str] | None = None,
     """app.py (on `bundle`, else its default) on 127.0.0.1 with more `args` and its output
     in `log`: a context giving (url, process) once it answers."""
     return running_app(bundle, log, env, args, timeout)
+
+
+@contextmanager
+def serve_with_cache(bundle: Path, root: Path) -> Iterator[dict]:
+    """app.py on `bundle`, its log and Gradio's cache under `root`: {"url", "cache"}."""
+    cache = root / "gradio-cache"
+    with serve_app(bundle, root / "app.log", {"GRADIO_TEMP_DIR": str(cache)}) as (url, _):
+        yield {"url": url, "cache": cache}

@@ -11,7 +11,7 @@ import pytest
 from gradio_client import Client, handle_file
 
 from browser import browser_page, open_tab
-from conftest import DEV_PEOPLE, REPO, serve_app
+from conftest import DEV_PEOPLE, REPO, serve_app, serve_with_cache
 from test_app import CLIPPED, SCREENSHOTS
 from test_face2voice import BAD_KINDS, PHOTO, bad_photo
 from voiceface.bundle import BundleSpec
@@ -21,10 +21,8 @@ from voiceface.pipeline import VoiceFace
 
 @pytest.fixture(scope="module")
 def server(dev_bundle, tmp_path_factory):
-    root = tmp_path_factory.mktemp("face2voice-app")
-    cache = root / "gradio-cache"
-    with serve_app(dev_bundle, root / "app.log", {"GRADIO_TEMP_DIR": str(cache)}) as (url, _):
-        yield {"url": url, "cache": cache}
+    with serve_with_cache(dev_bundle, tmp_path_factory.mktemp("face2voice-app")) as app:
+        yield app
 
 
 def test_voice_samples_are_the_personas_voices_or_the_examples_named_after_a_person(

@@ -14,7 +14,7 @@ from gradio_client import Client, handle_file
 from PIL import Image
 
 from browser import browser_page, open_tab
-from conftest import serve_app
+from conftest import serve_with_cache
 from test_app import CLIPPED, SCREENSHOTS
 from voiceface.gallery import Gallery
 
@@ -23,10 +23,8 @@ CLAIM, NAME = "dev01", "Test person 2"  # whose example voice the dev bundle's t
 
 @pytest.fixture(scope="module")
 def server(dev_bundle, tmp_path_factory):
-    root = tmp_path_factory.mktemp("verify-app")
-    cache = root / "gradio-cache"
-    with serve_app(dev_bundle, root / "app.log", {"GRADIO_TEMP_DIR": str(cache)}) as (url, _):
-        yield {"url": url, "cache": cache}
+    with serve_with_cache(dev_bundle, tmp_path_factory.mktemp("verify-app")) as app:
+        yield app
 
 
 def focus_answer(url: str, elem_id: str) -> dict:
