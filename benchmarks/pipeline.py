@@ -27,7 +27,7 @@ from voiceface.bench import preview_size, time_calls, write_inputs
 from voiceface.pipeline import VoiceFace
 from voiceface.stylegan2_ops import reuse_freed_memory
 
-from .serve import running_app
+from .serve import CHROMIUM, chromium_args, running_app
 
 
 def in_process(bundle: Path, repeats: int, clips: dict[float, Path]) -> int:
@@ -122,7 +122,6 @@ def one_request(http, clip: Path) -> dict[str, float]:
     return out
 
 
-CHROMIUM = "/usr/bin/chromium"
 # In the page: the times (performance.now(), ms) at which the nearest people's names appear
 # (with the nearest person's answer; not the caption, whose spinner shows a time while it
 # waits) and each generated face finishes loading, by its width.
@@ -152,11 +151,9 @@ def through_browser(bundle: Path, repeats: int, clip: Path, seconds: float, full
     from playwright.sync_api import sync_playwright
 
     rows: dict[str, list[float]] = {}
-    args = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-            f"--use-file-for-fake-audio-capture={clip}", "--no-sandbox", "--disable-gpu",
-            "--disable-background-networking", "--disable-component-update", "--no-first-run"]
     with running_app(bundle) as (url, _), sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=args, headless=True)
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=chromium_args(clip),
+                                    headless=True)
         context = browser.new_context(viewport={"width": 390, "height": 844})
         context.grant_permissions(["microphone"], origin=url.rstrip("/"))
         page = context.new_page()

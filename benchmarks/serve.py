@@ -14,8 +14,20 @@ from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"  # Debian's; Playwright's own download does not work here
 START_TIMEOUT = 300  # s for the app to answer its first page
 LOG_TAIL = 3000  # characters of the app's log shown when it does not start
+
+
+def chromium_args(mic: Path | None = None) -> list[str]:
+    """Flags for headless Chromium here; with `mic`, a WAV file it loops as the microphone
+    (permission granted without asking)."""
+    args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--no-first-run", "--disable-sync"]
+    if mic is not None:
+        args += ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                 f"--use-file-for-fake-audio-capture={mic}"]
+    return args
 
 
 @contextmanager

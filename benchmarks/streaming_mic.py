@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-CHROMIUM = "/usr/bin/chromium"
+from .serve import CHROMIUM, chromium_args
+
 RATE = 48_000
 CHIRP_SECONDS = 30.0  # longer than any recording, so the chirp never loops
 F0, F1 = 200.0, 7000.0  # Hz at the start and the end (under 8 kHz: any recorder rate)
@@ -92,10 +93,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, sync_playwright() as p:
         mic = Path(tmp) / "chirp.wav"
         chirp(mic)
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-            f"--use-file-for-fake-audio-capture={mic}", "--no-sandbox", "--disable-gpu",
-            "--disable-background-networking", "--disable-component-update", "--no-first-run"])
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=chromium_args(mic))
         context = browser.new_context()
         context.grant_permissions(["microphone"], origin=url.rstrip("/"))
         page = context.new_page()

@@ -6,6 +6,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from benchmarks.serve import CHROMIUM, chromium_args
+
 
 def open_tab(page, name: str, timeout: float = 30_000) -> None:
     """Click the tab called `name`. On a narrow screen Gradio shows the first tabs only and
@@ -19,7 +21,6 @@ def open_tab(page, name: str, timeout: float = 30_000) -> None:
     page.locator(".overflow-dropdown button", has_text=name).click(timeout=timeout)
 
 
-CHROMIUM = "/usr/bin/chromium"  # Debian's; Playwright's own download does not work here
 PHONE = (390, 844)  # px: the narrow screen every page is checked at
 
 
@@ -31,13 +32,9 @@ def browser_page(url: str, viewport: tuple[int, int] = PHONE, locale: str = "en-
     from playwright.sync_api import sync_playwright
 
     assert Path(CHROMIUM).exists(), "Chromium is needed (apt-get install chromium)"
-    args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--no-first-run", "--disable-sync"]
-    if mic is not None:
-        args += ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-                 f"--use-file-for-fake-audio-capture={mic}"]
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=args, headless=True)
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=chromium_args(mic),
+                                    headless=True)
         try:
             context = browser.new_context(
                 viewport={"width": viewport[0], "height": viewport[1]}, locale=locale)
