@@ -5,6 +5,9 @@ but the cosine figures below say less about them: random weights do not produce 
 features, and quantisation error grows or shrinks with the weights' real ranges). Options:
 - fp32 with 2 and with 1 torch threads;
 - dynamic int8 quantisation of the Linear layers (`VoiceEncoder.from_pretrained(quantize=True)`);
+- bf16 autocast (`torch.autocast("cpu", torch.bfloat16)`: matrix products and convolutions in
+  bf16), with --bf16; fast only on CPUs with bf16 instructions (AVX512-BF16 or AMX), which this
+  machine has; elsewhere emulated and slower;
 - `torch.compile` of the model, with --compile (its first call compiled for 222 s on this
   2-core machine under load: far beyond a 15 s cold start);
 - ONNX Runtime, fp32 and dynamic int8 (MatMul weights), with --onnx: the model exported with
@@ -14,7 +17,8 @@ All run with the allocator setting the app uses (`stylegan2_ops.reuse_freed_memo
 The options are timed round-robin (one call each per round) so that load from other work on a
 shared machine falls on all of them alike. Cosine similarity of each option's embedding to the
 fp32 one is reported for a synthetic voice and, if `espeak-ng` is installed, synthetic speech.
-Usage (repository root): python -m benchmarks.encoder_options [--rounds 10] [--compile] [--onnx]
+Usage (repository root):
+python -m benchmarks.encoder_options [--rounds 10] [--bf16] [--compile] [--onnx]
 """
 
 from __future__ import annotations
@@ -91,9 +95,21 @@ class OnnxEncoder:
         return emb / np.linalg.norm(emb)
 
 
+class Bf16Encoder:
+    """`embed` of a VoiceEncoder run under bf16 autocast on the CPU."""
+
+    def __init__(self, encoder: VoiceEncoder):
+        self.encoder = encoder
+
+    def embed(self, wav: np.ndarray) -> np.ndarray:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return self.encoder.embed(wav)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--bf16", action="store_true", help="also try bf16 autocast")
     parser.add_argument("--compile", action="store_true", help="also try torch.compile (slow)")
     parser.add_argument("--onnx", action="store_true",
                         help="also try ONNX Runtime (pip install onnxruntime onnx)")
@@ -106,6 +122,8 @@ def main() -> None:
         int8 = VoiceEncoder.from_pretrained(path, quantize=True)
         options = {"fp32, 2 threads": (fp32, 2), "fp32, 1 thread": (fp32, 1),
                    "int8 dynamic, 2 threads": (int8, 2), "int8 dynamic, 1 thread": (int8, 1)}
+        if args.bf16:
+            options["bf16 autocast, 2 threads"] = (Bf16Encoder(fp32), 2)
         if args.compile:
             compiled = VoiceEncoder.from_pretrained(path)
             compiled.model = torch.compile(compiled.model)

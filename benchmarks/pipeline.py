@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -144,14 +145,40 @@ STOP = """() => { document.querySelector('#voice button.stop-button').click();
                  window.stopped = performance.now(); }"""
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU time (user + system, s) that the processes `pids` have used so far (Linux /proc;
+    processes gone meanwhile count 0)."""
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def chromium_pids() -> list[int]:
+    """The running Chromium processes (browser, renderers, GPU and utility processes)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and "chromium" in (entry / "comm").read_text():
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
 def through_browser(bundle: Path, repeats: int, clip: Path, seconds: float, full: int) -> None:
     """Chromium with `clip` as its (fake) microphone: record `seconds`, stop, and time in the
     page from the stop click to the nearest person's answer, the first face and the full
-    face, as the visitor sees them (uploading the recording included; no button press)."""
+    face, as the visitor sees them (uploading the recording included; no button press), and
+    the CPU time the browser and the server used meanwhile (they share this machine's cores)."""
     from playwright.sync_api import sync_playwright
 
     rows: dict[str, list[float]] = {}
-    with running_app(bundle) as (url, _), sync_playwright() as p:
+    with running_app(bundle) as (url, server), sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=chromium_args(clip),
                                     headless=True)
         context = browser.new_context(viewport={"width": 390, "height": 844})
@@ -162,14 +189,19 @@ def through_browser(bundle: Path, repeats: int, clip: Path, seconds: float, full
             page.locator("#voice button.record-button").click(timeout=60_000)
             page.wait_for_timeout(seconds * 1000)
             page.evaluate(WATCH)
+            pids = chromium_pids() + [server.pid]
+            cpu = [cpu_seconds(pids[:-1]), cpu_seconds(pids[-1:])]
             page.evaluate(STOP)
             page.wait_for_function(f"() => 'face {full}' in window.seen", timeout=120_000)
+            cpu = [cpu_seconds(pids[:-1]) - cpu[0], cpu_seconds(pids[-1:]) - cpu[1]]
             seen = page.evaluate(UPLOADS)
             if i:
                 stopped, times, (upload_start, upload_end) = seen
                 times = {**times, "upload starts": upload_start, "upload done": upload_end}
                 for key, at in times.items():
                     rows.setdefault(key, []).append((at - stopped) / 1000)
+                rows.setdefault("browser cpu", []).append(cpu[0])
+                rows.setdefault("server cpu", []).append(cpu[1])
         browser.close()
     med = {key: float(np.median(v)) for key, v in rows.items()}
     faces = sorted((int(k.split()[1]), v) for k, v in med.items() if k.startswith("face"))
@@ -177,7 +209,9 @@ def through_browser(bundle: Path, repeats: int, clip: Path, seconds: float, full
           f"stop -> nearest person {med['matches']:.3f} s, -> " +
           ", -> ".join(f"{px} px face {at:.3f} s" for px, at in faces) +
           f"; the recording's upload starts {med['upload starts']:.3f} s after the stop and "
-          f"ends at {med['upload done']:.3f} s (the browser shares the server's two cores)")
+          f"ends at {med['upload done']:.3f} s; meanwhile (stop -> full face) the browser used "
+          f"{med['browser cpu']:.2f} CPU s and the server {med['server cpu']:.2f} "
+          f"(they share the machine's {os.cpu_count()} cores)")
 
 
 def main() -> None:
