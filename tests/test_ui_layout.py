@@ -26,3 +26,21 @@ def test_only_the_ui_package_imports_gradio():
                  if "gradio" in imported(p)}
     assert importers and all(name.startswith("ui/") for name in importers), importers
     assert "gradio" not in imported(REPO / "app.py")
+
+
+def test_every_language_has_every_text_with_the_same_placeholders():
+    """A key or a `{placeholder}` missing in one language would fail only on that
+    language's page, and only when that text is shown (e.g. an error)."""
+    import string
+
+    from voiceface.ui.text import TEXT
+
+    def fields(text: str) -> set[str]:
+        return {name for _, name, _, _ in string.Formatter().parse(text) if name}
+
+    english = TEXT["en"]
+    assert set(TEXT) == {"en", "ja"}
+    for language, table in TEXT.items():
+        assert table.keys() == english.keys(), (language, table.keys() ^ english.keys())
+        for key, text in table.items():
+            assert fields(text) == fields(english[key]), (language, key)

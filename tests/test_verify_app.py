@@ -27,22 +27,28 @@ def server(dev_bundle, tmp_path_factory):
         yield app
 
 
-def focus_answer(url: str, elem_id: str) -> dict:
-    """What the page gets back when the dropdown `elem_id` is focused (the event the page
-    sends over Gradio's queue, as a browser does)."""
+def event_answer(url: str, elem_id: str, trigger: str = "focus") -> list:
+    """What the page gets back when `trigger` happens on the component `elem_id` with
+    nothing chosen or given (the event the page sends over Gradio's queue, as a browser
+    does): one update per output."""
     with httpx.Client(base_url=f"{url}gradio_api/", timeout=60) as http:
         config = http.get(f"{url}config").json()
         [target] = [c["id"] for c in config["components"]
                     if c.get("props", {}).get("elem_id") == elem_id]
-        [event] = [d for d in config["dependencies"] if [target, "focus"] in d["targets"]]
-        http.post("queue/join", json={"data": [None] * len(event["inputs"]),  # nothing chosen
+        [event] = [d for d in config["dependencies"] if [target, trigger] in d["targets"]]
+        http.post("queue/join", json={"data": [None] * len(event["inputs"]),
                                       "fn_index": event["id"], "trigger_id": target,
-                                      "session_hash": "focus-test"}).raise_for_status()
-        stream = http.get("queue/data", params={"session_hash": "focus-test"}).text
+                                      "session_hash": f"{trigger}-test"}).raise_for_status()
+        stream = http.get("queue/data", params={"session_hash": f"{trigger}-test"}).text
     [done] = [json.loads(line[len("data: "):]) for line in stream.splitlines()
               if line.startswith("data: ") and '"process_completed"' in line]
     assert done["success"], done
-    return done["output"]["data"][0]
+    return done["output"]["data"]
+
+
+def focus_answer(url: str, elem_id: str) -> dict:
+    """What the page gets back when the dropdown `elem_id` is focused."""
+    return event_answer(url, elem_id)[0]
 
 
 def test_refreshing_the_claim_list_keeps_a_choice_made_meanwhile(server):
@@ -50,6 +56,14 @@ def test_refreshing_the_claim_list_keeps_a_choice_made_meanwhile(server):
     after the visitor has chosen, so it carries the choices and no value to undo it."""
     update = focus_answer(server["url"], "verify-claim")
     assert "value" not in update and ["Test person 2 (dev01)", "dev01"] in update["choices"]
+
+
+def test_a_recording_stopped_before_anyone_is_chosen_asks_for_a_choice(server):
+    """The stop event checks the recording only once a person is chosen; before, it says what
+    to do (no error) and clears an earlier gauge, and the summary is left alone."""
+    decision, meter, result = event_answer(server["url"], "verify-voice", "stop_recording")
+    assert decision == "Now choose who you claim to be and press **Check my voice**."
+    assert meter == "" and result == {"__type__": "update"}  # cleared; left alone
 
 
 def voice(dev_bundle, person: str):
@@ -137,22 +151,20 @@ def test_a_phone_chooses_a_person_uploads_and_sees_the_decision(server, dev_bund
 
 def test_a_browser_claims_a_person_by_microphone(server, dev_bundle, tmp_path):
     """Checking before choosing anyone is refused; then the claimed person is chosen, the
-    fake microphone plays a recording and the page shows a decision that agrees with its
-    gauge."""
+    fake microphone plays a recording and, when it stops, with no button pressed, the page
+    shows a decision that agrees with its gauge."""
     samples, rate = sf.read(dev_bundle / "voices" / f"{CLAIM}.flac", dtype="int16")
     mic = tmp_path / "mic.wav"  # Chromium loops this file as the microphone
     sf.write(mic, samples, rate)
     with browser_page(server["url"], (1280, 900), mic=mic) as page:
         open_tab(page, "Verify")
-        page.locator("#verify-voice button.record-button").click(timeout=30_000)
-        page.wait_for_timeout(3000)
-        with page.expect_response(lambda r: "/gradio_api/upload" in r.url, timeout=30_000):
-            page.locator("#verify-voice button.stop-button").first.click()
         page.locator("#verify-submit").click()
         page.get_by_text("Choose who you claim to be first.").wait_for(timeout=30_000)
         page.locator("#verify-claim input").click()
         page.get_by_role("option", name=f"{NAME} ({CLAIM})").click()
-        page.locator("#verify-submit").click()
+        page.locator("#verify-voice button.record-button").click(timeout=30_000)
+        page.wait_for_timeout(3000)
+        page.locator("#verify-voice button.stop-button").first.click()
         heading = page.locator("#verify-verdict h3")
         heading.wait_for(timeout=60_000)
         decision = heading.inner_text().strip().lower()

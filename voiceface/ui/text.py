@@ -79,9 +79,11 @@ TEXT = {
         "no_match": "**No confident match**: the nearest voice ({name}) has similarity "
                     "{score:.4f}, below the threshold {threshold:.4f}.",
         "verify_intro": "Is this voice really who it claims to be? Choose who you claim to "
-                        "be, then speak for 3-10 seconds (or upload a recording): your voice "
+                        "be, then speak for 3-10 seconds: the answer comes when you stop "
+                        "recording (or upload a recording and press the button). Your voice "
                         "is compared with that person's enrolled voice, and accepted or "
                         "rejected.",
+        "verify_then_choose": "Now choose who you claim to be and press **Check my voice**.",
         "tab_verify": "Verify", "verify_claim": "I claim to be", "verify_voice": "Your voice",
         "verify_submit": "Check my voice", "verify_gauge": "Score against the threshold",
         "verify_warning": "**A demonstration, not a lock.** A voice check alone can be fooled "
@@ -195,8 +197,10 @@ TEXT = {
         "no_match": "**確かな一致なし：** 最も近い声（{name}）の類似度 {score:.4f} は"
                     "しきい値 {threshold:.4f} 未満です。",
         "verify_intro": "その声は本当に名乗った本人のものでしょうか。誰として確認するかを選び、"
-                        "3〜10秒ほど話してください（録音ファイルのアップロードも可）。その人の"
-                        "登録された声と比べて、受け入れるか拒否するかを判定します。",
+                        "3〜10秒ほど話してください。録音を止めると判定します（録音ファイルを"
+                        "アップロードした場合はボタンを押してください）。その人の登録された声と"
+                        "比べて、受け入れるか拒否するかを判定します。",
+        "verify_then_choose": "誰として確認するかを選び、**声で確認** を押してください。",
         "tab_verify": "本人確認", "verify_claim": "名乗る人", "verify_voice": "あなたの声",
         "verify_submit": "声で確認", "verify_gauge": "スコアとしきい値",
         "verify_warning": "**これはデモであり、鍵ではありません。** 声だけの確認は、本人の声の録音や"

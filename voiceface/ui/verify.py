@@ -103,6 +103,14 @@ def tab(ctx: Context) -> None:
         return (verdict(result, text), gauge(result, text),
                 summary(result, vf.spec.test_weights))
 
+    def verify_recording(audio: str | None, claim: str | None, request: gr.Request):
+        """A recording is checked as soon as it stops, once a person is chosen; before, the
+        page says to choose one and press the button (the recording stays; an earlier gauge
+        goes)."""
+        if not isinstance(claim, str) or not claim:
+            return ctx.text(request)["verify_then_choose"], "", gr.skip()
+        return verify(audio, claim, request)
+
     gr.Markdown(i18n("verify_intro"))
     claim = gr.Dropdown(choices=person_choices(), value=None, label=i18n("verify_claim"),
                         allow_custom_value=True, elem_id="verify-claim")
@@ -117,5 +125,8 @@ def tab(ctx: Context) -> None:
     result = gr.JSON(visible=False)
     button.click(verify, inputs=[audio, claim], outputs=[decision, meter, result],
                  api_name="verify", **ctx.queue)
+    audio.stop_recording(verify_recording, inputs=[audio, claim],
+                         outputs=[decision, meter, result], api_name="verify_recording",
+                         api_visibility="private", **ctx.queue)
     claim.focus(choices, outputs=[claim], api_visibility="private",
                 concurrency_limit=None)
