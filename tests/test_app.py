@@ -152,6 +152,20 @@ def test_client_bad_audio_gets_the_library_message(app_url, tmp_path):
     urllib.request.urlopen(app_url, timeout=5)  # still serving
 
 
+def test_a_japanese_visitor_gets_the_recording_s_problem_in_japanese(app_url, tmp_path, speech):
+    """The library's reason and figures, worded in the visitor's language, on both tabs that
+    take a voice."""
+    client = Client(app_url, verbose=False, headers={"Accept-Language": "ja,en;q=0.5"})
+    short = tmp_path / "short.wav"
+    sf.write(short, speech(0.6, rate=16_000, f0=150.0), 16_000)
+    with pytest.raises(Exception, match=r"聞き取れた音声は0\.[0-9]秒だけです。1秒以上"):
+        client.predict(handle_file(str(short)), api_name="/predict")
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(32000, np.int16), 16000)
+    with pytest.raises(Exception, match="録音が無音です"):
+        client.predict(handle_file(str(silent)), "dev00", api_name="/verify")
+
+
 def image_digest(page, selector: str) -> str:
     """sha256 of the image bytes the browser shows in `selector`."""
     src = page.locator(f"{selector} img").first.get_attribute("src")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import pickle
 import shutil
 import subprocess
 import warnings
@@ -64,8 +65,15 @@ def test_the_minimum_length_counts_speech_after_trimming(speech):
     """0.6 s of speech in 3.6 s of recording is too little: silence is not speech."""
     silence = np.zeros(int(1.5 * SAMPLE_RATE), np.float32)
     padded = np.concatenate([silence, speech(0.6), silence])
-    with pytest.raises(AudioError, match=r"has only 0\.\d s of sound; speak for at least 1 s"):
+    with pytest.raises(AudioError, match=r"has only 0\.\d s of sound; speak for at least 1 s"
+                       ) as caught:
         load_audio((SAMPLE_RATE, padded))
+    # its reason and figures, for interfaces that say it in another language, survive a
+    # pickle (as a ZeroGPU worker sends errors back)
+    error = pickle.loads(pickle.dumps(caught.value))
+    assert type(error) is AudioError and str(error) == str(caught.value)
+    assert error.reason == "too_short" and error.values["min_seconds"] == 1.0
+    assert 0.5 <= error.values["seconds"] < 1.0
     kept = len(load_audio((SAMPLE_RATE, padded), min_seconds=0.5)) / SAMPLE_RATE
     assert 0.6 <= kept < 1.0  # the speech and a margin either side of it
 

@@ -4,6 +4,7 @@ the interface through it."""
 from __future__ import annotations
 
 import ast
+import string
 from pathlib import Path
 
 from conftest import REPO
@@ -20,6 +21,11 @@ def imported(path: Path) -> set[str]:
     return names
 
 
+def fields(text: str) -> set[str]:
+    """The names of the `{placeholders}` in `text`."""
+    return {name for _, name, _, _ in string.Formatter().parse(text) if name}
+
+
 def test_only_the_ui_package_imports_gradio():
     package = REPO / "voiceface"
     importers = {str(p.relative_to(package)) for p in package.rglob("*.py")
@@ -31,12 +37,7 @@ def test_only_the_ui_package_imports_gradio():
 def test_every_language_has_every_text_with_the_same_placeholders():
     """A key or a `{placeholder}` missing in one language would fail only on that
     language's page, and only when that text is shown (e.g. an error)."""
-    import string
-
     from voiceface.ui.text import TEXT
-
-    def fields(text: str) -> set[str]:
-        return {name for _, name, _, _ in string.Formatter().parse(text) if name}
 
     english = TEXT["en"]
     assert set(TEXT) == {"en", "ja"}
@@ -44,3 +45,22 @@ def test_every_language_has_every_text_with_the_same_placeholders():
         assert table.keys() == english.keys(), (language, table.keys() ^ english.keys())
         for key, text in table.items():
             assert fields(text) == fields(english[key]), (language, key)
+
+
+def test_every_reason_the_audio_errors_name_is_worded_in_every_other_language():
+    """LIBRARY_ERRORS has words for each `AudioError` reason raised in voiceface/audio.py
+    (and for no other), using only figures every such error carries."""
+    from voiceface.ui.text import LIBRARY_ERRORS
+
+    given: dict[str, set[str]] = {}  # reason -> the values every error of it carries
+    for node in ast.walk(ast.parse((REPO / "voiceface" / "audio.py").read_text())):
+        if (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "AudioError"
+                and len(node.args) == 2):
+            values = {k.arg for k in node.keywords}
+            reason = node.args[1].value
+            given[reason] = given.get(reason, values) & values
+    assert {"too_short", "silent", "not_audio"} <= set(given)
+    for language, words in LIBRARY_ERRORS.items():
+        assert set(words) == set(given), language
+        for reason, text in words.items():
+            assert fields(text) <= given[reason], (language, reason)

@@ -87,7 +87,13 @@ SF_UNKNOWN_FRAMES = 2**63 - 1  # libsndfile's length of a streamed file (e.g. FL
 
 
 class AudioError(ValueError):
-    """The audio cannot be used; the message says why and what to do."""
+    """The audio cannot be used; the message says why and what to do. `reason` names the
+    problems a visitor's own recording can have, for interfaces that say it in another
+    language, with the figures of the message in `values`; None for the others."""
+
+    def __init__(self, message: str, reason: str | None = None, **values: object):
+        super().__init__(message)
+        self.reason, self.values = reason, values
 
 
 class ClippingWarning(UserWarning):
@@ -161,10 +167,12 @@ def _finish(wav: np.ndarray, name: str, *, max_seconds: float | None, min_second
     if seconds < min_seconds:
         heard = f"{seconds:.1f} s" if seconds >= 0.1 else f"{seconds * 1000:.0f} ms"
         raise AudioError(f"{name} has only {heard} of sound; speak for at least "
-                         f"{min_seconds:g} s.")
+                         f"{min_seconds:g} s.", "too_short", seconds=seconds,
+                         min_seconds=min_seconds)
     if max_seconds is not None and seconds > max_seconds:
         raise AudioError(f"{name} is {seconds:.1f} s long; the limit is {max_seconds:g} s. "
-                         "Record a shorter clip or cut it.")
+                         "Record a shorter clip or cut it.", "too_long", seconds=seconds,
+                         max_seconds=max_seconds)
     return np.ascontiguousarray(wav, dtype=np.float32)
 
 
@@ -182,12 +190,14 @@ def _too_long(name: str, frames: int, rate: int, max_seconds: float | None,
     seconds = frames / rate
     if seconds > MAX_DECODED_SECONDS:
         return AudioError(f"{name} lasts more than {MAX_DECODED_SECONDS / 60:.0f} min, the "
-                          "limit. Cut it to the part with the voice.")
+                          "limit. Cut it to the part with the voice.", "too_many_minutes",
+                          minutes=MAX_DECODED_SECONDS / 60)
     if seconds > _raw_limit(max_seconds):
         length = f"more than {_raw_limit(max_seconds):g} s" if cut else f"{seconds:.1f} s"
         return AudioError(f"{name} is {length} long; the limit is {max_seconds:g} s of speech "
                           f"(with silence around it, {_raw_limit(max_seconds):g} s). Record a "
-                          "shorter clip or cut it.")
+                          "shorter clip or cut it.", "too_long_with_silence",
+                          max_seconds=max_seconds, raw_seconds=_raw_limit(max_seconds))
     return None
 
 
@@ -237,7 +247,7 @@ def _decode_to_mono(stream: _Stream, max_seconds: float | None) -> np.ndarray:
         low, high = min(low, float(mono.min())), max(high, float(mono.max()))
     if frames == 0:
         raise AudioError(f"{name} is empty (no samples). Record again and speak for a few "
-                         "seconds.")
+                         "seconds.", "empty")
     if clipped / frames > CLIP_FRACTION_WARN:
         warnings.warn(f"{name} is clipped ({clipped / frames:.1%} of samples at full scale); "
                       "results may be worse. Record a little quieter.", ClippingWarning,
@@ -245,7 +255,7 @@ def _decode_to_mono(stream: _Stream, max_seconds: float | None) -> np.ndarray:
     mean = np.float32(total / frames)  # DC, removed before anything measures levels
     if max(high - mean, mean - low) < SILENCE_PEAK:
         raise AudioError(f"{name} is silent. Check that the microphone is on and not muted, "
-                         "then record again.")
+                         "then record again.", "silent")
     # the first pass counted the frames: the result is allocated once, at its final size
     resampler = _StreamResampler(rate, SAMPLE_RATE) if rate != SAMPLE_RATE else None
     out = np.empty(resampler.output_length(frames) if resampler else frames, np.float32)
@@ -356,7 +366,7 @@ def _decode(source: AudioSource, max_seconds: float | None) -> tuple[np.ndarray,
             return _decode_to_mono(stream, max_seconds), name
         except _ReadError:
             raise AudioError(f"{name} could not be decoded as audio; it is damaged. Use "
-                             f"{SUPPORTED_FORMATS}.") from None
+                             f"{SUPPORTED_FORMATS}.", "damaged") from None
 
 
 def _stat_file(path: Path) -> tuple[int, bytes]:
@@ -430,11 +440,13 @@ def _to_float(samples: np.ndarray) -> np.ndarray:
 
 def _check_size(size: int, name: str) -> None:
     if size == 0:
-        raise AudioError(f"{name} is empty (0 bytes). Record again or choose another file.")
+        raise AudioError(f"{name} is empty (0 bytes). Record again or choose another file.",
+                         "empty")
     if size > MAX_FILE_BYTES:
         raise AudioError(f"{name} is too large ({size / 2**20:.1f} MB; the limit is "
                          f"{MAX_FILE_BYTES / 2**20:.0f} MB). Upload a shorter or compressed "
-                         "recording (FLAC, Opus, MP3).")
+                         "recording (FLAC, Opus, MP3).", "too_large", megabytes=size / 2**20,
+                         limit_megabytes=MAX_FILE_BYTES / 2**20)
 
 
 def _is_text(data: bytes) -> bool:
@@ -456,10 +468,10 @@ def _check_content(head: bytes, size: int, name: str) -> None:
     for magic, what in _NOT_AUDIO_MAGIC.items():
         if head.startswith(magic):
             raise AudioError(f"{name} is {what}, not audio. Upload a voice recording "
-                             f"({SUPPORTED_FORMATS}).")
+                             f"({SUPPORTED_FORMATS}).", "not_audio")
     if _is_text(head):
         raise AudioError(f"{name} is a text file, not audio. Upload a voice recording "
-                         f"({SUPPORTED_FORMATS}).")
+                         f"({SUPPORTED_FORMATS}).", "not_audio")
 
 
 @contextlib.contextmanager

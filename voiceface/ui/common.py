@@ -21,7 +21,7 @@ from PIL import Image
 from ..enroll import LiveGallery
 from ..pipeline import VoiceFace
 from ..provenance import save_png
-from .text import TEXT
+from .text import LIBRARY_ERRORS, TEXT
 
 FACE_HEIGHT = 320  # px of each face on the page
 MAX_FILE_BYTES = 20 * 1024 * 1024  # uploads larger than this are refused by the server
@@ -71,10 +71,14 @@ def plain(text: str) -> str:
     return MARKDOWN_SPECIAL.sub(r"\\\1", text)
 
 
-def public(err: Exception) -> str:
-    """An error's message fit for a visitor: any absolute path in it is cut to its file name
-    (the library's messages name files; the server's directories are nobody's business)."""
-    return re.sub(r"(?:/[^\s/'\"]+)+/([^\s/'\"]+)", r"\1", str(err))
+def public(err: Exception, request: gr.Request | None) -> str:
+    """An error's message fit for the visitor who sent `request`: in their language when the
+    library names the error's reason and the interface words it (LIBRARY_ERRORS), else the
+    library's English; any absolute path in it is cut to its file name (the library's
+    messages name files; the server's directories are nobody's business)."""
+    words = LIBRARY_ERRORS.get(language(request), {}).get(getattr(err, "reason", None))
+    message = words.format(**err.values) if words else str(err)
+    return re.sub(r"(?:/[^\s/'\"]+)+/([^\s/'\"]+)", r"\1", message)
 
 
 def language(request: gr.Request | None) -> str:

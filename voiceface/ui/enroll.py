@@ -47,7 +47,7 @@ def tab(ctx: Context, live: LiveGallery, gate: AdminGate, people: gr.Gallery) ->
             with ctx.model_call():
                 person_id = live.enroll(name, voice_bytes, photo_bytes, consent)
         except ValueError as err:  # the library's message says what to fix
-            raise gr.Error(public(err), print_exception=False) from None
+            raise gr.Error(public(err, request), print_exception=False) from None
         done = text["enrolled"].format(name=plain(vf.gallery.person(person_id).name),
                                        id=person_id)
         return done, photos(vf), choices(), None, None, "", False
@@ -75,7 +75,7 @@ def tab(ctx: Context, live: LiveGallery, gate: AdminGate, people: gr.Gallery) ->
                 return text["duration"].format(seconds=speech_seconds(
                     read_upload(voice, text["no_voice"], text["gone"])))
         except ValueError as err:
-            return public(err)
+            return public(err, request)
 
     def latent_status(request: gr.Request) -> str:
         text = ctx.text(request)  # a failure's reason is in the server log, not here

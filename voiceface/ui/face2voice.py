@@ -74,7 +74,7 @@ def tab(ctx: Context) -> None:
         except FileNotFoundError:  # a bundle built before face to voice
             raise gr.Error(text["f2v_unavailable"], print_exception=False) from None
         except ValueError as err:  # FaceError: no face, several faces, not an image
-            raise gr.Error(public(err), print_exception=False) from None
+            raise gr.Error(public(err, request), print_exception=False) from None
         return result, text
 
     def show(photo: Any, request: gr.Request) -> tuple[str, str]:

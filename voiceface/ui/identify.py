@@ -70,7 +70,7 @@ def tab(ctx: Context) -> None:
                 with ctx.model_call():  # the voice is analysed at the first step, faces after
                     result = next(results, None)
             except ValueError as err:  # AudioError and the library's other input errors
-                raise gr.Error(public(err), print_exception=False) from None  # the user's
+                raise gr.Error(public(err, request), print_exception=False) from None  # the user's
             if result is None:
                 return
             yield result

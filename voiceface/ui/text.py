@@ -2,6 +2,8 @@
 
 Keys are the same in every language; the interface hands the table to Gradio's i18n and
 formats per-request text (captions, match lines) from it by the browser's language.
+LIBRARY_ERRORS words the library's errors that name a reason (`AudioError.reason`) in the
+languages other than the library's English, with the figures of the error's `values`.
 """
 
 TEXT = {
@@ -238,5 +240,29 @@ TEXT = {
         "f2v_unavailable": "このギャラリーには顔から声を推定するモデルがありません（この機能より前に"
                            "構築されました）。そのため、このタブは使えません。`python -m voiceface "
                            "build` で再構築すると使えるようになります。",
+    },
+}
+
+# What a visitor's own recording can get wrong, by `AudioError.reason`
+LIBRARY_ERRORS = {
+    "ja": {
+        "too_short": "録音から聞き取れた音声は{seconds:.1f}秒だけです。{min_seconds:g}秒以上"
+                     "話してください。",
+        "too_long": "録音は{seconds:.1f}秒あり、上限の{max_seconds:g}秒を超えています。短く録音し"
+                    "直すか、切り詰めてください。",
+        "too_long_with_silence": "録音が長すぎます。上限は話す部分で{max_seconds:g}秒（前後の"
+                                 "無音を含めて{raw_seconds:g}秒）です。短く録音し直すか、"
+                                 "切り詰めてください。",
+        "too_many_minutes": "録音が上限の{minutes:.0f}分を超えています。声の部分だけに切り詰めて"
+                            "ください。",
+        "empty": "録音が空です。もう一度、数秒間話して録音してください。",
+        "silent": "録音が無音です。マイクがオンになっていて、ミュートされていないか確かめてから、"
+                  "録音し直してください。",
+        "damaged": "このファイルは音声として読み込めません（壊れています）。WAV、FLAC、"
+                   "OGG/Opus、MP3、M4A/AAC、WebM のいずれかを使ってください。",
+        "too_large": "ファイルが大きすぎます（{megabytes:.1f} MB、上限は{limit_megabytes:.0f} "
+                     "MB）。短い録音か、圧縮した形式（FLAC、Opus、MP3）でアップロードしてください。",
+        "not_audio": "このファイルは音声ではありません。声の録音（WAV、FLAC、OGG/Opus、MP3、"
+                     "M4A/AAC、WebM）をアップロードしてください。",
     },
 }

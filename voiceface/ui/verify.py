@@ -99,7 +99,7 @@ def tab(ctx: Context) -> None:
             with ctx.model_call():
                 result = check(recording, claim)
         except ValueError as err:  # AudioError, UnknownClaim: the library's message
-            raise gr.Error(public(err), print_exception=False) from None
+            raise gr.Error(public(err, request), print_exception=False) from None
         return (verdict(result, text), gauge(result, text),
                 summary(result, vf.spec.test_weights))
 
