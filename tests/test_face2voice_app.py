@@ -62,6 +62,14 @@ def test_client_bad_photo_gets_the_library_message_and_no_path(server, dev_bundl
         assert place not in said
 
 
+def test_a_japanese_visitor_gets_the_photo_s_problem_in_japanese(server, tmp_path):
+    client = Client(server["url"], verbose=False, headers={"Accept-Language": "ja"})
+    for kind, said in (("no-face", "写真に顔が見つかりません"), ("two-faces", "写真に2人の顔")):
+        path, _ = bad_photo(kind, tmp_path)
+        with pytest.raises(Exception, match=said):
+            client.predict(handle_file(str(path)), api_name="/face2voice")
+
+
 def test_client_without_a_photo_is_asked_for_one(server):
     with pytest.raises(Exception, match="Upload or take a photo first"):
         Client(server["url"], verbose=False).predict(None, api_name="/face2voice")

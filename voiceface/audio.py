@@ -39,6 +39,8 @@ import soundfile as sf
 import torch
 import torchaudio
 
+from .errors import InputError
+
 SAMPLE_RATE = 16_000  # Hz, what wav2vec2 models expect
 MIN_SPEECH_SECONDS = 1.0  # s of speech left after trimming silence
 MAX_QUERY_SECONDS = 30.0  # s of speech in one query; enrollment passes max_seconds=None
@@ -86,14 +88,9 @@ TEXT_SNIFF_BYTES = 512  # a file whose first bytes are all printable text is not
 SF_UNKNOWN_FRAMES = 2**63 - 1  # libsndfile's length of a streamed file (e.g. FLAC from a pipe)
 
 
-class AudioError(ValueError):
-    """The audio cannot be used; the message says why and what to do. `reason` names the
-    problems a visitor's own recording can have, for interfaces that say it in another
-    language, with the figures of the message in `values`; None for the others."""
-
-    def __init__(self, message: str, reason: str | None = None, **values: object):
-        super().__init__(message)
-        self.reason, self.values = reason, values
+class AudioError(InputError):
+    """The audio cannot be used; the message says why and what to do (and `reason`, for the
+    problems of a person's own recording)."""
 
 
 class ClippingWarning(UserWarning):

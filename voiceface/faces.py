@@ -31,6 +31,8 @@ import cv2
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
+from .errors import InputError
+
 MAX_FILE_BYTES = 50 * 1024 * 1024  # bytes; a 50 MP JPEG at high quality is ~25 MB
 MAX_IMAGE_PIXELS = 40_000_000  # px (width x height); larger photos are refused before decoding
 MIN_IMAGE_SIDE = 64  # px; the shorter side of a usable photo
@@ -66,8 +68,9 @@ _AUDIO_MAGIC = {b"RIFF": "WAV", b"fLaC": "FLAC", b"OggS": "OGG/Opus", b"ID3": "M
 _IMAGE_FORMATS = "JPEG, PNG or WebP"
 
 
-class FaceError(ValueError):
-    """The photo cannot be used as a face; the message says why and what to do."""
+class FaceError(InputError):
+    """The photo cannot be used as a face; the message says why and what to do (and
+    `reason`, for the problems of a person's own photo)."""
 
 
 class Box(NamedTuple):
@@ -128,7 +131,8 @@ def load_image(source: ImageSource, name: str | None = None) -> Image.Image:
     for magic, kind in _AUDIO_MAGIC.items():
         if data.startswith(magic) and (magic != b"RIFF" or data[8:12] != b"WEBP"):
             raise FaceError(f"{name} looks like an audio file ({kind}), not a photo. Give a "
-                            f"face photo ({_IMAGE_FORMATS}) here and the recording as the voice.")
+                            f"face photo ({_IMAGE_FORMATS}) here and the recording as the voice.",
+                            "photo_is_audio")
     try:
         with warnings.catch_warnings():  # our own limit below is stricter and says so clearly
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -136,10 +140,11 @@ def load_image(source: ImageSource, name: str | None = None) -> Image.Image:
     except Image.DecompressionBombError:
         raise FaceError(f"{name} is far too large (over {Image.MAX_IMAGE_PIXELS * 2 / 1e6:.0f} "
                         f"megapixels); the limit is {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels. "
-                        "Resize it before uploading.") from None
+                        "Resize it before uploading.", "photo_too_many_pixels",
+                        limit_megapixels=MAX_IMAGE_PIXELS / 1e6) from None
     except UnidentifiedImageError:
         raise FaceError(f"{name} is not an image that can be read; use a {_IMAGE_FORMATS} "
-                        "photo.") from None
+                        "photo.", "photo_not_image") from None
     _check_pixels(*image.size, name)
     try:
         with warnings.catch_warnings():
@@ -147,26 +152,31 @@ def load_image(source: ImageSource, name: str | None = None) -> Image.Image:
             image.load()
     except (OSError, SyntaxError, ValueError, struct.error) as err:
         raise FaceError(f"{name} is damaged or truncated ({err}); the photo could not be "
-                        f"decoded. Export or download it again as {_IMAGE_FORMATS}.") from None
+                        f"decoded. Export or download it again as {_IMAGE_FORMATS}.",
+                        "photo_damaged") from None
     return _finish(image, name)
 
 
 def _check_bytes(size: int, name: str) -> None:
     if size == 0:
-        raise FaceError(f"{name} is empty (0 bytes). Choose the photo again.")
+        raise FaceError(f"{name} is empty (0 bytes). Choose the photo again.", "photo_empty")
     if size > MAX_FILE_BYTES:
         raise FaceError(f"{name} is {size / 2**20:.0f} MB; the limit is "
-                        f"{MAX_FILE_BYTES / 2**20:.0f} MB. Save it as a JPEG or resize it.")
+                        f"{MAX_FILE_BYTES / 2**20:.0f} MB. Save it as a JPEG or resize it.",
+                        "photo_too_large", megabytes=size / 2**20,
+                        limit_megabytes=MAX_FILE_BYTES / 2**20)
 
 
 def _check_pixels(width: int, height: int, name: str) -> None:
     if width * height > MAX_IMAGE_PIXELS:
         raise FaceError(f"{name} is {width} x {height} px ({width * height / 1e6:.0f} "
                         f"megapixels); the limit is {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels. "
-                        "Resize it (2000 px on the longer side is plenty).")
+                        "Resize it (2000 px on the longer side is plenty).",
+                        "photo_too_many_pixels", limit_megapixels=MAX_IMAGE_PIXELS / 1e6)
     if min(width, height) < MIN_IMAGE_SIDE:
         raise FaceError(f"{name} is only {width} x {height} px; use a photo at least "
-                        f"{MIN_IMAGE_SIDE} px on each side (a face of 256 px or more works best).")
+                        f"{MIN_IMAGE_SIDE} px on each side (a face of 256 px or more works best).",
+                        "photo_too_small", width=width, height=height, min_side=MIN_IMAGE_SIDE)
 
 
 def _finish(image: Image.Image, name: str) -> Image.Image:
@@ -271,10 +281,10 @@ def align(image: ImageSource, size: int = DEFAULT_SIZE, name: str | None = None)
     boxes = detect_faces(image)
     if not boxes:
         raise FaceError(f"No face found in {name}. Use a well-lit, front-facing photo where "
-                        "the face is at least a fifth of the picture's height.")
+                        "the face is at least a fifth of the picture's height.", "no_face")
     if len(boxes) > 1:
         raise FaceError(f"Found {len(boxes)} faces in {name}; use a photo of one person "
-                        "(crop the others out).")
+                        "(crop the others out).", "several_faces", faces=len(boxes))
     box = boxes[0]
     eyes, detected = find_eyes(image, box)
     # 1. the FFHQ quad: a square of half-side |x| around c, oriented along the eye line

@@ -243,7 +243,8 @@ TEXT = {
     },
 }
 
-# What a visitor's own recording can get wrong, by `AudioError.reason`
+# What a visitor's own recording or photo can get wrong, by the error's `reason`
+# (voiceface.errors.InputError: AudioError, FaceError)
 LIBRARY_ERRORS = {
     "ja": {
         "too_short": "録音から聞き取れた音声は{seconds:.1f}秒だけです。{min_seconds:g}秒以上"
@@ -264,5 +265,23 @@ LIBRARY_ERRORS = {
                      "MB）。短い録音か、圧縮した形式（FLAC、Opus、MP3）でアップロードしてください。",
         "not_audio": "このファイルは音声ではありません。声の録音（WAV、FLAC、OGG/Opus、MP3、"
                      "M4A/AAC、WebM）をアップロードしてください。",
+        "photo_is_audio": "これは音声ファイルのようで、写真ではありません。ここには顔写真を、"
+                          "録音は声の欄に入れてください。",
+        "photo_too_many_pixels": "写真の画素数が多すぎます（上限は{limit_megapixels:.0f}メガ"
+                                 "ピクセル）。縮小してからアップロードしてください（長辺2000"
+                                 "ピクセルで十分です）。",
+        "photo_not_image": "読み込める画像ではありません。JPEG、PNG、WebP などの写真を使って"
+                           "ください。",
+        "photo_damaged": "写真が壊れているか途中で切れていて、読み込めません。もう一度書き出すか、"
+                         "ダウンロードし直してください。",
+        "photo_empty": "写真が空です（0バイト）。もう一度選んでください。",
+        "photo_too_large": "写真は{megabytes:.0f} MBあり、上限の{limit_megabytes:.0f} MBを超えて"
+                           "います。JPEGで保存するか、縮小してください。",
+        "photo_too_small": "写真が{width}×{height}ピクセルしかありません。各辺{min_side}ピクセル"
+                           "以上の写真を使ってください（顔が256ピクセル以上あると最適です）。",
+        "no_face": "写真に顔が見つかりません。明るく、正面を向いていて、顔が写真の高さの5分の1"
+                   "以上ある写真を使ってください。",
+        "several_faces": "写真に{faces}人の顔があります。1人だけの写真を使ってください（ほかの人は"
+                         "切り取ってください）。",
     },
 }
