@@ -159,7 +159,9 @@ def cpu_seconds(pids: list[int]) -> float:
 
 
 def chromium_pids() -> list[int]:
-    """The running Chromium processes (browser, renderers, GPU and utility processes)."""
+    """The running Chromium processes (browser, renderers, GPU and utility processes): every
+    Chromium on the machine, so the figure is the benchmark's only when nothing else runs
+    one."""
     pids = []
     for entry in Path("/proc").iterdir():
         try:

@@ -158,7 +158,7 @@ def test_a_japanese_visitor_gets_the_recording_s_problem_in_japanese(app_url, tm
     client = Client(app_url, verbose=False, headers={"Accept-Language": "ja,en;q=0.5"})
     short = tmp_path / "short.wav"
     sf.write(short, speech(0.6, rate=16_000, f0=150.0), 16_000)
-    with pytest.raises(Exception, match=r"聞き取れた音声は0\.[0-9]秒だけです。1秒以上"):
+    with pytest.raises(Exception, match=r"聞き取れた音声が短すぎます（0\.\d\d秒）。1秒以上"):
         client.predict(handle_file(str(short)), api_name="/predict")
     silent = tmp_path / "silent.wav"
     sf.write(silent, np.zeros(32000, np.int16), 16000)

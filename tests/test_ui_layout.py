@@ -4,6 +4,7 @@ the interface through it."""
 from __future__ import annotations
 
 import ast
+import re
 import string
 from pathlib import Path
 
@@ -65,3 +66,25 @@ def test_every_reason_the_input_errors_name_is_worded_in_every_other_language():
         assert set(words) == set(given), language
         for reason, text in words.items():
             assert fields(text) <= given[reason], (language, reason)
+
+
+def test_worded_errors_reach_the_visitor_whole_and_name_every_format():
+    """`public` gives a Japanese visitor each worded error exactly as worded (the path
+    stripping once cut "OGG/Opus、MP3、M4A/AAC" to "OGGAAC"); a list of formats names them all."""
+    from types import SimpleNamespace
+
+    from voiceface.audio import SUPPORTED_FORMATS, AudioError
+    from voiceface.ui.common import public
+    from voiceface.ui.text import LIBRARY_ERRORS
+
+    japanese = SimpleNamespace(headers={"accept-language": "ja"})
+    formats = re.split(r", | or ", SUPPORTED_FORMATS)
+    for reason, words in LIBRARY_ERRORS["ja"].items():
+        values = dict.fromkeys(fields(words), 12)
+        shown = public(AudioError("the English message", reason, **values), japanese)
+        assert shown == words.format(**values), reason
+        if "WAV" in words:
+            assert all(f in words for f in formats), (reason, formats)
+    english = SimpleNamespace(headers={"accept-language": "en-US"})
+    error = AudioError("/srv/uploads/x/clip.wav is silent.", "silent")
+    assert public(error, english) == "clip.wav is silent."

@@ -231,7 +231,8 @@ def _decode_to_mono(stream: _Stream, max_seconds: float | None) -> np.ndarray:
     for mono in _mono_blocks(stream):
         if not np.all(np.isfinite(mono)):
             raise AudioError(f"{name} contains invalid samples (NaN or infinity); the file is "
-                             "damaged. Record again or export it again from your editor.")
+                             "damaged. Record again or export it again from your editor.",
+                             "damaged")
         frames += len(mono)
         if frames > limit:  # the header understated the length
             raise (_too_long(name, frames, rate, max_seconds, cut=True)
@@ -363,7 +364,7 @@ def _decode(source: AudioSource, max_seconds: float | None) -> tuple[np.ndarray,
             return _decode_to_mono(stream, max_seconds), name
         except _ReadError:
             raise AudioError(f"{name} could not be decoded as audio; it is damaged. Use "
-                             f"{SUPPORTED_FORMATS}.", "damaged") from None
+                             f"{SUPPORTED_FORMATS}.", "unreadable") from None
 
 
 def _stat_file(path: Path) -> tuple[int, bytes]:
@@ -500,10 +501,11 @@ def _ffmpeg_stream(data: bytes | Path, name: str, max_seconds: float | None
                 from err
         if b"matches no streams" in proc.stderr:  # a container (video) without sound
             raise AudioError(f"{name} has no audio track. Upload a recording with sound "
-                             f"({SUPPORTED_FORMATS}), or record with the microphone.")
+                             f"({SUPPORTED_FORMATS}), or record with the microphone.",
+                             "no_audio_track")
         if proc.returncode != 0 or not dst.is_file() or dst.stat().st_size == 0:
             raise AudioError(f"{name} could not be decoded as audio; it is damaged or not a "
-                             f"recording. Use {SUPPORTED_FORMATS}.")
+                             f"recording. Use {SUPPORTED_FORMATS}.", "unreadable")
         with sf.SoundFile(dst) as f:
             yield _Stream(name, int(f.samplerate), f.channels, f.frames,
                           lambda: _read_blocks(f), cut=True)

@@ -19,6 +19,7 @@ import gradio as gr
 from PIL import Image
 
 from ..enroll import LiveGallery
+from ..errors import InputError
 from ..pipeline import VoiceFace
 from ..provenance import save_png
 from .text import LIBRARY_ERRORS, TEXT
@@ -76,9 +77,9 @@ def public(err: Exception, request: gr.Request | None) -> str:
     library names the error's reason and the interface words it (LIBRARY_ERRORS), else the
     library's English; any absolute path in it is cut to its file name (the library's
     messages name files; the server's directories are nobody's business)."""
-    words = LIBRARY_ERRORS.get(language(request), {}).get(getattr(err, "reason", None))
-    message = words.format(**err.values) if words else str(err)
-    return re.sub(r"(?:/[^\s/'\"]+)+/([^\s/'\"]+)", r"\1", message)
+    if isinstance(err, InputError) and err.reason in LIBRARY_ERRORS.get(language(request), {}):
+        return LIBRARY_ERRORS[language(request)][err.reason].format(**err.values)  # no paths
+    return re.sub(r"(?:/[^\s/'\"]+)+/([^\s/'\"]+)", r"\1", str(err))
 
 
 def language(request: gr.Request | None) -> str:

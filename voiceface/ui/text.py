@@ -2,8 +2,9 @@
 
 Keys are the same in every language; the interface hands the table to Gradio's i18n and
 formats per-request text (captions, match lines) from it by the browser's language.
-LIBRARY_ERRORS words the library's errors that name a reason (`AudioError.reason`) in the
-languages other than the library's English, with the figures of the error's `values`.
+LIBRARY_ERRORS words the library's errors that name a reason (`AudioError`, `FaceError`:
+`voiceface.errors.InputError.reason`) in the languages other than the library's English,
+with the figures of the error's `values`.
 """
 
 TEXT = {
@@ -247,20 +248,25 @@ TEXT = {
 # (voiceface.errors.InputError: AudioError, FaceError)
 LIBRARY_ERRORS = {
     "ja": {
-        "too_short": "録音から聞き取れた音声は{seconds:.1f}秒だけです。{min_seconds:g}秒以上"
+        "too_short": "聞き取れた音声が短すぎます（{seconds:.2f}秒）。{min_seconds:g}秒以上"
                      "話してください。",
         "too_long": "録音は{seconds:.1f}秒あり、上限の{max_seconds:g}秒を超えています。短く録音し"
-                    "直すか、切り詰めてください。",
+                    "直すか、不要な部分を切り取ってください。",
         "too_long_with_silence": "録音が長すぎます。上限は話す部分で{max_seconds:g}秒（前後の"
                                  "無音を含めて{raw_seconds:g}秒）です。短く録音し直すか、"
-                                 "切り詰めてください。",
-        "too_many_minutes": "録音が上限の{minutes:.0f}分を超えています。声の部分だけに切り詰めて"
-                            "ください。",
+                                 "不要な部分を切り取ってください。",
+        "too_many_minutes": "録音が上限の{minutes:.0f}分を超えています。声の部分だけを残して"
+                            "切り取ってください。",
         "empty": "録音が空です。もう一度、数秒間話して録音してください。",
         "silent": "録音が無音です。マイクがオンになっていて、ミュートされていないか確かめてから、"
                   "録音し直してください。",
-        "damaged": "このファイルは音声として読み込めません（壊れています）。WAV、FLAC、"
-                   "OGG/Opus、MP3、M4A/AAC、WebM のいずれかを使ってください。",
+        "damaged": "このファイルは壊れていて、音声として読み込めません。録音し直すか、もう一度"
+                   "書き出してください。",
+        "unreadable": "このファイルは音声として読み込めません。壊れているか、録音ではありません。"
+                      "WAV、FLAC、OGG/Opus、MP3、M4A/AAC、WebM のいずれかを使ってください。",
+        "no_audio_track": "このファイルには音声トラックがありません。音の入った録音（WAV、FLAC、"
+                          "OGG/Opus、MP3、M4A/AAC、WebM）をアップロードするか、マイクで録音して"
+                          "ください。",
         "too_large": "ファイルが大きすぎます（{megabytes:.1f} MB、上限は{limit_megabytes:.0f} "
                      "MB）。短い録音か、圧縮した形式（FLAC、Opus、MP3）でアップロードしてください。",
         "not_audio": "このファイルは音声ではありません。声の録音（WAV、FLAC、OGG/Opus、MP3、"
@@ -270,8 +276,8 @@ LIBRARY_ERRORS = {
         "photo_too_many_pixels": "写真の画素数が多すぎます（上限は{limit_megapixels:.0f}メガ"
                                  "ピクセル）。縮小してからアップロードしてください（長辺2000"
                                  "ピクセルで十分です）。",
-        "photo_not_image": "読み込める画像ではありません。JPEG、PNG、WebP などの写真を使って"
-                           "ください。",
+        "photo_not_image": "読み込める画像ではありません。JPEG、PNG、WebP のいずれかの写真を"
+                           "使ってください。",
         "photo_damaged": "写真が壊れているか途中で切れていて、読み込めません。もう一度書き出すか、"
                          "ダウンロードし直してください。",
         "photo_empty": "写真が空です（0バイト）。もう一度選んでください。",
@@ -279,9 +285,9 @@ LIBRARY_ERRORS = {
                            "います。JPEGで保存するか、縮小してください。",
         "photo_too_small": "写真が{width}×{height}ピクセルしかありません。各辺{min_side}ピクセル"
                            "以上の写真を使ってください（顔が256ピクセル以上あると最適です）。",
-        "no_face": "写真に顔が見つかりません。明るく、正面を向いていて、顔が写真の高さの5分の1"
-                   "以上ある写真を使ってください。",
-        "several_faces": "写真に{faces}人の顔があります。1人だけの写真を使ってください（ほかの人は"
-                         "切り取ってください）。",
+        "no_face": "写真に顔が見つかりません。明るい場所で撮った正面向きの写真で、顔が写真の高さの"
+                   "5分の1以上あるものを使ってください。",
+        "several_faces": "写真に{faces}人の顔が写っています。1人だけの写真を使ってください（ほかの"
+                         "人は切り取ってください）。",
     },
 }
