@@ -12,11 +12,14 @@ import pytest
 import soundfile as sf
 from gradio_client import Client, handle_file
 from PIL import Image
+from playwright.sync_api import expect
 
 from browser import browser_page, open_tab
 from conftest import serve_with_cache
 from test_app import CLIPPED, SCREENSHOTS
 from voiceface.gallery import Gallery
+from voiceface.pipeline import VoiceFace
+from voiceface.ui.verify import example_claims
 
 CLAIM, NAME = "dev01", "Test person 2"  # whose example voice the dev bundle's threshold accepts
 
@@ -147,6 +150,39 @@ def test_a_phone_chooses_a_person_uploads_and_sees_the_decision(server, dev_bund
         assert shown.evaluate_all(CLIPPED) == []
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOTS / f"phone-verify-{locale}.png"), full_page=True)
+
+
+def test_examples_claim_their_own_people_and_one_claims_another(dev_bundle):
+    vf = VoiceFace.from_pretrained(dev_bundle)
+    voices = dev_bundle / "voices"
+    assert example_claims(vf) == [[str(voices / f"{p}.flac"), p] for p in
+                                  ("dev00", "dev01", "dev02")] + [[str(voices / "dev00.flac"),
+                                                                   "dev01"]]
+
+
+@pytest.mark.parametrize("locale", ["en-US", "ja-JP"])
+def test_a_phone_without_a_microphone_tries_an_example_claim(server, locale):
+    """At 390 px: an example fills in the recording and the claim; the button decides."""
+    en = locale == "en-US"
+    with browser_page(server["url"], locale=locale) as page:
+        open_tab(page, "Verify" if en else "本人確認")
+        examples = page.locator("#verify-examples")
+        for label in ("dev00.flac: Test person 1 (dev00)", "dev02.flac: Test person 3 (dev02)"):
+            assert examples.get_by_text(label, exact=True).is_visible()
+        examples.get_by_text(f"dev00.flac: {NAME} ({CLAIM})", exact=True).click()
+        expect(page.locator("#verify-claim input")).to_have_value(f"{NAME} ({CLAIM})",
+                                                                  timeout=30_000)
+        page.locator("#verify-voice audio[src]").wait_for(state="attached", timeout=30_000)
+        page.locator("#verify-submit").click()
+        heading = page.locator("#verify-verdict h3")
+        heading.wait_for(timeout=60_000)
+        decision = {"受け入れ": "accepted", "拒否": "rejected"}.get(
+            heading.inner_text().strip(), heading.inner_text().strip().lower())
+        assert decision in ("accepted", "rejected")  # (a bar of 0 % is not "visible")
+        assert page.locator(f"#verify-gauge .gauge.{decision} .track").is_visible()
+        assert NAME in page.locator("#verify-verdict").inner_text()
+        page.screenshot(path=str(SCREENSHOTS / f"phone-verify-example-{locale}.png"),
+                        full_page=True)
 
 
 def test_a_browser_claims_a_person_by_microphone(server, dev_bundle, tmp_path):

@@ -161,7 +161,7 @@ def keep_example_copies(audio: gr.Audio, examples: gr.Examples) -> None:
     component lists in `keep_in_cache`)."""
     audio.keep_in_cache.update(value["path"] for example in
                                examples.non_none_processed_examples.values()
-                               for value in example)
+                               for value in example if isinstance(value, dict))  # files
 
 
 def forget_copies(demo: gr.Blocks, names: set[str]) -> None:

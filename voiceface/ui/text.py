@@ -29,6 +29,7 @@ TEXT = {
         "generated": "Generated face", "nearest": "Nearest enrolled person",
         "top": "Nearest people", "chart": "Voice similarity (cosine)",
         "examples": "Example recordings", "people": "Enrolled people",
+        "verify_examples": "Example recordings and claims (the last claims someone else)",
         "gallery_intro": "The people enrolled in this gallery.",
         "threshold_measured": "A match counts as confident from similarity **{threshold:.4f}**. "
                               "It was measured on {trials} trials, each a voice compared with "
@@ -150,6 +151,7 @@ TEXT = {
         "generated": "生成された顔", "nearest": "最も近い登録者",
         "top": "近い人たち", "chart": "声の類似度（コサイン）",
         "examples": "録音の例", "people": "登録者",
+        "verify_examples": "録音と名乗る人の例（最後の例は別人を名乗っています）",
         "gallery_intro": "このギャラリーに登録されている人たち。",
         "threshold_measured": "類似度 **{threshold:.4f}** 以上を確かな一致とします。このしきい値は、"
                               "声を本人以外の登録者と比べた {trials} 回の試行で測定しました。そのうち "

@@ -4,10 +4,16 @@ its score against the threshold on a gauge, and the error rates measured there. 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gradio as gr
 
+from ..pipeline import VoiceFace
 from ..verify import AS_NORM, RAW, VerifyResult
-from .common import BROWSER_SAMPLE_RATE, Context, gpu, i18n, plain, public, read_upload
+from .common import (BROWSER_SAMPLE_RATE, Context, gpu, i18n, keep_example_copies, plain,
+                     public, read_upload)
+
+EXAMPLE_PEOPLE = 3  # people whose example recording is offered with their own claim
 
 # Half the gauge's width in score units: the threshold sits in the middle, so a fixed scale
 # puts a score at the same place every time; scores beyond the ends fill the bar or none of it.
@@ -71,6 +77,16 @@ def summary(result: VerifyResult, test_weights: bool) -> dict:
     return {**result.summary(test_weights), "name": result.name}
 
 
+def example_claims(vf: VoiceFace) -> list[list[str]]:
+    """Example rows [recording, claimed id] for visitors without a microphone: a few enrolled
+    people's example recordings, each claiming its own person, and the first of them claiming
+    the second person (a claim that should fail)."""
+    examples = set(vf.example_voices())
+    rows = [[str(path), pid] for pid, path in sorted(vf.spec.voice_samples().items())
+            if path in examples and pid in vf.gallery][:EXAMPLE_PEOPLE]
+    return rows + [[rows[0][0], rows[1][1]]] if len(rows) > 1 else rows
+
+
 def tab(ctx: Context) -> None:
     """Lay out the Verify tab and wire its events; its button is the `/verify` endpoint
     (audio file and claimed id in; the decision, the gauge and a JSON summary out)."""
@@ -123,6 +139,15 @@ def tab(ctx: Context) -> None:
                     css_template=GAUGE_CSS, elem_id="verify-gauge")
     gr.Markdown(i18n("verify_warning"), elem_id="verify-warning")
     result = gr.JSON(visible=False)
+    rows = example_claims(vf)
+    if rows:  # labelled (a table's headers would be the inputs' labels, which Gradio 6.31
+        # shows as raw i18n data): "dev00.flac: Test person 2 (dev01)"
+        labels = [f"{Path(voice).name}: {vf.gallery.person(pid).name} ({pid})"
+                  for voice, pid in rows]
+        keep_example_copies(audio, gr.Examples(rows, inputs=[audio, claim],
+                                               example_labels=labels,
+                                               label=i18n("verify_examples"),
+                                               elem_id="verify-examples"))
     button.click(verify, inputs=[audio, claim], outputs=[decision, meter, result],
                  api_name="verify", **ctx.queue)
     audio.stop_recording(verify_recording, inputs=[audio, claim],
