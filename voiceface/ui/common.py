@@ -77,8 +77,9 @@ def public(err: Exception, request: gr.Request | None) -> str:
     library names the error's reason and the interface words it (LIBRARY_ERRORS), else the
     library's English; any absolute path in it is cut to its file name (the library's
     messages name files; the server's directories are nobody's business)."""
-    if isinstance(err, InputError) and err.reason in LIBRARY_ERRORS.get(language(request), {}):
-        return LIBRARY_ERRORS[language(request)][err.reason].format(**err.values)  # no paths
+    words = LIBRARY_ERRORS.get(language(request), {})
+    if isinstance(err, InputError) and err.reason in words:
+        return words[err.reason].format(**err.values)  # no paths in them
     return re.sub(r"(?:/[^\s/'\"]+)+/([^\s/'\"]+)", r"\1", str(err))
 
 
@@ -178,6 +179,18 @@ def served_url(block: gr.components.Component, path: str | Path) -> str:
     for `block` now (or made before and touched now): like every render, it is deleted by the
     cache cleaning `FILE_LIFETIME` s after the last answer that named it."""
     return f"gradio_api/file={quote(block.move_resource_to_block_cache(path))}"
+
+
+def person_choices(vf: VoiceFace) -> list[tuple[str, str]]:
+    """The enrolled people as dropdown choices: ("Name (id)", id)."""
+    return [(f"{p.name} ({p.id})", p.id) for p in vf.gallery.people]
+
+
+def refreshed_people(vf: VoiceFace) -> gr.Dropdown:
+    """An update of a dropdown of people (live enrollment changes the gallery) with the
+    choices only: the update can land after the visitor has chosen (a busy server), and a
+    value sent with it would undo their choice."""
+    return gr.Dropdown(choices=person_choices(vf))
 
 
 def png_copy(block: gr.components.Component, image: Image.Image) -> str:

@@ -11,7 +11,7 @@ import gradio as gr
 from ..admin import AdminGate, AdminRefused
 from ..enroll import MAX_NAME_CHARS, LiveGallery, speech_seconds
 from .common import (BROWSER_SAMPLE_RATE, FACE_HEIGHT, Context, forget_copies, i18n, plain,
-                     public, read_upload)
+                     person_choices, public, read_upload, refreshed_people)
 from .gallery import photos
 
 STATUS_POLL = 2.0  # s between refreshes of the enrollment status
@@ -32,11 +32,8 @@ def tab(ctx: Context, live: LiveGallery, gate: AdminGate, people: gr.Gallery) ->
                        if err.retry_after else text["bad_password"])
             raise gr.Error(message, print_exception=False) from None
 
-    def person_choices() -> list[tuple[str, str]]:
-        return [(f"{p.name} ({p.id})", p.id) for p in vf.gallery.people]
-
-    def choices() -> gr.Dropdown:  # the choices only: a value would undo a choice made
-        return gr.Dropdown(choices=person_choices())  # while this answer was on its way
+    def choices() -> gr.Dropdown:
+        return refreshed_people(vf)
 
     def enroll(password, voice, photo, name, consent, request: gr.Request):
         text = ctx.text(request)
@@ -103,7 +100,7 @@ def tab(ctx: Context, live: LiveGallery, gate: AdminGate, people: gr.Gallery) ->
     enroll_status = gr.Markdown(elem_id="enroll-status", latex_delimiters=[])
     status = gr.Markdown(elem_id="latent-status", latex_delimiters=[])
     gr.Markdown(i18n("delete_title"))
-    person = gr.Dropdown(choices=person_choices(), label=i18n("person"),
+    person = gr.Dropdown(choices=person_choices(vf), label=i18n("person"),
                          allow_custom_value=True, elem_id="delete-person")
     confirm = gr.Checkbox(value=False, label=i18n("confirm_delete"), elem_id="confirm-delete")
     delete_button = gr.Button(i18n("delete"), variant="stop", elem_id="delete")

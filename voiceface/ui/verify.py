@@ -10,8 +10,8 @@ import gradio as gr
 
 from ..pipeline import VoiceFace
 from ..verify import AS_NORM, RAW, VerifyResult
-from .common import (BROWSER_SAMPLE_RATE, Context, gpu, i18n, keep_example_copies, plain,
-                     public, read_upload)
+from .common import (BROWSER_SAMPLE_RATE, Context, gpu, i18n, keep_example_copies,
+                     person_choices, plain, public, read_upload, refreshed_people)
 
 EXAMPLE_PEOPLE = 3  # people whose example recording is offered with their own claim
 
@@ -96,17 +96,15 @@ def tab(ctx: Context) -> None:
     def check(audio: bytes, claim: str) -> VerifyResult:
         return vf.verify(audio, claim)
 
-    def person_choices() -> list[tuple[str, str]]:
-        return [(f"{p.name} ({p.id})", p.id) for p in vf.gallery.people]
+    def choices() -> gr.Dropdown:
+        return refreshed_people(vf)
 
-    def choices() -> gr.Dropdown:  # live enrollment changes the gallery
-        # The choices only: this answer can land after the visitor has chosen (a busy
-        # server), and a value sent with it would undo their choice.
-        return gr.Dropdown(choices=person_choices())
+    def chosen(claim: object) -> bool:  # a person was chosen (the API may send anything)
+        return isinstance(claim, str) and bool(claim)
 
     def verify(audio: str | None, claim: str | None, request: gr.Request):
         text = ctx.text(request)
-        if not isinstance(claim, str) or not claim:  # none chosen (the API may send anything)
+        if not chosen(claim):
             raise gr.Error(text["no_claim"], print_exception=False)
         recording = read_upload(audio, text["no_audio"], text["gone"])
         if ctx.live is not None:  # another process may have enrolled or deleted someone
@@ -123,12 +121,12 @@ def tab(ctx: Context) -> None:
         """A recording is checked as soon as it stops, once a person is chosen; before, the
         page says to choose one and press the button (the recording stays; an earlier gauge
         goes)."""
-        if not isinstance(claim, str) or not claim:
+        if not chosen(claim):
             return ctx.text(request)["verify_then_choose"], "", gr.skip()
         return verify(audio, claim, request)
 
     gr.Markdown(i18n("verify_intro"))
-    claim = gr.Dropdown(choices=person_choices(), value=None, label=i18n("verify_claim"),
+    claim = gr.Dropdown(choices=person_choices(vf), value=None, label=i18n("verify_claim"),
                         allow_custom_value=True, elem_id="verify-claim")
     audio = gr.Audio(sources=["microphone", "upload"], type="filepath",
                      label=i18n("verify_voice"), elem_id="verify-voice",
@@ -142,8 +140,8 @@ def tab(ctx: Context) -> None:
     rows = example_claims(vf)
     if rows:  # labelled (a table's headers would be the inputs' labels, which Gradio 6.31
         # shows as raw i18n data): "dev00.flac: Test person 2 (dev01)"
-        labels = [f"{Path(voice).name}: {vf.gallery.person(pid).name} ({pid})"
-                  for voice, pid in rows]
+        people = dict((pid, label) for label, pid in person_choices(vf))
+        labels = [f"{Path(voice).name}: {people[pid]}" for voice, pid in rows]
         keep_example_copies(audio, gr.Examples(rows, inputs=[audio, claim],
                                                example_labels=labels,
                                                label=i18n("verify_examples"),
