@@ -16,7 +16,8 @@ threshold and its record stay. Every photo is aligned; the best (eyes found,
 largest face) is inverted into StyleGAN2's W space. Then the mapper is trained (with at
 least 2 people), the aligned faces are described by the inversion's backbone for face to
 voice (`voiceface.face2voice`: features, and the reverse mapper with at least 2 people), and
-the bundle written. Work per file is cached under `<out>/.cache` by
+the bundle written; the gallery, thresholds, mapper and face to voice are made by the recipe
+every bundle shares (`voiceface.assemble`). Work per file is cached under `<out>/.cache` by
 content hash, so an unchanged person costs nothing on the next build. Bad files are reported
 by path with the reason and skipped.
 
@@ -47,19 +48,18 @@ from tqdm.auto import tqdm
 from . import faces, storage
 from . import verify as verification
 from .audio import AUDIO_SUFFIXES, load_audio
-from .calibration import FALSE_ALARM_RATE, Calibration, calibrate_windows
+from .assemble import Enrollee, Models, assemble
+from .calibration import FALSE_ALARM_RATE, Calibration
 from .enroll import clean_name
-from .face2voice import FACE2VOICE_DIR, FaceToVoice
-from .gallery import ID_PATTERN, Gallery, GalleryError
+from .gallery import ID_PATTERN
 from .invert import InversionConfig, Inverter, content_sha256
-from .mapper import train_mapper
 from .bundle import (BUNDLE_FILE, BUNDLE_FORMAT_VERSION, DEFAULT_GENERATOR,
                      DEFAULT_GENERATOR_FILE, DEFAULT_GENERATOR_REVISION, DEFAULT_TRUNCATION,
-                     EXAMPLES_DIR, GALLERY_DIR, MAPPER_DIR)
+                     EXAMPLES_DIR, GALLERY_DIR)
 from .pipeline import load_generator
 from .stylegan2 import Generator
 from .voice import (DEFAULT_ENCODER, DEFAULT_ENCODER_REVISION, ENROLL_PART, HELD_OUT_PART,
-                    HOLD_OUT_FRACTION, VoiceEncoder, pool, split_for_evaluation)
+                    HOLD_OUT_FRACTION, VoiceEncoder, split_for_evaluation)
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 PERSON_FILE = "person.json"
@@ -197,7 +197,7 @@ def build(people_dir: str | Path, out: str | Path, config: BuildConfig = BuildCo
                                        config.generator_revision)
     inverter = Inverter.from_pretrained(config.inversion)
 
-    enrolled = []  # (person, windows [n, D], window rows, aligned face, w)
+    enrolled, all_rows = [], []  # the people to assemble; one row per window of theirs
     for person in tqdm(people, desc="people", disable=not progress):
         with _timed(report.seconds, "embed"):
             windows, rows = _embed_person(encoder, person, cache, report)
@@ -211,61 +211,38 @@ def build(people_dir: str | Path, out: str | Path, config: BuildConfig = BuildCo
         with _timed(report.seconds, "invert"):
             w = _invert(inverter, generator, gen_fp, face, cache, report, config.seed,
                         progress)
-        face = face[0]
-        enrolled.append((person, np.concatenate(windows), rows, face, w))
-
+        image = face[0]
+        photo = cache.path("display", person.id, "jpg")
+        image.resize((faces.DISPLAY_SIZE,) * 2).save(photo, quality=faces.DISPLAY_QUALITY)
+        enrolled.append(Enrollee(
+            person.id, person.name, np.concatenate(windows),
+            [f"{row['recording']}#{row.get('part', '')}" for row in rows], photo, image, w,
+            n_clips=len({r["recording"] for r in rows}),
+            extra={k: v for k, v in person.meta.items() if k not in ("name", "consent")}))
+        all_rows += rows
     if not enrolled:
         raise ValueError(f"Nobody in {people_dir} could be enrolled:\n{report.summary()}")
-    gallery = Gallery(encoder.dim, encoder.fingerprint, generator_fingerprint=gen_fp,
-                      latent_dim=generator.style_dim)
-    for person, windows, rows, face, w in enrolled:
-        photo = cache.path("display", person.id, "jpg")
-        face.resize((faces.DISPLAY_SIZE,) * 2).save(photo, quality=faces.DISPLAY_QUALITY)
-        gallery.add(person.id, pool(windows), name=person.name, faces=[photo], consent=True,
-                    n_clips=len({r["recording"] for r in rows}), latent=w,
-                    extra={k: v for k, v in person.meta.items()
-                           if k not in ("name", "consent")})
-    all_windows = np.concatenate([windows for _, windows, *_ in enrolled])
-    all_rows = [row for _, _, rows, *_ in enrolled for row in rows]  # one per window
-    if calibrate_windows(all_windows, [row["person"] for row in all_rows], gallery,
-                         config.far) is None:
-        _keep_threshold(gallery, out / "gallery")
-    verification.calibrate_windows(  # the 1:1 threshold, at the same target rate
-        all_windows, [row["person"] for row in all_rows],
-        [f"{row['recording']}#{row.get('part', '')}" for row in all_rows], gallery, config.far)
-    mapper = None
-    if len(enrolled) >= 2:
-        with _timed(report.seconds, "mapper"):
-            mapper, train = train_mapper(
-                all_windows,
-                np.concatenate([np.repeat(w[None], len(windows), 0)
-                                for _, windows, _, _, w in enrolled]),
-                [row["person"] for row in all_rows],
-                gallery.centre, encoder_fingerprint=encoder.fingerprint,
-                generator_fingerprint=gen_fp, seed=config.seed, progress=progress)
-        report.mapper = {"best_epoch": train.best_epoch, "val_loss": train.val_loss,
-                         "baseline_val_loss": train.baseline_val_loss}
-    with _timed(report.seconds, "face2voice"):  # face features, and the reverse mapper
-        face2voice, report.face2voice = FaceToVoice.fit(
-            inverter.backbone, {"name_or_path": config.inversion.backbone,
-                                "revision": config.inversion.revision},
-            [p.id for p, *_ in enrolled], [face for _, _, _, face, _ in enrolled],
-            np.stack([gallery.embedding(p.id) for p, *_ in enrolled]),
-            encoder_fingerprint=encoder.fingerprint, generator_fingerprint=gen_fp,
-            seed=config.seed, progress=progress)
 
     # Write the whole new bundle beside the old one, then swap it in (module docstring).
-    report.enrolled = [p.id for p, *_ in enrolled]
-    report.calibration = gallery.calibration and gallery.calibration.to_dict()
-    report.verification = gallery.verification and gallery.verification.to_dict()
     work = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}{WORK_SUFFIX}"
     try:
         work.mkdir()
-        gallery.save(work / GALLERY_DIR)
-        if mapper is not None:
-            mapper.save_pretrained(work / MAPPER_DIR)
-        face2voice.save(work / FACE2VOICE_DIR)
-        storage.write_npy(work / WINDOWS_FILE, all_windows)
+        made = assemble(enrolled, work, Models(
+            encoder.fingerprint, encoder.dim, gen_fp, generator.style_dim, inverter.backbone,
+            {"name_or_path": config.inversion.backbone, "revision": config.inversion.revision}),
+            far=config.far, seed=config.seed, previous=out / GALLERY_DIR, progress=progress)
+        for stage, seconds in made.seconds.items():
+            report.seconds[stage] = report.seconds.get(stage, 0.0) + seconds
+        if made.mapper is not None:
+            report.mapper = {"best_epoch": made.mapper.best_epoch,
+                             "val_loss": made.mapper.val_loss,
+                             "baseline_val_loss": made.mapper.baseline_val_loss}
+        report.face2voice = made.face2voice
+        report.enrolled = [p.id for p in enrolled]
+        report.calibration = made.gallery.calibration and made.gallery.calibration.to_dict()
+        report.verification = made.gallery.verification and \
+            made.gallery.verification.to_dict()
+        storage.write_npy(work / WINDOWS_FILE, np.concatenate([p.windows for p in enrolled]))
         storage.write_json(work / WINDOWS_INDEX, all_rows)
         storage.write_json(work / REPORT_FILE, {**asdict(report), "config": _jsonable(config),
                                                 "people_dir": str(Path(people_dir).resolve())})
@@ -367,17 +344,6 @@ def _embed(encoder: VoiceEncoder, path: Path, cache: Cache, report: BuildReport,
     for part, target in targets.items():
         storage.write_npy(target, windows[part])
     return windows
-
-
-def _keep_threshold(gallery: Gallery, directory: Path) -> None:
-    """Carry the previous build's threshold, and how it was measured, into `gallery` (when
-    there was one for the same encoder)."""
-    try:
-        previous = Gallery.load(directory, encoder_fingerprint=gallery.encoder_fingerprint)
-    except GalleryError:
-        return
-    gallery.threshold = previous.threshold
-    gallery.calibrate(previous.calibration)
 
 
 def _best_face(person: PersonFolder, cache: Cache, report: BuildReport):

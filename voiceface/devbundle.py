@@ -10,7 +10,8 @@ verification threshold (`voiceface.verify`: the example recording in `voices/` i
 person's second recording, so it gives the mated trials too). Latents are stored
 untruncated; faces
 are drawn from them truncated by the bundle's truncation toward their population centre, as
-the pipeline draws them. Its `bundle.json` says `"test_weights": true`: nothing it produces
+the pipeline draws them. The people go through the recipe every bundle shares
+(`voiceface.assemble`). Its `bundle.json` says `"test_weights": true`: nothing it produces
 means anything about real voices or faces.
 """
 
@@ -26,17 +27,14 @@ import torch
 from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForXVector
 
 from . import storage
-from . import verify as verification
+from .assemble import Enrollee, Models, assemble
 from .audio import SAMPLE_RATE
-from .calibration import calibrate_windows
-from .face2voice import FACE2VOICE_DIR, FaceToVoice
-from .gallery import Gallery, population_centre
-from .invert import Backbone
-from .mapper import train_mapper
 from .bundle import BUNDLE_FILE, BUNDLE_FORMAT_VERSION, DEFAULT_TRUNCATION
+from .gallery import population_centre
+from .invert import Backbone
 from .pipeline import load_generator
 from .stylegan2 import Generator, GeneratorConfig, to_pil
-from .voice import VoiceEncoder, pool
+from .voice import VoiceEncoder
 
 TINY_ENCODER = dict(
     hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=48,
@@ -122,55 +120,36 @@ def write_dev_bundle(directory: str | Path, n_people: int = DEV_PEOPLE, seed: in
                                                          metadata={"test_weights": "true"})
     generator, gen_fp = load_generator(root / "generator")
     rng = np.random.default_rng(seed)
-    gallery = Gallery(encoder.dim, encoder.fingerprint, generator_fingerprint=gen_fp,
-                      latent_dim=generator.style_dim)
-    rows, latents, groups, examples, face_images = [], [], [], [], []
     with torch.inference_mode():  # every latent first: faces are truncated toward their centre
         ws = [generator.seed_latents([seed * 1000 + i], 1.0) for i in range(n_people)]
     centre = torch.from_numpy(population_centre(np.stack([w[0].numpy() for w in ws])))
+    backbone = write_random_backbone(root / "backbone", seed, config=backbone_config)
+    people = []
+    (root / "voices").mkdir()
     with tempfile.TemporaryDirectory(prefix="voiceface-dev-") as tmp:
         for i, w in enumerate(ws):
             person_id = f"dev{i:02d}"
             f0, formant = rng.uniform(90, 260), rng.uniform(500, 1100)
             enroll, example = (synthetic_voice(VOICE_SECONDS, seed=seed * 1000 + 2 * i + j,
                                                f0=f0, formant=formant) for j in range(2))
-            (root / "voices").mkdir(exist_ok=True)
             sf.write(root / "voices" / f"{person_id}.flac", example, SAMPLE_RATE)
-            face_seed = seed * 1000 + i
             with torch.inference_mode():
                 face = to_pil(generator.synthesis(
                     generator.truncate(w, DEFAULT_TRUNCATION, centre), noise="const"))[0]
-            face_path = Path(tmp) / f"{person_id}.png"
-            face.save(face_path)
-            face_images.append(face)
-            windows = encoder.embed_windows(enroll)
-            gallery.add(person_id, pool(windows), name=f"Test person {i + 1}",
-                        faces=[face_path], consent=True, n_clips=1, latent=w[0].numpy(),
-                        extra={"face_seed": face_seed, "f0_hz": round(float(f0), 1),
-                               "formant_hz": round(float(formant), 1)})
-            rows.append(windows)
-            examples.append(encoder.embed_windows(example))
-            latents += [w[0].numpy()] * len(windows)
-            groups += [person_id] * len(windows)
-        calibrate_windows(np.concatenate(rows), groups, gallery)
-        verification.calibrate_windows(
-            np.concatenate(rows + examples), groups + [g for i, e in enumerate(examples)
-                                                       for g in [f"dev{i:02d}"] * len(e)],
-            ["enroll"] * len(groups) + ["example"] * sum(map(len, examples)), gallery)
-        gallery.save(root / "gallery")
-    mapper, _ = train_mapper(np.concatenate(rows), np.stack(latents), groups,
-                             gallery.centre, hidden=64, max_epochs=200, patience=20,
-                             encoder_fingerprint=encoder.fingerprint,
-                             generator_fingerprint=gen_fp, seed=seed, progress=progress)
-    mapper.save_pretrained(root / "mapper")
-    backbone = Backbone.from_pretrained(
-        write_random_backbone(root / "backbone", seed, config=backbone_config), None)
-    face2voice, _ = FaceToVoice.fit(
-        backbone, {"name_or_path": "backbone", "revision": None},
-        [p.id for p in gallery.people], face_images, gallery.embeddings(),
-        encoder_fingerprint=encoder.fingerprint, generator_fingerprint=gen_fp, seed=seed,
-        progress=progress)
-    face2voice.save(root / FACE2VOICE_DIR)
+            photo = Path(tmp) / f"{person_id}.png"
+            face.save(photo)
+            windows, trials = encoder.embed_windows(enroll), encoder.embed_windows(example)
+            people.append(Enrollee(
+                person_id, f"Test person {i + 1}", windows, ["enroll"] * len(windows), photo,
+                face, w[0].numpy(), extra={"face_seed": seed * 1000 + i,
+                                           "f0_hz": round(float(f0), 1),
+                                           "formant_hz": round(float(formant), 1)},
+                trial_windows=trials, trial_recordings=["example"] * len(trials)))
+        assemble(people, root, Models(encoder.fingerprint, encoder.dim, gen_fp,
+                                      generator.style_dim, Backbone.from_pretrained(backbone, None),
+                                      {"name_or_path": "backbone", "revision": None}),
+                 mapper_options={"hidden": 64, "max_epochs": 200, "patience": 20}, seed=seed,
+                 progress=progress)
     storage.write_json(root / BUNDLE_FILE, {
         "format_version": BUNDLE_FORMAT_VERSION,
         "test_weights": True,

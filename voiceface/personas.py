@@ -8,6 +8,7 @@ not that a voice predicts a face.
     assets/personas/personas.json     id, name, voice recipe, text, face seed
     assets/personas/voices/<id>.opus  the synthesised recordings (`write_voices` remakes them)
 
+The personas are one source of people for the recipe every bundle shares (`voiceface.assemble`).
 Embeddings, the search index, latents, face renders, the mapper and face to voice depend on
 the encoder, the generator and the perceptual backbone, so they are caches: `persona_bundle`
 builds them once per (personas, encoder, generator, backbone, truncation and its centre)
@@ -49,14 +50,13 @@ import torch
 from tqdm.auto import tqdm
 
 from . import hub, storage
-from . import verify as verification
 from .audio import SAMPLE_RATE, load_audio
-from .calibration import FALSE_ALARM_RATE, calibrate_windows
-from .gallery import POPULATION, Gallery, population_centre
+from .calibration import FALSE_ALARM_RATE
+from .gallery import POPULATION, population_centre
 from .invert import Backbone
-from .mapper import SMALL_MAPPER, train_mapper
+from .mapper import SMALL_MAPPER
 from .stylegan2 import Generator, to_pil
-from .voice import VoiceEncoder, pool, split_for_evaluation
+from .voice import VoiceEncoder, split_for_evaluation
 
 PERSONAS_FILE = "personas.json"
 VOICES_DIR = "voices"
@@ -237,18 +237,16 @@ def persona_bundle(root: str | Path, encoder: VoiceEncoder, generator: Generator
 def _build(root: Path, encoder: VoiceEncoder, generator: Generator, generator_fingerprint: str,
            out: Path, far: float, truncation: float, truncation_center: str,
            backbone_source: dict, progress: bool) -> None:
-    # imported here: face2voice loads OpenCV, which a start with a built cache never needs
-    from .face2voice import FACE2VOICE_DIR, FaceToVoice
+    # imported here: the assembler loads OpenCV (face to voice), which a start with a built
+    # cache never needs
+    from .assemble import Enrollee, Models, assemble
 
     started = time.perf_counter()
     personas = load_personas(root)
-    gallery = Gallery(encoder.dim, encoder.fingerprint,
-                      generator_fingerprint=generator_fingerprint,
-                      latent_dim=generator.style_dim)
     resolution = min(FACE_RESOLUTION, generator.resolution)
-    rows, latents, groups, parts, images = [], [], [], [], []
-    faces = out / "renders"
-    faces.mkdir(parents=True)
+    people = []
+    renders = out / "renders"
+    renders.mkdir(parents=True)
     with torch.inference_mode():  # every latent first: faces are truncated toward their centre
         ws = [generator.seed_latents([p["face"]["seed"]], 1.0) for p in personas]
     centre = generator.w_avg if truncation_center != POPULATION else torch.from_numpy(
@@ -258,46 +256,28 @@ def _build(root: Path, encoder: VoiceEncoder, generator: Generator, generator_fi
         wav = load_audio(persona["voice_file"], max_seconds=None)
         split = split_for_evaluation(len(wav))  # as `build` splits a single recording
         part_windows = encoder.embed_windows_many([wav[a:b] for _, a, b in split])
-        windows = np.concatenate(part_windows)
-        face = persona["face"]
         with torch.inference_mode():
             image = to_pil(generator.synthesis(generator.truncate(w, truncation, centre),
                                                noise="const", resolution=resolution))[0]
-        face_path = faces / f"{persona['id']}.png"
-        image.save(face_path)
-        images.append(image)
-        latent = w[0].cpu().numpy()
-        gallery.add(persona["id"], pool(windows), name=persona["name"], faces=[face_path],
-                    consent=True, n_clips=1, latent=latent,
-                    extra={"synthetic": True, "voice": persona["voice"],
-                           "face_seed": face["seed"], "truncation": truncation})
-        rows.append(windows)
-        latents += [latent] * len(windows)
-        groups += [persona["id"]] * len(windows)
-        parts += [name for (name, *_), got in zip(split, part_windows) for _ in got]
-    windows = np.concatenate(rows)
-    calibrate_windows(windows, groups, gallery, far)
-    verification.calibrate_windows(windows, groups, parts, gallery, far)
-    gallery.save(out / "gallery")
-    shutil.rmtree(faces)  # the gallery keeps its own content-addressed copies
-    mapper, report = train_mapper(windows, np.stack(latents), groups,
-                                  gallery.centre, **SMALL_MAPPER,
-                                  encoder_fingerprint=encoder.fingerprint,
-                                  generator_fingerprint=generator_fingerprint,
-                                  progress=progress)
-    mapper.save_pretrained(out / "mapper")
-    face2voice_started = time.perf_counter()
-    ids = [p["id"] for p in personas]
-    face2voice, reverse = FaceToVoice.fit(
-        Backbone.from_pretrained(backbone_source["name_or_path"], backbone_source["revision"]),
-        backbone_source, ids, images, np.stack([gallery.embedding(i) for i in ids]),
-        encoder_fingerprint=encoder.fingerprint, generator_fingerprint=generator_fingerprint,
-        progress=progress)
-    face2voice.save(out / FACE2VOICE_DIR)
+        photo = renders / f"{persona['id']}.png"
+        image.save(photo)
+        people.append(Enrollee(
+            persona["id"], persona["name"], np.concatenate(part_windows),
+            [name for (name, *_), got in zip(split, part_windows) for _ in got], photo, image,
+            w[0].cpu().numpy(), extra={"synthetic": True, "voice": persona["voice"],
+                                       "face_seed": persona["face"]["seed"],
+                                       "truncation": truncation}))
+    backbone = Backbone.from_pretrained(backbone_source["name_or_path"],
+                                        backbone_source["revision"])
+    made = assemble(people, out, Models(encoder.fingerprint, encoder.dim, generator_fingerprint,
+                                        generator.style_dim, backbone, backbone_source),
+                    far=far, mapper_options=SMALL_MAPPER, progress=progress)
+    shutil.rmtree(renders)  # the gallery keeps its own content-addressed copies
     storage.write_json(out / "build.json", {
         "personas": len(personas), "seconds": round(time.perf_counter() - started, 1),
-        "face2voice_seconds": round(time.perf_counter() - face2voice_started, 1),
-        "face_resolution": resolution, "mapper_best_epoch": report.best_epoch,
-        "mapper_val_loss": report.val_loss, "mapper_baseline_val_loss": report.baseline_val_loss,
-        "face2voice_mapper": reverse,
+        "face2voice_seconds": round(made.seconds["face2voice"], 1),
+        "face_resolution": resolution, "mapper_best_epoch": made.mapper.best_epoch,
+        "mapper_val_loss": made.mapper.val_loss,
+        "mapper_baseline_val_loss": made.mapper.baseline_val_loss,
+        "face2voice_mapper": made.face2voice,
     })

@@ -1,0 +1,154 @@
+"""The one recipe that turns people into a bundle's derived artifacts.
+
+Every bundle is made here: a folder of real people (`voiceface.build`), the 48 personas
+(`voiceface.personas`) and the dev bundle (`voiceface.devbundle`) only differ in how they
+yield people (`Enrollee`: voice windows, a photo, an aligned face, a latent). `assemble`
+then, in this order:
+
+1. builds the gallery: each person's pooled voice embedding, name, photo and latent;
+2. calibrates the open-set (1:N) threshold on the enrolled windows
+   (`voiceface.calibration.calibrate_windows`); with nothing to calibrate on (one person)
+   the threshold of the gallery at `previous`, if any, stays;
+3. calibrates the verification (1:1) threshold on the same windows plus any trial-only
+   windows (`voiceface.verify.calibrate_windows`), at the same target rate;
+4. saves `gallery/`;
+5. with 2 or more people, trains the mapper (voice -> latent offset from the population
+   centre) on every enrolled window, whole people held out for validation: `mapper/`;
+6. describes the aligned faces with the backbone and, with 2 or more people, trains the
+   reverse mapper (face -> voice): `face2voice/`.
+
+What a source writes besides (bundle.json, windows for evaluation, a build report) stays with
+the source.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from . import verify as verification
+from .bundle import GALLERY_DIR, MAPPER_DIR
+from .calibration import FALSE_ALARM_RATE, calibrate_windows
+from .face2voice import FACE2VOICE_DIR, FaceToVoice
+from .gallery import Gallery, GalleryError
+from .invert import Backbone
+from .mapper import TrainReport, train_mapper
+from .voice import pool
+
+
+@dataclass
+class Enrollee:
+    """One person as a source yields them.
+
+    `windows` [n, D]: the embeddings of their enrolled recording windows (pooled into the
+    gallery, calibrated on, trained on); `recordings[i]`: which recording window i comes from
+    (unique within the person; the two parts of a split recording count as two).
+    `trial_windows` [m, D] with `trial_recordings`: recordings used only as verification
+    trials, never enrolled (the dev bundle's example recordings). `photo`: the displayed face
+    file (the gallery keeps its own copy); `face`: the aligned face face to voice describes;
+    `latent` [W]: the untruncated StyleGAN2 w of their face.
+    """
+
+    id: str
+    name: str
+    windows: np.ndarray
+    recordings: Sequence[str]
+    photo: Path
+    face: Image.Image
+    latent: np.ndarray
+    n_clips: int = 1
+    extra: dict = field(default_factory=dict)
+    trial_windows: np.ndarray | None = None
+    trial_recordings: Sequence[str] = ()
+
+
+@dataclass(frozen=True)
+class Models:
+    """What the artifacts are made for: the encoder's and generator's fingerprints and sizes,
+    and the backbone (with where it came from, recorded in face2voice/)."""
+
+    encoder_fingerprint: str
+    embedding_dim: int
+    generator_fingerprint: str
+    latent_dim: int
+    backbone: Backbone
+    backbone_source: dict
+
+
+@dataclass
+class Assembly:
+    """What `assemble` made: the gallery (saved), the mapper's and the reverse mapper's
+    training summaries (None without one), and seconds per stage."""
+
+    gallery: Gallery
+    mapper: TrainReport | None
+    face2voice: dict | None
+    seconds: dict[str, float]
+
+
+def assemble(people: Sequence[Enrollee], out: str | Path, models: Models, *,
+             far: float = FALSE_ALARM_RATE, mapper_options: dict | None = None, seed: int = 0,
+             previous: Path | None = None, progress: bool = True) -> Assembly:
+    """Write `gallery/`, `mapper/` (2 or more people) and `face2voice/` of `people` into
+    `out` (see the module docstring). `mapper_options`: `train_mapper` keyword arguments
+    (its size and schedule); `previous`: a gallery directory whose threshold stays when
+    there is nothing to calibrate on."""
+    out = Path(out)
+    if not people:
+        raise ValueError("Nobody to assemble a bundle from.")
+    seconds: dict[str, float] = {}
+    gallery = Gallery(models.embedding_dim, models.encoder_fingerprint,
+                      generator_fingerprint=models.generator_fingerprint,
+                      latent_dim=models.latent_dim)
+    for person in people:  # 1.
+        gallery.add(person.id, pool(person.windows), name=person.name, faces=[person.photo],
+                    consent=True, n_clips=person.n_clips, latent=person.latent,
+                    extra=person.extra)
+    windows = np.concatenate([p.windows for p in people])
+    owners = [p.id for p in people for _ in range(len(p.windows))]
+    if calibrate_windows(windows, owners, gallery, far) is None and previous:  # 2.
+        _keep_threshold(gallery, previous)
+    trials = [p for p in people if p.trial_windows is not None and len(p.trial_windows)]
+    verification.calibrate_windows(  # 3.
+        np.concatenate([windows] + [p.trial_windows for p in trials]),
+        owners + [p.id for p in trials for _ in range(len(p.trial_windows))],
+        [r for p in people for r in p.recordings]
+        + [r for p in trials for r in p.trial_recordings], gallery, far)
+    gallery.save(out / GALLERY_DIR)  # 4.
+    report = None
+    if len(people) >= 2:  # 5.
+        started = time.perf_counter()
+        mapper, report = train_mapper(
+            windows, np.concatenate([np.repeat(p.latent[None], len(p.windows), 0)
+                                     for p in people]),
+            owners, gallery.centre, **(mapper_options or {}),
+            encoder_fingerprint=models.encoder_fingerprint,
+            generator_fingerprint=models.generator_fingerprint, seed=seed, progress=progress)
+        mapper.save_pretrained(out / MAPPER_DIR)
+        seconds["mapper"] = time.perf_counter() - started
+    started = time.perf_counter()  # 6.
+    ids = [p.id for p in people]
+    face2voice, reverse = FaceToVoice.fit(
+        models.backbone, models.backbone_source, ids, [p.face for p in people],
+        np.stack([gallery.embedding(i) for i in ids]),
+        encoder_fingerprint=models.encoder_fingerprint,
+        generator_fingerprint=models.generator_fingerprint, seed=seed, progress=progress)
+    face2voice.save(out / FACE2VOICE_DIR)
+    seconds["face2voice"] = time.perf_counter() - started
+    return Assembly(gallery, report, reverse, seconds)
+
+
+def _keep_threshold(gallery: Gallery, directory: Path) -> None:
+    """Carry the threshold of the gallery at `directory`, and how it was measured, into
+    `gallery` (when there is one for the same encoder)."""
+    try:
+        previous = Gallery.load(directory, encoder_fingerprint=gallery.encoder_fingerprint)
+    except GalleryError:
+        return
+    gallery.threshold = previous.threshold
+    gallery.calibrate(previous.calibration)
