@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from voiceface import personas
+from voiceface import persona_cache, personas
 from voiceface.audio import load_audio
 from voiceface.calibration import WINDOWS_METHOD
 from voiceface.devbundle import TINY_GENERATOR, write_random_backbone
@@ -182,7 +182,7 @@ def test_persona_caches_are_built_once_then_reused(personas_dir, tiny_xvector_di
     built = built_dir(tmp_path)
 
     # second start: the cache is reused, nothing is rebuilt
-    monkeypatch.setattr(personas, "_build", lambda *a, **k: pytest.fail("rebuilt the cache"))
+    monkeypatch.setattr(persona_cache, "_build", lambda *a, **k: pytest.fail("rebuilt the cache"))
     again = VoiceFace.from_pretrained(bundle, progress=False)
     assert again.gallery.people[0].faces[0].parent.parent.parent == built
     np.testing.assert_array_equal(again.gallery.embeddings(), vf.gallery.embeddings())
@@ -217,24 +217,24 @@ def test_other_models_or_changed_personas_get_their_own_cache(personas_dir, tiny
     generator, fingerprint = load_generator(tiny_generator_dir)
     build = dict(truncation=0.7, backbone=str(tiny_backbone_dir), backbone_revision=None,
                  progress=False)
-    first = personas.persona_bundle(personas_dir, voice, generator, fingerprint, tmp_path, **build)
+    first = persona_cache.persona_bundle(personas_dir, voice, generator, fingerprint, tmp_path, **build)
     Generator(TINY_GENERATOR, seed=4).save_pretrained(tmp_path / "other")
     other, other_fp = load_generator(tmp_path / "other")
-    second = personas.persona_bundle(personas_dir, voice, other, other_fp, tmp_path, **build)
+    second = persona_cache.persona_bundle(personas_dir, voice, other, other_fp, tmp_path, **build)
     assert second != first
     assert Gallery.load(second / "gallery").generator_fingerprint == other_fp
     (personas_dir / "voices" / "persona01.opus").write_bytes(
         (personas_dir / "voices" / "persona14.opus").read_bytes())
-    third = personas.persona_bundle(personas_dir, voice, generator, fingerprint, tmp_path, **build)
+    third = persona_cache.persona_bundle(personas_dir, voice, generator, fingerprint, tmp_path, **build)
     assert third not in (first, second)
-    fourth = personas.persona_bundle(personas_dir, voice, generator, fingerprint, tmp_path,
+    fourth = persona_cache.persona_bundle(personas_dir, voice, generator, fingerprint, tmp_path,
                                      **{**build, "truncation": 0.5})
     assert fourth not in (first, second, third)
-    fifth = personas.persona_bundle(personas_dir, voice, generator, fingerprint, tmp_path,
+    fifth = persona_cache.persona_bundle(personas_dir, voice, generator, fingerprint, tmp_path,
                                     **{**build, "truncation_center": "generator"})
     assert fifth not in (first, second, third, fourth)
     other_backbone = write_random_backbone(tmp_path / "other-backbone", seed=1)
-    sixth = personas.persona_bundle(personas_dir, voice, generator, fingerprint, tmp_path,
+    sixth = persona_cache.persona_bundle(personas_dir, voice, generator, fingerprint, tmp_path,
                                     **{**build, "backbone": str(other_backbone)})
     assert sixth not in (first, second, third, fourth, fifth)
     made_with = json.loads((sixth / FACE2VOICE_DIR / CONFIG_FILE).read_text())

@@ -1,7 +1,7 @@
 """The one recipe that turns people into a bundle's derived artifacts.
 
 Every bundle is made here: a folder of real people (`voiceface.build`), the 48 personas
-(`voiceface.personas`) and the dev bundle (`voiceface.devbundle`) only differ in how they
+(`voiceface.persona_cache`) and the dev bundle (`voiceface.devbundle`) only differ in how they
 yield people (`Enrollee`: voice windows, a photo, an aligned face, a latent). `assemble`
 then, in this order:
 

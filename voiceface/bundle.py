@@ -8,7 +8,7 @@ A bundle is a directory (a Hub repo is downloaded to one first) holding `bundle.
 `voices/` (example recordings). A personas bundle names a personas folder instead
 (`"personas": "../assets/personas"`, relative to the bundle); its gallery, mapper and
 face2voice/ are caches built for the models it names, "backbone" among them (see
-`voiceface.personas`).
+`voiceface.persona_cache`).
 
 `bundle.json`, format 1; every key but "format_version" may be left out:
 

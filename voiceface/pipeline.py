@@ -8,7 +8,7 @@ A bundle (see `voiceface.bundle`) is a directory (or Hub repo) holding `bundle.j
 encoder and generator, with revisions), `gallery/` (a saved `Gallery`) and optionally
 `mapper/` (a trained `VoiceToLatent`). A personas bundle (the app's default `index/`) names a
 personas folder instead; its gallery and mapper are caches built for the configured encoder
-and generator (see `voiceface.personas`). Loading is four steps, each usable alone:
+and generator (see `voiceface.persona_cache`). Loading is four steps, each usable alone:
 
     spec = BundleSpec.read(root)                                  # 1. read bundle.json
     encoder, generator, fp = load_models(spec)                    # 2. resolve the weights
@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import hub, personas
+from . import hub
 from . import verify as verification
 from .audio import AudioSource, load_audio
 from .bundle import (DEFAULT_GENERATOR_FILE, GALLERY_DIR, MAPPER_DIR, BundleSpec,
@@ -378,10 +378,13 @@ def prepare_derived(spec: BundleSpec, encoder: VoiceEncoder, generator: Generato
     """The directory holding the bundle's `gallery/`, `mapper/` and `face2voice/` for these
     models: the bundle itself, or for a personas bundle their caches in `cache_dir()`, built
     on first use with the bundle's backbone (minutes with full-size models;
-    `voiceface.personas.persona_bundle`)."""
+    `voiceface.persona_cache.persona_bundle`)."""
     if spec.personas_dir is None:
         return spec.root
-    return personas.persona_bundle(
+    # imported here: building loads OpenCV (face to voice), which a built bundle never needs
+    from .persona_cache import persona_bundle
+
+    return persona_bundle(
         spec.personas_dir, encoder, generator, generator_fingerprint, cache_dir(),
         far=spec.far, truncation=spec.truncation, truncation_center=spec.truncation_center,
         backbone=spec.locate(spec.backbone.name_or_path),
