@@ -23,7 +23,8 @@ import torch
 from voiceface import ui
 from voiceface.enroll import LiveGallery
 from voiceface.hub import WeightsNotFound
-from voiceface.invert import DEFAULT_BACKBONE, DEFAULT_BACKBONE_REVISION, InversionConfig
+from voiceface.bundle import DEFAULT_BACKBONE, DEFAULT_BACKBONE_REVISION
+from voiceface.invert import InversionConfig
 from voiceface.pipeline import VoiceFace, cache_dir
 from voiceface.stylegan2_ops import reuse_freed_memory
 

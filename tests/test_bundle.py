@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from voiceface.bundle import (BUNDLE_FORMAT_VERSION, DEFAULT_ENCODER, DEFAULT_GENERATOR,
-                              DEFAULT_GENERATOR_FILE, DEFAULT_TRUNCATION, BackboneSpec,
-                              BundleError, BundleSpec, EncoderSpec, GeneratorSpec)
-from voiceface.invert import DEFAULT_BACKBONE, DEFAULT_BACKBONE_REVISION
+from voiceface.bundle import (BUNDLE_FORMAT_VERSION, DEFAULT_BACKBONE, DEFAULT_BACKBONE_REVISION,
+                              DEFAULT_ENCODER, DEFAULT_GENERATOR, DEFAULT_GENERATOR_FILE,
+                              DEFAULT_TRUNCATION, BackboneSpec, BundleError, BundleSpec,
+                              EncoderSpec, GeneratorSpec)
 
 from conftest import REPO
 
@@ -28,16 +28,23 @@ def test_every_key_is_read_typed(tmp_path):
         "format_version": 1, "description": "mine", "test_weights": True, "far": 0.05,
         "encoder": {"name_or_path": "encoder", "revision": None, "layer": 6, "quantize": True},
         "generator": {"name_or_path": "me/gan", "filename": "g.pt", "revision": "abc"},
-        "truncation": 0.5, "truncation_center": "generator",
+        "truncation": 0.5, "truncation_centre": "generator",
         "backbone": {"name_or_path": "backbone", "revision": "r3"}}))
     assert spec.encoder == EncoderSpec("encoder", None, 6, True)
     assert spec.backbone == BackboneSpec("backbone", "r3")
     assert spec.generator == GeneratorSpec("me/gan", "g.pt", "abc")
-    assert (spec.truncation, spec.truncation_center, spec.far) == (0.5, "generator", 0.05)
+    assert (spec.truncation, spec.truncation_centre, spec.far) == (0.5, "generator", 0.05)
     assert spec.test_weights and not spec.synthetic_personas and spec.description == "mine"
     assert [p.name for p in spec.examples] == ["a.flac", "b.flac"]
     with pytest.raises(AttributeError):
         spec.truncation = 0.9  # frozen
+
+
+def test_the_old_spelling_of_the_truncation_centre_is_still_read(tmp_path):
+    old = {"format_version": 1, "truncation_center": "generator"}
+    assert BundleSpec.read(write(tmp_path / "old", old)).truncation_centre == "generator"
+    with pytest.raises(BundleError, match='both "truncation_centre" and its old spelling'):
+        BundleSpec.read(write(tmp_path / "both", {**old, "truncation_centre": "population"}))
 
 
 def test_what_is_left_out_is_the_default(tmp_path):
@@ -45,7 +52,7 @@ def test_what_is_left_out_is_the_default(tmp_path):
                                                   "generator": {"filename": None}}))
     assert spec.encoder.name_or_path == DEFAULT_ENCODER
     assert spec.generator == GeneratorSpec(DEFAULT_GENERATOR, DEFAULT_GENERATOR_FILE, None)
-    assert spec.truncation == DEFAULT_TRUNCATION and spec.truncation_center == "population"
+    assert spec.truncation == DEFAULT_TRUNCATION and spec.truncation_centre == "population"
     assert not spec.test_weights and spec.examples == () and spec.personas_dir is None
     assert spec.backbone == BackboneSpec(DEFAULT_BACKBONE, DEFAULT_BACKBONE_REVISION)
 
@@ -81,8 +88,8 @@ def test_the_apps_personas_bundle():
     ({"format_version": 1, "generator": "me/gan"},
      r"key 'generator' is a string \(\"me/gan\"\); it must be an object\."),
     ({"format_version": 1, "truncation": 1.5}, r"truncation is 1.5; give a psi between 0"),
-    ({"format_version": 1, "truncation_center": "class"},
-     r"truncation_center is 'class'; use one of 'population', 'generator'\."),
+    ({"format_version": 1, "truncation_centre": "class"},
+     r"truncation_centre is 'class'; use one of 'population', 'generator'\."),
     ({"format_version": 1, "far": 0}, r"far is 0; give a false-alarm rate between 0 and 1"),
     ({"format_version": 1, "backbone": {"name_or_path": "me/vit", "file": "x"}},
      r"bundle.json \"backbone\" has unknown keys 'file'; .* name_or_path, revision"),

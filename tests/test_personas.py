@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from voiceface import persona_cache, personas
+from voiceface import persona_cache, persona_voices, personas
 from voiceface.audio import load_audio
 from voiceface.calibration import WINDOWS_METHOD
 from voiceface.devbundle import TINY_GENERATOR, write_random_backbone
@@ -41,7 +41,7 @@ def test_shipped_personas_are_48_synthetic_people_with_their_own_voice_and_face(
     assert len(digests) == 48
     for p in SHIPPED:
         seconds = len(load_audio(p["voice_file"], max_seconds=None)) / 16000
-        assert 7.5 <= seconds <= personas.MAX_VOICE_SECONDS, (p["id"], seconds)
+        assert 7.5 <= seconds <= persona_voices.MAX_VOICE_SECONDS, (p["id"], seconds)
 
 
 def test_the_voices_differ_in_pitch():
@@ -64,7 +64,7 @@ def test_the_voices_differ_in_pitch():
 @pytest.mark.parametrize("index", [0, 36, 46], ids=["espeak-ng", "flite", "festival"])
 def test_the_script_regenerates_the_shipped_voices(index):
     persona = SHIPPED[index]
-    made = personas.synthesize(persona["voice"], persona["text"])
+    made = persona_voices.synthesize(persona["voice"], persona["text"])
     shipped = load_audio(persona["voice_file"], max_seconds=None)
     assert abs(len(made) - len(shipped)) < 0.02 * len(shipped)
     n = min(len(made), len(shipped))
@@ -75,7 +75,7 @@ def test_the_script_regenerates_the_shipped_voices(index):
 
 def test_unknown_engine_is_refused_clearly():
     with pytest.raises(personas.PersonaError, match="Unknown TTS engine 'sam'"):
-        personas.synthesize({"engine": "sam", "voice": "x"}, "hello")
+        persona_voices.synthesize({"engine": "sam", "voice": "x"}, "hello")
 
 
 @pytest.fixture
@@ -231,7 +231,7 @@ def test_other_models_or_changed_personas_get_their_own_cache(personas_dir, tiny
                                      **{**build, "truncation": 0.5})
     assert fourth not in (first, second, third)
     fifth = persona_cache.persona_bundle(personas_dir, voice, generator, fingerprint, tmp_path,
-                                    **{**build, "truncation_center": "generator"})
+                                    **{**build, "truncation_centre": "generator"})
     assert fifth not in (first, second, third, fourth)
     other_backbone = write_random_backbone(tmp_path / "other-backbone", seed=1)
     sixth = persona_cache.persona_bundle(personas_dir, voice, generator, fingerprint, tmp_path,

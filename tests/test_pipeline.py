@@ -137,12 +137,12 @@ def test_a_bundle_may_truncate_toward_the_generators_average_face(vf, dev_bundle
     bundle = tmp_path / "bundle"
     shutil.copytree(dev_bundle, bundle)
     spec = json.loads((bundle / "bundle.json").read_text())
-    (bundle / "bundle.json").write_text(json.dumps({**spec, "truncation_center": "generator"}))
+    (bundle / "bundle.json").write_text(json.dumps({**spec, "truncation_centre": "generator"}))
     generator_centred = VoiceFace.from_pretrained(bundle)
     result = generator_centred(bundle / "voices" / "dev03.flac", truncation=0.0)
     assert result.centre == "generator" and np.array_equal(result.w, vf.generator.w_avg.numpy())
-    (bundle / "bundle.json").write_text(json.dumps({**spec, "truncation_center": "class"}))
-    with pytest.raises(ValueError, match="truncation_center is 'class'; use one of "
+    (bundle / "bundle.json").write_text(json.dumps({**spec, "truncation_centre": "class"}))
+    with pytest.raises(ValueError, match="truncation_centre is 'class'; use one of "
                                          "'population', 'generator'"):
         VoiceFace.from_pretrained(bundle)
 

@@ -19,7 +19,8 @@ face2voice/ are caches built for the models it names, "backbone" among them (see
      "generator": {"name_or_path": "aaronb/StyleGAN2",
                    "filename": "stylegan2-ffhq-config-f.pt", "revision": null},
      "truncation": 0.7,                   psi in [0, 1]: generated faces pulled toward ...
-     "truncation_center": "population",   ... the people's mean latent, or "generator" (w_avg)
+     "truncation_centre": "population",   ... the people's mean latent, or "generator" (w_avg);
+                                          older bundles' "truncation_center" is read too
      "personas": "../assets/personas",    a personas bundle
      "far": 0.01,                         false-alarm rate of a personas gallery's thresholds
      "backbone": {"name_or_path": "facebook/dinov2-small", "revision": "ed25f3a..."},
@@ -38,21 +39,25 @@ import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .calibration import FALSE_ALARM_RATE
-from .gallery import POPULATION, TRUNCATION_CENTERS
-from .invert import DEFAULT_BACKBONE, DEFAULT_BACKBONE_REVISION
-from .voice import DEFAULT_ENCODER, DEFAULT_ENCODER_REVISION
+from .population import POPULATION, TRUNCATION_CENTRES
+from .thresholds import FALSE_ALARM_RATE
 
 BUNDLE_FILE = "bundle.json"
 BUNDLE_FORMAT_VERSION = 1  # the newest format this voiceface reads
 GALLERY_DIR, MAPPER_DIR = "gallery", "mapper"  # the derived artifacts inside a bundle
 EXAMPLES_DIR = "voices"  # example recordings inside a bundle
+# the models a bundle uses unless it names others, each pinned to a revision
+DEFAULT_ENCODER = "anton-l/wav2vec2-base-superb-sv"
+DEFAULT_ENCODER_REVISION = "f00a71e827414d3e04228bb97bbee924d3044e85"  # adds model.safetensors
+DEFAULT_BACKBONE = "facebook/dinov2-small"
+DEFAULT_BACKBONE_REVISION = "ed25f3a31f01632728cabb09d1542f84ab7b0056"
 DEFAULT_GENERATOR = "aaronb/StyleGAN2"
 DEFAULT_GENERATOR_FILE = "stylegan2-ffhq-config-f.pt"
 DEFAULT_GENERATOR_REVISION = "d9b2f23f21856b6bdfabd37de6f3d04cf39f891e"
 DEFAULT_TRUNCATION = 0.7  # psi: pull generated faces toward the centre (1 = not at all)
-DEFAULT_TRUNCATION_CENTER = POPULATION
+DEFAULT_TRUNCATION_CENTRE = POPULATION
 
+OLD_CENTRE_KEY = "truncation_center"  # how bundles written before 2026-12 spell "truncation_centre"
 # The JSON types each key may hold (None: null).
 _NUMBER = (int, float)
 ENCODER_KEYS = {"name_or_path": (str,), "revision": (str, None), "layer": (int,),
@@ -60,7 +65,8 @@ ENCODER_KEYS = {"name_or_path": (str,), "revision": (str, None), "layer": (int,)
 GENERATOR_KEYS = {"name_or_path": (str,), "filename": (str, None), "revision": (str, None)}
 BACKBONE_KEYS = {"name_or_path": (str,), "revision": (str, None)}
 BUNDLE_KEYS = {"format_version": (int,), "description": (str,), "encoder": (dict,),
-               "generator": (dict,), "truncation": _NUMBER, "truncation_center": (str,),
+               "generator": (dict,), "truncation": _NUMBER, "truncation_centre": (str,),
+               OLD_CENTRE_KEY: (str,),
                "personas": (str,), "far": _NUMBER, "backbone": (dict,),
                "test_weights": (bool,)}
 
@@ -134,7 +140,7 @@ class BundleSpec:
     encoder: EncoderSpec = EncoderSpec()
     generator: GeneratorSpec = GeneratorSpec()
     truncation: float = DEFAULT_TRUNCATION
-    truncation_center: str = DEFAULT_TRUNCATION_CENTER
+    truncation_centre: str = DEFAULT_TRUNCATION_CENTRE
     personas: str | None = None  # the personas folder, relative to `root`
     far: float = FALSE_ALARM_RATE  # target false-alarm rate of a personas gallery
     backbone: BackboneSpec = BackboneSpec()  # a personas bundle's face-to-voice features
@@ -153,9 +159,9 @@ class BundleSpec:
         if not (math.isfinite(self.truncation) and 0 <= self.truncation <= 1):
             raise BundleError(f"truncation is {self.truncation}; give a psi between 0 (the "
                               "centre's face) and 1 (no truncation), e.g. 0.7.")
-        if self.truncation_center not in TRUNCATION_CENTERS:
-            raise BundleError(f"truncation_center is {self.truncation_center!r}; use one of "
-                              f"{', '.join(map(repr, TRUNCATION_CENTERS))}.")
+        if self.truncation_centre not in TRUNCATION_CENTRES:
+            raise BundleError(f"truncation_centre is {self.truncation_centre!r}; use one of "
+                              f"{', '.join(map(repr, TRUNCATION_CENTRES))}.")
         if not 0 < self.far < 1:
             raise BundleError(f"far is {self.far}; give a false-alarm rate between 0 and 1, "
                               "e.g. 0.01.")
@@ -191,6 +197,11 @@ class BundleSpec:
     def from_dict(cls, data: object, root: Path | None = None) -> BundleSpec:
         """A spec from the parsed `bundle.json` of the bundle at `root`; see `read`."""
         given = _checked(data, "bundle.json", BUNDLE_KEYS)
+        if OLD_CENTRE_KEY in given:
+            if "truncation_centre" in given:
+                raise BundleError(f'bundle.json has both "truncation_centre" and its old '
+                                  f'spelling "{OLD_CENTRE_KEY}"; keep "truncation_centre".')
+            given["truncation_centre"] = given.pop(OLD_CENTRE_KEY)
         if "format_version" not in given:
             raise BundleError(f'bundle.json has no "format_version"; add "format_version": '
                               f"{BUNDLE_FORMAT_VERSION} (the format this voiceface reads).")

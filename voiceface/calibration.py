@@ -28,10 +28,9 @@ import numpy as np
 
 from .gallery import Gallery
 from .metrics import threshold_at_far
-from .thresholds import Calibration
+from .thresholds import FALSE_ALARM_RATE, Calibration
 
 
-FALSE_ALARM_RATE = 0.01  # default target: 1 % of unenrolled voices get a "confident" match
 WINDOWS_METHOD = ("best score of each recording window against the other people's gallery "
                   "embeddings")
 LIVE_METHOD = "best score of each enrolled person's embedding against everyone else's"

@@ -264,7 +264,7 @@ def _convert_generator(args: argparse.Namespace) -> int:
 
 
 def _persona_voices(args: argparse.Namespace) -> int:
-    from .personas import write_voices
+    from .persona_voices import write_voices
 
     written = write_voices(args.directory)
     print(f"wrote {len(written)} recordings to {written[0].parent}")

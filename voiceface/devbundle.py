@@ -30,9 +30,9 @@ from . import storage
 from .assemble import Enrollee, Models, assemble
 from .audio import SAMPLE_RATE
 from .bundle import BUNDLE_FILE, BUNDLE_FORMAT_VERSION, DEFAULT_TRUNCATION
-from .gallery import population_centre
 from .invert import Backbone
 from .pipeline import load_generator
+from .population import population_centre
 from .stylegan2 import Generator, GeneratorConfig, to_pil
 from .voice import VoiceEncoder
 
@@ -180,7 +180,7 @@ def write_people_folder(directory: str | Path, n_people: int = 6, seed: int = 0,
     """
     from PIL import Image
 
-    from .personas import synthesize
+    from .persona_voices import synthesize
 
     root = Path(directory)
     if root.exists() and any(root.iterdir()):

@@ -47,11 +47,12 @@ from .build import WINDOWS_FILE, WINDOWS_INDEX
 from .calibration import FALSE_ALARM_RATE, Calibration, calibrate
 from .face2voice import evaluate_bundle as evaluate_face2voice
 from .face2voice import markdown as face2voice_markdown
-from .gallery import Gallery, population_centre
+from .gallery import Gallery
 from .mapper import knn_blend, train_mapper
 from .metrics import eer, identity_folds, ranks, recall_at_k, retrieval
 from .bundle import BUNDLE_FILE
 from .pipeline import bundle_generator
+from .population import population_centre
 from .verification_eval import evaluate_verification, plot_det
 from .verification_eval import markdown as verification_markdown
 from .voice import HELD_OUT_PART, pool

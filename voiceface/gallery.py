@@ -43,6 +43,7 @@ import numpy as np
 
 from . import ann, storage
 from .ann import IndexSpec
+from .population import population_centre
 from .thresholds import Calibration, VerificationCalibration
 
 FORMAT_VERSION = 1
@@ -51,29 +52,6 @@ DEFAULT_THRESHOLD = 0.70  # cosine; an unmeasured placeholder until a gallery is
 NORM_TOLERANCE = 1e-3  # an embedding's norm may differ from 1 by this much
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # safe as a file name
 LOAD_ATTEMPTS = 5  # reads of a gallery that concurrent saves keep replacing
-# what generated faces are truncated toward: `Gallery.centre`, or the generator's w_avg
-POPULATION, GENERATOR = "population", "generator"
-TRUNCATION_CENTERS = (POPULATION, GENERATOR)  # bundle.json "truncation_center" values
-
-
-def population_centre(latents: np.ndarray) -> np.ndarray:
-    """The population centre of latents [M, W] (M >= 1): their arithmetic mean [W], float32.
-
-    Generated faces are predicted as offsets from it and truncated toward it, so they stay
-    among the people enrolled instead of drifting to the generator's average face. The mean,
-    not a coordinate-wise or geometric median: the mapper is fitted by squared error, whose
-    best constant prediction is the mean, so the centre is exactly what a mapper that learnt
-    nothing about a voice predicts, and the "population mean" baseline of `voiceface.evaluate`
-    is the guess to beat. A median would resist an outlying latent, but every latent here is a
-    generator's w (a seed's or an inverted photo's), not a measurement that can go wild.
-    Accumulated in float64, in row order, so equal inputs give bit-equal centres.
-    """
-    latents = np.asarray(latents)
-    if latents.ndim != 2 or not len(latents):
-        raise ValueError(f"Need latents [M, W] with M >= 1; got {latents.shape}.")
-    return latents.astype(np.float64).mean(axis=0).astype(np.float32)
-
-
 class GalleryError(ValueError):
     """The gallery cannot do what was asked; the message says why and what to do."""
 

@@ -36,10 +36,9 @@ from torch import Tensor
 from transformers import AutoConfig, AutoModel
 
 from . import hub
+from .bundle import DEFAULT_BACKBONE, DEFAULT_BACKBONE_REVISION
 from .stylegan2 import Generator
 
-DEFAULT_BACKBONE = "facebook/dinov2-small"
-DEFAULT_BACKBONE_REVISION = "ed25f3a31f01632728cabb09d1542f84ab7b0056"
 PROCESSOR_FILE = "preprocessor_config.json"
 FALLBACK_MEAN = (0.485, 0.456, 0.406)  # ImageNet RGB mean, when the processor gives none
 FALLBACK_STD = (0.229, 0.224, 0.225)

@@ -41,12 +41,12 @@ from tqdm.auto import tqdm
 from . import hub, storage
 from .assemble import Enrollee, Models, assemble
 from .audio import load_audio
-from .calibration import FALSE_ALARM_RATE
-from .gallery import POPULATION, population_centre
 from .invert import Backbone
 from .mapper import SMALL_MAPPER
 from .personas import load_personas, personas_fingerprint
+from .population import POPULATION, population_centre
 from .stylegan2 import Generator, to_pil
+from .thresholds import FALSE_ALARM_RATE
 from .voice import VoiceEncoder, split_for_evaluation
 
 FACE_RESOLUTION = 512  # px; gallery photos of the personas (the preview is 256 px)
@@ -55,12 +55,12 @@ CACHE_FORMAT_VERSION = 5  # part of the cache key: raised when what a cache hold
 
 def persona_bundle(root: str | Path, encoder: VoiceEncoder, generator: Generator,
                    generator_fingerprint: str, cache: str | Path, *, truncation: float,
-                   truncation_center: str = POPULATION, far: float = FALSE_ALARM_RATE,
+                   truncation_centre: str = POPULATION, far: float = FALSE_ALARM_RATE,
                    backbone: str, backbone_revision: str | None, progress: bool = True) -> Path:
     """The directory holding `gallery/`, `mapper/` and `face2voice/` of the personas for
     these models.
 
-    `truncation` is the psi the pipeline draws faces at and `truncation_center` what toward
+    `truncation` is the psi the pipeline draws faces at and `truncation_centre` what toward
     ("population" or "generator", `voiceface.pipeline.VoiceFace.centre`); the personas'
     displayed faces are drawn so too. `backbone` (a Hub id at `backbone_revision`, or a
     local directory) describes their faces for face to voice. Built on first use (a few
@@ -77,7 +77,7 @@ def persona_bundle(root: str | Path, encoder: VoiceEncoder, generator: Generator
     key = hashlib.sha256(json.dumps([CACHE_FORMAT_VERSION, personas_fingerprint(root),
                                      encoder.fingerprint, generator_fingerprint,
                                      backbone, backbone_fingerprint, truncation,
-                                     truncation_center, far]).encode()).hexdigest()[:16]
+                                     truncation_centre, far]).encode()).hexdigest()[:16]
     parent = Path(cache) / "personas"
     target = parent / key
     with storage.locked(parent):
@@ -88,7 +88,7 @@ def persona_bundle(root: str | Path, encoder: VoiceEncoder, generator: Generator
         work = parent / f".{key}.{uuid.uuid4().hex[:8]}.tmp"
         try:
             _build(root, encoder, generator, generator_fingerprint, work, far, truncation,
-                   truncation_center, {"name_or_path": backbone, "revision": backbone_revision},
+                   truncation_centre, {"name_or_path": backbone, "revision": backbone_revision},
                    progress)
             shutil.rmtree(target, ignore_errors=True)
             work.rename(target)
@@ -99,7 +99,7 @@ def persona_bundle(root: str | Path, encoder: VoiceEncoder, generator: Generator
 
 
 def _build(root: Path, encoder: VoiceEncoder, generator: Generator, generator_fingerprint: str,
-           out: Path, far: float, truncation: float, truncation_center: str,
+           out: Path, far: float, truncation: float, truncation_centre: str,
            backbone_source: dict, progress: bool) -> None:
     started = time.perf_counter()
     personas = load_personas(root)
@@ -109,7 +109,7 @@ def _build(root: Path, encoder: VoiceEncoder, generator: Generator, generator_fi
     renders.mkdir(parents=True)
     with torch.inference_mode():  # every latent first: faces are truncated toward their centre
         ws = [generator.seed_latents([p["face"]["seed"]], 1.0) for p in personas]
-    centre = generator.w_avg if truncation_center != POPULATION else torch.from_numpy(
+    centre = generator.w_avg if truncation_centre != POPULATION else torch.from_numpy(
         population_centre(np.stack([w[0].cpu().numpy() for w in ws]))).to(generator.w_avg)
     for persona, w in tqdm(list(zip(personas, ws)), desc="personas: voices and faces",
                            disable=not progress):

@@ -24,7 +24,7 @@ running meanwhile finishes on the version it started with.
 Faces are truncated toward a centre: by default the gallery's population centre (the mean
 latent of its people, `Gallery.centre`), so they stay among the people enrolled; the
 generator's `w_avg` (FFHQ's average face) when the gallery holds no latents, or when
-`bundle.json` says `"truncation_center": "generator"`. The result says which (`centre`).
+`bundle.json` says `"truncation_centre": "generator"`. The result says which (`centre`).
 """
 
 from __future__ import annotations
@@ -47,8 +47,9 @@ from . import verify as verification
 from .audio import AudioSource, load_audio
 from .bundle import (DEFAULT_GENERATOR_FILE, GALLERY_DIR, MAPPER_DIR, BundleSpec,
                      GeneratorSpec)
-from .gallery import GENERATOR, POPULATION, Gallery, Match
+from .gallery import Gallery, Match
 from .mapper import VoiceToLatent, knn_blend
+from .population import GENERATOR, POPULATION
 from .provenance import mark
 from .stylegan2 import CONFIG_FILE as GENERATOR_CONFIG
 from .stylegan2 import Generator, convert_checkpoint, to_pil
@@ -305,7 +306,7 @@ class VoiceFace:
         the gallery's population centre ("population"), or the generator's w_avg
         ("generator") when the bundle asks for it or the gallery has no latents."""
         state = self.state if state is None else state
-        population = state.gallery.centre if self.spec.truncation_center == POPULATION \
+        population = state.gallery.centre if self.spec.truncation_centre == POPULATION \
             else None
         if population is None:
             return self.generator.w_avg, GENERATOR
@@ -386,7 +387,7 @@ def prepare_derived(spec: BundleSpec, encoder: VoiceEncoder, generator: Generato
 
     return persona_bundle(
         spec.personas_dir, encoder, generator, generator_fingerprint, cache_dir(),
-        far=spec.far, truncation=spec.truncation, truncation_center=spec.truncation_center,
+        far=spec.far, truncation=spec.truncation, truncation_centre=spec.truncation_centre,
         backbone=spec.locate(spec.backbone.name_or_path),
         backbone_revision=spec.backbone.revision, progress=progress)
 

@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass
 
 from .metrics import COUNT_TOLERANCE
 
+FALSE_ALARM_RATE = 0.01  # default target: 1 % of unenrolled voices get a "confident" match
+
 
 @dataclass(frozen=True)
 class Calibration:

@@ -26,9 +26,8 @@ from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, Wav2Vec2Fo
 
 from . import hub
 from .audio import MIN_SPEECH_SECONDS, SAMPLE_RATE
+from .bundle import DEFAULT_ENCODER, DEFAULT_ENCODER_REVISION
 
-DEFAULT_ENCODER = "anton-l/wav2vec2-base-superb-sv"
-DEFAULT_ENCODER_REVISION = "f00a71e827414d3e04228bb97bbee924d3044e85"  # adds model.safetensors
 WINDOW_SECONDS = 10.0  # s per window for long audio
 HOP_SECONDS = 5.0  # s between window starts (50 % overlap)
 BATCH_WINDOWS = 8  # windows per forward pass in embed_many
