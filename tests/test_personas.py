@@ -22,7 +22,7 @@ from voiceface.bundle import BundleSpec
 from voiceface.pipeline import VoiceFace, load_generator, load_models, prepare_derived
 from voiceface.provenance import mark
 from voiceface.stylegan2 import Generator, z_from_seed
-from voiceface.verify import AS_NORM, BUILD_METHOD
+from voiceface.verification import AS_NORM, BUILD_METHOD
 from voiceface.voice import VoiceEncoder, pool, split_for_evaluation
 
 from conftest import PHOTO, REPO

@@ -8,7 +8,7 @@ from PIL import Image
 
 from voiceface.verification_eval import (better, det_corners, evaluate_verification, markdown,
                                          plot_det)
-from voiceface.verify import AS_NORM, RAW
+from voiceface.verification import AS_NORM, RAW
 
 # three people enrolled on the axes; each held-out window's cosines are its coordinates
 ENROLL = {"a": np.array([1.0, 0, 0]), "b": np.array([0, 1.0, 0]), "c": np.array([0, 0, 1.0])}

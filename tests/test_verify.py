@@ -22,12 +22,12 @@ from voiceface.build import BuildConfig, build
 from voiceface.devbundle import (TINY_GENERATOR, synthetic_voice, write_people_folder,
                                  write_random_backbone)
 from voiceface.enroll import LiveGallery
-from voiceface import verify as verify_module
+from voiceface import verification
 from voiceface.gallery import DEFAULT_THRESHOLD, MANIFEST, Gallery
 from voiceface.invert import InversionConfig
 from voiceface.pipeline import VoiceFace
 from voiceface.stylegan2 import Generator
-from voiceface.verify import (AS_NORM, BUILD_METHOD, DEFAULT_NORM_THRESHOLD,
+from voiceface.verification import (AS_NORM, BUILD_METHOD, DEFAULT_NORM_THRESHOLD,
                               DEFAULT_RAW_THRESHOLD, LIVE_METHOD, RAW, STD_FLOOR, UnknownClaim,
                               VerificationCalibration, as_norm, calibrate_windows, recalibrate,
                               check_claim, decide, score_kind, score_trials, top_k_stats)
@@ -138,8 +138,8 @@ def test_a_mated_trial_is_scored_against_the_owners_other_recordings_pooled(monk
     windows from their other recording (the last person has one recording: no mated trial)."""
     gallery, windows, owners, recordings = random_gallery(np.random.default_rng(4), people=5)
     calls = []
-    real = verify_module.score_trials
-    monkeypatch.setattr(verify_module, "score_trials",
+    real = verification.score_trials
+    monkeypatch.setattr(verification, "score_trials",
                         lambda *args, **kwargs: calls.append(kwargs) or real(*args, **kwargs))
     calibrate_windows(windows, owners, recordings, gallery)
     mated, pooled = calls[0]["mated"], calls[0]["mated_enrollments"]

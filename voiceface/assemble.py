@@ -10,7 +10,7 @@ then, in this order:
    (`voiceface.calibration.calibrate_windows`); with nothing to calibrate on (one person)
    the threshold of the gallery at `previous`, if any, stays;
 3. calibrates the verification (1:1) threshold on the same windows plus any trial-only
-   windows (`voiceface.verify.calibrate_windows`), at the same target rate;
+   windows (`voiceface.verification.calibrate_windows`), at the same target rate;
 4. saves `gallery/`;
 5. with 2 or more people, trains the mapper (voice -> latent offset from the population
    centre) on every enrolled window, whole people held out for validation: `mapper/`;
@@ -31,13 +31,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from . import verify as verification
+from . import calibration, verification
 from .bundle import GALLERY_DIR, MAPPER_DIR
-from .calibration import FALSE_ALARM_RATE, calibrate_windows
 from .face2voice import FACE2VOICE_DIR, FaceToVoice
 from .gallery import Gallery, GalleryError
 from .invert import Backbone
 from .mapper import TrainReport, train_mapper
+from .thresholds import FALSE_ALARM_RATE
 from .voice import pool
 
 
@@ -111,7 +111,7 @@ def assemble(people: Sequence[Enrollee], out: str | Path, models: Models, *,
                     extra=person.extra)
     windows = np.concatenate([p.windows for p in people])
     owners = [p.id for p in people for _ in range(len(p.windows))]
-    if calibrate_windows(windows, owners, gallery, far) is None and previous:  # 2.
+    if calibration.calibrate_windows(windows, owners, gallery, far) is None and previous:  # 2.
         _keep_threshold(gallery, previous)
     trials = [p for p in people if p.trial_windows is not None and len(p.trial_windows)]
     verification.calibrate_windows(  # 3.

@@ -46,7 +46,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from . import faces, storage
-from . import verify as verification
+from . import verification
 from .audio import AUDIO_SUFFIXES, load_audio
 from .assemble import Enrollee, Models, assemble
 from .calibration import FALSE_ALARM_RATE, Calibration

@@ -6,7 +6,7 @@ formants, faces rendered by the generator from a seed, so each face's latent is 
 mapper trained on them, and a tiny random DINOv2 backbone with the people's face features
 and the reverse (face-to-voice) mapper. The gallery's threshold is calibrated like a built
 one's (on the enrolled recordings' windows; 8 people give 8 trials), and so is its
-verification threshold (`voiceface.verify`: the example recording in `voices/` is each
+verification threshold (`voiceface.verification`: the example recording in `voices/` is each
 person's second recording, so it gives the mated trials too). Latents are stored
 untruncated; faces
 are drawn from them truncated by the bundle's truncation toward their population centre, as

@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from . import faces, storage
-from . import verify as verification
+from . import verification
 from .audio import SAMPLE_RATE, AudioSource, load_audio
 from .calibration import recalibrate
 from .gallery import MANIFEST, Gallery, GalleryError, data_name, remove_leftovers
@@ -244,7 +244,7 @@ class LiveGallery:
         """Save `gallery`, then swap the saved gallery and mapper into the pipeline as one
         state (the caller holds `_exclusive`). When people were added or removed, the threshold
         follows them first (see `recalibrate`; it scores everyone against everyone), and so
-        does the verification threshold (`voiceface.verify.recalibrate`)."""
+        does the verification threshold (`voiceface.verification.recalibrate`)."""
         if people_changed:
             recalibrate(gallery)
             verification.recalibrate(gallery)

@@ -7,7 +7,7 @@ saved as a directory:
 
     manifest.json          format version, encoder/generator fingerprints, threshold and
                            how it was calibrated, the verification threshold's record
-                           (`voiceface.verify`), data dir, index settings
+                           (`voiceface.verification`), data dir, index settings
     data-<id>/             people.json, embeddings.npy, latents.npy, latent_ids.json,
                            centre.npy (the population centre, when there are latents)
     faces/<sha>.<ext>      face images, content-addressed (shared by every data version)
@@ -99,7 +99,7 @@ class Gallery:
         self.latent_dim = latent_dim
         self.threshold = float(threshold)
         self._calibration: Calibration | None = None
-        # the 1:1 threshold's record, set by `voiceface.verify`; None when unmeasured or stale
+        # the 1:1 threshold's record, set by `voiceface.verification`; None when unmeasured or stale
         self.verification: VerificationCalibration | None = None
         self._people: list[Person] = []
         self._rows: dict[str, int] = {}

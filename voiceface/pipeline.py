@@ -43,7 +43,7 @@ import torch
 from PIL import Image
 
 from . import hub
-from . import verify as verification
+from . import verification
 from .audio import AudioSource, load_audio
 from .bundle import (DEFAULT_GENERATOR_FILE, GALLERY_DIR, MAPPER_DIR, BundleSpec,
                      GeneratorSpec)
@@ -271,7 +271,7 @@ class VoiceFace:
     def verify(self, audio: AudioSource, claim_id: str) -> verification.VerifyResult:
         """Is `audio` (path, bytes or (rate, samples)) the voice of enrolled person `claim_id`?
         The AS-norm score against the gallery's verification threshold, with the false-accept
-        and false-reject rates measured there (`voiceface.verify`). Raises UnknownClaim (a
+        and false-reject rates measured there (`voiceface.verification`). Raises UnknownClaim (a
         ValueError listing the enrolled ids) for an id not enrolled, AudioError for unusable
         audio."""
         gallery = self.state.gallery  # this request's version

@@ -1,7 +1,7 @@
 """The records of how a gallery's two thresholds were measured, saved in its manifest.
 
 `Calibration` is the open-set (1:N) threshold's record, set by `voiceface.calibration`;
-`VerificationCalibration` the 1:1 verification threshold's, set by `voiceface.verify`. Only
+`VerificationCalibration` the 1:1 verification threshold's, set by `voiceface.verification`. Only
 records live here, so that the gallery can save and load them without importing the code
 that measures them (which works on galleries).
 """
@@ -58,7 +58,7 @@ class VerificationCalibration:
     `false_rejects` of `mated_trials` mated trials (none measured: `frr` is None)."""
 
     threshold: float
-    score: str  # "as-norm" or "raw-cosine" (`voiceface.verify`): what the threshold applies to
+    score: str  # "as-norm" or "raw-cosine" (`voiceface.verification`): what the threshold applies to
     top_k: int  # COHORT_TOP_K when measured
     far_target: float
     far_achieved: float

@@ -4,7 +4,7 @@ The trials are those of the identification section (`voiceface.evaluate.held_out
 each held-out window of an enrolled person against their own enrollment (pooled from the
 windows that were not held out) is a mated trial, and against every other person's
 enrollment a non-mated one, the window's own person left out of the AS-norm cohort as in
-`voiceface.verify`'s calibration (`verify.score_trials`). Both kinds of score are measured
+`voiceface.verification`'s calibration (`verification.score_trials`). Both kinds of score are measured
 on the same trials: EER, minDCF (p_target 0.01), the false-reject rate at false-accept
 rates of 1 % and 0.1 % with the trials behind each, and the threshold at `--far`. Whether
 AS-norm helps is decided here, by lower EER and minDCF. The gallery's own verification
@@ -21,7 +21,7 @@ import numpy as np
 
 from . import storage
 from .metrics import COUNT_TOLERANCE, P_TARGET, det_curve, eer, frr_at_far, min_dcf
-from .verify import AS_NORM, RAW, VerificationCalibration, score_trials
+from .verification import AS_NORM, RAW, VerificationCalibration, score_trials
 
 REPORTED_FARS = (0.01, 0.001)  # false-accept rates the false-reject rate is reported at
 DET_RANGE = (1e-4, 1 - 1e-4)  # rates shown on the DET plot's normal-deviate axes

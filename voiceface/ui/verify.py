@@ -9,7 +9,7 @@ from pathlib import Path
 import gradio as gr
 
 from ..pipeline import VoiceFace
-from ..verify import AS_NORM, RAW, VerifyResult
+from ..verification import AS_NORM, RAW, VerifyResult
 from .common import (BROWSER_SAMPLE_RATE, Context, gpu, i18n, keep_example_copies,
                      person_choices, plain, public, read_upload, refreshed_people)
 
