@@ -10,6 +10,7 @@ import gradio as gr
 
 from ..admin import AdminGate, AdminRefused
 from ..enroll import MAX_NAME_CHARS, LiveGallery, speech_seconds
+from ..proxies import TrustedProxies
 from .common import (BROWSER_SAMPLE_RATE, FACE_HEIGHT, Context, forget_copies, i18n, plain,
                      person_choices, public, read_upload, refreshed_people)
 from .gallery import photos
@@ -17,20 +18,28 @@ from .gallery import photos
 STATUS_POLL = 2.0  # s between refreshes of the enrollment status
 
 
-def tab(ctx: Context, live: LiveGallery, gate: AdminGate, people: gr.Gallery) -> None:
-    """Lay out the Enroll tab and wire its events over `live`, guarded by `gate`; enrolling
-    and deleting update the Gallery tab's `people`."""
+def tab(ctx: Context, live: LiveGallery, gate: AdminGate, proxies: TrustedProxies,
+        people: gr.Gallery) -> None:
+    """Lay out the Enroll tab and wire its events over `live`, guarded by `gate` (clients
+    told apart by their address, read through `proxies`); enrolling and deleting update the
+    Gallery tab's `people`."""
     vf = ctx.vf
 
-    def check_password(password: str | None, request: gr.Request) -> None:
-        client = request.client.host if request.client else "unknown"
+    def refusal(password: str | None, request: gr.Request) -> str | None:
+        """None if `password` is the admin's, else why it is refused, for the visitor."""
+        peer = request.client.host if request.client else ""
+        client = proxies.client(peer, request.headers.getlist("x-forwarded-for"))
         try:
             gate.check(password, client)
         except AdminRefused as err:
             text = ctx.text(request)
-            message = (text["password_wait"].format(seconds=math.ceil(err.retry_after))
-                       if err.retry_after else text["bad_password"])
-            raise gr.Error(message, print_exception=False) from None
+            return (text["password_wait"].format(seconds=math.ceil(err.retry_after))
+                    if err.retry_after else text["bad_password"])
+        return None
+
+    def check_password(password: str | None, request: gr.Request) -> None:
+        if (refused := refusal(password, request)) is not None:
+            raise gr.Error(refused, print_exception=False)
 
     def choices() -> gr.Dropdown:
         return refreshed_people(vf)
