@@ -3,16 +3,23 @@ guessing together but never refuses the right password, bounded memory, no guess
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
 import time
+import uuid
+from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 
 import voiceface.admin
 from voiceface.admin import (ALERT_DELAY, FIRST_DELAY, FORGET_AFTER, GLOBAL_FAILURES,
                              GLOBAL_WINDOW, MAX_CLIENT_DELAY, AdminGate, AdminRefused)
+from voiceface.audio import SAMPLE_RATE
+from voiceface.ui.text import TEXT
 
 
 class Clock:
@@ -214,6 +221,63 @@ def test_spoofed_forwarded_headers_neither_free_a_guesser_nor_lock_out_the_admin
     wrong = [a for a in answers if a == ("error", "Wrong admin password.")]
     waits = [a for a in answers if a[0] == "error" and "try again in" in str(a[1])]
     assert (len(wrong), len(waits)) == (compared, GLOBAL_FAILURES - compared), answers
+
+
+def duration_fn(url: str) -> int:
+    """The fn_index of the Enroll tab's duration event (private: no API name to call)."""
+    import httpx
+
+    config = httpx.get(f"{url}config", timeout=30).json()
+    [fn] = [d["id"] for d in config["dependencies"] if d.get("api_name") == "duration"]
+    return fn
+
+
+def queued(http, fn_index: int, data: list) -> tuple[str, object]:
+    """Join the queue as the page does and read the answer: ("complete", outputs) or
+    ("error", message)."""
+    session = uuid.uuid4().hex
+    http.post("queue/join", json={"data": data, "fn_index": fn_index,
+                                  "session_hash": session}).raise_for_status()
+    with http.stream("GET", "queue/data", params={"session_hash": session}) as stream:
+        for line in stream.iter_lines():
+            message = json.loads(line[len("data: "):]) if line.startswith("data: ") else {}
+            if message.get("msg") == "process_completed":
+                output = message["output"]
+                return (("complete", output["data"]) if message["success"]
+                        else ("error", output.get("error")))
+    raise AssertionError("the queue closed without an answer")
+
+
+def test_the_recordings_length_needs_the_password_before_any_decoding(server, tmp_path):
+    """A text file named .wav would be answered "The recording is a text file" if decoded;
+    without the right password it is never decoded: a hint for no password (in the
+    visitor's language), the refusal for a wrong one, which counts as a failed guess."""
+    from test_visitors import PASSWORD, client, file_ref, upload
+
+    fake = tmp_path / "voice.wav"
+    fake.write_text("not a recording " * 100)
+    long = tmp_path / "long.wav"  # 8 minutes: once decoded in full before being refused
+    sf.write(long, np.zeros(480 * SAMPLE_RATE, dtype=np.int16), SAMPLE_RATE)
+    fn = duration_fn(server["url"])
+    with client(server["url"], "127.0.0.50") as http:
+        text, minutes = file_ref(upload(http, fake)), file_ref(upload(http, long))
+        missing = file_ref(str(Path(text["path"]).parent / "gone.wav"))
+        hints = [queued(http, fn, [password, ref]) for password in ("", None)
+                 for ref in (text, minutes)]
+        wrong = queued(http, fn, ["guess", text])
+        http.headers["Accept-Language"] = "ja,en;q=0.5"
+        japanese = queued(http, fn, ["", text])
+    with client(server["url"], "127.0.0.51") as admin:
+        decoded = queued(admin, fn, [PASSWORD, text])
+        gone = queued(admin, fn, [PASSWORD, missing])
+    hint = "Enter the admin password first to see how long a recording is."
+    assert hints == [("complete", [hint])] * 4
+    assert japanese == ("complete", [TEXT["ja"]["duration_password"]])
+    assert wrong == ("complete", ["Wrong admin password."])
+    assert "wrong admin password from 127.0.0.50 (1 in a row" in server["log"].read_text()
+    kind, [answer] = decoded  # the right password: the file is read and refused as text
+    assert kind == "complete" and answer.startswith("The recording is a text file"), answer
+    assert gone == ("complete", [TEXT["en"]["gone"]])  # the message itself, no quotes
 
 
 def test_wrong_guesses_from_many_addresses_never_refuse_the_right_password(server):

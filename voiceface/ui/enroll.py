@@ -1,5 +1,6 @@
 """The Enroll tab: add a consenting person, watch their face latent being computed, delete a
-person. Every request checks the admin password; `/enroll` and `/delete` are API endpoints."""
+person. Every request that reads an upload or changes the gallery checks the admin password
+first (the recording's length too); `/enroll` and `/delete` are API endpoints."""
 
 from __future__ import annotations
 
@@ -72,14 +73,21 @@ def tab(ctx: Context, live: LiveGallery, gate: AdminGate, proxies: TrustedProxie
         return (text["deleted"].format(name=plain(person.name), id=person_id),
                 photos(vf), choices(), False)
 
-    def duration(voice: str | None, request: gr.Request) -> str:
+    def duration(password: str | None, voice: str | None, request: gr.Request) -> str:
         if not voice:
             return ""
         text = ctx.text(request)
+        if not password:  # a hint, not a failed guess
+            return text["duration_password"]
+        if (refused := refusal(password, request)) is not None:
+            return refused
+        try:
+            voice_bytes = read_upload(voice, text["no_voice"], text["gone"])
+        except gr.Error as err:  # its str() is the message's repr, quotes and all
+            return err.message
         try:
             with ctx.model_call():
-                return text["duration"].format(seconds=speech_seconds(
-                    read_upload(voice, text["no_voice"], text["gone"])))
+                return text["duration"].format(seconds=speech_seconds(voice_bytes))
         except ValueError as err:
             return public(err, request)
 
@@ -116,7 +124,7 @@ def tab(ctx: Context, live: LiveGallery, gate: AdminGate, proxies: TrustedProxie
     delete_status = gr.Markdown(elem_id="delete-status", latex_delimiters=[])
 
     for event in (voice.stop_recording, voice.upload):
-        event(duration, inputs=[voice], outputs=[seconds], api_visibility="private",
+        event(duration, inputs=[password, voice], outputs=[seconds], api_visibility="private",
               **ctx.queue)
     gr.Timer(STATUS_POLL).tick(latent_status, outputs=[status], api_visibility="private",
                                concurrency_limit=None, show_progress="hidden")
