@@ -1,7 +1,8 @@
 """voiceface's Gradio app: arguments, loading, launch; the interface is `voiceface.ui`.
 
     python app.py [--bundle DIR_OR_REPO] [--encoder DIR_OR_REPO] [--generator PATH_OR_REPO]
-                  [--gallery-dir DIR] [--host 127.0.0.1] [--port 7860] [--share]
+                  [--gallery-dir DIR] [--trusted-proxies CIDRS] [--host 127.0.0.1]
+                  [--port 7860] [--share]
 
 With $VOICEFACE_ADMIN_PASSWORD set, an Enroll tab adds and deletes people (password checked
 on every request) in the gallery directory; without it the app is read-only.
@@ -26,6 +27,7 @@ from voiceface.hub import WeightsNotFound
 from voiceface.bundle import DEFAULT_BACKBONE, DEFAULT_BACKBONE_REVISION
 from voiceface.invert import InversionConfig
 from voiceface.pipeline import VoiceFace, cache_dir
+from voiceface.proxies import SPACE_PROXIES, TrustedProxies
 from voiceface.stylegan2_ops import reuse_freed_memory
 
 ADMIN_PASSWORD_VAR = "VOICEFACE_ADMIN_PASSWORD"  # set it (a Space secret) to allow enrollment
@@ -63,6 +65,11 @@ def main(argv: list[str] | None = None) -> int:
         "directory (e.g. /data/voiceface on a Space with persistent storage): loaded if it "
         "holds one, else the bundle's is copied there. Default: $VOICEFACE_GALLERY_DIR; with "
         f"${ADMIN_PASSWORD_VAR} set, {cache_dir() / 'gallery'}")
+    add("--trusted-proxies", default=env("VOICEFACE_TRUSTED_PROXIES"),
+        help="addresses or networks of the reverse proxies in front of the app, e.g. "
+        "'10.0.0.0/8, 192.0.2.7': only from them is X-Forwarded-For believed, for the admin "
+        "password's back-off (default: $VOICEFACE_TRUSTED_PROXIES; on a Hugging Face Space, "
+        "its private networks; else none: the connecting address is the client)")
     add("--backbone", default=env("VOICEFACE_BACKBONE"), help="perceptual backbone "
         "(directory or Hub repo) instead of the bundle's: describes faces for face to voice "
         "in the personas' cache, and inverts enrolled faces into latents (default: "
@@ -74,6 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.file_lifetime < 1:
         parser.error(f"--file-lifetime must be at least 1 s, got {args.file_lifetime}")
+    space = env("SPACE_ID")
+    try:
+        proxies = TrustedProxies.parse(args.trusted_proxies if args.trusted_proxies is not None
+                                       else SPACE_PROXIES if space else "")
+    except ValueError as err:
+        parser.error(str(err))
     logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s: %(message)s",
                         level=logging.WARNING)
     admin_password = env(ADMIN_PASSWORD_VAR) or None
@@ -98,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     except (WeightsNotFound, ValueError) as err:
         print(f"voiceface cannot start: {err}", file=sys.stderr)
         return 2
-    ui.build(vf, live, admin_password, args.file_lifetime).launch(
+    ui.build(vf, live, admin_password, args.file_lifetime, proxies).launch(
         server_name=args.host, server_port=args.port, share=args.share,
         **ui.launch_options(vf, live))
     return 0

@@ -7,6 +7,7 @@ shared queue). `build` assembles them; a new tab is a new module and one line he
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -15,19 +16,23 @@ import gradio as gr
 from ..admin import AdminGate
 from ..enroll import LiveGallery
 from ..pipeline import VoiceFace
+from ..proxies import TrustedProxies
 from . import enroll, face2voice, gallery, identify, verify
 from .common import CONCURRENCY, FILE_LIFETIME, MAX_FILE_SIZE, Context, i18n, phone_galleries
 
 __all__ = ["build", "launch_options", "FILE_LIFETIME"]
 
 CLEANINGS_PER_LIFETIME = 5  # the cache is cleaned this often within one lifetime
+UVICORN_TRUSTED_PROXIES = "FORWARDED_ALLOW_IPS"  # uvicorn (under Gradio) reads this at launch
 
 
 def build(vf: VoiceFace, live: LiveGallery | None = None, admin_password: str | None = None,
-          file_lifetime: int = FILE_LIFETIME) -> gr.Blocks:
+          file_lifetime: int = FILE_LIFETIME,
+          trusted_proxies: TrustedProxies | None = None) -> gr.Blocks:
     """The app over one loaded pipeline; with `live` and an `admin_password`, also the Enroll
-    tab. Uploads and renders are deleted from Gradio's cache `file_lifetime` s after they
-    were made (the example voices excepted)."""
+    tab, whose password back-off tells clients apart by address (through `trusted_proxies`,
+    by default none: the TCP peer). Uploads and renders are deleted from Gradio's cache
+    `file_lifetime` s after they were made (the example voices excepted)."""
     with gr.Blocks(title="voiceface", delete_cache=(
             max(1, file_lifetime // CLEANINGS_PER_LIFETIME), file_lifetime)) as demo:
         ctx = Context(demo, vf, live)
@@ -46,14 +51,21 @@ def build(vf: VoiceFace, live: LiveGallery | None = None, admin_password: str | 
             verify.tab(ctx)
         if live is not None and admin_password:
             with gr.Tab(i18n("tab_enroll")):
-                enroll.tab(ctx, live, AdminGate(admin_password), people)
+                enroll.tab(ctx, live, AdminGate(admin_password),
+                           trusted_proxies or TrustedProxies(), people)
     demo.queue(default_concurrency_limit=CONCURRENCY)
     return demo
 
 
 def launch_options(vf: VoiceFace, live: LiveGallery | None = None) -> dict[str, Any]:
     """`Blocks.launch` keyword arguments that the interface needs: the gallery's photo
-    folders served as files, the upload limit, the interface text, the phone layout."""
+    folders served as files, the upload limit, the interface text, the phone layout.
+
+    Also tells uvicorn, which Gradio starts with no say over its proxy settings, to trust
+    no proxy (it would otherwise take the client's address from `X-Forwarded-For` on any
+    request from 127.0.0.1): the request's client stays the TCP peer, and
+    `voiceface.proxies` alone decides whose forwarded addresses to believe."""
+    os.environ[UVICORN_TRUSTED_PROXIES] = ""
     photo_dirs = {str(Path(p.faces[0]).parent) for p in vf.gallery.people if p.faces}
     if live is not None:
         photo_dirs.add(str(live.photo_dir))  # where enrolled people's photos will be

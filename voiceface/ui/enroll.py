@@ -1,5 +1,6 @@
 """The Enroll tab: add a consenting person, watch their face latent being computed, delete a
-person. Every request checks the admin password; `/enroll` and `/delete` are API endpoints."""
+person. Every request that reads an upload or changes the gallery checks the admin password
+first (the recording's length too); `/enroll` and `/delete` are API endpoints."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import gradio as gr
 
 from ..admin import AdminGate, AdminRefused
 from ..enroll import MAX_NAME_CHARS, LiveGallery, speech_seconds
+from ..proxies import TrustedProxies
 from .common import (BROWSER_SAMPLE_RATE, FACE_HEIGHT, Context, forget_copies, i18n, plain,
                      person_choices, public, read_upload, refreshed_people)
 from .gallery import photos
@@ -17,20 +19,28 @@ from .gallery import photos
 STATUS_POLL = 2.0  # s between refreshes of the enrollment status
 
 
-def tab(ctx: Context, live: LiveGallery, gate: AdminGate, people: gr.Gallery) -> None:
-    """Lay out the Enroll tab and wire its events over `live`, guarded by `gate`; enrolling
-    and deleting update the Gallery tab's `people`."""
+def tab(ctx: Context, live: LiveGallery, gate: AdminGate, proxies: TrustedProxies,
+        people: gr.Gallery) -> None:
+    """Lay out the Enroll tab and wire its events over `live`, guarded by `gate` (clients
+    told apart by their address, read through `proxies`); enrolling and deleting update the
+    Gallery tab's `people`."""
     vf = ctx.vf
 
-    def check_password(password: str | None, request: gr.Request) -> None:
-        client = request.client.host if request.client else "unknown"
+    def refusal(password: str | None, request: gr.Request) -> str | None:
+        """None if `password` is the admin's, else why it is refused, for the visitor."""
+        peer = request.client.host if request.client else ""
+        client = proxies.client(peer, request.headers.getlist("x-forwarded-for"))
         try:
             gate.check(password, client)
         except AdminRefused as err:
             text = ctx.text(request)
-            message = (text["password_wait"].format(seconds=math.ceil(err.retry_after))
-                       if err.retry_after else text["bad_password"])
-            raise gr.Error(message, print_exception=False) from None
+            return (text["password_wait"].format(seconds=math.ceil(err.retry_after))
+                    if err.retry_after else text["bad_password"])
+        return None
+
+    def check_password(password: str | None, request: gr.Request) -> None:
+        if (refused := refusal(password, request)) is not None:
+            raise gr.Error(refused, print_exception=False)
 
     def choices() -> gr.Dropdown:
         return refreshed_people(vf)
@@ -63,14 +73,21 @@ def tab(ctx: Context, live: LiveGallery, gate: AdminGate, people: gr.Gallery) ->
         return (text["deleted"].format(name=plain(person.name), id=person_id),
                 photos(vf), choices(), False)
 
-    def duration(voice: str | None, request: gr.Request) -> str:
+    def duration(password: str | None, voice: str | None, request: gr.Request) -> str:
         if not voice:
             return ""
         text = ctx.text(request)
+        if not password:  # a hint, not a failed guess
+            return text["duration_password"]
+        if (refused := refusal(password, request)) is not None:
+            return refused
+        try:
+            voice_bytes = read_upload(voice, text["no_voice"], text["gone"])
+        except gr.Error as err:  # its str() is the message's repr, quotes and all
+            return err.message
         try:
             with ctx.model_call():
-                return text["duration"].format(seconds=speech_seconds(
-                    read_upload(voice, text["no_voice"], text["gone"])))
+                return text["duration"].format(seconds=speech_seconds(voice_bytes))
         except ValueError as err:
             return public(err, request)
 
@@ -107,7 +124,7 @@ def tab(ctx: Context, live: LiveGallery, gate: AdminGate, people: gr.Gallery) ->
     delete_status = gr.Markdown(elem_id="delete-status", latex_delimiters=[])
 
     for event in (voice.stop_recording, voice.upload):
-        event(duration, inputs=[voice], outputs=[seconds], api_visibility="private",
+        event(duration, inputs=[password, voice], outputs=[seconds], api_visibility="private",
               **ctx.queue)
     gr.Timer(STATUS_POLL).tick(latent_status, outputs=[status], api_visibility="private",
                                concurrency_limit=None, show_progress="hidden")

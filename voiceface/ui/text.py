@@ -64,6 +64,7 @@ TEXT = {
         "deleted": "Deleted **{name}** (`{id}`): voice embedding, photo and latent are gone "
                    "and the mapper no longer uses them.",
         "duration": "{seconds:.1f} s of sound",
+        "duration_password": "Enter the admin password first to see how long a recording is.",
         "latents": "**Face latents:** {people}",
         "st_queued": "queued", "st_inverting": "computing", "st_ready": "ready",
         "st_failed": "failed",
@@ -183,6 +184,7 @@ TEXT = {
         "deleted": "**{name}**（`{id}`）を削除しました。声の埋め込み、写真、潜在表現は消去され、"
                    "マッパーももう使いません。",
         "duration": "音声 {seconds:.1f} 秒",
+        "duration_password": "録音の長さを表示するには、先に管理者パスワードを入力してください。",
         "latents": "**顔の潜在表現：** {people}",
         "st_queued": "待機中", "st_inverting": "計算中", "st_ready": "完了",
         "st_failed": "失敗",
