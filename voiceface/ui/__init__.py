@@ -16,7 +16,8 @@ from ..admin import AdminGate
 from ..enroll import LiveGallery
 from ..pipeline import VoiceFace
 from . import enroll, face2voice, gallery, identify, verify
-from .common import CONCURRENCY, FILE_LIFETIME, MAX_FILE_SIZE, Context, i18n, phone_galleries
+from .common import (CONCURRENCY, FILE_LIFETIME, MAX_FILE_SIZE, Context, i18n, own_files,
+                     phone_galleries)
 
 __all__ = ["build", "launch_options", "FILE_LIFETIME"]
 
@@ -27,7 +28,7 @@ def build(vf: VoiceFace, live: LiveGallery | None = None, admin_password: str | 
           file_lifetime: int = FILE_LIFETIME) -> gr.Blocks:
     """The app over one loaded pipeline; with `live` and an `admin_password`, also the Enroll
     tab. Uploads and renders are deleted from Gradio's cache `file_lifetime` s after they
-    were made (the example voices excepted)."""
+    were made (the example voices excepted); nothing else is (`own_files`)."""
     with gr.Blocks(title="voiceface", delete_cache=(
             max(1, file_lifetime // CLEANINGS_PER_LIFETIME), file_lifetime)) as demo:
         ctx = Context(demo, vf, live)
@@ -48,6 +49,7 @@ def build(vf: VoiceFace, live: LiveGallery | None = None, admin_password: str | 
             with gr.Tab(i18n("tab_enroll")):
                 enroll.tab(ctx, live, AdminGate(admin_password), people)
     demo.queue(default_concurrency_limit=CONCURRENCY)
+    own_files(demo)
     return demo
 
 
