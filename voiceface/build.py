@@ -48,11 +48,11 @@ from . import faces, storage
 from . import verify as verification
 from .audio import AUDIO_SUFFIXES, load_audio
 from .calibration import FALSE_ALARM_RATE, Calibration, calibrate_windows
-from .enroll import clean_name
 from .face2voice import FACE2VOICE_DIR, FaceToVoice
 from .gallery import ID_PATTERN, Gallery, GalleryError
 from .invert import InversionConfig, Inverter, content_sha256
 from .mapper import train_mapper
+from .names import check_distinct, clean_name
 from .bundle import (BUNDLE_FILE, BUNDLE_FORMAT_VERSION, DEFAULT_GENERATOR,
                      DEFAULT_GENERATOR_FILE, DEFAULT_GENERATOR_REVISION, DEFAULT_TRUNCATION,
                      EXAMPLES_DIR, GALLERY_DIR, MAPPER_DIR)
@@ -199,6 +199,12 @@ def build(people_dir: str | Path, out: str | Path, config: BuildConfig = BuildCo
 
     enrolled = []  # (person, windows [n, D], window rows, aligned face, w)
     for person in tqdm(people, desc="people", disable=not progress):
+        try:  # two people cannot look the same: the first usable one keeps the name
+            check_distinct(person.name, ((p.id, p.name) for p, *_ in enrolled))
+        except ValueError as err:
+            report.problems.append((str(Path(people_dir) / person.id / PERSON_FILE),
+                                    f"{err} Skipped."))
+            continue
         with _timed(report.seconds, "embed"):
             windows, rows = _embed_person(encoder, person, cache, report)
         with _timed(report.seconds, "align"):
