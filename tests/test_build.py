@@ -74,6 +74,9 @@ def people(tmp_path_factory):
     sf.write(root / "silent" / "voice1.wav", np.zeros(32000, np.float32), 16000)
     shutil.copytree(good, root / "Person01")  # the same id as person01 but for letter case
     shutil.copytree(good, root / "bad name!")
+    shutil.copytree(root / "person02", root / "samename")  # after person02: it keeps the name
+    (root / "samename" / "person.json").write_text(json.dumps({"name": "DEV  person 2",
+                                                               "consent": True}))
     (root / "brokenjson").mkdir()
     (root / "brokenjson" / "person.json").write_text("{not json")
     return root
@@ -102,6 +105,9 @@ def test_build_enrolls_the_good_people_and_reports_every_bad_file(built):
     assert "silent" in why["silent/voice1.wav"] and "no usable recording" in why["silent"]
     assert "duplicate id" in why["person01"] and "duplicate id" in why["Person01"]
     assert "not a valid person id" in why["bad name!"]
+    assert why["samename/person.json"] == (
+        "DEV person 2 looks the same as Dev person 2, already enrolled (id person02); add a "
+        "family name or initial to tell them apart. Skipped.")
     assert "unreadable" in why["brokenjson/person.json"]
     assert set(report.seconds) == {"embed", "align", "invert", "mapper", "face2voice"}
 

@@ -49,19 +49,22 @@ def test_every_language_has_every_text_with_the_same_placeholders():
 
 
 def test_every_reason_the_input_errors_name_is_worded_in_every_other_language():
-    """LIBRARY_ERRORS has words for each reason an `AudioError` or `FaceError` is raised with
-    in voiceface/ (and for no other), using only figures every such error carries."""
+    """LIBRARY_ERRORS has words for each reason an `AudioError`, a `FaceError` or an
+    `InputError` (a name's) is raised with in voiceface/ (and for no other), using only
+    figures every such error carries."""
     from voiceface.ui.text import LIBRARY_ERRORS
 
     given: dict[str, set[str]] = {}  # reason -> the values every error of it carries
     for path in (REPO / "voiceface").glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if (isinstance(node, ast.Call) and len(node.args) == 2
-                    and getattr(node.func, "id", None) in ("AudioError", "FaceError")):
+                    and getattr(node.func, "id", None) in ("AudioError", "FaceError",
+                                                           "InputError")):
                 values = {k.arg for k in node.keywords}
                 reason = node.args[1].value
                 given[reason] = given.get(reason, values) & values
-    assert {"too_short", "silent", "not_audio", "no_face", "several_faces"} <= set(given)
+    assert {"too_short", "silent", "not_audio", "no_face", "several_faces",
+            "name_mixed_scripts", "name_taken"} <= set(given)
     for language, words in LIBRARY_ERRORS.items():
         assert set(words) == set(given), language
         for reason, text in words.items():

@@ -308,6 +308,43 @@ def test_names_are_shown_as_plain_text_to_every_visitor(server, tmp_path):
     assert not [u for u in fetched if "127.0.0.1:1/" in u or u.endswith("/x")]
 
 
+LOOKALIKES = {  # name -> what the refusal says, in English and in Japanese
+    "Test person 1": ("Test person 1 is already enrolled (id dev00); add a family name or "
+                      "initial to tell them apart.", "Test person 1はすでに登録されています（ID dev00）"),
+    "TEST  PERSON 2": ("TEST PERSON 2 looks the same as Test person 2, already enrolled (id "
+                       "dev01)", "TEST PERSON 2は登録済みのTest person 2（ID dev01）"),
+    "Test person 1\ufe0f": ("invisible or control character (U+FE0F VARIATION SELECTOR-16)",
+                            "見えない文字または制御文字（U+FE0F VARIATION SELECTOR-16）"),
+    "\u2800": ("invisible or control character (U+2800 BRAILLE PATTERN BLANK)",
+               "見えない文字または制御文字（U+2800 BRAILLE PATTERN BLANK）"),
+    "T\u0435st person 7": ("mixes Latin and Cyrillic letters (\"\u0435\" is U+0435",
+                           "別の文字体系の文字「\u0435」（U+0435"),
+    "<B>ZED</B>": ("&lt;B&gt;ZED&lt;/B&gt; looks the same as &lt;b&gt;Zed&lt;/b&gt;, already",
+                   "&lt;B&gt;ZED&lt;/B&gt;は登録済みの&lt;b&gt;Zed&lt;/b&gt;"),  # as text
+}
+
+
+@only_admin
+def test_names_that_look_like_an_enrolled_one_are_refused(server, tmp_path):
+    """Over /enroll with the right password: the same visible name as an enrolled person's, an
+    invisible character, a name showing blank, a Cyrillic letter among Latin ones. Each is
+    refused with its reason in the visitor's language (quoting names as text) and nothing is
+    enrolled."""
+    voice = recording(tmp_path / "zed.wav", seed=40, seconds=6.0)
+    with client(server["url"], "127.0.0.41") as http:
+        kind, outputs = call(http, "enroll", [PASSWORD, file_ref(upload(http, voice)),
+                                              file_ref(upload(http, PHOTO)), "<b>Zed</b>", True])
+        assert kind == "complete", outputs
+        people = len(Gallery.load(server["root"] / "live" / "gallery"))
+        for language in ("en", "ja"):
+            http.headers["accept-language"] = language
+            for name, words in LOOKALIKES.items():
+                kind, message = call(http, "enroll", [PASSWORD, file_ref(upload(http, voice)),
+                                                      file_ref(upload(http, PHOTO)), name, True])
+                assert kind == "error" and words[language == "ja"] in message, (name, message)
+    assert len(Gallery.load(server["root"] / "live" / "gallery")) == people
+
+
 def test_a_failed_latent_shows_visitors_no_reason(dev_bundle, tmp_path):
     """A latent that fails (here: the perceptual backbone is missing) says "failed" on the page
     every visitor polls; the reason, which names server paths, goes to the server's log."""

@@ -50,9 +50,9 @@ from . import verification
 from .audio import AUDIO_SUFFIXES, load_audio
 from .assemble import Enrollee, Models, assemble
 from .calibration import FALSE_ALARM_RATE, Calibration
-from .enroll import clean_name
 from .gallery import ID_PATTERN
 from .invert import InversionConfig, Inverter, content_sha256
+from .names import check_distinct, clean_name
 from .bundle import (BUNDLE_FILE, BUNDLE_FORMAT_VERSION, DEFAULT_GENERATOR,
                      DEFAULT_GENERATOR_FILE, DEFAULT_GENERATOR_REVISION, DEFAULT_TRUNCATION,
                      EXAMPLES_DIR, GALLERY_DIR)
@@ -199,6 +199,12 @@ def build(people_dir: str | Path, out: str | Path, config: BuildConfig = BuildCo
 
     enrolled, all_rows = [], []  # the people to assemble; one row per window of theirs
     for person in tqdm(people, desc="people", disable=not progress):
+        try:  # two people cannot look the same: the first usable one keeps the name
+            check_distinct(person.name, ((p.id, p.name) for p in enrolled))
+        except ValueError as err:
+            report.problems.append((str(Path(people_dir) / person.id / PERSON_FILE),
+                                    f"{err} Skipped."))
+            continue
         with _timed(report.seconds, "embed"):
             windows, rows = _embed_person(encoder, person, cache, report)
         with _timed(report.seconds, "align"):

@@ -55,18 +55,13 @@ from .invert import InversionConfig, Inverter
 from .mapper import CONFIG_FILE as MAPPER_CONFIG
 from .mapper import WEIGHTS_FILE as MAPPER_WEIGHTS
 from .mapper import SMALL_MAPPER, VoiceToLatent, train_mapper
+from .names import check_distinct, clean_name
 from .bundle import GALLERY_DIR, MAPPER_DIR
 from .pipeline import GalleryState, VoiceFace, load_derived
 from .voice import pool
 
 MIN_ENROLL_SECONDS = 5.0  # s of speech; fewer give an unreliable voice embedding
 MAX_ENROLL_SECONDS = 120.0  # s of speech; 20-90 s is plenty
-MAX_NAME_CHARS = 80  # characters, after normalisation
-# Letters that draw nothing and are not format characters: with them two names could look alike.
-INVISIBLE_LETTERS = frozenset("\u034f\u115f\u1160\u3164\uffa0")  # CGJ, Hangul fillers
-# Categories refused in names: control, format (bidi overrides and isolates, marks, zero-width
-# spaces and joiners, BOM), surrogate, private use, unassigned, line and paragraph separators.
-REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 MIN_MAPPER_PEOPLE = 4  # people with latents needed to (re)train the mapper
 INCOMING = "incoming"  # photos between alignment and the gallery's save
 READY = "ready"
@@ -141,9 +136,11 @@ class LiveGallery:
                consent: bool) -> str:
         """Validate, embed and add a person; return their id. Searchable by voice at once;
         the face latent follows in the background (`status`). Raises `ValueError` (nothing
-        saved) without consent, or for an unusable name, recording or photo."""
+        saved) without consent, or for an unusable recording or photo, or a name that is
+        unusable or looks like an enrolled person's (`voiceface.names`)."""
         require_consent(consent)
         name = clean_name(name)
+        check_distinct(name, _names(self.vf.gallery))  # before the work; again when adding
         wav = load_audio(voice_audio, max_seconds=MAX_ENROLL_SECONDS,
                          min_seconds=MIN_ENROLL_SECONDS)
         aligned = faces.align(face_photo, faces.DISPLAY_SIZE, name="the face photo").image
@@ -158,6 +155,7 @@ class LiveGallery:
             photo = storage.write_bytes(incoming / f"{uuid.uuid4().hex}.jpg", buffer.getvalue())
             try:
                 gallery = self._load()
+                check_distinct(name, _names(gallery))  # another process may have added them
                 gallery.add(person_id, embedding, name=name, faces=[photo], consent=True,
                             n_clips=1, extra={"live_enrolled": True, "enrolled_at": _now()})
                 self._commit(gallery)
@@ -333,6 +331,11 @@ class LiveGallery:
         self.vf.swap(GalleryState(gallery, mapper))
 
 
+def _names(gallery: Gallery) -> Iterator[tuple[str, str]]:
+    """The gallery's people as (id, name)."""
+    return ((p.id, p.name) for p in gallery.people)
+
+
 def _may_hold(people: Sequence[str] | None, person_id: str) -> bool:
     """Whether a mapper trained on `people` (None: it does not say whom) may hold the person."""
     return people is None or person_id in people
@@ -371,33 +374,6 @@ def require_consent(consent: object) -> None:
         f" Consent must be the boolean true, not a {type(consent).__name__}.")
     raise ValueError("Consent is required: the person must agree to their voice and face being "
                      f"stored and searched. Tick the consent box.{given}")
-
-
-def clean_name(name: object) -> str:
-    """A display name as it is stored and shown: NFKC-normalised (full-width "Ａｉｋｏ" is
-    "Aiko"), spaces collapsed, at most `MAX_NAME_CHARS`. Raises `ValueError` saying what to
-    change for an empty name, one that is not text, or one holding control, format
-    (bidirectional overrides, zero-width) or other invisible characters, with which two
-    people's names could look the same. Plain text: the caller escapes it where it renders."""
-    if name is None:
-        name = ""
-    if not isinstance(name, str):
-        raise ValueError(f"The name must be text, not a {type(name).__name__}; give the "
-                         "person's display name.")
-    name = unicodedata.normalize("NFKC", name).strip()
-    for ch in name:
-        if unicodedata.category(ch) in REFUSED_CATEGORIES or ch in INVISIBLE_LETTERS:
-            what = unicodedata.name(ch, "a control character")
-            raise ValueError(f"The name contains an invisible or control character (U+"
-                             f"{ord(ch):04X} {what}); type the name again on one line, without "
-                             "copying it from formatted text.")
-    name = " ".join(name.split())
-    if not name:
-        raise ValueError("Give the person's display name.")
-    if len(name) > MAX_NAME_CHARS:
-        raise ValueError(f"The name is {len(name)} characters long; use at most "
-                         f"{MAX_NAME_CHARS}.")
-    return name
 
 
 def new_id(name: str) -> str:

@@ -18,7 +18,8 @@ from ..enroll import LiveGallery
 from ..pipeline import VoiceFace
 from ..proxies import TrustedProxies
 from . import enroll, face2voice, gallery, identify, verify
-from .common import CONCURRENCY, FILE_LIFETIME, MAX_FILE_SIZE, Context, i18n, phone_galleries
+from .common import (CONCURRENCY, FILE_LIFETIME, MAX_FILE_SIZE, Context, i18n, own_files,
+                     phone_galleries)
 
 __all__ = ["build", "launch_options", "FILE_LIFETIME"]
 
@@ -32,7 +33,8 @@ def build(vf: VoiceFace, live: LiveGallery | None = None, admin_password: str | 
     """The app over one loaded pipeline; with `live` and an `admin_password`, also the Enroll
     tab, whose password back-off tells clients apart by address (through `trusted_proxies`,
     by default none: the TCP peer). Uploads and renders are deleted from Gradio's cache
-    `file_lifetime` s after they were made (the example voices excepted)."""
+    `file_lifetime` s after they were made (the example voices excepted); nothing else is
+    (`own_files`)."""
     with gr.Blocks(title="voiceface", delete_cache=(
             max(1, file_lifetime // CLEANINGS_PER_LIFETIME), file_lifetime)) as demo:
         ctx = Context(demo, vf, live)
@@ -54,6 +56,7 @@ def build(vf: VoiceFace, live: LiveGallery | None = None, admin_password: str | 
                 enroll.tab(ctx, live, AdminGate(admin_password),
                            trusted_proxies or TrustedProxies(), people)
     demo.queue(default_concurrency_limit=CONCURRENCY)
+    own_files(demo)
     return demo
 
 

@@ -3,7 +3,9 @@ visitor's language, text made safe to show, and the touches of Gradio's file cac
 
 from __future__ import annotations
 
+import contextvars
 import logging
+import os
 import re
 import stat
 import string
@@ -43,6 +45,7 @@ except ImportError:
 
 i18n = gr.I18n(**TEXT)
 log = logging.getLogger("voiceface.app")  # the load test and the queue test read this log
+NAMED_BY_REQUEST = contextvars.ContextVar("named_by_request", default=False)  # see own_files
 MARKDOWN_SPECIAL = re.compile(f"([{re.escape(string.punctuation)}])")
 
 
@@ -151,10 +154,59 @@ class ModelCalls:
 
 
 # Gradio's file cache. Gradio 6 has no public way to spare a file from its cache cleaning
-# (`delete_cache`), to delete a served copy before the cleaning does (`gr.set_static_paths`
-# avoids copying at all, but for every app in the process) or to serve a file named inside
-# HTML: these functions are the only code that touches its internals (`Block.keep_in_cache`,
-# `Blocks.temp_file_sets`, `Block.move_resource_to_block_cache`).
+# (`delete_cache`), to keep the cleaning to the files the app made, to delete a served copy
+# before the cleaning does (`gr.set_static_paths` avoids copying at all, but for every app in
+# the process) or to serve a file named inside HTML: these functions are the only code that
+# touches its internals (`Block.keep_in_cache`, `Blocks.temp_file_sets`,
+# `Blocks.preprocess_data`, `Block.move_resource_to_block_cache` and its async twin).
+
+def own_files(demo: gr.Blocks) -> None:
+    """Make the cache cleaning delete only files the app made: the uploads its upload route
+    received, its renders and its copies. Gradio hands every file a request names to the
+    input component's `move_resource_to_block_cache`, which, for a file already in the upload
+    folder, adds it to the files the cleaning deletes: a file that someone else wrote there
+    would be deleted once a request named it. Here, while Gradio reads a request's inputs
+    (`preprocess_data`), a file already in the upload folder is handed over as it is and
+    added to nothing (an upload the route received is already in the route's set); a file
+    from elsewhere is copied as before, and the copy, which the app made, is deleted in time.
+    Call once, after every component is built."""
+    read_inputs = demo.preprocess_data
+
+    async def preprocess_data(*args, **kwargs):
+        named = NAMED_BY_REQUEST.set(True)
+        try:
+            return await read_inputs(*args, **kwargs)
+        finally:
+            NAMED_BY_REQUEST.reset(named)
+
+    demo.preprocess_data = preprocess_data
+    for block in demo.blocks.values():
+        if isinstance(block, gr.components.Component):
+            _spare_named_files(block)
+
+
+def _spare_named_files(block: gr.components.Component) -> None:
+    """Wrap `block`'s two cache methods as `own_files` says."""
+    move = block.move_resource_to_block_cache
+    move_async = block.async_move_resource_to_block_cache
+
+    def named(path: str | Path | None) -> str | None:
+        """The file's path when a request names it inside the upload folder, else None."""
+        if not NAMED_BY_REQUEST.get() or path is None or str(path).startswith(
+                ("http://", "https://")):
+            return None
+        full = os.path.abspath(path)
+        return full if gr.utils.is_in_or_equal(full, block.GRADIO_CACHE) else None
+
+    def move_resource_to_block_cache(path: str | Path | None) -> str | None:
+        return named(path) or move(path)
+
+    async def async_move_resource_to_block_cache(path: str | Path | None) -> str | None:
+        return named(path) or await move_async(path)
+
+    block.move_resource_to_block_cache = move_resource_to_block_cache
+    block.async_move_resource_to_block_cache = async_move_resource_to_block_cache
+
 
 def keep_example_copies(audio: gr.Audio, examples: gr.Examples) -> None:
     """Spare from the cache cleaning the copies of `examples` that Gradio made once, when the

@@ -4,13 +4,15 @@ first (the recording's length too); `/enroll` and `/delete` are API endpoints.""
 
 from __future__ import annotations
 
+import html
 import math
 from pathlib import Path
 
 import gradio as gr
 
 from ..admin import AdminGate, AdminRefused
-from ..enroll import MAX_NAME_CHARS, LiveGallery, speech_seconds
+from ..enroll import LiveGallery, speech_seconds
+from ..names import MAX_NAME_CHARS
 from ..proxies import TrustedProxies
 from .common import (BROWSER_SAMPLE_RATE, FACE_HEIGHT, Context, forget_copies, i18n, plain,
                      person_choices, public, read_upload, refreshed_people)
@@ -53,8 +55,10 @@ def tab(ctx: Context, live: LiveGallery, gate: AdminGate, proxies: TrustedProxie
         try:  # consent goes through as sent: the library takes only a real True
             with ctx.model_call():
                 person_id = live.enroll(name, voice_bytes, photo_bytes, consent)
-        except ValueError as err:  # the library's message says what to fix
-            raise gr.Error(public(err, request), print_exception=False) from None
+        except ValueError as err:  # the library's message says what to fix; it may quote
+            # names, and Gradio renders an error's message as HTML: shown as typed
+            raise gr.Error(html.escape(public(err, request), quote=False),
+                           print_exception=False) from None
         done = text["enrolled"].format(name=plain(vf.gallery.person(person_id).name),
                                        id=person_id)
         return done, photos(vf), choices(), None, None, "", False

@@ -2,8 +2,8 @@
 
 Keys are the same in every language; the interface hands the table to Gradio's i18n and
 formats per-request text (captions, match lines) from it by the browser's language.
-LIBRARY_ERRORS words the library's errors that name a reason (`AudioError`, `FaceError`:
-`voiceface.errors.InputError.reason`) in the languages other than the library's English,
+LIBRARY_ERRORS words the library's errors that name a reason (`AudioError`, `FaceError`, a
+name's `InputError`: `voiceface.errors.InputError.reason`) in the languages other than the library's English,
 with the figures of the error's `values`.
 """
 
@@ -248,8 +248,8 @@ TEXT = {
     },
 }
 
-# What a visitor's own recording or photo can get wrong, by the error's `reason`
-# (voiceface.errors.InputError: AudioError, FaceError)
+# What a visitor's own recording or photo, or an enrolled person's name, can get wrong, by the
+# error's `reason` (voiceface.errors.InputError: AudioError, FaceError, voiceface.names)
 LIBRARY_ERRORS = {
     "ja": {
         "too_short": "聞き取れた音声が短すぎます（{seconds:.2f}秒）。{min_seconds:g}秒以上"
@@ -293,5 +293,20 @@ LIBRARY_ERRORS = {
                    "5分の1以上あるものを使ってください。",
         "several_faces": "写真に{faces}人の顔が写っています。1人だけの写真を使ってください（ほかの"
                          "人は切り取ってください）。",
+        "name_not_text": "名前は文字列で指定してください（{kind}は使えません）。その人の表示名を"
+                         "入力してください。",
+        "name_empty": "その人の表示名を入力してください。",
+        "name_too_long": "名前が{chars}文字あります。{max_chars}文字以内にしてください。",
+        "name_invisible": "名前に見えない文字または制御文字（{code} {what}）が含まれています。"
+                          "書式付きの文章からコピーせず、1行で入力し直してください。",
+        "name_no_letters": "名前に文字も数字もないため、記号だけか何も表示されません。その人の"
+                           "名前を文字で入力してください。",
+        "name_mixed_scripts": "名前に別の文字体系の文字「{char}」（{code} {what}）が混ざっています。"
+                              "これでは別の人の名前に見せかけられます。一つの文字体系で書いて"
+                              "ください（漢字・ひらがな・カタカナとローマ字は混ぜて使えます）。",
+        "name_taken": "{name}はすでに登録されています（ID {id}）。姓やイニシャルを加えて区別"
+                      "できるようにしてください。",
+        "name_lookalike": "{name}は登録済みの{existing}（ID {id}）と見分けがつきません。姓や"
+                          "イニシャルを加えて区別できるようにしてください。",
     },
 }
