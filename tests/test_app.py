@@ -18,6 +18,7 @@ from PIL import Image
 from browser import browser_page, open_tab
 from conftest import DEV_PEOPLE, PHOTO, REPO, serve_app
 from voiceface.provenance import is_marked
+from voiceface.traits import voice_traits
 
 PERSONAS_START_TIMEOUT = 600  # s, first start with the default personas: caches are built
 SCREENSHOTS = REPO / "build" / "screenshots"  # kept after the run for people to look at
@@ -98,7 +99,8 @@ def test_client_predict_returns_both_faces_and_a_summary(app_url, dev_bundle):
     assert summary["centre"] == "population"
     assert len(summary["matches"]) == 5
     assert set(summary) == {"matches", "confident", "threshold", "method", "centre", "timings",
-                            "test_weights"}  # as `predict --json`, which adds "face"
+                            "test_weights", "voice_traits"}  # as `predict --json` (+ "face")
+    assert summary["voice_traits"] == voice_traits(dev_bundle / "voices" / "dev01.flac").summary()
 
 
 def test_a_generator_above_the_preview_size_streams_matches_preview_full_face_then_png(tmp_path):

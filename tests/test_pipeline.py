@@ -14,7 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from voiceface.audio import AudioError
+from voiceface import traits
+from voiceface.audio import AudioError, load_audio
 from voiceface.gallery import Gallery, GalleryError
 from voiceface.hub import WeightsNotFound
 from voiceface.bundle import BundleError, BundleSpec
@@ -44,7 +45,9 @@ def test_one_call_returns_both_faces_matches_and_timings(vf, dev_bundle):
     assert result.matches[0].id == "dev02" and result.confident and result.best.id == "dev02"
     assert result.method == "mapper" and vf.spec.test_weights
     assert result.face.size == (64, 64) and result.w.shape == (64,)
-    assert set(result.timings) == {"load_audio", "embed", "search", "map", "synthesise", "total"}
+    assert set(result.timings) == {"load_audio", "embed", "search", "map", "synthesise",
+                                   "traits", "total"}
+    assert result.voice_traits == traits.measure(load_audio(dev_bundle / "voices" / "dev02.flac"))
     assert 0 < result.timings["total"] <= elapsed  # the stages took no longer than the call
     assert Image.open(result.matches[0].face).size == (64, 64)
 
@@ -180,6 +183,8 @@ def test_cli_predict_json(dev_bundle, tmp_path, vf):
     assert set(report) == set(library) | {"face"}  # the app's /predict has the same keys
     assert [m["id"] for m in report["matches"]] == [m["id"] for m in library["matches"]]
     assert report["threshold"] == library["threshold"] == round(vf.gallery.threshold, 6)
+    assert report["voice_traits"] == library["voice_traits"] == traits.voice_traits(
+        dev_bundle / "voices" / "dev03.flac").summary()
 
 
 @pytest.mark.parametrize("content,message", [

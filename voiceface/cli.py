@@ -68,6 +68,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(run=_face2voice)
 
+    p = commands.add_parser("traits", help="pitch and apparent sex of recordings, measured "
+                                           "from the signal (no model weights)")
+    p.add_argument("audio", type=Path, nargs="+", help="recordings (wav, flac, ogg, mp3, m4a, "
+                                                       "webm)")
+    p.add_argument("--json", action="store_true", help="print one JSON list on stdout")
+    p.set_defaults(run=_traits)
+
     p = commands.add_parser("dev-bundle", help="write an offline bundle of tiny random test models")
     p.add_argument("directory", type=Path)
     p.add_argument("--people", type=int, default=8)
@@ -236,6 +243,20 @@ def _face2voice(args: argparse.Namespace) -> int:
     print(f"voices that suit this face ({result.method}):")
     for m in result.matches:
         print(f"  {m.rank}. {m.name:<24} {m.score:.3f}")
+    return 0
+
+
+def _traits(args: argparse.Namespace) -> int:
+    from .traits import voice_traits
+
+    measured = [(path, voice_traits(path)) for path in args.audio]  # all, before printing
+    if args.json:
+        print(json.dumps([{"file": str(path), **t.summary()} for path, t in measured]))
+        return 0
+    for path, t in measured:
+        sex = (f"apparent sex {t.apparent_sex}" if t.apparent_sex else "apparent sex unsure")
+        print(f"{path}: pitch {t.pitch_hz:.0f} Hz (spread {t.pitch_spread_hz:.0f} Hz), "
+              f"{sex} (confidence {t.confidence:.2f})")
     return 0
 
 

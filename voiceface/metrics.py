@@ -23,6 +23,7 @@ CI95 = (0.025, 0.975)  # quantiles bounding a 95 % interval
 P_TARGET = 0.01  # prior of a genuine trial in the detection cost (NIST SRE convention)
 C_MISS = C_FA = 1.0  # costs of a miss and of a false alarm in the detection cost
 RANKS = (1, 5, 10)  # R@k reported by `retrieval`
+Z95 = 1.959964  # standard normal quantile bounding a two-sided 95 % interval
 
 
 def _scores(values: Sequence[float] | np.ndarray, what: str) -> np.ndarray:
@@ -165,6 +166,17 @@ def bootstrap_ci95(values: np.ndarray, seed: int,
     means = [np.mean(values[rng.integers(0, n, n)]) for _ in range(resamples)]
     low, high = np.quantile(means, CI95)
     return float(low), float(high)
+
+
+def wilson_ci95(successes: int, trials: int) -> tuple[float, float]:
+    """Wilson's score interval (95 %) for a proportion of `successes` in `trials` > 0: right
+    near 0 and 1, where the normal approximation's interval leaves [0, 1]."""
+    if trials <= 0:
+        raise ValueError(f"a proportion needs at least one trial, not {trials}")
+    p, z2 = successes / trials, Z95 ** 2
+    centre = (p + z2 / (2 * trials)) / (1 + z2 / trials)
+    half = Z95 * math.sqrt(p * (1 - p) / trials + z2 / (4 * trials ** 2)) / (1 + z2 / trials)
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def identity_folds(people: list[str], folds: int,

@@ -42,9 +42,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import hub
-from . import verification
-from .audio import AudioSource, load_audio
+from . import hub, verification
+from .audio import AudioError, AudioSource, load_audio
 from .bundle import (DEFAULT_GENERATOR_FILE, GALLERY_DIR, MAPPER_DIR, BundleSpec,
                      GeneratorSpec)
 from .gallery import Gallery, Match
@@ -53,6 +52,7 @@ from .population import GENERATOR, POPULATION
 from .provenance import mark
 from .stylegan2 import CONFIG_FILE as GENERATOR_CONFIG
 from .stylegan2 import Generator, convert_checkpoint, to_pil
+from .traits import VoiceTraits, measure
 from .voice import VoiceEncoder
 
 if TYPE_CHECKING:  # face2voice loads OpenCV and the backbone: only at the first face query
@@ -97,6 +97,9 @@ class VoiceFaceResult:
     embedding: np.ndarray  # [D] the voice embedding
     centre: str  # what the face was truncated toward: "population" or "generator" (w_avg)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    # pitch and apparent sex (`voiceface.traits`); measured after the first face is drawn,
+    # so only the last result has them; None too when the voice has no voiced speech
+    voice_traits: VoiceTraits | None = None
 
     @property
     def best(self) -> Match | None:
@@ -110,7 +113,8 @@ class VoiceFaceResult:
                 "threshold": round(self.threshold, 6), "method": self.method,
                 "centre": self.centre, "timings": {k: round(v, 4) for k, v in
                                                    self.timings.items()},
-                "test_weights": test_weights}
+                "test_weights": test_weights,
+                "voice_traits": self.voice_traits.summary() if self.voice_traits else None}
 
 
 class VoiceFace:
@@ -215,7 +219,8 @@ class VoiceFace:
         with `face` None comes before any drawing: the nearest people need only the voice.
         The voice is analysed at the call (so AudioError is raised here); faces are drawn as
         the iterator is read. Each result's timings count the work up to its own face, not
-        the caller's time between results.
+        the caller's time between results. The voice's traits (about 0.1 s) are measured
+        after the first face, with the last one, which alone carries them.
         """
         state = self.state  # this request's version of the gallery and mapper
         timings: dict[str, float] = {}
@@ -256,15 +261,22 @@ class VoiceFace:
                 laps = {**timings, "total": sum(timings.values())}
                 yield VoiceFaceResult(None, w[0].cpu().numpy(), matches, confident, threshold,
                                       method, embedding, centre_kind, laps)
-            drawn = setup
-            for _ in sizes:
+            drawn, traits = setup, None
+            for i, _ in enumerate(sizes):
                 start = time.perf_counter()
                 face = mark(to_pil(next(images))[0])
                 drawn += time.perf_counter() - start
                 laps = {**timings, "synthesise": drawn}
+                if i == len(sizes) - 1:
+                    start = time.perf_counter()
+                    try:
+                        traits = measure(wav)
+                    except AudioError:  # no voiced speech (a whisper, noise): no traits
+                        traits = None
+                    laps["traits"] = time.perf_counter() - start
                 laps["total"] = sum(laps.values())
                 yield VoiceFaceResult(face, w[0].cpu().numpy(), matches, confident, threshold,
-                                      method, embedding, centre_kind, laps)
+                                      method, embedding, centre_kind, laps, traits)
 
         return results()
 
