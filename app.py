@@ -26,7 +26,8 @@ from voiceface.enroll import LiveGallery
 from voiceface.hub import WeightsNotFound
 from voiceface.bundle import DEFAULT_BACKBONE, DEFAULT_BACKBONE_REVISION
 from voiceface.invert import InversionConfig
-from voiceface.pipeline import VoiceFace, cache_dir
+from voiceface.loading import cache_dir
+from voiceface.pipeline import VoiceFace
 from voiceface.proxies import SPACE_PROXIES, TrustedProxies
 from voiceface.stylegan2_ops import reuse_freed_memory
 

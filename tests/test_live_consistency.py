@@ -22,7 +22,8 @@ from voiceface.audio import load_audio
 from voiceface.devbundle import synthetic_voice
 from voiceface.enroll import LiveGallery
 from voiceface.gallery import Gallery
-from voiceface.pipeline import VoiceFace, load_derived
+from voiceface.loading import load_derived
+from voiceface.pipeline import VoiceFace
 
 RATE = 16_000
 CLONES = 40  # people deleted one by one while requests run

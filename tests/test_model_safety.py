@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import REPO
-from voiceface.pipeline import load_generator
+from voiceface.loading import load_generator
 from voiceface.stylegan2 import Generator, GeneratorConfig, convert_checkpoint
 from voiceface.voice import VoiceEncoder
 

@@ -25,7 +25,7 @@ from conftest import REPO
 from voiceface import cli
 from voiceface import stylegan2_ops as ops
 from voiceface.nvidia import convert_pickle, read_pickle
-from voiceface.pipeline import load_generator
+from voiceface.loading import load_generator
 from voiceface.stylegan2 import Generator
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "stylegan2"

@@ -19,7 +19,8 @@ from voiceface.face2voice import CONFIG_FILE, FACE2VOICE_DIR, FEATURES_FILE, fac
 from voiceface.gallery import Gallery
 from voiceface.invert import Backbone
 from voiceface.bundle import BundleSpec
-from voiceface.pipeline import VoiceFace, load_generator, load_models, prepare_derived
+from voiceface.loading import load_generator, load_models, prepare_derived
+from voiceface.pipeline import VoiceFace
 from voiceface.provenance import mark
 from voiceface.stylegan2 import Generator, z_from_seed
 from voiceface.verification import AS_NORM, BUILD_METHOD

@@ -19,8 +19,9 @@ from voiceface.audio import AudioError, load_audio
 from voiceface.gallery import Gallery, GalleryError
 from voiceface.hub import WeightsNotFound
 from voiceface.bundle import BundleError, BundleSpec
-from voiceface.pipeline import (GalleryState, VoiceFace, load_derived, load_generator,
-                                load_models, prepare_derived)
+from voiceface.loading import (GalleryState, load_derived, load_generator, load_models,
+                               prepare_derived)
+from voiceface.pipeline import VoiceFace
 from voiceface.provenance import mark
 from voiceface.stylegan2 import Generator, GeneratorConfig, to_pil
 

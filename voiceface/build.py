@@ -56,7 +56,7 @@ from .names import check_distinct, clean_name
 from .bundle import (BUNDLE_FILE, BUNDLE_FORMAT_VERSION, DEFAULT_GENERATOR,
                      DEFAULT_GENERATOR_FILE, DEFAULT_GENERATOR_REVISION, DEFAULT_TRUNCATION,
                      EXAMPLES_DIR, GALLERY_DIR)
-from .pipeline import load_generator
+from .loading import load_generator
 from .stylegan2 import Generator
 from .voice import (DEFAULT_ENCODER, DEFAULT_ENCODER_REVISION, ENROLL_PART, HELD_OUT_PART,
                     HOLD_OUT_FRACTION, VoiceEncoder, split_for_evaluation)

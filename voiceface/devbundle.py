@@ -31,7 +31,7 @@ from .assemble import Enrollee, Models, assemble
 from .audio import SAMPLE_RATE
 from .bundle import BUNDLE_FILE, BUNDLE_FORMAT_VERSION, DEFAULT_TRUNCATION
 from .invert import Backbone
-from .pipeline import load_generator
+from .loading import load_generator
 from .population import population_centre
 from .stylegan2 import Generator, GeneratorConfig, to_pil
 from .voice import VoiceEncoder

@@ -57,7 +57,8 @@ from .mapper import WEIGHTS_FILE as MAPPER_WEIGHTS
 from .mapper import SMALL_MAPPER, VoiceToLatent, train_mapper
 from .names import check_distinct, clean_name
 from .bundle import GALLERY_DIR, MAPPER_DIR
-from .pipeline import GalleryState, VoiceFace, load_derived
+from .loading import GalleryState, load_derived
+from .pipeline import VoiceFace
 from .voice import pool
 
 MIN_ENROLL_SECONDS = 5.0  # s of speech; fewer give an unreliable voice embedding

@@ -51,7 +51,7 @@ from .gallery import Gallery
 from .mapper import knn_blend, train_mapper
 from .metrics import eer, identity_folds, ranks, recall_at_k, retrieval
 from .bundle import BUNDLE_FILE
-from .pipeline import bundle_generator
+from .loading import bundle_generator
 from .population import population_centre
 from .verification_eval import evaluate_verification, plot_det
 from .verification_eval import markdown as verification_markdown

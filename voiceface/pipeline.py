@@ -8,14 +8,7 @@ A bundle (see `voiceface.bundle`) is a directory (or Hub repo) holding `bundle.j
 encoder and generator, with revisions), `gallery/` (a saved `Gallery`) and optionally
 `mapper/` (a trained `VoiceToLatent`). A personas bundle (the app's default `index/`) names a
 personas folder instead; its gallery and mapper are caches built for the configured encoder
-and generator (see `voiceface.persona_cache`). Loading is four steps, each usable alone:
-
-    spec = BundleSpec.read(root)                                  # 1. read bundle.json
-    encoder, generator, fp = load_models(spec)                    # 2. resolve the weights
-    derived = prepare_derived(spec, encoder, generator, fp)       # 3. build the caches
-    state = load_derived(derived, encoder.fingerprint, fp)        # 4. assemble
-    vf = VoiceFace(encoder, generator, state.gallery, state.mapper, spec=spec,
-                   generator_fingerprint=fp, derived_dir=derived)
+and generator (see `voiceface.persona_cache`). Loading is `voiceface.loading`'s four steps.
 
 A request reads the gallery and the mapper once, at its start, from `vf.state` (a frozen
 `GalleryState`); enrollment and deletion swap a new state in (`vf.swap`), so a request
@@ -29,10 +22,8 @@ generator's `w_avg` (FFHQ's average face) when the gallery holds no latents, or 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,14 +35,13 @@ from PIL import Image
 
 from . import hub, verification
 from .audio import AudioError, AudioSource, load_audio
-from .bundle import (DEFAULT_GENERATOR_FILE, GALLERY_DIR, MAPPER_DIR, BundleSpec,
-                     GeneratorSpec)
+from .bundle import BundleSpec
 from .gallery import Gallery, Match
+from .loading import GalleryState, default_bundle, load_derived, load_models, prepare_derived
 from .mapper import VoiceToLatent, knn_blend
 from .population import GENERATOR, POPULATION
 from .provenance import mark
-from .stylegan2 import CONFIG_FILE as GENERATOR_CONFIG
-from .stylegan2 import Generator, convert_checkpoint, to_pil
+from .stylegan2 import Generator, to_pil
 from .traits import VoiceTraits, measure
 from .voice import VoiceEncoder
 
@@ -59,28 +49,8 @@ if TYPE_CHECKING:  # face2voice loads OpenCV and the backbone: only at the first
     from .face2voice import FaceToVoice, FaceToVoiceResult
     from .faces import ImageSource
 
-DEFAULT_BUNDLE = "index"  # relative to the current directory (the app names its own)
 DEFAULT_K = 5  # matches returned
 PREVIEW_RESOLUTION = 128  # px of the app's quick first face, before the full-size one
-
-
-def cache_dir() -> Path:
-    """Where converted weights are cached: $VOICEFACE_CACHE or ~/.cache/voiceface."""
-    return Path(os.environ.get("VOICEFACE_CACHE", Path.home() / ".cache" / "voiceface"))
-
-
-def default_bundle() -> str:
-    """$VOICEFACE_BUNDLE, else `index` in the current directory."""
-    return os.environ.get("VOICEFACE_BUNDLE") or DEFAULT_BUNDLE
-
-
-@dataclass(frozen=True)
-class GalleryState:
-    """One consistent version of what requests read: the gallery (with its threshold) and the
-    mapper trained on its people (None: blend the matches' latents instead)."""
-
-    gallery: Gallery
-    mapper: VoiceToLatent | None = None
 
 
 @dataclass
@@ -342,96 +312,3 @@ class VoiceFace:
                 w, method = self.centre(state)[0].cpu().numpy(), "average"
         return torch.from_numpy(np.asarray(w, np.float32)).reshape(1, -1).to(
             self.generator.w_avg.device), method
-
-
-def load_derived(directory: Path, encoder_fingerprint: str, generator_fingerprint: str
-                 ) -> GalleryState:
-    """The gallery in `directory/GALLERY_DIR` (its index built) and the mapper in
-    `directory/MAPPER_DIR`, each refused when made with models of other fingerprints.
-
-    The mapper is left out (None: faces blend the nearest people's latents; a warning says
-    so) when it may hold someone the gallery no longer does: its recorded training ids name
-    someone not in the gallery, or it records none (rebuild it). A live gallery retrains it
-    when opened (`voiceface.enroll.LiveGallery`).
-    """
-    fingerprints = {"encoder_fingerprint": encoder_fingerprint,
-                    "generator_fingerprint": generator_fingerprint}
-    gallery = Gallery.load(directory / GALLERY_DIR, **fingerprints)
-    gallery.prepare_index()
-    mapper_dir = directory / MAPPER_DIR
-    mapper = VoiceToLatent.from_pretrained(mapper_dir, **fingerprints) if mapper_dir.is_dir() \
-        else None
-    if mapper is not None:
-        trained = mapper.config.people
-        gone = [] if trained is None else [i for i in trained if i not in gallery]
-        if trained is None or gone:
-            why = ("it does not record whom it was trained on (saved by an older voiceface)"
-                   if trained is None else
-                   f"it was trained on {len(gone)} people who are no longer in the gallery")
-            warnings.warn(f"Not using the mapper in {mapper_dir}: {why}. Generated faces blend "
-                          "the nearest people's latents instead; rebuild the mapper "
-                          "(`python -m voiceface build`) to use one again.", stacklevel=2)
-            mapper = None
-    return GalleryState(gallery, mapper)
-
-
-def load_models(spec: BundleSpec, device: str | None = None
-                ) -> tuple[VoiceEncoder, Generator, str]:
-    """The voice encoder and generator `spec` names (relative paths inside its bundle), the
-    generator on the encoder's device, and the generator's fingerprint."""
-    enc = spec.encoder
-    voice = VoiceEncoder.from_pretrained(spec.locate(enc.name_or_path), enc.revision,
-                                         layer=enc.layer, device=device, quantize=enc.quantize)
-    generator, fingerprint = spec_generator(spec)
-    return voice, generator.to(voice.device), fingerprint
-
-
-def prepare_derived(spec: BundleSpec, encoder: VoiceEncoder, generator: Generator,
-                    generator_fingerprint: str, *, progress: bool = True) -> Path:
-    """The directory holding the bundle's `gallery/`, `mapper/` and `face2voice/` for these
-    models: the bundle itself, or for a personas bundle their caches in `cache_dir()`, built
-    on first use with the bundle's backbone (minutes with full-size models;
-    `voiceface.persona_cache.persona_bundle`)."""
-    if spec.personas_dir is None:
-        return spec.root
-    # imported here: building loads OpenCV (face to voice), which a built bundle never needs
-    from .persona_cache import persona_bundle
-
-    return persona_bundle(
-        spec.personas_dir, encoder, generator, generator_fingerprint, cache_dir(),
-        far=spec.far, truncation=spec.truncation, truncation_centre=spec.truncation_centre,
-        backbone=spec.locate(spec.backbone.name_or_path),
-        backbone_revision=spec.backbone.revision, progress=progress)
-
-
-def spec_generator(spec: BundleSpec) -> tuple[Generator, str]:
-    """The generator `spec` names (a relative path inside its bundle) and its fingerprint."""
-    gen = spec.generator
-    return load_generator(spec.locate(gen.name_or_path), gen.filename, gen.revision)
-
-
-def bundle_generator(root: Path, gen: dict) -> tuple[Generator, str]:
-    """The generator a `bundle.json` "generator" entry `gen` names (relative paths inside the
-    bundle at `root`; the default generator for what it leaves out), and its fingerprint."""
-    return spec_generator(BundleSpec(root=Path(root), generator=GeneratorSpec.from_dict(gen)))
-
-
-def load_generator(name_or_path: str | os.PathLike, filename: str = DEFAULT_GENERATOR_FILE,
-                   revision: str | None = None) -> tuple[Generator, str]:
-    """A generator and its fingerprint from a saved-generator directory, a rosinality `.pt`
-    file, or a Hub repo holding either. `.pt` files are converted once to safetensors and
-    the conversion is cached (keyed by the fingerprint) in `cache_dir()`."""
-    own_format = filename == "generator.safetensors" or (
-        hub.is_local(name_or_path) and (Path(name_or_path) / GENERATOR_CONFIG).is_file())
-    if own_format:
-        resolved = hub.resolve_dir(name_or_path, revision, allow_patterns=("generator.*",),
-                                   what="generator")
-        return Generator.from_pretrained(resolved.path), resolved.fingerprint
-    resolved = hub.resolve_file(name_or_path, filename, revision, what="generator")
-    if resolved.path.suffix != ".pt":
-        return Generator.from_pretrained(resolved.path), resolved.fingerprint
-    key = hashlib.sha256(resolved.fingerprint.encode()).hexdigest()[:16]
-    converted = cache_dir() / "generators" / key
-    if not (converted / GENERATOR_CONFIG).is_file():
-        convert_checkpoint(resolved.path, converted)
-    return Generator.from_pretrained(converted), resolved.fingerprint

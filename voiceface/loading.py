@@ -1,0 +1,142 @@
+"""From a bundle to what serving needs: the models it names, loaded, and its gallery and
+mapper, built or read (the loading layer under `voiceface.pipeline`, and the generator loader
+that offline tools share). Four steps, each usable alone:
+
+    spec = BundleSpec.read(root)                                  # 1. read bundle.json
+    encoder, generator, fp = load_models(spec)                    # 2. resolve the weights
+    derived = prepare_derived(spec, encoder, generator, fp)       # 3. build the caches
+    state = load_derived(derived, encoder.fingerprint, fp)        # 4. read them
+
+Converted weights and a personas bundle's caches live in `cache_dir()`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import hub
+from .bundle import (DEFAULT_GENERATOR_FILE, GALLERY_DIR, MAPPER_DIR, BundleSpec,
+                     GeneratorSpec)
+from .gallery import Gallery
+from .mapper import VoiceToLatent
+from .stylegan2 import CONFIG_FILE as GENERATOR_CONFIG
+from .stylegan2 import Generator, convert_checkpoint
+from .voice import VoiceEncoder
+
+DEFAULT_BUNDLE = "index"  # relative to the current directory (the app names its own)
+
+
+def cache_dir() -> Path:
+    """Where converted weights are cached: $VOICEFACE_CACHE or ~/.cache/voiceface."""
+    return Path(os.environ.get("VOICEFACE_CACHE", Path.home() / ".cache" / "voiceface"))
+
+
+def default_bundle() -> str:
+    """$VOICEFACE_BUNDLE, else `index` in the current directory."""
+    return os.environ.get("VOICEFACE_BUNDLE") or DEFAULT_BUNDLE
+
+
+@dataclass(frozen=True)
+class GalleryState:
+    """One consistent version of what requests read: the gallery (with its threshold) and the
+    mapper trained on its people (None: blend the matches' latents instead)."""
+
+    gallery: Gallery
+    mapper: VoiceToLatent | None = None
+
+
+def load_derived(directory: Path, encoder_fingerprint: str, generator_fingerprint: str
+                 ) -> GalleryState:
+    """The gallery in `directory/GALLERY_DIR` (its index built) and the mapper in
+    `directory/MAPPER_DIR`, each refused when made with models of other fingerprints.
+
+    The mapper is left out (None: faces blend the nearest people's latents; a warning says
+    so) when it may hold someone the gallery no longer does: its recorded training ids name
+    someone not in the gallery, or it records none (rebuild it). A live gallery retrains it
+    when opened (`voiceface.enroll.LiveGallery`).
+    """
+    fingerprints = {"encoder_fingerprint": encoder_fingerprint,
+                    "generator_fingerprint": generator_fingerprint}
+    gallery = Gallery.load(directory / GALLERY_DIR, **fingerprints)
+    gallery.prepare_index()
+    mapper_dir = directory / MAPPER_DIR
+    mapper = VoiceToLatent.from_pretrained(mapper_dir, **fingerprints) if mapper_dir.is_dir() \
+        else None
+    if mapper is not None:
+        trained = mapper.config.people
+        gone = [] if trained is None else [i for i in trained if i not in gallery]
+        if trained is None or gone:
+            why = ("it does not record whom it was trained on (saved by an older voiceface)"
+                   if trained is None else
+                   f"it was trained on {len(gone)} people who are no longer in the gallery")
+            warnings.warn(f"Not using the mapper in {mapper_dir}: {why}. Generated faces blend "
+                          "the nearest people's latents instead; rebuild the mapper "
+                          "(`python -m voiceface build`) to use one again.", stacklevel=2)
+            mapper = None
+    return GalleryState(gallery, mapper)
+
+
+def load_models(spec: BundleSpec, device: str | None = None
+                ) -> tuple[VoiceEncoder, Generator, str]:
+    """The voice encoder and generator `spec` names (relative paths inside its bundle), the
+    generator on the encoder's device, and the generator's fingerprint."""
+    enc = spec.encoder
+    voice = VoiceEncoder.from_pretrained(spec.locate(enc.name_or_path), enc.revision,
+                                         layer=enc.layer, device=device, quantize=enc.quantize)
+    generator, fingerprint = spec_generator(spec)
+    return voice, generator.to(voice.device), fingerprint
+
+
+def prepare_derived(spec: BundleSpec, encoder: VoiceEncoder, generator: Generator,
+                    generator_fingerprint: str, *, progress: bool = True) -> Path:
+    """The directory holding the bundle's `gallery/`, `mapper/` and `face2voice/` for these
+    models: the bundle itself, or for a personas bundle their caches in `cache_dir()`, built
+    on first use with the bundle's backbone (minutes with full-size models;
+    `voiceface.persona_cache.persona_bundle`)."""
+    if spec.personas_dir is None:
+        return spec.root
+    # imported here: building loads OpenCV (face to voice), which a built bundle never needs
+    from .persona_cache import persona_bundle
+
+    return persona_bundle(
+        spec.personas_dir, encoder, generator, generator_fingerprint, cache_dir(),
+        far=spec.far, truncation=spec.truncation, truncation_centre=spec.truncation_centre,
+        backbone=spec.locate(spec.backbone.name_or_path),
+        backbone_revision=spec.backbone.revision, progress=progress)
+
+
+def spec_generator(spec: BundleSpec) -> tuple[Generator, str]:
+    """The generator `spec` names (a relative path inside its bundle) and its fingerprint."""
+    gen = spec.generator
+    return load_generator(spec.locate(gen.name_or_path), gen.filename, gen.revision)
+
+
+def bundle_generator(root: Path, gen: dict) -> tuple[Generator, str]:
+    """The generator a `bundle.json` "generator" entry `gen` names (relative paths inside the
+    bundle at `root`; the default generator for what it leaves out), and its fingerprint."""
+    return spec_generator(BundleSpec(root=Path(root), generator=GeneratorSpec.from_dict(gen)))
+
+
+def load_generator(name_or_path: str | os.PathLike, filename: str = DEFAULT_GENERATOR_FILE,
+                   revision: str | None = None) -> tuple[Generator, str]:
+    """A generator and its fingerprint from a saved-generator directory, a rosinality `.pt`
+    file, or a Hub repo holding either. `.pt` files are converted once to safetensors and
+    the conversion is cached (keyed by the fingerprint) in `cache_dir()`."""
+    own_format = filename == "generator.safetensors" or (
+        hub.is_local(name_or_path) and (Path(name_or_path) / GENERATOR_CONFIG).is_file())
+    if own_format:
+        resolved = hub.resolve_dir(name_or_path, revision, allow_patterns=("generator.*",),
+                                   what="generator")
+        return Generator.from_pretrained(resolved.path), resolved.fingerprint
+    resolved = hub.resolve_file(name_or_path, filename, revision, what="generator")
+    if resolved.path.suffix != ".pt":
+        return Generator.from_pretrained(resolved.path), resolved.fingerprint
+    key = hashlib.sha256(resolved.fingerprint.encode()).hexdigest()[:16]
+    converted = cache_dir() / "generators" / key
+    if not (converted / GENERATOR_CONFIG).is_file():
+        convert_checkpoint(resolved.path, converted)
+    return Generator.from_pretrained(converted), resolved.fingerprint
