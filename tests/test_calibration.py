@@ -12,7 +12,8 @@ from voiceface import calibration
 from voiceface.calibration import (FALSE_ALARM_RATE, LIVE_METHOD, WINDOWS_METHOD, Calibration,
                                    best_non_mated, calibrate, calibrate_windows, recalibrate,
                                    threshold_at_far)
-from voiceface.gallery import MANIFEST, Gallery
+from voiceface.gallery import Gallery
+from voiceface.gallery_files import MANIFEST
 from voiceface.thresholds import VerificationCalibration
 
 

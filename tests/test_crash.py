@@ -14,7 +14,8 @@ import numpy as np
 from PIL import Image
 
 from voiceface import storage
-from voiceface.gallery import MANIFEST, Gallery
+from voiceface.gallery import Gallery
+from voiceface.gallery_files import MANIFEST
 
 TRIALS = 40
 PEOPLE = 300  # enough that one save takes a few milliseconds to kill into

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from voiceface import gallery as gallery_module
+from voiceface import gallery_files
 from voiceface import storage
 from voiceface.gallery import Gallery, GalleryError
+from voiceface.population import population_centre
 
 DIM = 16
 
@@ -110,14 +111,14 @@ def test_population_centre_is_the_mean_latent_and_follows_every_change(gallery):
     assert gallery.centre.any()
     assert Gallery(DIM, "enc-A").centre is None  # nobody with a latent
     with pytest.raises(ValueError, match=r"M >= 1"):
-        gallery_module.population_centre(np.zeros((0, 8)))
+        population_centre(np.zeros((0, 8)))
 
 
 def test_the_centre_is_saved_and_galleries_without_it_load(gallery, tmp_path):
     root = gallery.save(tmp_path / "g")
-    saved = np.load(root / gallery_module.data_name(root) / "centre.npy")
+    saved = np.load(root / gallery_files.data_name(root) / "centre.npy")
     assert np.array_equal(saved, gallery.centre)
-    (root / gallery_module.data_name(root) / "centre.npy").unlink()  # saved before it existed
+    (root / gallery_files.data_name(root) / "centre.npy").unlink()  # saved before it existed
     assert np.array_equal(Gallery.load(root).centre, gallery.centre)
 
 
@@ -193,7 +194,7 @@ def test_crash_before_the_manifest_is_replaced(gallery, tmp_path, monkeypatch):
     real = storage.write_json
 
     def crash_on_manifest(path, obj):
-        if path.name == gallery_module.MANIFEST:
+        if path.name == gallery_files.MANIFEST:
             raise KeyboardInterrupt  # killed between the data and the manifest
         return real(path, obj)
 
@@ -217,7 +218,7 @@ def test_fingerprint_mismatch_is_refused(gallery, tmp_path):
 def test_missing_or_foreign_directory(tmp_path):
     with pytest.raises(GalleryError, match="No gallery at"):
         Gallery.load(tmp_path)
-    storage.write_json(tmp_path / gallery_module.MANIFEST, {"format_version": 99})
+    storage.write_json(tmp_path / gallery_files.MANIFEST, {"format_version": 99})
     with pytest.raises(GalleryError, match="format version 99"):
         Gallery.load(tmp_path)
 
@@ -231,7 +232,7 @@ def test_an_empty_gallery_saves_and_loads(tmp_path):
 
 def test_latent_ids_that_do_not_match_the_latents_are_refused(gallery, tmp_path):
     root = gallery.save(tmp_path / "g")
-    ids = root / gallery_module.data_name(root) / "latent_ids.json"
+    ids = root / gallery_files.data_name(root) / "latent_ids.json"
     storage.write_json(ids, json.loads(ids.read_text())[:-1])  # 3 ids for 4 latents
     with pytest.raises(GalleryError, match="inconsistent"):
         Gallery.load(root)
@@ -240,24 +241,24 @@ def test_latent_ids_that_do_not_match_the_latents_are_refused(gallery, tmp_path)
 def test_remove_leftovers_deletes_what_a_killed_save_left_and_keeps_the_gallery(gallery,
                                                                                  tmp_path):
     root = gallery.save(tmp_path / "g")
-    current = gallery_module.data_name(root)
+    current = gallery_files.data_name(root)
     (root / "data-0123456789ab").mkdir()  # an older version, that may hold deleted people
     (root / "data-0123456789ab" / "people.json").write_text("[]")
     (root / ".data-ba9876543210.tmp").mkdir()  # a save killed before its rename
     (root / ".manifest.json.tmp").write_text("{}")
     (root / "faces" / "0000.png").write_bytes(b"a face nobody references")
     before = sorted(p.name for p in (root / "faces").iterdir() if p.name != "0000.png")
-    gallery_module.remove_leftovers(root)
+    gallery_files.remove_leftovers(root)
     assert [p.name for p in root.iterdir()
             if p.name.startswith(("data-", ".data-")) or p.name.endswith(".tmp")] == [current]
     assert sorted(p.name for p in (root / "faces").iterdir()) == before
     assert [p.id for p in Gallery.load(root).people] == ["p0", "p1", "p2", "p3"]
-    gallery_module.remove_leftovers(tmp_path / "nothing-saved-here")  # no manifest: no-op
+    gallery_files.remove_leftovers(tmp_path / "nothing-saved-here")  # no manifest: no-op
 
 
 def test_corrupted_saved_embeddings_are_refused(gallery, tmp_path):
     root = gallery.save(tmp_path / "g")
-    data = root / json.loads((root / gallery_module.MANIFEST).read_text())["data"]
+    data = root / json.loads((root / gallery_files.MANIFEST).read_text())["data"]
     storage.write_npy(data / "embeddings.npy", 2 * gallery.embeddings())
     with pytest.raises(GalleryError, match="unit vectors"):
         Gallery.load(root)
@@ -270,10 +271,10 @@ from voiceface import ann
 def test_small_galleries_search_exactly_and_save_their_index_settings(gallery, tmp_path):
     assert gallery.index_kind == "flat" and gallery.index_spec.kind == "auto"
     root = gallery.save(tmp_path / "g")
-    manifest = json.loads((root / gallery_module.MANIFEST).read_text())
+    manifest = json.loads((root / gallery_files.MANIFEST).read_text())
     assert manifest["index"]["kind"] == "auto"
     del manifest["index"]  # a gallery saved before index settings existed
-    storage.write_json(root / gallery_module.MANIFEST, manifest)
+    storage.write_json(root / gallery_files.MANIFEST, manifest)
     old = Gallery.load(root)
     assert old.index_kind == "flat"
     query = gallery.embedding("p1")

@@ -8,8 +8,9 @@ from uuid import UUID
 import numpy as np
 import pytest
 
-from voiceface import gallery as gallery_module
-from voiceface.gallery import MANIFEST, Gallery, GalleryError
+from voiceface import gallery_files
+from voiceface.gallery import Gallery, GalleryError
+from voiceface.gallery_files import MANIFEST
 
 DIM = 16
 PEOPLE = 30
@@ -69,7 +70,7 @@ def test_a_save_replacing_the_data_while_it_is_read_makes_the_load_start_again(
     """Another process's save lands between reading the manifest and reading the arrays;
     whichever way the two saves' random data names sort."""
     names = iter([first, second])
-    monkeypatch.setattr(gallery_module, "uuid", SimpleNamespace(uuid4=lambda: UUID(next(names))))
+    monkeypatch.setattr(gallery_files, "uuid", SimpleNamespace(uuid4=lambda: UUID(next(names))))
     root = make_gallery(seed=0).save(tmp_path / "gallery")
     newer = make_gallery(seed=1, people=PEOPLE - 1)
     real_load = np.load

@@ -23,7 +23,8 @@ from voiceface.devbundle import (TINY_GENERATOR, synthetic_voice, write_people_f
                                  write_random_backbone)
 from voiceface.enroll import LiveGallery
 from voiceface import verification
-from voiceface.gallery import DEFAULT_THRESHOLD, MANIFEST, Gallery
+from voiceface.gallery import DEFAULT_THRESHOLD, Gallery
+from voiceface.gallery_files import MANIFEST
 from voiceface.invert import InversionConfig
 from voiceface.pipeline import VoiceFace
 from voiceface.stylegan2 import Generator

@@ -50,7 +50,8 @@ from . import faces, storage
 from . import verification
 from .audio import SAMPLE_RATE, AudioSource, load_audio
 from .calibration import recalibrate
-from .gallery import MANIFEST, Gallery, GalleryError, data_name, remove_leftovers
+from .gallery import Gallery, GalleryError
+from .gallery_files import MANIFEST, data_name, remove_leftovers
 from .invert import InversionConfig, Inverter
 from .mapper import CONFIG_FILE as MAPPER_CONFIG
 from .mapper import WEIGHTS_FILE as MAPPER_WEIGHTS

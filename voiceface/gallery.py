@@ -3,22 +3,9 @@
 Embeddings are L2-normalised, so inner product = cosine similarity. Small galleries are
 searched exactly; large ones through an approximate index whose candidates are re-scored
 exactly (`voiceface.ann`; `Gallery(..., index="auto"|"flat"|"hnsw"|"ivfpq")`). A gallery is
-saved as a directory:
-
-    manifest.json          format version, encoder/generator fingerprints, threshold and
-                           how it was calibrated, the verification threshold's record
-                           (`voiceface.verification`), data dir, index settings
-    data-<id>/             people.json, embeddings.npy, latents.npy, latent_ids.json,
-                           centre.npy (the population centre, when there are latents)
-    faces/<sha>.<ext>      face images, content-addressed (shared by every data version)
-
-Saving writes a new `data-<id>` as a temporary directory, fsyncs and renames it, then replaces
-`manifest.json` atomically: a crash at any point leaves the previous gallery loadable. A load
-that meets a data directory a concurrent save has just replaced starts again.
-
-Galleries come from the Hub too, so loading parses nothing native: the arrays are read with
-`np.load(allow_pickle=False)` and the FAISS index is rebuilt from the embeddings (at the first
-search, or `prepare_index`). No `index.faiss` is written, and one found in a gallery is ignored.
+saved as a directory (`voiceface.gallery_files`: its format, written atomically, read back
+without unpickling anything); the FAISS index is rebuilt from the embeddings (at the first
+search, or `prepare_index`), never read from a file.
 
 The gallery's population centre (`Gallery.centre`, see `population_centre`) is derived from
 its latents, so no enrollment or deletion can leave it stale; `centre.npy` records it for
@@ -28,12 +15,8 @@ provenance and for tools outside voiceface (loading derives it again, so a galle
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import re
-import shutil
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -41,19 +24,15 @@ from typing import Sequence
 import faiss
 import numpy as np
 
-from . import ann, storage
+from . import ann, gallery_files
 from .ann import IndexSpec
+from .gallery_files import GalleryError
 from .population import population_centre
 from .thresholds import Calibration, VerificationCalibration
 
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
 DEFAULT_THRESHOLD = 0.70  # cosine; an unmeasured placeholder until a gallery is calibrated
 NORM_TOLERANCE = 1e-3  # an embedding's norm may differ from 1 by this much
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # safe as a file name
-LOAD_ATTEMPTS = 5  # reads of a gallery that concurrent saves keep replacing
-class GalleryError(ValueError):
-    """The gallery cannot do what was asked; the message says why and what to do."""
 
 
 @dataclass
@@ -273,49 +252,21 @@ class Gallery:
             self._index = ann.build(self._embeddings, self.index_spec)
         return self._index
 
-    # -- persistence ------------------------------------------------------------------------
+    # -- persistence (the directory's format: `voiceface.gallery_files`) --------------------
     def save(self, directory: str | os.PathLike) -> Path:
-        """Write the gallery to `directory` atomically (see the module docstring)."""
-        root = Path(directory)
-        with storage.locked(root):
-            return self._save(root)
-
-    def _save(self, root: Path) -> Path:
-        faces_dir = root / "faces"
-        faces_dir.mkdir(exist_ok=True)
-        people = []
-        for person in self._people:
-            stored = [_store_face(face, faces_dir) for face in person.faces]
-            people.append({**asdict(person), "faces": [f"faces/{name}" for name in stored]})
-        data_name = f"data-{uuid.uuid4().hex[:12]}"
-        tmp = root / f".{data_name}.tmp"
-        tmp.mkdir()
-        try:
-            ids, latents = self.latents()
-            storage.write_json(tmp / "people.json", people)
-            storage.write_npy(tmp / "embeddings.npy", self._embeddings)
-            storage.write_npy(tmp / "latents.npy", latents)
-            storage.write_json(tmp / "latent_ids.json", ids)
-            if ids:
-                storage.write_npy(tmp / "centre.npy", self.centre)
-            storage.fsync_path(tmp)
-            os.rename(tmp, root / data_name)
-            storage.fsync_path(root)
-            storage.write_json(root / MANIFEST, {
-                "format_version": FORMAT_VERSION, "data": data_name, "count": len(self),
-                "dim": self.dim, "encoder_fingerprint": self.encoder_fingerprint,
+        """Write the gallery to `directory` atomically (see `voiceface.gallery_files`)."""
+        ids, latents = self.latents()
+        return gallery_files.write(
+            Path(directory), [asdict(person) for person in self._people],
+            {"embeddings.npy": self._embeddings, "latents.npy": latents},
+            ids, self.centre if ids else None, {
+                "count": len(self), "dim": self.dim,
+                "encoder_fingerprint": self.encoder_fingerprint,
                 "generator_fingerprint": self.generator_fingerprint,
                 "latent_dim": self.latent_dim, "threshold": self.threshold,
                 "calibration": self.calibration and self.calibration.to_dict(),
                 "verification": self.verification and self.verification.to_dict(),
-                "index": self.index_spec.to_dict(),
-            })
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            shutil.rmtree(root / data_name, ignore_errors=True)
-            raise
-        _remove_unreferenced(root, data_name, {f for p in people for f in p["faces"]})
-        return root
+                "index": self.index_spec.to_dict()})
 
     @classmethod
     def load(cls, directory: str | os.PathLike, *, encoder_fingerprint: str | None = None,
@@ -325,30 +276,8 @@ class Gallery:
         `index` overrides the saved index settings. The index is built from the embeddings
         at the first search (see the module docstring)."""
         root = Path(directory)
-        for _ in range(LOAD_ATTEMPTS):
-            data = data_name(root)
-            try:
-                return cls._read(root, encoder_fingerprint, generator_fingerprint, index)
-            except FileNotFoundError as err:
-                if data_name(root) == data:  # not replaced meanwhile: really missing
-                    raise GalleryError(f"The gallery at {root} is incomplete ({err.filename} "
-                                       "is missing); rebuild it.") from None
-        raise GalleryError(f"The gallery at {root} was replaced {LOAD_ATTEMPTS} times while it "
-                           "was being read; try again.")
-
-    @classmethod
-    def _read(cls, root: Path, encoder_fingerprint: str | None,
-              generator_fingerprint: str | None, index: str | IndexSpec | None) -> "Gallery":
-        """One attempt of `load`; FileNotFoundError when a save removed what it reads."""
-        manifest_path = root / MANIFEST
-        if not manifest_path.is_file():
-            raise GalleryError(f"No gallery at {root} (missing {MANIFEST}). Build one with "
-                               "`python -m voiceface build PEOPLE_DIR --out DIR`.")
-        manifest = json.loads(manifest_path.read_text())
-        if manifest.get("format_version") != FORMAT_VERSION:
-            raise GalleryError(f"The gallery at {root} has format version "
-                               f"{manifest.get('format_version')}; this voiceface reads version "
-                               f"{FORMAT_VERSION}. Rebuild it with `python -m voiceface build`.")
+        saved = gallery_files.read(root)
+        manifest = saved.manifest
         for what, wanted in (("encoder", encoder_fingerprint),
                              ("generator", generator_fingerprint)):
             stored = manifest.get(f"{what}_fingerprint")
@@ -368,11 +297,8 @@ class Gallery:
             gallery.threshold = float(manifest["threshold"])  # a hand-set one stays uncalibrated
         if manifest.get("verification"):  # optional: format-1 manifests may lack it
             gallery.verification = VerificationCalibration.from_dict(manifest["verification"])
-        data = root / manifest["data"]
-        embeddings = _load_array(data / "embeddings.npy", root)
-        latents = _load_array(data / "latents.npy", root)
-        latent_ids = json.loads((data / "latent_ids.json").read_text())
-        people = json.loads((data / "people.json").read_text())
+        embeddings, people = saved.arrays["embeddings.npy"], saved.people
+        latents, latent_ids = saved.arrays["latents.npy"], saved.latent_ids
         if len(people) != len(embeddings) or len(latent_ids) != len(latents):
             raise GalleryError(f"The gallery at {root} is inconsistent ({len(people)} people, "
                                f"{len(embeddings)} embeddings); rebuild it.")
@@ -419,63 +345,3 @@ class Gallery:
             raise GalleryError("Latent contains NaN or infinity.")
         self.latent_dim = w.shape[0]
         return w
-
-
-def data_name(root: str | os.PathLike) -> str | None:
-    """The data directory the manifest in `root` names now (None if there is no readable
-    manifest): every save names a new one, so it identifies a saved version."""
-    root = Path(root)
-    try:
-        return json.loads((root / MANIFEST).read_text()).get("data")
-    except (OSError, ValueError):
-        return None
-
-
-def _load_array(path: Path, root: Path) -> np.ndarray:
-    """A saved numeric array. Pickles are refused: unpickling a hostile file runs its code."""
-    try:
-        return np.load(path, allow_pickle=False)
-    except ValueError as err:
-        raise GalleryError(f"{path.name} in the gallery at {root} is not a plain numeric array "
-                           f"({err}). Galleries never hold pickles: this one is corrupt or "
-                           "hostile; rebuild it or get it from a source you trust.") from None
-
-
-def _store_face(face: Path, faces_dir: Path) -> str:
-    """Copy a face image into `faces_dir` under its content hash; return the file name."""
-    face = Path(face)
-    if not face.is_file():
-        raise GalleryError(f"Face image {face} does not exist.")
-    data = face.read_bytes()
-    name = hashlib.sha256(data).hexdigest()[:20] + face.suffix.lower()
-    target = faces_dir / name
-    if not target.exists():
-        storage.write_bytes(target, data)
-    return name
-
-
-def remove_leftovers(directory: str | os.PathLike) -> None:
-    """Delete what a killed save left in a saved gallery's directory (older data versions that
-    may hold deleted people, temporary files, unreferenced face files); the saved version
-    stays as it is."""
-    root = Path(directory)
-    with storage.locked(root):
-        current = data_name(root)
-        if current is None:
-            return
-        people = json.loads((root / current / "people.json").read_text())
-        _remove_unreferenced(root, current, {f for p in people for f in p["faces"]})
-
-
-def _remove_unreferenced(root: Path, data_name: str, faces: set[str]) -> None:
-    """Delete older data versions, face files the new manifest does not reference, and
-    temporary files that a killed save left behind (the caller holds the lock)."""
-    for entry in root.iterdir():
-        if entry.is_dir() and entry.name.startswith(("data-", ".data-")) and \
-                entry.name != data_name:
-            shutil.rmtree(entry, ignore_errors=True)
-        elif entry.is_file() and entry.name.startswith(".") and entry.name.endswith(".tmp"):
-            entry.unlink(missing_ok=True)
-    for face in (root / "faces").iterdir():
-        if f"faces/{face.name}" not in faces:
-            face.unlink(missing_ok=True)

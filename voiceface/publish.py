@@ -26,7 +26,8 @@ from pathlib import Path
 
 from .audio import AUDIO_SUFFIXES
 from .build import REPORT_FILE, WINDOWS_FILE, WINDOWS_INDEX
-from .gallery import MANIFEST, Gallery
+from .gallery import Gallery
+from .gallery_files import MANIFEST
 from .personas import PERSONAS_FILE, VOICES_DIR, load_personas
 from .bundle import BUNDLE_FILE, EXAMPLES_DIR, GALLERY_DIR, BundleSpec
 
