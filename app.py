@@ -62,6 +62,11 @@ def main(argv: list[str] | None = None) -> int:
                                                      ui.FILE_LIFETIME)),
         help="seconds an upload (recording, photo) or a generated image stays on the server "
         f"before it is deleted (default: $VOICEFACE_FILE_LIFETIME, else {ui.FILE_LIFETIME})")
+    add("--visitors-per-address", type=int,
+        default=int(env("VOICEFACE_VISITORS_PER_ADDRESS", "1")),
+        help="how many visitors may share one address (a classroom behind one NAT): an "
+        "address may have this many times one visitor's requests in the queue and uploads "
+        "(default: $VOICEFACE_VISITORS_PER_ADDRESS, else 1)")
     add("--gallery-dir", default=env("VOICEFACE_GALLERY_DIR"), help="keep the gallery in this "
         "directory (e.g. /data/voiceface on a Space with persistent storage): loaded if it "
         "holds one, else the bundle's is copied there. Default: $VOICEFACE_GALLERY_DIR; with "
@@ -88,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
                                        else SPACE_PROXIES if space else "")
     except ValueError as err:
         parser.error(str(err))
+    if args.visitors_per_address < 1:
+        parser.error(f"--visitors-per-address must be at least 1, got "
+                     f"{args.visitors_per_address}")
     logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s: %(message)s",
                         level=logging.WARNING)
     admin_password = env(ADMIN_PASSWORD_VAR) or None
@@ -112,9 +120,11 @@ def main(argv: list[str] | None = None) -> int:
     except (WeightsNotFound, ValueError) as err:
         print(f"voiceface cannot start: {err}", file=sys.stderr)
         return 2
-    ui.build(vf, live, admin_password, args.file_lifetime, proxies).launch(
+    ui.build(vf, live, admin_password, args.file_lifetime, proxies=proxies,
+             visitors_per_address=args.visitors_per_address).launch(
         server_name=args.host, server_port=args.port, share=args.share,
-        **ui.launch_options(vf, live))
+        **ui.launch_options(vf, live, args.file_lifetime, proxies=proxies,
+                            visitors_per_address=args.visitors_per_address))
     return 0
 
 

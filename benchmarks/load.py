@@ -144,7 +144,9 @@ def main() -> None:
         bundle = args.bundle or write_dev_bundle(Path(tmp) / "dev", progress=False)
         clips = write_clips(Path(tmp), args.clients)
         log = Path(tmp) / "app.log"
-        with running_app(bundle, log, port=args.port) as (url, proc):
+        # every client comes from 127.0.0.1: the app is told they are that many visitors
+        with running_app(bundle, log, args=("--visitors-per-address", str(args.clients)),
+                         port=args.port) as (url, proc):
             print(run_load(url, clips, proc.pid, log, args.seconds).summary())
 
 if __name__ == "__main__":

@@ -21,15 +21,15 @@ import soundfile as sf
 import torch
 import torchaudio
 
+from benchmarks.flood import HEAVY_CHANNELS as BOMB_CHANNELS
+from benchmarks.flood import HEAVY_RATE as BOMB_RATE
+from benchmarks.flood import write_heavy_flac as write_bomb
 from conftest import REPO
 from voiceface.audio import (MAX_DECODED_SAMPLES, RESAMPLE_ROLLOFF, RESAMPLE_ZERO_CROSSINGS,
                              SAMPLE_RATE, AudioError, _kernel_elements, load_audio)
 
-BOMB_RATE = 384_000  # Hz
-BOMB_CHANNELS = 8
 BOMB_SECONDS = 360  # s
 MAX_GROWTH_MB = 200  # MB of peak RSS growth allowed for one decode
-WRITE_BLOCK_SECONDS = 10  # s of silence written at once when building a test file
 
 # Run in a fresh interpreter: decode argv[1], report peak RSS growth and peak temp bytes.
 MEASURE = r"""
@@ -56,17 +56,6 @@ watcher.join()
 print(json.dumps({"growth_mb": (after - before) / 1024, "peak_tmp_bytes": peak_tmp[0],
                   "outcome": outcome}))
 """
-
-
-def write_bomb(path: Path, seconds: int) -> Path:
-    """`seconds` of 8-channel 384 kHz FLAC: one second of a 220 Hz tone, then silence."""
-    with sf.SoundFile(path, "w", BOMB_RATE, BOMB_CHANNELS, subtype="PCM_16", format="FLAC") as f:
-        t = np.arange(BOMB_RATE) / BOMB_RATE
-        f.write(np.repeat(0.5 * np.sin(2 * np.pi * 220 * t)[:, None], BOMB_CHANNELS, axis=1))
-        zeros = np.zeros((WRITE_BLOCK_SECONDS * BOMB_RATE, BOMB_CHANNELS), np.float32)
-        for start in range(1, seconds, WRITE_BLOCK_SECONDS):
-            f.write(zeros[:(min(seconds, start + WRITE_BLOCK_SECONDS) - start) * BOMB_RATE])
-    return path
 
 
 def to_matroska(flac: Path) -> Path:

@@ -17,7 +17,8 @@ RSS_MARGIN_MB = 300  # the server may keep some memory (allocator, caches), not 
 def test_concurrent_clients_all_get_answers_and_memory_returns(dev_bundle, tmp_path):
     clips = write_clips(tmp_path, CLIENTS)
     log = tmp_path / "app.log"
-    with serve_app(dev_bundle, log) as (url, proc):
+    # every client comes from 127.0.0.1: the app is told they are that many visitors
+    with serve_app(dev_bundle, log, args=("--visitors-per-address", str(CLIENTS))) as (url, proc):
         report = run_load(url, clips, proc.pid, log, seconds=SECONDS)
     print(report.summary())
     assert report.failures == []

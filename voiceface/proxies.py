@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
+from typing import Any
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -72,6 +73,12 @@ class TrustedProxies:
     def trusts(self, address: Address | None) -> bool:
         """Whether `address` is one of the trusted proxies."""
         return address is not None and any(address in n for n in self.networks)
+
+    def address(self, request: Any) -> str:
+        """The client's address of a request (Starlette's or Gradio's: anything with
+        `.client` and `.headers`), its `X-Forwarded-For` believed as far as `client` says."""
+        peer = request.client.host if request.client else ""
+        return self.client(peer, request.headers.getlist("x-forwarded-for"))
 
     def client(self, peer: str, forwarded_for: Iterable[str] = ()) -> str:
         """The client's address for a request from `peer` (the TCP peer) carrying these

@@ -12,14 +12,17 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from starlette.middleware import Middleware
 
 from ..admin import AdminGate
 from ..enroll import LiveGallery
 from ..pipeline import VoiceFace
 from ..proxies import TrustedProxies
 from . import enroll, face2voice, gallery, identify, verify
-from .common import (CONCURRENCY, FILE_LIFETIME, MAX_FILE_SIZE, Context, i18n, own_files,
-                     phone_galleries)
+from .common import (CONCURRENCY, FILE_LIFETIME, MAX_FILE_SIZE, MODEL_QUEUE, Context, i18n,
+                     own_files, phone_galleries)
+from .hardening import SafeResponses, quiet_repeated_tracebacks
+from .limits import QUEUE_SIZE, BodyLimits, VisitorQueue
 
 __all__ = ["build", "launch_options", "FILE_LIFETIME"]
 
@@ -28,14 +31,17 @@ UVICORN_TRUSTED_PROXIES = "FORWARDED_ALLOW_IPS"  # uvicorn (under Gradio) reads 
 
 
 def build(vf: VoiceFace, live: LiveGallery | None = None, admin_password: str | None = None,
-          file_lifetime: int = FILE_LIFETIME,
-          trusted_proxies: TrustedProxies | None = None) -> gr.Blocks:
+          file_lifetime: int = FILE_LIFETIME, *, proxies: TrustedProxies | None = None,
+          visitors_per_address: int = 1) -> gr.Blocks:
     """The app over one loaded pipeline; with `live` and an `admin_password`, also the Enroll
-    tab, whose password back-off tells clients apart by address (through `trusted_proxies`,
-    by default none: the TCP peer). Uploads and renders are deleted from Gradio's cache
+    tab. Visitors are told apart by address, read through `proxies` (by default none: the TCP
+    peer): the admin password's back-off, and the model queue, which admits each visitor's
+    events within `voiceface.ui.limits`' limits (an address's grow with
+    `visitors_per_address`). Uploads and renders are deleted from Gradio's cache
     `file_lifetime` s after they were made (the example voices excepted); nothing else is
-    (`own_files`)."""
-    with gr.Blocks(title="voiceface", delete_cache=(
+    (`own_files`). The app sends no telemetry."""
+    proxies = proxies or TrustedProxies()
+    with gr.Blocks(title="voiceface", analytics_enabled=False, delete_cache=(
             max(1, file_lifetime // CLEANINGS_PER_LIFETIME), file_lifetime)) as demo:
         ctx = Context(demo, vf, live)
         gr.Markdown(i18n("title"))
@@ -53,25 +59,34 @@ def build(vf: VoiceFace, live: LiveGallery | None = None, admin_password: str | 
             verify.tab(ctx)
         if live is not None and admin_password:
             with gr.Tab(i18n("tab_enroll")):
-                enroll.tab(ctx, live, AdminGate(admin_password),
-                           trusted_proxies or TrustedProxies(), people)
-    demo.queue(default_concurrency_limit=CONCURRENCY)
+                enroll.tab(ctx, live, AdminGate(admin_password), proxies, people)
+    # api_open=False: the direct routes (/run/<name>) would skip the queue and its limits
+    demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE, api_open=False)
+    VisitorQueue(MODEL_QUEUE, proxies, visitors_per_address).install(demo)
+    quiet_repeated_tracebacks()
     own_files(demo)
     return demo
 
 
-def launch_options(vf: VoiceFace, live: LiveGallery | None = None) -> dict[str, Any]:
+def launch_options(vf: VoiceFace, live: LiveGallery | None = None,
+                   file_lifetime: int = FILE_LIFETIME, *, proxies: TrustedProxies | None = None,
+                   visitors_per_address: int = 1) -> dict[str, Any]:
     """`Blocks.launch` keyword arguments that the interface needs: the gallery's photo
-    folders served as files, the upload limit, the interface text, the phone layout.
+    folders served as files, the upload limits, the safe headers, the interface text, the
+    phone layout.
 
     Also tells uvicorn, which Gradio starts with no say over its proxy settings, to trust
     no proxy (it would otherwise take the client's address from `X-Forwarded-For` on any
-    request from 127.0.0.1): the request's client stays the TCP peer, and
-    `voiceface.proxies` alone decides whose forwarded addresses to believe."""
+    request from 127.0.0.1): the request's client stays the TCP peer, and `proxies`
+    (`voiceface.proxies`) alone decides whose forwarded addresses to believe."""
     os.environ[UVICORN_TRUSTED_PROXIES] = ""
     photo_dirs = {str(Path(p.faces[0]).parent) for p in vf.gallery.people if p.faces}
     if live is not None:
         photo_dirs.add(str(live.photo_dir))  # where enrolled people's photos will be
     return {"allowed_paths": sorted(photo_dirs), "max_file_size": MAX_FILE_SIZE, "i18n": i18n,
             "css": phone_galleries("top", "people"),
-            "enable_monitoring": False}  # request counts of the admin endpoints are private
+            "enable_monitoring": False,  # request counts of the admin endpoints are private
+            "app_kwargs": {"middleware": [
+                Middleware(SafeResponses),
+                Middleware(BodyLimits, file_lifetime, proxies or TrustedProxies(),
+                           visitors_per_address)]}}

@@ -30,10 +30,8 @@ def tab(ctx: Context, live: LiveGallery, gate: AdminGate, proxies: TrustedProxie
 
     def refusal(password: str | None, request: gr.Request) -> str | None:
         """None if `password` is the admin's, else why it is refused, for the visitor."""
-        peer = request.client.host if request.client else ""
-        client = proxies.client(peer, request.headers.getlist("x-forwarded-for"))
         try:
-            gate.check(password, client)
+            gate.check(password, proxies.address(request))
         except AdminRefused as err:
             text = ctx.text(request)
             return (text["password_wait"].format(seconds=math.ceil(err.retry_after))

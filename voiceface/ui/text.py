@@ -131,6 +131,23 @@ TEXT = {
         "f2v_unavailable": "This gallery has no face-to-voice model (it was built before face "
                            "to voice), so this tab cannot answer. Rebuilding it "
                            "(`python -m voiceface build`) adds one.",
+        "busy_visitor": "You already have {events} requests waiting or running. Wait for "
+                        "their answers, then try again in a moment.",
+        "queue_full": "The server is busy: {waiting} requests are waiting. Try again in a "
+                      "moment.",
+        "unknown_event": "This app has no event \"{event}\"; its API page (\"Use via API\" "
+                         "at the bottom of the page) lists the events it has.",
+        "not_a_file": "Input {position} must be a file: upload it first (gradio_client's "
+                      "handle_file does this), then name it.",
+        "upload_too_large": "This upload is over {limit_mb:.0f} MB; send one recording or "
+                            "photo at a time (each at most 20 MB).",
+        "upload_too_many_files": "One upload may carry at most {files} files; send one "
+                                 "recording or photo at a time.",
+        "upload_budget": "You have uploaded the most one visitor may within {minutes:.0f} "
+                         "minutes ({limit_mb:.0f} MB). Uploads are deleted after that time; "
+                         "try again in a few minutes.",
+        "body_too_large": "This request is over {limit_mb:.0f} MB; upload files first and "
+                          "name them in the request.",
     },
     "ja": {
         "title": "# voiceface：声から顔へ",
@@ -245,6 +262,23 @@ TEXT = {
         "f2v_unavailable": "このギャラリーには顔から声を推定するモデルがありません（この機能より前に"
                            "構築されました）。そのため、このタブは使えません。`python -m voiceface "
                            "build` で再構築すると使えるようになります。",
+        "busy_visitor": "処理待ちまたは処理中のリクエストがすでに{events}件あります。結果が出るのを"
+                        "待ってから、少ししてもう一度お試しください。",
+        "queue_full": "サーバーが混み合っています（{waiting}件が順番待ち）。少ししてからもう一度"
+                      "お試しください。",
+        "unknown_event": "このアプリに「{event}」というイベントはありません。使えるイベントはAPI"
+                         "ページ（ページ下部の「Use via API」）をご覧ください。",
+        "not_a_file": "入力{position}はファイルでなければなりません。先にアップロードしてから"
+                      "（gradio_client の handle_file が行います）、その名前を送ってください。",
+        "upload_too_large": "このアップロードは{limit_mb:.0f} MBを超えています。録音や写真は1つずつ"
+                            "送ってください（それぞれ20 MBまで）。",
+        "upload_too_many_files": "1回のアップロードで送れるファイルは{files}個までです。録音や写真は"
+                                 "1つずつ送ってください。",
+        "upload_budget": "{minutes:.0f}分間にアップロードできる上限（{limit_mb:.0f} MB）に"
+                         "達しました。アップロードはその時間が過ぎると削除されます。数分後に"
+                         "もう一度お試しください。",
+        "body_too_large": "このリクエストは{limit_mb:.0f} MBを超えています。ファイルは先に"
+                          "アップロードし、リクエストではその名前を送ってください。",
     },
 }
 
