@@ -91,3 +91,24 @@ def test_worded_errors_reach_the_visitor_whole_and_name_every_format():
     english = SimpleNamespace(headers={"accept-language": "en-US"})
     error = AudioError("/srv/uploads/x/clip.wav is silent.", "silent")
     assert public(error, english) == "clip.wav is silent."
+
+
+def test_the_voice_traits_sentence_names_the_register_the_apparent_sex_and_its_limits():
+    from voiceface.traits import VoiceTraits
+    from voiceface.ui.identify import traits_text
+    from voiceface.ui.text import TEXT
+
+    def said(pitch, sex, confidence=0.9, language="en"):
+        return traits_text(VoiceTraits(pitch, 10.0, sex, confidence), TEXT[language])
+
+    low = said(118.4, "male", 0.934)
+    assert "pitch about 118 Hz, a lower register; it sounds male (93% sure)" in low
+    assert "not your likeness" in low and "not a statement about anyone's identity" in low
+    assert "a middle register" in said(145.0, None) and "apparent sex is unclear" in said(
+        145.0, None)
+    assert "a middle register" in said(184.9, "female") and "a higher register" in said(
+        185.0, "female")
+    assert "it sounds female (90% sure)" in said(210.0, "female")
+    ja = said(230.2, "female", 0.8, "ja")
+    assert "高さ約230 Hz（高め）、女性の声に聞こえます（確信度80%）" in ja and "アイデンティティ" in ja
+    assert traits_text(None, TEXT["en"]) == ""

@@ -10,10 +10,14 @@ import gradio as gr
 
 from ..gallery import Match
 from ..pipeline import PREVIEW_RESOLUTION, VoiceFaceResult
+from ..traits import VoiceTraits
 from .common import (BROWSER_SAMPLE_RATE, FACE_HEIGHT, Context, gpu, i18n, keep_example_copies,
                      plain, png_copy, public, read_upload)
 
 TOP_K = 5  # people shown below the faces
+REGISTERS = ((145.0, "lower"), (185.0, "middle"))  # Hz: median pitch below each bound ...
+# ... is that register, above the last "higher" (adult speaking voices: ~85-155 Hz heard as
+# male, ~165-255 Hz as female; the middle band is where the two overlap)
 
 # Horizontal bars with the name beside each bar: five names stay readable at 390 px, where
 # names under vertical bars overlap. Long names wrap inside their column.
@@ -39,6 +43,17 @@ def similarity_bars(matches: Sequence[Match], cell: Callable[[Match], str] | Non
         f'</span></span><span class="score">{m.score:.3f}</span>' + (cell(m) if cell else "")
         for m in matches)
     return f'<div class="bars">{rows}</div>'
+
+
+def traits_text(traits: VoiceTraits | None, text: dict[str, str]) -> str:
+    """The visitor's voice traits in a sentence (Markdown), or "" when none were measured."""
+    if traits is None:
+        return ""
+    register = next((name for bound, name in REGISTERS if traits.pitch_hz < bound), "higher")
+    sex = text[f"sex_{traits.apparent_sex or 'unsure'}"].format(
+        confidence=f"{traits.confidence:.0%}")
+    return text["voice_traits"].format(pitch=f"{traits.pitch_hz:.0f}",
+                                       register=text[f"register_{register}"], sex=sex)
 
 
 def tab(ctx: Context) -> None:
@@ -94,18 +109,20 @@ def tab(ctx: Context) -> None:
                        for m in result.matches if m.face and m.id in vf.gallery]
                 yield (None, text["drawing"], nearest_photo(result), match_text, top,
                        similarity_bars(result.matches), result.summary(vf.spec.test_weights),
-                       gr.DownloadButton(value=None, visible=False))
+                       gr.DownloadButton(value=None, visible=False), "")
                 continue
             caption = text["generated_caption"].format(
                 method=text[f"method_{result.method}"], centre=text[f"centre_{result.centre}"])
             if result.face.width < full:
                 caption += f" ({text['preview']})"
+            traits = keep if result.voice_traits is None else traits_text(result.voice_traits,
+                                                                           text)
             yield (result.face, caption, keep, keep, keep, keep,
-                   result.summary(vf.spec.test_weights), keep)
+                   result.summary(vf.spec.test_weights), keep, traits)
         # the face again, not skipped: Gradio 6.31's page sometimes dropped an image whose
         # update was followed at once by a skip (2 of 10 answers); the same file, no new copy
         yield (result.face,) + (keep,) * 6 + (
-            gr.DownloadButton(value=png_copy(download, result.face), visible=True),)
+            gr.DownloadButton(value=png_copy(download, result.face), visible=True), keep)
 
     def predict_final(audio: str, request: gr.Request):
         """Audio file in; the generated face, the nearest enrolled person's face (None below
@@ -125,6 +142,7 @@ def tab(ctx: Context) -> None:
             generated = gr.Image(label=i18n("generated"), elem_id="generated", type="pil",
                                  format="jpeg", interactive=False, height=FACE_HEIGHT)
             generated_caption = gr.Markdown(elem_id="generated-caption")
+            voice_traits = gr.Markdown(elem_id="voice-traits")
             download = gr.DownloadButton(i18n("download_png"), visible=False, size="sm",
                                          elem_id="download")
         with gr.Column():
@@ -143,7 +161,7 @@ def tab(ctx: Context) -> None:
                                                label=i18n("examples")))
     png_face = gr.Image(type="pil", format="png", visible=False)  # /predict's face
     answer = [generated, generated_caption, nearest, nearest_caption, top, chart, details,
-              download]
+              download, voice_traits]
     submit.click(predict, inputs=[audio], outputs=answer, api_name="predict_ui",
                  api_visibility="undocumented", **ctx.queue)
     # A recording is answered as soon as it stops: no button between speaking and the face

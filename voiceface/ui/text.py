@@ -78,6 +78,17 @@ TEXT = {
         "centre_generator": "pulled toward the generator's average face (FFHQ)",
         "generated_caption": "{method}; {centre}",
         "preview": "preview, full resolution coming",
+        "voice_traits": "**Your voice:** pitch about {pitch} Hz, {register}; {sex}. The "
+                        "generated face is learnt from the enrolled people whose voices are "
+                        "like yours (pitch, apparent sex); it is not your likeness. Apparent "
+                        "sex is how a voice tends to be heard, not a statement about anyone's "
+                        "identity.",
+        "register_lower": "a lower register",
+        "register_middle": "a middle register",
+        "register_higher": "a higher register",
+        "sex_female": "it sounds female ({confidence} sure)",
+        "sex_male": "it sounds male ({confidence} sure)",
+        "sex_unsure": "its apparent sex is unclear",
         "drawing": "Drawing the face…",
         "download_png": "Download PNG",
         "match": "**{name}**, similarity {score:.2f}",
@@ -215,6 +226,16 @@ TEXT = {
         "centre_generator": "生成器の平均顔（FFHQ）へ寄せています",
         "generated_caption": "{method}。{centre}",
         "preview": "プレビュー、高解像度を生成中",
+        "voice_traits": "**あなたの声：** 高さ約{pitch} Hz（{register}）、{sex}。生成された顔は、"
+                        "登録された人々のうち声の似た人（声の高さ・見かけの性別）から学んだもので、"
+                        "あなたの顔に似せたものではありません。見かけの性別は声の聞こえ方であり、"
+                        "誰かのアイデンティティを述べるものではありません。",
+        "register_lower": "低め",
+        "register_middle": "中くらい",
+        "register_higher": "高め",
+        "sex_female": "女性の声に聞こえます（確信度{confidence}）",
+        "sex_male": "男性の声に聞こえます（確信度{confidence}）",
+        "sex_unsure": "見かけの性別ははっきりしません",
         "drawing": "顔を描いています…",
         "download_png": "PNGをダウンロード",
         "match": "**{name}**、類似度 {score:.2f}",
