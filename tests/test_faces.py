@@ -25,6 +25,7 @@ from voiceface.faces import (
     detect_faces,
     find_eyes,
     load_image,
+    photo_format,
 )
 
 PHOTO = Path(__file__).parents[1] / "voiceface" / "data" / "astronaut.jpg"
@@ -196,6 +197,55 @@ def test_truncated_jpeg(photo):
 def test_not_an_image():
     with pytest.raises(FaceError, match="not an image that can be read"):
         load_image(b"Dear diary, today I uploaded a text file instead of a photo." * 10)
+
+
+# Issue 28: Pillow alone opens EPS and PostScript by running Ghostscript (this loop held it
+# at full CPU for 20 s), and a dozen formats README never promised.
+EPS = (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 200 200\n%%EndComments\n"
+       b"0 1 1200000000 { pop } for\nshowpage\n%%EOF\n")
+POSTSCRIPT = b"%!PS-Adobe-3.0\n%%Pages: 1\n%%EndComments\n{} loop\nshowpage\n%%EOF\n"
+WRITTEN_BY_PILLOW = ["TIFF", "BMP", "TGA", "PCX", "SGI", "PPM", "QOI", "DDS", "IM", "SPIDER",
+                     "GIF", "ICO", "JPEG2000", "EPS"]
+
+
+def foreign_photo(kind: str, photo: Image.Image) -> bytes:
+    """The astronaut saved as `kind` by Pillow, or the crafted EPS and PostScript files."""
+    if kind in ("crafted EPS", "crafted PostScript"):
+        return EPS if kind == "crafted EPS" else POSTSCRIPT
+    buf = io.BytesIO()
+    photo.convert("F" if kind == "SPIDER" else "RGB").save(buf, kind)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("kind", ["crafted EPS", "crafted PostScript", *WRITTEN_BY_PILLOW])
+def test_only_jpeg_png_and_webp_reach_a_decoder(kind, photo, monkeypatch):
+    data = foreign_photo(kind, photo)
+    if kind in WRITTEN_BY_PILLOW and kind != "EPS":  # Pillow alone decodes it (EPS: with gs)
+        Image.open(io.BytesIO(data)).load()
+
+    def no_decoder(*args, **kwargs):
+        raise AssertionError("a decoder was given the file")
+
+    monkeypatch.setattr(Image, "open", no_decoder)
+    with pytest.raises(FaceError, match=r"not an image that can be read; use a JPEG, PNG "
+                                        r"or WebP photo") as refused:
+        load_image(data, name="face")
+    assert refused.value.reason == "photo_not_image"
+
+
+@pytest.mark.parametrize("kind", ["JPEG", "PNG", "WEBP"])
+def test_each_promised_format_is_opened_by_its_own_decoder_only(kind, photo):
+    buf = io.BytesIO()
+    photo.save(buf, kind)
+    assert photo_format(buf.getvalue()) == kind
+    assert load_image(buf.getvalue()).size == photo.size
+
+
+def test_a_promised_signature_in_front_of_another_format_is_not_decoded_as_it(photo):
+    """An EPS behind a PNG signature goes to the PNG decoder only, which refuses it."""
+    with pytest.raises(FaceError) as refused:
+        load_image(b"\x89PNG\r\n\x1a\n" + EPS)
+    assert refused.value.reason in ("photo_not_image", "photo_damaged")
 
 
 @pytest.mark.parametrize("header", [b"RIFF\x24\x00\x00\x00WAVEfmt ", b"fLaC\x00\x00\x00\x22",

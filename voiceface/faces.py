@@ -4,7 +4,8 @@
     report = align("people/ada/face.jpg")                    # + box, eyes, tilt
 
 `load_image` accepts a path, raw bytes, a PIL image or an RGB array and returns an RGB PIL
-image with its EXIF orientation applied. Anything unusable (empty, damaged, not an image,
+image with its EXIF orientation applied. Files are decoded only as JPEG, PNG or WebP, told
+from their first bytes before any decoder runs. Anything unusable (empty, damaged, not an image,
 an audio file, too large, too small, no face, several faces) raises `FaceError` (a
 `ValueError`) whose message says what was wrong and what to do.
 
@@ -65,6 +66,11 @@ ImageSource = str | os.PathLike | bytes | bytearray | Image.Image | np.ndarray
 # Leading bytes of audio files: the commonest mix-up is a voice recording given as the face.
 _AUDIO_MAGIC = {b"RIFF": "WAV", b"fLaC": "FLAC", b"OggS": "OGG/Opus", b"ID3": "MP3",
                 b"\xff\xfb": "MP3", b"\xff\xf3": "MP3", b"\x1a\x45\xdf\xa3": "WebM"}
+# The only formats decoded (Pillow's names), told from the leading bytes before any decoder
+# runs: Pillow alone would also open EPS and PostScript by running Ghostscript, and TIFF,
+# BMP, TGA and a dozen more formats nobody needs for a face photo.
+PHOTO_FORMATS = ("JPEG", "PNG", "WEBP")
+_PHOTO_MAGIC = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG"}  # WebP: RIFF....WEBP
 _IMAGE_FORMATS = "JPEG, PNG or WebP"
 
 
@@ -103,7 +109,8 @@ def load_image(source: ImageSource, name: str | None = None) -> Image.Image:
     """Decode `source` into an RGB PIL image, EXIF orientation applied.
 
     `source`: a path, the file's bytes, a PIL image or an RGB/grey uint8 array [H, W(, C)].
-    Transparent pixels are composited on white. Raises `FaceError` for an empty, damaged,
+    A path's or bytes' format must be one of `PHOTO_FORMATS`, told from the first bytes (no
+    other decoder ever sees them); a PIL image is used as the caller opened it. Transparent pixels are composited on white. Raises `FaceError` for an empty, damaged,
     too large or too small image, or for something that is not an image at all.
     """
     if isinstance(source, np.ndarray):
@@ -133,10 +140,15 @@ def load_image(source: ImageSource, name: str | None = None) -> Image.Image:
             raise FaceError(f"{name} looks like an audio file ({kind}), not a photo. Give a "
                             f"face photo ({_IMAGE_FORMATS}) here and the recording as the voice.",
                             "photo_is_audio")
+    kind = photo_format(data)
+    if kind is None:
+        raise FaceError(f"{name} is not an image that can be read; use a {_IMAGE_FORMATS} "
+                        "photo.", "photo_not_image")
     try:
         with warnings.catch_warnings():  # our own limit below is stricter and says so clearly
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))  # reads the header only; pixels come later
+            # the header only (pixels come later), by the one decoder its first bytes name
+            image = Image.open(io.BytesIO(data), formats=[kind])
     except Image.DecompressionBombError:
         raise FaceError(f"{name} is far too large (over {Image.MAX_IMAGE_PIXELS * 2 / 1e6:.0f} "
                         f"megapixels); the limit is {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels. "
@@ -155,6 +167,14 @@ def load_image(source: ImageSource, name: str | None = None) -> Image.Image:
                         f"decoded. Export or download it again as {_IMAGE_FORMATS}.",
                         "photo_damaged") from None
     return _finish(image, name)
+
+
+def photo_format(data: bytes) -> str | None:
+    """The format `data` starts like (one of `PHOTO_FORMATS`), or None: the file's first
+    bytes only, so nothing else is ever handed to a decoder."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    return next((kind for magic, kind in _PHOTO_MAGIC.items() if data.startswith(magic)), None)
 
 
 def _check_bytes(size: int, name: str) -> None:
