@@ -18,6 +18,7 @@ from PIL import Image, ImageFile
 
 from voiceface.faces import (
     MAX_IMAGE_PIXELS,
+    WORK_MAX_PIXELS,
     Box,
     FaceError,
     align,
@@ -273,6 +274,35 @@ def test_too_many_pixels_refused_before_decoding(side, monkeypatch):
     monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
     with pytest.raises(FaceError, match=r"huge\.png is .*megapixels.*Resize it"):
         load_image(png_header(side, side), name="huge.png")
+
+
+def big_photo(photo: Image.Image, side: int, mode: str = "RGB") -> Image.Image:
+    """A side x side canvas (transparent for RGBA, else white) with the face in the middle."""
+    canvas = Image.new(mode, (side, side), (255, 255, 255, 0) if mode == "RGBA" else "white")
+    canvas.paste(photo.convert(mode), ((side - photo.width) // 2,) * 2)
+    return canvas
+
+
+@pytest.mark.parametrize("kind", ["JPEG", "PNG"])
+def test_a_photo_over_the_working_size_is_reduced_as_it_is_read(kind, photo):
+    side = 6000  # 36 MP: reduced by 2 (JPEG: decoded at half scale)
+    assert side * side > WORK_MAX_PIXELS >= (side // 2) ** 2
+    buf = io.BytesIO()
+    big_photo(photo, side, "RGBA" if kind == "PNG" else "RGB").save(buf, kind)
+    image = load_image(buf.getvalue())
+    assert image.size == (side // 2, side // 2) and image.mode == "RGB"
+    assert image.getpixel((0, 0)) == (255, 255, 255)  # transparent went on white
+    middle = image.crop((side // 4 - 128, side // 4 - 128, side // 4 + 128, side // 4 + 128))
+    expected = photo.resize((256, 256), Image.Resampling.BOX)
+    assert np.abs(np.asarray(middle, float) - np.asarray(expected, float)).mean() < 4
+
+
+def test_a_reduced_photo_keeps_its_orientation(photo):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    buf = io.BytesIO()
+    big_photo(photo, 6000).crop((0, 0, 6000, 3600)).save(buf, "JPEG", exif=exif)
+    assert load_image(buf.getvalue()).size == (1800, 3000)
 
 
 def test_too_small():
