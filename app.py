@@ -27,6 +27,7 @@ from voiceface.hub import WeightsNotFound
 from voiceface.bundle import DEFAULT_BACKBONE, DEFAULT_BACKBONE_REVISION
 from voiceface.invert import InversionConfig
 from voiceface.loading import cache_dir
+from voiceface.memory import limit_arenas
 from voiceface.pipeline import VoiceFace
 from voiceface.proxies import SPACE_PROXIES, TrustedProxies
 from voiceface.stylegan2_ops import reuse_freed_memory
@@ -101,8 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     admin_password = env(ADMIN_PASSWORD_VAR) or None
     gallery_dir = args.gallery_dir or (cache_dir() / "gallery" if admin_password else None)
     # A server renders again and again: keeping freed activation memory for reuse saves
-    # faulting in fresh pages on every render.
+    # faulting in fresh pages on every render; its threads share few arenas, so what one
+    # request frees is there for the next instead of kept per thread (voiceface/memory.py).
     reuse_freed_memory()
+    limit_arenas()
     if args.threads:
         torch.set_num_threads(args.threads)
     try:

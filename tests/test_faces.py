@@ -18,6 +18,7 @@ from PIL import Image, ImageFile
 
 from voiceface.faces import (
     MAX_IMAGE_PIXELS,
+    WORK_MAX_PIXELS,
     Box,
     FaceError,
     align,
@@ -25,6 +26,7 @@ from voiceface.faces import (
     detect_faces,
     find_eyes,
     load_image,
+    photo_format,
 )
 
 PHOTO = Path(__file__).parents[1] / "voiceface" / "data" / "astronaut.jpg"
@@ -198,6 +200,55 @@ def test_not_an_image():
         load_image(b"Dear diary, today I uploaded a text file instead of a photo." * 10)
 
 
+# Issue 28: Pillow alone opens EPS and PostScript by running Ghostscript (this loop held it
+# at full CPU for 20 s), and a dozen formats README never promised.
+EPS = (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 200 200\n%%EndComments\n"
+       b"0 1 1200000000 { pop } for\nshowpage\n%%EOF\n")
+POSTSCRIPT = b"%!PS-Adobe-3.0\n%%Pages: 1\n%%EndComments\n{} loop\nshowpage\n%%EOF\n"
+WRITTEN_BY_PILLOW = ["TIFF", "BMP", "TGA", "PCX", "SGI", "PPM", "QOI", "DDS", "IM", "SPIDER",
+                     "GIF", "ICO", "JPEG2000", "EPS"]
+
+
+def foreign_photo(kind: str, photo: Image.Image) -> bytes:
+    """The astronaut saved as `kind` by Pillow, or the crafted EPS and PostScript files."""
+    if kind in ("crafted EPS", "crafted PostScript"):
+        return EPS if kind == "crafted EPS" else POSTSCRIPT
+    buf = io.BytesIO()
+    photo.convert("F" if kind == "SPIDER" else "RGB").save(buf, kind)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("kind", ["crafted EPS", "crafted PostScript", *WRITTEN_BY_PILLOW])
+def test_only_jpeg_png_and_webp_reach_a_decoder(kind, photo, monkeypatch):
+    data = foreign_photo(kind, photo)
+    if kind in WRITTEN_BY_PILLOW and kind != "EPS":  # Pillow alone decodes it (EPS: with gs)
+        Image.open(io.BytesIO(data)).load()
+
+    def no_decoder(*args, **kwargs):
+        raise AssertionError("a decoder was given the file")
+
+    monkeypatch.setattr(Image, "open", no_decoder)
+    with pytest.raises(FaceError, match=r"not an image that can be read; use a JPEG, PNG "
+                                        r"or WebP photo") as refused:
+        load_image(data, name="face")
+    assert refused.value.reason == "photo_not_image"
+
+
+@pytest.mark.parametrize("kind", ["JPEG", "PNG", "WEBP"])
+def test_each_promised_format_is_opened_by_its_own_decoder_only(kind, photo):
+    buf = io.BytesIO()
+    photo.save(buf, kind)
+    assert photo_format(buf.getvalue()) == kind
+    assert load_image(buf.getvalue()).size == photo.size
+
+
+def test_a_promised_signature_in_front_of_another_format_is_not_decoded_as_it(photo):
+    """An EPS behind a PNG signature goes to the PNG decoder only, which refuses it."""
+    with pytest.raises(FaceError) as refused:
+        load_image(b"\x89PNG\r\n\x1a\n" + EPS)
+    assert refused.value.reason in ("photo_not_image", "photo_damaged")
+
+
 @pytest.mark.parametrize("header", [b"RIFF\x24\x00\x00\x00WAVEfmt ", b"fLaC\x00\x00\x00\x22",
                                     b"OggS\x00\x02", b"ID3\x04\x00\x00"])
 def test_audio_file_given_as_photo(header):
@@ -223,6 +274,35 @@ def test_too_many_pixels_refused_before_decoding(side, monkeypatch):
     monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
     with pytest.raises(FaceError, match=r"huge\.png is .*megapixels.*Resize it"):
         load_image(png_header(side, side), name="huge.png")
+
+
+def big_photo(photo: Image.Image, side: int, mode: str = "RGB") -> Image.Image:
+    """A side x side canvas (transparent for RGBA, else white) with the face in the middle."""
+    canvas = Image.new(mode, (side, side), (255, 255, 255, 0) if mode == "RGBA" else "white")
+    canvas.paste(photo.convert(mode), ((side - photo.width) // 2,) * 2)
+    return canvas
+
+
+@pytest.mark.parametrize("kind", ["JPEG", "PNG"])
+def test_a_photo_over_the_working_size_is_reduced_as_it_is_read(kind, photo):
+    side = 6000  # 36 MP: reduced by 2 (JPEG: decoded at half scale)
+    assert side * side > WORK_MAX_PIXELS >= (side // 2) ** 2
+    buf = io.BytesIO()
+    big_photo(photo, side, "RGBA" if kind == "PNG" else "RGB").save(buf, kind)
+    image = load_image(buf.getvalue())
+    assert image.size == (side // 2, side // 2) and image.mode == "RGB"
+    assert image.getpixel((0, 0)) == (255, 255, 255)  # transparent went on white
+    middle = image.crop((side // 4 - 128, side // 4 - 128, side // 4 + 128, side // 4 + 128))
+    expected = photo.resize((256, 256), Image.Resampling.BOX)
+    assert np.abs(np.asarray(middle, float) - np.asarray(expected, float)).mean() < 4
+
+
+def test_a_reduced_photo_keeps_its_orientation(photo):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    buf = io.BytesIO()
+    big_photo(photo, 6000).crop((0, 0, 6000, 3600)).save(buf, "JPEG", exif=exif)
+    assert load_image(buf.getvalue()).size == (1800, 3000)
 
 
 def test_too_small():

@@ -26,7 +26,7 @@ import soundfile as sf
 import torch
 from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForXVector
 
-from . import storage
+from . import faces, storage
 from .assemble import Enrollee, Models, assemble
 from .audio import SAMPLE_RATE
 from .bundle import BUNDLE_FILE, BUNDLE_FORMAT_VERSION, DEFAULT_TRUNCATION
@@ -186,9 +186,8 @@ def write_people_folder(directory: str | Path, n_people: int = 6, seed: int = 0,
     if root.exists() and any(root.iterdir()):
         raise ValueError(f"{root} is not empty; choose a new directory for the people folder.")
     rng = np.random.default_rng(seed)
-    with (resources.files(__package__) / "data" / DEV_PHOTO).open("rb") if photo is None \
-            else open(photo, "rb") as file:
-        base = Image.open(file).convert("RGB")
+    base = faces.load_image(photo or (resources.files(__package__) / "data" / DEV_PHOTO)
+                            .read_bytes())
     variants = ["f1", "m3", "f4", "m1", "klatt", "f2", "m6", "f5", "m2", "klatt3"]
     for i in range(n_people):
         person = root / f"person{i + 1:02d}"

@@ -4,7 +4,8 @@
     report = align("people/ada/face.jpg")                    # + box, eyes, tilt
 
 `load_image` accepts a path, raw bytes, a PIL image or an RGB array and returns an RGB PIL
-image with its EXIF orientation applied. Anything unusable (empty, damaged, not an image,
+image with its EXIF orientation applied. Files are decoded only as JPEG, PNG or WebP, told
+from their first bytes before any decoder runs. Anything unusable (empty, damaged, not an image,
 an audio file, too large, too small, no face, several faces) raises `FaceError` (a
 `ValueError`) whose message says what was wrong and what to do.
 
@@ -32,10 +33,17 @@ import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from .errors import InputError
+from .memory import release_freed_memory
 
 MAX_FILE_BYTES = 50 * 1024 * 1024  # bytes; a 50 MP JPEG at high quality is ~25 MB
 MAX_IMAGE_PIXELS = 40_000_000  # px (width x height); larger photos are refused before decoding
 MIN_IMAGE_SIDE = 64  # px; the shorter side of a usable photo
+# px; larger photo files are box-reduced by a whole factor to this or under as they are read
+# (JPEG: decoded at 1/2, 1/4 or 1/8 scale). A 12 MP phone photo is kept whole.
+WORK_MAX_PIXELS = 4096 * 4096
+# px; after aligning a photo this large the freed memory is given back to the system (its
+# copies take 100 MB and more, which glibc would keep: a 40 MP RGBA PNG once left 700 MB)
+RELEASE_AFTER_PIXELS = 4_000_000
 DETECT_MAX_SIDE = 800  # px; photos are downscaled to this longer side for detection
 MIN_FACE_SIDE = 60  # px in the detection image; smaller detections are noise
 FACE_SCALE_STEP = 1.1  # Haar pyramid scale factor
@@ -65,6 +73,11 @@ ImageSource = str | os.PathLike | bytes | bytearray | Image.Image | np.ndarray
 # Leading bytes of audio files: the commonest mix-up is a voice recording given as the face.
 _AUDIO_MAGIC = {b"RIFF": "WAV", b"fLaC": "FLAC", b"OggS": "OGG/Opus", b"ID3": "MP3",
                 b"\xff\xfb": "MP3", b"\xff\xf3": "MP3", b"\x1a\x45\xdf\xa3": "WebM"}
+# The only formats decoded (Pillow's names), told from the leading bytes before any decoder
+# runs: Pillow alone would also open EPS and PostScript by running Ghostscript, and TIFF,
+# BMP, TGA and a dozen more formats nobody needs for a face photo.
+PHOTO_FORMATS = ("JPEG", "PNG", "WEBP")
+_PHOTO_MAGIC = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG"}  # WebP: RIFF....WEBP
 _IMAGE_FORMATS = "JPEG, PNG or WebP"
 
 
@@ -86,7 +99,8 @@ class Box(NamedTuple):
 class AlignedFace:
     """An aligned face and how it was found.
 
-    image: the square RGB crop; box: the face box in the input photo; eyes: the eye centres
+    image: the square RGB crop; box: the face box in the photo as loaded (a file over
+    `WORK_MAX_PIXELS` is reduced as it is read: see `load_image`); eyes: the eye centres
     (left, right in the photo, x/y px) used for alignment; eyes_detected: False when the eye
     cascade failed and the eyes were placed from the box; tilt: degrees the photo's eye line
     was rotated by (positive = the right eye lower).
@@ -103,8 +117,11 @@ def load_image(source: ImageSource, name: str | None = None) -> Image.Image:
     """Decode `source` into an RGB PIL image, EXIF orientation applied.
 
     `source`: a path, the file's bytes, a PIL image or an RGB/grey uint8 array [H, W(, C)].
-    Transparent pixels are composited on white. Raises `FaceError` for an empty, damaged,
-    too large or too small image, or for something that is not an image at all.
+    A path's or bytes' format must be one of `PHOTO_FORMATS`, told from the first bytes (no
+    other decoder ever sees them), and one over `WORK_MAX_PIXELS` is box-reduced by a whole
+    factor as it is read; a PIL image is used as the caller opened it. Transparent pixels
+    are composited on white. Raises `FaceError` for an empty, damaged, too large or too
+    small image, or for something that is not an image at all.
     """
     if isinstance(source, np.ndarray):
         if source.dtype != np.uint8 or source.ndim not in (2, 3):
@@ -133,10 +150,18 @@ def load_image(source: ImageSource, name: str | None = None) -> Image.Image:
             raise FaceError(f"{name} looks like an audio file ({kind}), not a photo. Give a "
                             f"face photo ({_IMAGE_FORMATS}) here and the recording as the voice.",
                             "photo_is_audio")
+    kind = photo_format(data)
+    if kind is None:
+        raise FaceError(f"{name} is not an image that can be read; use a {_IMAGE_FORMATS} "
+                        "photo.", "photo_not_image")
     try:
         with warnings.catch_warnings():  # our own limit below is stricter and says so clearly
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))  # reads the header only; pixels come later
+            # the header only (pixels come later), by the one decoder its first bytes name
+            image = Image.open(io.BytesIO(data), formats=[kind])
+            factor = _reduction(*image.size)
+            if kind == "JPEG" and factor > 1:  # decoded reduced: never held at full size
+                image.draft(None, (image.width // factor, image.height // factor))
     except Image.DecompressionBombError:
         raise FaceError(f"{name} is far too large (over {Image.MAX_IMAGE_PIXELS * 2 / 1e6:.0f} "
                         f"megapixels); the limit is {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels. "
@@ -154,7 +179,17 @@ def load_image(source: ImageSource, name: str | None = None) -> Image.Image:
         raise FaceError(f"{name} is damaged or truncated ({err}); the photo could not be "
                         f"decoded. Export or download it again as {_IMAGE_FORMATS}.",
                         "photo_damaged") from None
+    if _reduction(*image.size) > 1:
+        image = _reduce(image)
     return _finish(image, name)
+
+
+def photo_format(data: bytes) -> str | None:
+    """The format `data` starts like (one of `PHOTO_FORMATS`), or None: the file's first
+    bytes only, so nothing else is ever handed to a decoder."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    return next((kind for magic, kind in _PHOTO_MAGIC.items() if data.startswith(magic)), None)
 
 
 def _check_bytes(size: int, name: str) -> None:
@@ -179,6 +214,22 @@ def _check_pixels(width: int, height: int, name: str) -> None:
                         "photo_too_small", width=width, height=height, min_side=MIN_IMAGE_SIDE)
 
 
+def _reduction(width: int, height: int) -> int:
+    """The smallest whole factor that brings width x height to `WORK_MAX_PIXELS` or under."""
+    return max(1, math.ceil(math.sqrt(width * height / WORK_MAX_PIXELS)))
+
+
+def _reduce(image: Image.Image) -> Image.Image:
+    """`image` box-averaged by `_reduction`, its transparency kept (as RGBA) and its EXIF."""
+    if image.mode not in ("L", "RGB", "RGBA") or "transparency" in image.info:
+        image = image.convert("RGBA" if _transparent(image) else "RGB")
+    return image.reduce(_reduction(*image.size))
+
+
+def _transparent(image: Image.Image) -> bool:
+    return image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
+
+
 def _finish(image: Image.Image, name: str) -> Image.Image:
     """Orientation from EXIF, alpha on white, RGB."""
     try:
@@ -186,7 +237,7 @@ def _finish(image: Image.Image, name: str) -> Image.Image:
             image = ImageOps.exif_transpose(image)
     except (OSError, SyntaxError, ValueError, struct.error, TypeError):
         pass  # a broken EXIF block is not worth refusing the photo for
-    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+    if _transparent(image):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, rgba)
@@ -272,12 +323,23 @@ def find_eyes(image: ImageSource, box: Box) -> tuple[np.ndarray, bool]:
 def align(image: ImageSource, size: int = DEFAULT_SIZE, name: str | None = None) -> AlignedFace:
     """Find exactly one face and crop it FFHQ-style into a `size` x `size` RGB image.
 
-    Raises `FaceError` when there is no face or more than one. See `AlignedFace`.
+    Raises `FaceError` when there is no face or more than one. See `AlignedFace`. After a
+    photo of `RELEASE_AFTER_PIXELS` or more, the memory its copies took is given back.
     """
     if isinstance(image, (str, os.PathLike)) and name is None:
         name = Path(image).name
     name = name or "the photo"
     image = load_image(image, name)
+    large = image.width * image.height >= RELEASE_AFTER_PIXELS
+    try:
+        return _align(image, size, name)
+    finally:
+        if large:
+            del image  # (a caller's own PIL image stays theirs)
+            release_freed_memory()
+
+
+def _align(image: Image.Image, size: int, name: str) -> AlignedFace:
     boxes = detect_faces(image)
     if not boxes:
         raise FaceError(f"No face found in {name}. Use a well-lit, front-facing photo where "
