@@ -40,6 +40,7 @@ import torch
 import torchaudio
 
 from .errors import InputError
+from .memory import release_freed_memory
 
 SAMPLE_RATE = 16_000  # Hz, what wav2vec2 models expect
 MIN_SPEECH_SECONDS = 1.0  # s of speech left after trimming silence
@@ -63,6 +64,8 @@ TRIM_FRAME_SECONDS = 0.025  # s, frame for the trimming energy
 TRIM_HOP_SECONDS = 0.010  # s
 TRIM_MARGIN_SECONDS = 0.100  # s of context kept before and after the detected sound
 TRIM_CHUNK_FRAMES = 4096  # frames whose energy is computed at once (13 MB of float64)
+RELEASE_AFTER_SAMPLES = 16_000_000  # samples decoded (all channels) after which the freed
+# memory is given back to the system (`voiceface.memory`): 64 MB of float32 blocks
 CLIP_LEVEL = 0.999  # full scale; samples at or above count as clipped
 CLIP_FRACTION_WARN = 0.001  # warn when more than 0.1 % of samples are clipped
 FFMPEG_TIMEOUT_SECONDS = 60.0  # s, for one decode
@@ -225,6 +228,15 @@ def _decode_to_mono(stream: _Stream, max_seconds: float | None) -> np.ndarray:
     first checks the levels and measures the DC, the second removes it and resamples.
     Returns float32 [T] at `SAMPLE_RATE`."""
     _check_header(stream, max_seconds)
+    try:
+        return _two_passes(stream, max_seconds)
+    finally:
+        if stream.frames * stream.channels > RELEASE_AFTER_SAMPLES:
+            release_freed_memory()  # a large decode's blocks would stay in the heap for good
+
+
+def _two_passes(stream: _Stream, max_seconds: float | None) -> np.ndarray:
+    """`_decode_to_mono` after the header check."""
     name, rate = stream.name, stream.rate
     limit = min(MAX_DECODED_SAMPLES // stream.channels, int(_raw_limit(max_seconds) * rate))
     frames, total, clipped, low, high = 0, 0.0, 0, math.inf, -math.inf
