@@ -1,7 +1,7 @@
 """The evaluation metrics on small inputs worked out by hand, and a property over any input.
 
 Imports nothing but numpy, Hypothesis and `voiceface.metrics`: mutation testing runs this file
-once per mutant (README, Development).
+once per mutant (CONTRIBUTING.md).
 """
 
 from __future__ import annotations

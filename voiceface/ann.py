@@ -33,13 +33,13 @@ PQ_TRAIN_POINTS = 20_000  # at least this many training vectors for the product 
 PQ_BITS = 4  # bits per sub-quantiser code: 4 is what FAISS's SIMD fast scan works on
 TRAIN_SEED = 1234  # k-means seed and training sample choice, so builds are reproducible
 # OpenMP threads. On cores shared with other work, a second thread makes single queries and
-# small builds many times slower (README, Speed): the threads wait for each other at every
+# small builds many times slower (benchmarks/README.md): the threads wait for each other at every
 # barrier. Large builds may pass more.
 SEARCH_THREADS = 1
 BUILD_THREADS = 1
 
 
-MIN_NPROBE = 64  # default floor: probing fewer lists misses near neighbours (README, Speed)
+MIN_NPROBE = 64  # default floor: probing fewer lists misses near neighbours (benchmarks/README.md)
 ZERO_OK = ("nlist", "nprobe")  # settings where 0 means "derive from the gallery size"
 
 
@@ -181,5 +181,5 @@ def default_nprobe(nlist: int) -> int:
 
 def _default_nlist(n: int) -> int:
     """About sqrt(n) inverted lists, rounded to a power of two (at least 16): more, smaller
-    lists miss near neighbours at the default nprobe (README, Speed)."""
+    lists miss near neighbours at the default nprobe (benchmarks/README.md)."""
     return 1 << max(4, round(math.log2(math.sqrt(n))))

@@ -14,7 +14,7 @@ WebM, Matroska ...) is told to write 16 kHz mono and to stop at the same length.
 read where they are, bytes from the caller's buffer. One decode therefore holds at most the
 16 kHz result (4 B x 16 kHz x its length: <= 77 MB at the 20-min cap, <= 7.7 MB for a query's
 120 s) + about 60 MB of blocks and resampling buffers, so <= 140 MB in all (the peak RSS
-growth is measured by `tests/test_audio_limits.py`; README, Security).
+growth is measured by `tests/test_audio_limits.py`; docs/security.md).
 ffmpeg's temporary files are its output, <= 4 B x 16 kHz x (length cap + 1 s): 7.7 MB for a
 query, 77 MB at the 20-min cap; and for bytes, a copy of them (<= `MAX_FILE_BYTES`, 100 MB).
 """

@@ -14,7 +14,7 @@
 
 Why backbone features and not the inverted W latent (or both): the target is an answer in
 3 s on 2 CPU cores. A query's latent costs an inversion, minutes on a CPU; the features cost
-one backbone pass, about a second (README: `python -m benchmarks.invert`,
+one backbone pass, about a second (benchmarks/README.md: `python -m benchmarks.invert`,
 `python -m benchmarks.face2voice`). The inversion is steered by these same features (its
 loss is their distance), so its latent adds the generator's prior, not more of the photo.
 Which representation says more about a voice cannot be measured with random weights; `eval`

@@ -59,7 +59,7 @@ class InversionConfig:
     [-1, 1]); backbone / revision: the perceptual feature model.
     """
 
-    # An inversion takes minutes on a CPU (README, Speed); `build` caches w per photo, so
+    # An inversion takes minutes on a CPU (benchmarks/README.md); `build` caches w per photo, so
     # that cost is paid once per photo.
     steps: int = 30
     resolution: int = 256

@@ -14,7 +14,7 @@ The project's own format is a directory with `generator.safetensors` (+ `w_avg`)
 (`torch.inference_mode()` / `torch.no_grad()`) it runs faster inference kernels, one
 sample at a time, that agree with the differentiable path to float32 rounding. A server
 rendering many images should also call `stylegan2_ops.reuse_freed_memory()` once at
-start-up (a process-wide allocator setting that saves page faults; README, Speed).
+start-up (a process-wide allocator setting that saves page faults; benchmarks/README.md).
 """
 
 from __future__ import annotations

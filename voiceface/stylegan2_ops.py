@@ -19,7 +19,7 @@ Each layer computes its function in one of two ways:
   differentiable path to float32 rounding (~1e-5).
 
 `reuse_freed_memory` is an opt-in, process-wide allocator setting that removes the page
-faults of large fresh allocations (README, Speed; `python -m benchmarks.stylegan2`).
+faults of large fresh allocations (benchmarks/README.md; `python -m benchmarks.stylegan2`).
 
 Shapes: N batch, D style width, H x W pixels, `in` / `out` channels.
 """
