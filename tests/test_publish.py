@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -96,6 +97,10 @@ def test_a_space_gets_the_whole_package_from_the_app_directory(tmp_path):
 def test_space_alone_ships_the_default_personas(tmp_path):
     plan = plan_publish(REPO / "index", space="me/demo", app_dir=REPO)
     space = materialise(plan, "me/demo", tmp_path / "space")
+    # the pages the Space card links to come along, so no link on the Space is broken
+    card = (space / "README.md").read_text()
+    linked = set(re.findall(r"\]\(((?:docs/|CONTRIBUTING|benchmarks/)[^)#]*)", card))
+    assert linked and all((space / path).is_file() for path in linked), linked
     spec = json.loads((space / "index" / "bundle.json").read_text())
     assert (space / "index" / spec["personas"] / "personas.json").is_file()
     assert len(list((space / "assets" / "personas" / "voices").glob("*.opus"))) == 48

@@ -50,7 +50,7 @@ from .face2voice import markdown as face2voice_markdown
 from .gallery import Gallery
 from .mapper import knn_blend, train_mapper
 from .metrics import eer, identity_folds, ranks, recall_at_k, retrieval
-from .bundle import BUNDLE_FILE
+from .bundle import BUNDLE_FILE, GALLERY_DIR
 from .loading import bundle_generator
 from .population import population_centre
 from .verification_eval import evaluate_verification, plot_det
@@ -67,20 +67,20 @@ FOLDS = 5
 POPULATION_MEAN, W_AVG = "population-mean", "w_avg"  # the baselines that ignore the voice
 
 
-def evaluate(index: str | Path, *, folds: int = FOLDS, far: float = FALSE_ALARM_RATE,
+def evaluate(bundle: str | Path, *, folds: int = FOLDS, far: float = FALSE_ALARM_RATE,
              seed: int = 0, progress: bool = False, w_avg: np.ndarray | None = None) -> dict:
-    """Evaluate the bundle at `index` (built by `voiceface.build`) and return the report.
+    """Evaluate the bundle in directory `bundle` (built by `voiceface.build`) and return the report.
 
     `w_avg` [latent_dim]: the generator's average latent for the w_avg baseline; default
     that of the generator the bundle's `bundle.json` names (none without one: the baseline
     and the distances to w_avg are then left out)."""
-    index = Path(index)
-    if not (index / WINDOWS_FILE).is_file():
-        raise FileNotFoundError(f"{index} has no {WINDOWS_FILE}; build it with `python -m "
+    bundle = Path(bundle)
+    if not (bundle / WINDOWS_FILE).is_file():
+        raise FileNotFoundError(f"{bundle} has no {WINDOWS_FILE}; build it with `python -m "
                                 "voiceface build PEOPLE_DIR --out DIR` first.")
-    gallery = Gallery.load(index / "gallery")
-    windows = np.load(index / WINDOWS_FILE)
-    rows = json.loads((index / WINDOWS_INDEX).read_text())
+    gallery = Gallery.load(bundle / GALLERY_DIR)
+    windows = np.load(bundle / WINDOWS_FILE)
+    rows = json.loads((bundle / WINDOWS_INDEX).read_text())
     ids = [p.id for p in gallery.people]
     by_person: dict[str, list[int]] = {}  # person -> their rows of windows, in order
     for i, row in enumerate(rows):
@@ -90,8 +90,8 @@ def evaluate(index: str | Path, *, folds: int = FOLDS, far: float = FALSE_ALARM_
         enroll[person] = pool(windows[kept])
         trials += [(person, windows[i]) for i in held]
     calibration = gallery.calibration
-    if w_avg is None and (index / BUNDLE_FILE).is_file():
-        w_avg = _w_avg(index)
+    if w_avg is None and (bundle / BUNDLE_FILE).is_file():
+        w_avg = _w_avg(bundle)
     generation, generated = _generation(gallery, ids, windows, by_person, w_avg, folds, seed,
                                         progress)
     report = {"people": len(ids), "seed": seed, "folds": folds, "false_alarm_rate": far,
@@ -101,17 +101,17 @@ def evaluate(index: str | Path, *, folds: int = FOLDS, far: float = FALSE_ALARM_
               "verification": evaluate_verification(ids, enroll, trials, far,
                                                     gallery.verification),
               "generation": generation, "generated_latents": generated,
-              "face2voice": evaluate_face2voice(index, gallery, folds=folds, seed=seed,
+              "face2voice": evaluate_face2voice(bundle, gallery, folds=folds, seed=seed,
                                                 progress=progress)}
     return report
 
 
-def apply_threshold(index: str | Path, calibration: dict) -> None:
+def apply_threshold(bundle: str | Path, calibration: dict) -> None:
     """Make the report's `identification["calibration"]` the gallery's "confident match"
     threshold (what the app uses), recorded with how it was measured."""
-    gallery = Gallery.load(Path(index) / "gallery")
+    gallery = Gallery.load(Path(bundle) / GALLERY_DIR)
     gallery.calibrate(Calibration.from_dict(calibration))
-    gallery.save(Path(index) / "gallery")
+    gallery.save(Path(bundle) / GALLERY_DIR)
 
 
 def held_out_split(ids: list[str], rows: list[dict],
@@ -167,10 +167,10 @@ def _identification(ids: list[str], enroll: dict, trials: list, far: float,
     }
 
 
-def _w_avg(index: Path) -> np.ndarray:
-    """The w_avg [style_dim] of the generator the bundle at `index` names (its average face)."""
-    spec = json.loads((index / BUNDLE_FILE).read_text())
-    return bundle_generator(index, spec.get("generator", {}))[0].w_avg.cpu().numpy()
+def _w_avg(bundle: Path) -> np.ndarray:
+    """The w_avg [style_dim] of the generator the bundle in `bundle` names (its average face)."""
+    spec = json.loads((bundle / BUNDLE_FILE).read_text())
+    return bundle_generator(bundle, spec.get("generator", {}))[0].w_avg.cpu().numpy()
 
 
 def _generation(gallery: Gallery, ids: list[str], windows: np.ndarray,

@@ -1,4 +1,4 @@
-"""The default gallery's 48 clearly synthetic personas: their list, read and checked.
+"""The default bundle's 48 clearly synthetic personas: their list, read and checked.
 
 A persona is a text-to-speech voice recipe (free voices from Debian packages: espeak-ng,
 flite, festival) and a StyleGAN2 seed: the face is the generator's own, so its latent is

@@ -33,6 +33,8 @@ from .bundle import BUNDLE_FILE, EXAMPLES_DIR, GALLERY_DIR, BundleSpec
 
 SPACE_FILES = ("app.py", "requirements.txt", "packages.txt")  # from the app's directory
 SPACE_CARD = "README.md"  # the app's README: the Space's card, with its title changed
+SPACE_DOCS = ("docs", "CONTRIBUTING.md", "benchmarks/README.md")  # what the card links to,
+# uploaded when the app's directory has them (a checkout does)
 PACKAGE_DIR = "voiceface"  # the library, uploaded whole (subpackages and data) to a Space
 SPACE_PERSONAS = "assets/personas"  # where a Space keeps the personas of a default bundle
 # build.json published: these keys only (not the people folder's path or the problem list)
@@ -112,7 +114,8 @@ def plan_publish(bundle: str | Path, *, repo: str | None = None, space: str | No
                  app_dir: str | Path = ".") -> PublishPlan:
     """Work out, without touching the network, what publishing `bundle` would upload.
     A Space gets the app from `app_dir` (default: the current directory): its app.py,
-    requirements.txt, packages.txt, README.md (the Space card) and the whole `voiceface/`."""
+    requirements.txt, packages.txt, README.md (the Space card), the whole `voiceface/` and
+    the pages the card links to (`SPACE_DOCS`)."""
     if not repo and not space:
         raise PublishError("Nothing to publish to: give --repo USER/NAME (the bundle as a model "
                            "repo) and/or --space USER/NAME (the app).")
@@ -280,6 +283,9 @@ def _add_space(plan: PublishPlan, space: str, spec: dict, personas_dir: Path | N
     code = [app_dir / name for name in SPACE_FILES] + [
         path for path in _files(app_dir / PACKAGE_DIR)
         if "__pycache__" not in path.parts and path.suffix != ".pyc"]
+    for name in SPACE_DOCS:
+        docs = app_dir / name
+        code += _files(docs) if docs.is_dir() else [docs] if docs.is_file() else []
     for path in code:
         plan.uploads.append(Upload(space, "space", path.relative_to(app_dir).as_posix(),
                                    source=path))
