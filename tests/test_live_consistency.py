@@ -204,6 +204,30 @@ def test_a_mapper_trained_on_someone_gone_or_not_saying_whom_is_not_used(dev_bun
         assert VoiceFace.from_pretrained(bundle, progress=False).mapper is None
 
 
+@pytest.mark.parametrize("people", ["missing", None])
+def test_a_delete_drops_a_saved_mapper_that_does_not_say_whom_it_learnt(vf, tmp_path, people):
+    """Such a mapper may hold anyone: a delete removes it from the gallery directory (too few
+    latents are left to retrain one), and nothing serves it meanwhile."""
+    root = tmp_path / "live"
+    few = DEV_PEOPLE + 2  # more people with latents than the gallery has: never retrained
+    LiveGallery.open(vf, root, min_people=few).close()
+    mapper_json = root / "mapper" / "mapper.json"
+    config = json.loads(mapper_json.read_text())
+    if people == "missing":
+        del config["people"]  # saved before mappers recorded whom they learnt
+    else:
+        config["people"] = people
+    mapper_json.write_text(json.dumps(config))
+    weights = (root / "mapper" / "mapper.safetensors").read_bytes()
+    with pytest.warns(UserWarning, match="does not record whom it was trained on"):
+        live = LiveGallery.open(vf, root, min_people=few)
+    assert live.vf.mapper is None and mapper_json.is_file()  # not used, still saved
+    live.delete("dev03")
+    assert live.vf.mapper is None and not (root / "mapper").exists()
+    assert not any(p.is_file() and p.read_bytes() == weights for p in root.rglob("*"))
+    assert live.vf(voice(1)).method == "knn-blend"
+
+
 # -- a delete killed at each step -------------------------------------------------------------
 def delete_killed_at(vf, root, person_id: str, step: int) -> None:
     """Child: delete `person_id`, killing itself with SIGKILL just before the `step`-th
