@@ -46,6 +46,7 @@ def voice(seed: int) -> tuple[int, np.ndarray]:
 
 
 # -- one request, one version ------------------------------------------------------------------
+@pytest.mark.slow
 def test_requests_see_one_gallery_version_while_people_are_deleted(vf, dev_bundle, tmp_path):
     query = (RATE, load_audio(dev_bundle / "voices" / "dev02.flac"))
     embedding = vf.encoder.embed(query[1])
@@ -139,6 +140,7 @@ def enroll_and_delete(vf, root, n, barrier, report) -> None:
     report.put((second, third))
 
 
+@pytest.mark.slow
 def test_two_processes_enrolling_and_deleting_lose_nothing_and_resurrect_nothing(vf,
                                                                                   tmp_path):
     root = tmp_path / "live"
@@ -245,6 +247,7 @@ def traces(root, person_id: str) -> list[str]:
             if p.is_file() and person_id.encode() in p.read_bytes()]
 
 
+@pytest.mark.slow
 def test_a_delete_killed_at_any_step_never_leaves_the_person_in_the_mapper(vf, tmp_path):
     template = tmp_path / "template"
     LiveGallery.open(vf, template, min_people=4).close()
