@@ -12,7 +12,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"  # before huggingface_hub is imported: tests 
 
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
@@ -28,6 +28,52 @@ REPO = Path(__file__).resolve().parents[1]
 DEV_PEOPLE = 6  # people in the tests' dev bundle
 PHOTO = REPO / "voiceface" / "data" / "astronaut.jpg"  # a real face (public domain; package data)
 APP_START_TIMEOUT = 120  # s for app.py to load models and listen
+
+
+# -- markers: what starts the app or Chromium says so, and the quick run leaves it out ---------
+_current: pytest.Item | None = None  # the test being set up or run
+_setting_up: list[pytest.FixtureDef] = []  # the fixtures being set up now, outermost first
+_needs: dict[str, set[tuple[str, str]]] = {}  # marker -> (baseid, name) of fixtures needing it
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Note the test whose fixtures are about to be set up (`require_marker` checks it)."""
+    global _current
+    _current = item
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(fixturedef: pytest.FixtureDef,
+                         request: pytest.FixtureRequest) -> Generator[None, object, object]:
+    """Keep the stack of fixtures being set up, for `require_marker`."""
+    _setting_up.append(fixturedef)
+    try:
+        return (yield)
+    finally:
+        _setting_up.pop()
+
+
+def require_marker(marker: str, what: str) -> None:
+    """Fail the running test unless it is marked `marker` (it does `what`). The fixtures being
+    set up now need the marker too, on every test that uses them (`pytest_runtest_call`)."""
+    _needs.setdefault(marker, set()).update((f.baseid, f.argname) for f in _setting_up)
+    if _current is not None and _current.get_closest_marker(marker) is None:
+        pytest.fail(f"{_current.nodeid} {what} but is not marked {marker}: add "
+                    f"@pytest.mark.{marker} (or `pytestmark = pytest.mark.{marker}` for the "
+                    "module) so that the quick run leaves it out.", pytrace=False)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> None:
+    """A test that uses an app or a browser a fixture started earlier needs the marker too."""
+    for marker, fixtures in _needs.items():
+        used = sorted(name for baseid, name in fixtures
+                      if name in item.fixturenames and item.nodeid.startswith(baseid))
+        if used and item.get_closest_marker(marker) is None:
+            pytest.fail(f"{item.nodeid} uses {', '.join(used)}, which needs the {marker} "
+                        f"marker: add @pytest.mark.{marker} (or `pytestmark = "
+                        f"pytest.mark.{marker}` for the module).", pytrace=False)
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +133,8 @@ def serve_app(bundle: Path | None, log: Path, env: dict[str, str] | None = None,
               args: tuple[str, ...] = (), timeout: float = APP_START_TIMEOUT
               ) -> AbstractContextManager[tuple[str, subprocess.Popen]]:
     """app.py (on `bundle`, else its default) on 127.0.0.1 with more `args` and its output
-    in `log`: a context giving (url, process) once it answers."""
+    in `log`: a context giving (url, process) once it answers. Only for tests marked slow."""
+    require_marker("slow", "starts the app server")
     return running_app(bundle, log, env, args, timeout)
 
 

@@ -30,6 +30,7 @@ def app_url(dev_bundle, tmp_path_factory):
         yield url
 
 
+@pytest.mark.slow
 def test_help_documents_the_flags():
     proc = subprocess.run([sys.executable, "app.py", "--help"], cwd=REPO, capture_output=True,
                           text=True)
@@ -39,6 +40,7 @@ def test_help_documents_the_flags():
         assert flag in proc.stdout
 
 
+@pytest.mark.slow
 def test_missing_bundle_is_a_clear_message_not_a_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "app.py", "--bundle", str(tmp_path)], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
@@ -47,6 +49,7 @@ def test_missing_bundle_is_a_clear_message_not_a_traceback(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_default_start_offline_with_nothing_cached_names_what_is_missing(tmp_path):
     env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "empty-hub-cache"),
            "VOICEFACE_CACHE": str(tmp_path / "cache")}
@@ -57,6 +60,7 @@ def test_default_start_offline_with_nothing_cached_names_what_is_missing(tmp_pat
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_default_personas_build_once_then_serve(tiny_xvector_dir, tmp_path):
     """A fresh clone's default bundle with local models: persona caches built on the first
     start, reused on the second, and the 48 synthetic personas served, voice to face and
@@ -87,6 +91,7 @@ def test_default_personas_build_once_then_serve(tiny_xvector_dir, tmp_path):
         assert ("Building the persona gallery" in log.read_text()) == (start == 0)
 
 
+@pytest.mark.slow
 def test_client_predict_returns_both_faces_and_a_summary(app_url, dev_bundle):
     client = Client(app_url, verbose=False)
     face, nearest, summary = client.predict(handle_file(str(dev_bundle / "voices" /
@@ -103,6 +108,7 @@ def test_client_predict_returns_both_faces_and_a_summary(app_url, dev_bundle):
     assert summary["voice_traits"] == voice_traits(dev_bundle / "voices" / "dev01.flac").summary()
 
 
+@pytest.mark.slow
 def test_a_generator_above_the_preview_size_streams_matches_preview_full_face_then_png(tmp_path):
     """With a generator larger than the 128 px preview the page gets, in order: the nearest
     people before any face is drawn, the preview, the full face continued from the same
@@ -144,6 +150,7 @@ def test_a_generator_above_the_preview_size_streams_matches_preview_full_face_th
     assert np.array_equal(np.asarray(download), np.asarray(api_face))  # the lossless face
 
 
+@pytest.mark.slow
 def test_client_bad_audio_gets_the_library_message(app_url, tmp_path):
     png = tmp_path / "photo.png"
     Image.new("RGB", (4, 4)).save(png)
@@ -157,6 +164,7 @@ def test_client_bad_audio_gets_the_library_message(app_url, tmp_path):
     urllib.request.urlopen(app_url, timeout=5)  # still serving
 
 
+@pytest.mark.slow
 def test_a_japanese_visitor_gets_the_recording_s_problem_in_japanese(app_url, tmp_path, speech):
     """The library's reason and figures, worded in the visitor's language, on both tabs that
     take a voice."""
@@ -179,6 +187,8 @@ def image_digest(page, selector: str) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+@pytest.mark.browser
+@pytest.mark.slow
 @pytest.mark.parametrize("viewport", [(390, 844), (1280, 900)], ids=["phone", "desktop"])
 def test_browser_records_the_microphone_and_shows_both_faces(app_url, tmp_path, viewport,
                                                              speech):
@@ -221,6 +231,8 @@ CLIPPED = """els => els.filter(e => e.scrollWidth > e.clientWidth + 1
                  .map(e => e.textContent)"""  # cut off inside its box, or past the screen
 
 
+@pytest.mark.browser
+@pytest.mark.slow
 @pytest.mark.parametrize("locale", ["en-US", "ja-JP"])
 def test_a_phone_shows_the_nearest_people_s_whole_names(app_url, dev_bundle, locale):
     """At 390 px every name of the nearest people is whole, under its photo and beside its
@@ -251,6 +263,8 @@ def test_a_phone_shows_the_nearest_people_s_whole_names(app_url, dev_bundle, loc
         page.screenshot(path=str(SCREENSHOTS / f"phone-people-{locale}.png"), full_page=True)
 
 
+@pytest.mark.browser
+@pytest.mark.slow
 @pytest.mark.parametrize("locale", ["en-US", "ja-JP"])
 def test_gallery_tab_says_how_the_threshold_was_set(app_url, dev_bundle, locale):
     from voiceface.gallery import Gallery

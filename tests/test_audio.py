@@ -15,6 +15,8 @@ import soundfile as sf
 from voiceface.audio import (
     MAX_QUERY_SECONDS,
     SAMPLE_RATE,
+    TRIM_FRAME_SECONDS,
+    TRIM_MARGIN_SECONDS,
     AudioError,
     ClippingWarning,
     load_audio,
@@ -53,12 +55,29 @@ def test_dc_offset_removed(speech):
     assert abs(float(out.mean())) < 1e-3
 
 
-def test_silence_trimmed_at_both_ends(speech):
+def offset_in(wav: np.ndarray, part: np.ndarray) -> int:
+    """Where `part` (a stretch of `wav`, maybe shifted by a constant: DC removal) starts."""
+    probe = np.diff(part[:64])
+    windows = np.lib.stride_tricks.sliding_window_view(np.diff(wav), len(probe))
+    found = np.flatnonzero(np.all(np.abs(windows - probe) < 1e-5, axis=1))
+    assert len(found) == 1, f"the kept audio is found {len(found)} times in the input"
+    return int(found[0])
+
+
+def test_silence_trimmed_at_both_ends_keeping_the_margin_and_all_the_speech(speech):
+    """The kept audio starts the margin before the speech and ends the margin after it; the
+    sound is found in frames, which may add up to one frame more, never less."""
     rng = np.random.default_rng(0)
     quiet = lambda s: 1e-4 * rng.standard_normal(int(s * SAMPLE_RATE))  # noqa: E731
     wav = np.concatenate([quiet(2.0), speech(2.0), quiet(3.0)]).astype(np.float32)
+    onset, offset = 2 * SAMPLE_RATE, 4 * SAMPLE_RATE  # samples: the speech is wav[onset:offset]
+    margin = round(TRIM_MARGIN_SECONDS * SAMPLE_RATE)
+    frame = round(TRIM_FRAME_SECONDS * SAMPLE_RATE)
     out = load_audio((SAMPLE_RATE, wav))
-    assert 2.0 <= len(out) / SAMPLE_RATE <= 2.3
+    start = offset_in(wav, out)
+    end = start + len(out)
+    assert onset - margin - frame <= start <= onset - margin
+    assert offset + margin <= end <= offset + margin + frame
 
 
 def test_the_minimum_length_counts_speech_after_trimming(speech):

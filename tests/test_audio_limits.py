@@ -80,6 +80,7 @@ def measure(path: Path, max_seconds: float | None, tmp: Path) -> dict:
     return json.loads(proc.stdout)
 
 
+@pytest.mark.slow
 def test_the_attackers_flac_is_refused_from_its_header(bomb, tmp_path):
     assert bomb.stat().st_size < 3 * 2**20  # a small upload
     query = measure(bomb, 30.0, tmp_path / "query")
@@ -89,6 +90,7 @@ def test_the_attackers_flac_is_refused_from_its_header(bomb, tmp_path):
     assert max(query["growth_mb"], enroll["growth_mb"]) < MAX_GROWTH_MB
 
 
+@pytest.mark.slow
 def test_a_large_flac_under_the_limits_is_decoded_in_bounded_memory(tmp_path):
     seconds = MAX_DECODED_SAMPLES // (BOMB_RATE * BOMB_CHANNELS)  # 75 s, 0.9 GB as float32
     flac = write_bomb(tmp_path / "large.flac", seconds)
@@ -97,6 +99,7 @@ def test_a_large_flac_under_the_limits_is_decoded_in_bounded_memory(tmp_path):
     assert result["growth_mb"] < MAX_GROWTH_MB
 
 
+@pytest.mark.slow
 def test_the_attackers_matroska_goes_through_ffmpeg_bounded(bomb, tmp_path):
     mka = to_matroska(bomb)
     query = measure(mka, 30.0, tmp_path / "query")
@@ -109,6 +112,7 @@ def test_the_attackers_matroska_goes_through_ffmpeg_bounded(bomb, tmp_path):
     assert enroll["peak_tmp_bytes"] < 4 * SAMPLE_RATE * (BOMB_SECONDS + 1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rate", [48_000, 44_100])
 def test_block_resampling_equals_whole_array_resampling(speech, rate):
     seconds = 25.0  # several resampling steps and decoding blocks
@@ -167,6 +171,7 @@ def streamed_flac(path: Path, seconds: float) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_streamed_flac_without_a_length_is_decoded_and_still_limited(tmp_path):
     assert abs(len(load_audio(streamed_flac(tmp_path / "short.flac", 3))) / SAMPLE_RATE - 3) < 0.1
     with pytest.raises(AudioError, match="more than 20 min"):

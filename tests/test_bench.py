@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from voiceface import bench
 from voiceface.cli import main
 
 STAGES = {"decode", "embed", "search", "map", "synth", "total"}
 
 
+@pytest.mark.slow
 def test_quick_bench_prints_one_json_object_with_every_figure(capsys):
     assert main(["bench", "--quick", "--json", "--repeats", "1", "--threads", "1",
                  "--quantize"]) == 0

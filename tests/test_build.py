@@ -93,6 +93,7 @@ def reasons(report) -> dict[str, str]:
     return {path.split("/people/")[-1]: reason for path, reason in report.problems}
 
 
+@pytest.mark.slow
 def test_build_enrolls_the_good_people_and_reports_every_bad_file(built):
     out, report = built
     assert report.enrolled == [f"person{i:02d}" for i in range(2, GOOD_PEOPLE + 1)]
@@ -112,6 +113,7 @@ def test_build_enrolls_the_good_people_and_reports_every_bad_file(built):
     assert set(report.seconds) == {"embed", "align", "invert", "mapper", "face2voice"}
 
 
+@pytest.mark.slow
 def test_the_build_calibrates_the_threshold_on_every_window(built, people, models, tmp_path):
     out, report = built
     gallery = Gallery.load(out / "gallery")
@@ -134,6 +136,7 @@ def test_the_build_calibrates_the_threshold_on_every_window(built, people, model
     assert Gallery.load(copy / "gallery").calibration == c
 
 
+@pytest.mark.slow
 def test_a_single_recording_is_split_in_time_before_it_is_windowed(tiny_xvector_dir, tmp_path):
     n = 12 * SAMPLE_RATE
     parts = split_for_evaluation(n)
@@ -154,6 +157,7 @@ def test_a_single_recording_is_split_in_time_before_it_is_windowed(tiny_xvector_
     np.testing.assert_allclose(got["held_out"], encoder.embed_windows(wav[cut:]), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_person_left_with_one_usable_recording_has_it_split(tiny_xvector_dir, tmp_path):
     """Two recordings, one broken: the one left is split in time like a single recording."""
     good, broken = tmp_path / "voice1.flac", tmp_path / "voice2.wav"
@@ -169,6 +173,7 @@ def test_a_person_left_with_one_usable_recording_has_it_split(tiny_xvector_dir, 
     assert [path for path, _ in report.problems] == [str(broken)]  # reported once
 
 
+@pytest.mark.slow
 def test_the_built_bundle_serves_predictions(built, people):
     out, _ = built
     vf = VoiceFace.from_pretrained(out, progress=False)
@@ -185,6 +190,7 @@ def test_the_built_bundle_serves_predictions(built, people):
         p.id for p in vf.gallery.people)
 
 
+@pytest.mark.slow
 def test_unchanged_people_are_not_recomputed(built, people, models, monkeypatch):
     out, first = built
     monkeypatch.setattr(Inverter, "invert", lambda *a, **k: pytest.fail("inverted again"))
@@ -196,6 +202,7 @@ def test_unchanged_people_are_not_recomputed(built, people, models, monkeypatch)
     assert again.cached["voices"] >= 2 * ENROLLED
 
 
+@pytest.mark.slow
 def test_a_failed_build_loses_nothing_and_deletion_is_complete(built, people, models, tmp_path):
     out, _ = built
     copy = shutil.copytree(out, tmp_path / "index")
@@ -219,6 +226,7 @@ def test_a_failed_build_loses_nothing_and_deletion_is_complete(built, people, mo
     assert "person05" not in (copy / "windows.json").read_text()
 
 
+@pytest.mark.slow
 def test_with_one_person_no_mapper_of_the_old_bundle_survives(built, people, models, tmp_path):
     out, _ = built
     copy = shutil.copytree(out, tmp_path / "index")
@@ -241,6 +249,7 @@ def test_with_one_person_no_mapper_of_the_old_bundle_survives(built, people, mod
     assert sorted(p.name for p in tmp_path.iterdir()) == ["index", "one"]  # no leftovers
 
 
+@pytest.mark.slow
 def test_a_folder_that_is_not_a_bundle_is_not_replaced(people, models, tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(ValueError, match="holds files but no bundle.json, and a build "
@@ -318,6 +327,7 @@ def bundle_state(root):
             (root / "mapper").is_dir(), (root / "bundle.json").read_text())
 
 
+@pytest.mark.slow
 def test_a_build_killed_at_any_step_leaves_the_old_bundle_or_the_new_one(built, people,
                                                                         models, tmp_path):
     """SIGKILL before each change the build makes on disk (kill points counted in a first,
@@ -353,6 +363,7 @@ def test_a_build_killed_at_any_step_leaves_the_old_bundle_or_the_new_one(built, 
     assert bundle_state(index)[0] == ["person03"]
 
 
+@pytest.mark.slow
 def test_eval_reports_identification_and_generation(built, tmp_path):
     out, _ = built
     report = evaluate(out, folds=2)
@@ -377,6 +388,7 @@ def test_eval_reports_identification_and_generation(built, tmp_path):
         Gallery.load(out / "gallery").verification.to_dict()
 
 
+@pytest.mark.slow
 def test_eval_cli_checks_the_folder_and_sets_the_threshold(built, people, tmp_path):
     out, _ = built
     index = shutil.copytree(out, tmp_path / "index")
@@ -422,6 +434,7 @@ def synthetic_index(directory, n=16, dim=8, windows=4, seed=0, part=None, shuffl
     return directory
 
 
+@pytest.mark.slow
 def test_eval_metrics_on_a_gallery_whose_answers_are_known(tmp_path):
     report = evaluate(synthetic_index(tmp_path), folds=4, w_avg=np.zeros(6, np.float32))
     ident, gen = report["identification"], report["generation"]
@@ -449,6 +462,7 @@ def test_eval_metrics_on_a_gallery_whose_answers_are_known(tmp_path):
         np.linalg.norm(truth, axis=1).max()
 
 
+@pytest.mark.slow
 def test_eval_compares_the_mapper_with_the_population_mean(tmp_path):
     """The population mean is the guess to beat; the report says plainly whether the mapper
     does, and how far its latents lie from the population centre and from w_avg."""
@@ -469,6 +483,7 @@ def test_eval_compares_the_mapper_with_the_population_mean(tmp_path):
     assert "**Not better than guessing**: the mapper's 1:2 matching" in markdown(noise)
 
 
+@pytest.mark.slow
 def test_eval_holds_out_the_held_out_part_of_a_single_recording(tmp_path):
     index = synthetic_index(tmp_path, part=lambda j: "held_out" if j == 3 else "enroll")
     assert evaluate(index, folds=4)["identification"]["trials"] == 16  # one window each
@@ -494,6 +509,7 @@ def test_scan_refuses_a_missing_folder(tmp_path):
         scan_people(tmp_path / "missing")
 
 
+@pytest.mark.slow
 def test_the_app_serves_the_built_bundle(built, people, tmp_path):
     out, _ = built
     with serve_app(out, tmp_path / "app.log") as (url, _):

@@ -47,6 +47,7 @@ def test_help_shows_only_the_new_names():
         assert new in shown and f"{old} " not in shown
 
 
+@pytest.mark.slow
 def test_app_and_cli_share_the_inversion_flags():
     shown = subprocess.run([sys.executable, "app.py", "--help"], cwd=REPO, capture_output=True,
                            text=True, check=True).stdout

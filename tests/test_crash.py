@@ -11,6 +11,7 @@ import signal
 import time
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from voiceface import storage
@@ -61,6 +62,7 @@ def clean_listing(root) -> bool:
         not any(p.name.startswith(".") for p in (root / "faces").iterdir())
 
 
+@pytest.mark.slow
 def test_sigkill_during_save_leaves_old_or_new_gallery(tmp_path):
     states = [make_state(tmp_path, seed=1, drop=0), make_state(tmp_path, seed=2, drop=1)]
     expected = [fingerprint(s) for s in states]

@@ -83,6 +83,7 @@ def files(root):
             if p.is_file() and p.name != ".lock"}
 
 
+@pytest.mark.slow
 def test_enroll_refuses_without_consent_or_with_bad_data_and_saves_nothing(open_live, tmp_path):
     live = open_live()
     before = files(live.root)
@@ -107,6 +108,7 @@ def test_enroll_refuses_without_consent_or_with_bad_data_and_saves_nothing(open_
     assert len(live.vf.gallery) == DEV_PEOPLE
 
 
+@pytest.mark.slow
 def test_enrolled_person_is_found_at_once_then_gets_a_latent_and_a_mapper(open_live,
                                                                            tmp_path):
     live = open_live()
@@ -138,6 +140,7 @@ def test_enrolled_person_is_found_at_once_then_gets_a_latent_and_a_mapper(open_l
     assert live.vf(voice(1)).method == "mapper"
 
 
+@pytest.mark.slow
 def test_delete_removes_every_trace_and_retrains(open_live, tmp_path):
     live = open_live(min_people=DEV_PEOPLE + 1)
     aiko = live.enroll("Aiko Sato", voice(1), PHOTO, consent=True)
@@ -180,6 +183,7 @@ def test_speech_seconds_counts_the_sound_left_after_trimming():
         assert speech_seconds(audio) == pytest.approx(6.0, abs=0.3)
 
 
+@pytest.mark.slow
 def test_concurrent_enrollments_both_land(open_live):
     live = open_live()
     ids, errors = [], []
@@ -203,6 +207,7 @@ def test_concurrent_enrollments_both_land(open_live):
     assert all(saved.latent(i) is not None for i in ids)
 
 
+@pytest.mark.slow
 def test_the_gallery_directory_persists_across_restarts(open_live, dev_bundle, tmp_path):
     live = open_live(min_people=DEV_PEOPLE + 1)
     aiko = live.enroll("Aiko Sato", voice(1), PHOTO, consent=True)
@@ -222,6 +227,7 @@ def test_the_gallery_directory_persists_across_restarts(open_live, dev_bundle, t
         open_live()
 
 
+@pytest.mark.slow
 def test_app_enroll_and_delete_need_the_password(dev_bundle, inversion, tmp_path):
     from gradio_client import Client, handle_file
 
@@ -284,6 +290,7 @@ def test_app_enroll_and_delete_need_the_password(dev_bundle, inversion, tmp_path
         assert "voice" in elem_ids and not {"password", "enroll-voice"} & elem_ids
 
 
+@pytest.mark.slow
 def test_a_failed_latent_is_reported_and_retried_on_the_next_start(dev_bundle, inversion,
                                                                    tmp_path):
     vf = VoiceFace.from_pretrained(dev_bundle, progress=False)

@@ -90,6 +90,7 @@ def test_empty_long_and_non_text_names_are_refused(name, message):
         clean_name(name)
 
 
+@pytest.mark.slow
 def test_enroll_stores_the_normalised_name_and_refuses_bidi(open_live):  # noqa: F811
     live = open_live()
     with pytest.raises(ValueError, match="U\\+202E"):

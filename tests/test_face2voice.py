@@ -74,6 +74,7 @@ def test_bad_photos_raise_a_clear_face_error(vf, tmp_path, kind):
         vf.face2voice(path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", BAD_KINDS)
 def test_cli_bad_photo_exits_2_with_one_line(dev_bundle, tmp_path, kind):
     path, message = bad_photo(kind, tmp_path)
@@ -123,6 +124,7 @@ def test_a_saved_model_loads_the_same(vf, dev_bundle, tmp_path):
     assert copy(PHOTO, vf.gallery).matches == f2v(PHOTO, vf.gallery).matches
 
 
+@pytest.mark.slow
 def test_cli_json_keys(dev_bundle):
     proc = run_cli("face2voice", PHOTO, "--bundle", dev_bundle, "--json", "-k", "4")
     assert proc.returncode == 0, proc.stderr
@@ -168,6 +170,7 @@ def known_gallery(n_people=40, n_features=8, dim=12, seed=0, related=True):
             voices.astype(np.float32))
 
 
+@pytest.mark.slow
 def test_the_reverse_mapper_learns_a_known_relation_and_beats_the_knn_blend(monkeypatch):
     trained_on = []
     train = face2voice_module.train_face2voice
@@ -205,6 +208,7 @@ def test_too_few_people_is_a_note():
     assert "needs 4 or more" in evaluate_reverse(ids, features, voices)["note"]
 
 
+@pytest.mark.slow
 def test_build_writes_face2voice_and_eval_reports_it(tmp_path, tiny_xvector_dir):
     people = write_people_folder(tmp_path / "people", n_people=4)
     Generator(TINY_GENERATOR, seed=1).save_pretrained(tmp_path / "generator")

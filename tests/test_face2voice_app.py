@@ -36,6 +36,7 @@ def test_voice_samples_are_the_personas_voices_or_the_examples_named_after_a_per
                    for i in range(DEV_PEOPLE)}
 
 
+@pytest.mark.slow
 def test_client_face2voice_answers_as_the_library_does(server, dev_bundle):
     summary = Client(server["url"], verbose=False).predict(handle_file(str(PHOTO)),
                                                            api_name="/face2voice")
@@ -49,6 +50,7 @@ def test_client_face2voice_answers_as_the_library_does(server, dev_bundle):
     assert set(summary["timings"]) == {"align", "features", "map", "search", "total"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", BAD_KINDS)
 def test_client_bad_photo_gets_the_library_message_and_no_path(server, dev_bundle, tmp_path,
                                                                 kind):
@@ -62,6 +64,7 @@ def test_client_bad_photo_gets_the_library_message_and_no_path(server, dev_bundl
         assert place not in said
 
 
+@pytest.mark.slow
 def test_a_japanese_visitor_gets_the_photo_s_problem_in_japanese(server, tmp_path):
     client = Client(server["url"], verbose=False, headers={"Accept-Language": "ja"})
     for kind, said in (("no-face", "写真に顔が見つかりません"), ("two-faces", "写真に2人の顔")):
@@ -70,11 +73,13 @@ def test_a_japanese_visitor_gets_the_photo_s_problem_in_japanese(server, tmp_pat
             client.predict(handle_file(str(path)), api_name="/face2voice")
 
 
+@pytest.mark.slow
 def test_client_without_a_photo_is_asked_for_one(server):
     with pytest.raises(Exception, match="Upload or take a photo first"):
         Client(server["url"], verbose=False).predict(None, api_name="/face2voice")
 
 
+@pytest.mark.slow
 def test_a_bundle_without_face_to_voice_says_so(dev_bundle, tmp_path):
     bundle = tmp_path / "old-bundle"
     shutil.copytree(dev_bundle, bundle, ignore=shutil.ignore_patterns("face2voice"))
@@ -86,6 +91,8 @@ def test_a_bundle_without_face_to_voice_says_so(dev_bundle, tmp_path):
     assert "Traceback" not in (tmp_path / "app.log").read_text()
 
 
+@pytest.mark.browser
+@pytest.mark.slow
 @pytest.mark.parametrize("locale", ["en-US", "ja-JP"])
 def test_a_phone_shows_the_voices_names_and_plays_them(server, dev_bundle, locale):
     """At 390 px: upload a photo on the Face to voice tab; five whole names with their bars

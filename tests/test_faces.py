@@ -18,6 +18,7 @@ from PIL import Image, ImageFile
 
 from voiceface.faces import (
     MAX_IMAGE_PIXELS,
+    MIN_IMAGE_SIDE,
     WORK_MAX_PIXELS,
     Box,
     FaceError,
@@ -313,3 +314,21 @@ def test_too_small():
 def test_wrong_type():
     with pytest.raises(FaceError, match="Cannot read a photo from a int"):
         load_image(3)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("size", [(MIN_IMAGE_SIDE - 1, 500), (500, MIN_IMAGE_SIDE - 1)])
+def test_a_photo_with_one_side_too_short_is_refused(size):
+    """Either side alone below the limit refuses the photo, as an image and as a file."""
+    image = Image.new("RGB", size)
+    for source in (image, jpeg_bytes(image)):
+        with pytest.raises(FaceError, match=rf"only {size[0]} x {size[1]} px") as caught:
+            load_image(source)
+        assert caught.value.reason == "photo_too_small"
+
+
+@pytest.mark.parametrize("size", [(MIN_IMAGE_SIDE, 500), (500, MIN_IMAGE_SIDE),
+                                  (MIN_IMAGE_SIDE, MIN_IMAGE_SIDE)])
+def test_a_photo_exactly_at_the_side_limit_is_accepted(size):
+    image = Image.new("RGB", size)
+    for source in (image, jpeg_bytes(image)):
+        assert load_image(source).size == size

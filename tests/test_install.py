@@ -64,6 +64,7 @@ def test_the_readmes_python_section_uses_only_the_public_names():
     assert used and used <= set(PUBLIC), used - set(PUBLIC)
 
 
+@pytest.mark.slow
 def test_the_installed_package_runs_outside_the_checkout(tmp_path, speech):
     """pip install (no network: --no-index, --no-deps, this venv's setuptools) into a new venv
     that sees this venv's packages, then `dev-bundle` and `voiceface.load` in another folder."""

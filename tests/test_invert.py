@@ -80,6 +80,7 @@ def test_loss_goes_down_and_result_has_the_right_shape(backbone_dir, generator, 
     assert result.steps == 40 and result.seconds > 0
 
 
+@pytest.mark.slow
 def test_recovers_a_face_the_generator_made(backbone_dir, generator, target):
     w_true, image = target
     inverter = Inverter.from_pretrained(config(backbone_dir, steps=80))

@@ -47,6 +47,7 @@ def voice(seed: int) -> tuple[int, np.ndarray]:
 
 
 # -- one request, one version ------------------------------------------------------------------
+@pytest.mark.slow
 def test_requests_see_one_gallery_version_while_people_are_deleted(vf, dev_bundle, tmp_path):
     query = (RATE, load_audio(dev_bundle / "voices" / "dev02.flac"))
     embedding = vf.encoder.embed(query[1])
@@ -140,6 +141,7 @@ def enroll_and_delete(vf, root, n, barrier, report) -> None:
     report.put((second, third))
 
 
+@pytest.mark.slow
 def test_two_processes_enrolling_and_deleting_lose_nothing_and_resurrect_nothing(vf,
                                                                                   tmp_path):
     root = tmp_path / "live"
@@ -205,6 +207,30 @@ def test_a_mapper_trained_on_someone_gone_or_not_saying_whom_is_not_used(dev_bun
         assert VoiceFace.from_pretrained(bundle, progress=False).mapper is None
 
 
+@pytest.mark.parametrize("people", ["missing", None])
+def test_a_delete_drops_a_saved_mapper_that_does_not_say_whom_it_learnt(vf, tmp_path, people):
+    """Such a mapper may hold anyone: a delete removes it from the gallery directory (too few
+    latents are left to retrain one), and nothing serves it meanwhile."""
+    root = tmp_path / "live"
+    few = DEV_PEOPLE + 2  # more people with latents than the gallery has: never retrained
+    LiveGallery.open(vf, root, min_people=few).close()
+    mapper_json = root / "mapper" / "mapper.json"
+    config = json.loads(mapper_json.read_text())
+    if people == "missing":
+        del config["people"]  # saved before mappers recorded whom they learnt
+    else:
+        config["people"] = people
+    mapper_json.write_text(json.dumps(config))
+    weights = (root / "mapper" / "mapper.safetensors").read_bytes()
+    with pytest.warns(UserWarning, match="does not record whom it was trained on"):
+        live = LiveGallery.open(vf, root, min_people=few)
+    assert live.vf.mapper is None and mapper_json.is_file()  # not used, still saved
+    live.delete("dev03")
+    assert live.vf.mapper is None and not (root / "mapper").exists()
+    assert not any(p.is_file() and p.read_bytes() == weights for p in root.rglob("*"))
+    assert live.vf(voice(1)).method == "knn-blend"
+
+
 # -- a delete killed at each step -------------------------------------------------------------
 def delete_killed_at(vf, root, person_id: str, step: int) -> None:
     """Child: delete `person_id`, killing itself with SIGKILL just before the `step`-th
@@ -222,6 +248,7 @@ def traces(root, person_id: str) -> list[str]:
             if p.is_file() and person_id.encode() in p.read_bytes()]
 
 
+@pytest.mark.slow
 def test_a_delete_killed_at_any_step_never_leaves_the_person_in_the_mapper(vf, tmp_path):
     template = tmp_path / "template"
     LiveGallery.open(vf, template, min_people=4).close()

@@ -6,9 +6,13 @@ model calls never overlap, memory comes back.
 
 from __future__ import annotations
 
+import pytest
+
 from conftest import serve_app
 
 from benchmarks.load import CLIENTS, run_load, write_clips
+
+pytestmark = pytest.mark.slow  # every test here starts the app server
 
 SECONDS = 30.0  # s of sending
 RSS_MARGIN_MB = 300  # the server may keep some memory (allocator, caches), not grow per request

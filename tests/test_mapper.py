@@ -29,6 +29,7 @@ def learnable_data(n_people=40, clips=5, seed=0):
             centres.astype(np.float32), person_latent.astype(np.float32))
 
 
+@pytest.mark.slow
 def test_training_learns_and_beats_knn_on_unseen_people():
     x, y, groups, w_avg, centres, person_latent = learnable_data()
     train = ~np.isin(groups, [f"p{i}" for i in range(32, 40)])  # people 32-39 never seen

@@ -46,6 +46,7 @@ def evil_checkpoint(tmp_path, marker):
     return path
 
 
+@pytest.mark.slow
 def test_the_payload_is_live(evil_checkpoint, marker):
     # Without the safeguard the payload runs: shows the refusals below are real (in a child).
     unsafe = "import sys, torch; torch.load(sys.argv[1], weights_only=False)"
@@ -69,6 +70,7 @@ def test_pipeline_loader_refuses_it_too(evil_checkpoint, tmp_path, monkeypatch):
         load_generator(evil_checkpoint.parent, evil_checkpoint.name)
 
 
+@pytest.mark.slow
 def test_cli_convert_refuses_it_with_one_line(evil_checkpoint, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "voiceface", "convert-generator",
                            str(evil_checkpoint), str(tmp_path / "out")], cwd=REPO,

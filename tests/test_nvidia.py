@@ -282,6 +282,7 @@ def test_cli_converts_prints_the_architecture_and_the_result_loads(
     assert_matches_reference(loaded, reference)
 
 
+@pytest.mark.slow
 def test_a_pickle_that_runs_a_command_is_refused_and_it_does_not_run(tmp_path, marker):
     pkl = tmp_path / "network-snapshot.pkl"
     pkl.write_bytes(pickle.dumps(Payload(marker)))

@@ -32,6 +32,7 @@ PERSONAS_DIR = REPO / "assets" / "personas"  # the app's personas
 SHIPPED = personas.load_personas(PERSONAS_DIR)
 
 
+@pytest.mark.slow
 def test_shipped_personas_are_48_synthetic_people_with_their_own_voice_and_face():
     assert len(SHIPPED) == 48
     assert len({p["id"] for p in SHIPPED}) == 48
@@ -45,6 +46,7 @@ def test_shipped_personas_are_48_synthetic_people_with_their_own_voice_and_face(
         assert 7.5 <= seconds <= persona_voices.MAX_VOICE_SECONDS, (p["id"], seconds)
 
 
+@pytest.mark.slow
 def test_the_voices_differ_in_pitch():
     """Median pitch (autocorrelation peak) spread over the personas, not one voice repeated."""
     def pitch(wav: np.ndarray) -> float:
@@ -116,6 +118,7 @@ def write_personas_bundle(directory, personas_dir, encoder_dir, generator_dir, b
     return directory
 
 
+@pytest.mark.slow
 def test_persona_caches_are_built_once_then_reused(personas_dir, tiny_xvector_dir,
                                                    tiny_generator_dir, tiny_backbone_dir,
                                                    tmp_path, monkeypatch):
@@ -195,6 +198,7 @@ def built_dir(tmp_path):
     return built
 
 
+@pytest.mark.slow
 def test_a_personas_bundle_is_read_then_its_caches_are_built_for_its_models(
         personas_dir, tiny_xvector_dir, tiny_generator_dir, tiny_backbone_dir, tmp_path,
         monkeypatch):
@@ -211,6 +215,7 @@ def test_a_personas_bundle_is_read_then_its_caches_are_built_for_its_models(
     assert Gallery.load(derived / "gallery").generator_fingerprint == fingerprint
 
 
+@pytest.mark.slow
 def test_other_models_or_changed_personas_get_their_own_cache(personas_dir, tiny_xvector_dir,
                                                              tiny_generator_dir,
                                                              tiny_backbone_dir, tmp_path):
@@ -250,6 +255,7 @@ def test_a_missing_recording_is_named(personas_dir):
         personas.personas_fingerprint(personas_dir)
 
 
+@pytest.mark.slow
 def test_a_personas_own_latent_redraws_its_displayed_face(personas_dir, tiny_xvector_dir,
                                                          tiny_generator_dir, tiny_backbone_dir,
                                                          tmp_path, monkeypatch):

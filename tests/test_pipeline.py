@@ -168,6 +168,7 @@ def test_open_set_says_no_confident_match(vf, dev_bundle):
     assert not result.confident and result.best is None and result.matches
 
 
+@pytest.mark.slow
 def test_cli_predict_json(dev_bundle, tmp_path, vf):
     out = tmp_path / "face.png"
     proc = run_cli("predict", dev_bundle / "voices" / "dev03.flac", "--bundle", dev_bundle,
@@ -192,6 +193,7 @@ def test_cli_predict_json(dev_bundle, tmp_path, vf):
     (b"\x89PNG\r\n\x1a\n" + bytes(100), "PNG image, not audio"),
     (b"", "empty"),
 ])
+@pytest.mark.slow
 def test_cli_bad_audio_exits_2_with_one_clear_line(dev_bundle, tmp_path, content, message):
     bad = tmp_path / "clip.wav"
     bad.write_bytes(content)
@@ -202,6 +204,7 @@ def test_cli_bad_audio_exits_2_with_one_clear_line(dev_bundle, tmp_path, content
     assert "Traceback" not in proc.stderr and not (tmp_path / "f.png").exists()
 
 
+@pytest.mark.slow
 def test_cli_missing_bundle_is_a_clear_error(tmp_path):
     proc = run_cli("predict", tmp_path / "x.wav", "--bundle", tmp_path / "nowhere")
     assert proc.returncode == 2 and "does not exist" in proc.stderr

@@ -26,6 +26,8 @@ from voiceface.devbundle import synthetic_voice
 from voiceface.provenance import is_marked
 from voiceface.ui.common import PNG_NAME
 
+pytestmark = pytest.mark.slow  # every test here starts the app server
+
 SECRET = "alice-smith-voice-note"  # a file name that must not survive anywhere on the server
 LIFETIME = 10  # s an upload or a render may stay (app.py --file-lifetime)
 

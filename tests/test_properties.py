@@ -49,6 +49,7 @@ def galleries(draw):
     return gallery, draw(unit_vectors(draw(st.integers(1, 3))))
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(galleries(), st.integers(1, 12))
 def test_a_saved_and_loaded_gallery_searches_the_same(case, k):

@@ -69,6 +69,7 @@ def test_space_plan_carries_the_app_and_points_at_the_bundle(tmp_path):
     assert not list(space.rglob("*.opus"))  # the Space reads the personas from the repo
 
 
+@pytest.mark.slow
 def test_a_space_gets_the_whole_package_from_the_app_directory(tmp_path):
     app = tmp_path / "app"
     shutil.copytree(REPO / "voiceface", app / "voiceface")
@@ -206,6 +207,7 @@ def test_a_file_naming_the_people_folder_stops_the_publication(built_bundle, tmp
         plan_publish(built_bundle, repo="me/gallery")
 
 
+@pytest.mark.slow
 def test_people_without_consent_stop_the_whole_publication(built_bundle):
     gallery = Gallery.load(built_bundle / "gallery")
     person = gallery.people[2]
@@ -235,6 +237,7 @@ def test_test_bundles_and_bad_repo_ids_are_refused(dev_bundle):
         plan_publish(REPO / "index")
 
 
+@pytest.mark.slow
 def test_cli_dry_run_lists_the_plan_and_uploads_nothing():
     proc = subprocess.run([sys.executable, "-m", "voiceface", "publish", "--repo", "me/voices",
                            "--dry-run"], cwd=REPO, capture_output=True, text=True)

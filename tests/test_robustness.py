@@ -86,6 +86,7 @@ def cli(dev_bundle, capsys, monkeypatch):
     return run
 
 
+@pytest.mark.slow
 def test_cli_exits_2_with_one_error_line(corpus, cli, tmp_path):
     failures = []
     for name, case in corpus.items():
@@ -103,12 +104,14 @@ def test_cli_exits_2_with_one_error_line(corpus, cli, tmp_path):
     assert not failures, "\n".join(failures)
 
 
+@pytest.mark.slow
 def test_cli_warns_about_clipping_and_answers(corpus, cli, tmp_path):
     code, stderr = cli(str(corpus["clipping"].path), "--out", str(tmp_path / "face.png"))
     assert code == 0 and (tmp_path / "face.png").is_file()
     assert stderr.startswith("warning: ") and "clipped" in stderr and stderr.count("\n") == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["text file", "2 h FLAC (decompression bomb)", "NaN samples"])
 def test_cli_process_prints_no_traceback(corpus, dev_bundle, tmp_path, name):
     proc = subprocess.run([sys.executable, "-m", "voiceface", "predict", str(corpus[name].path),
@@ -125,6 +128,7 @@ def app(dev_bundle, tmp_path_factory):
         yield url
 
 
+@pytest.mark.slow
 def test_app_refuses_each_bad_case_cleanly_and_keeps_serving(corpus, app, dev_bundle):
     client = Client(app, verbose=False)
     good = handle_file(str(dev_bundle / "voices" / "dev01.flac"))
@@ -152,6 +156,7 @@ def test_app_refuses_each_bad_case_cleanly_and_keeps_serving(corpus, app, dev_bu
     assert not failures, "\n".join(failures)
 
 
+@pytest.mark.slow
 def test_app_upload_limit_is_enforced_by_the_server(app, dev_bundle, tmp_path):
     big = over_upload_limit(tmp_path, UPLOAD_LIMIT_BYTES)
     with open(big, "rb") as f:  # past gradio_client's own check: the server must refuse too

@@ -85,6 +85,8 @@ def test_locked_makes_the_directory_and_excludes_other_holders_until_released(tm
             with open(directory / ".lock") as other:
                 with pytest.raises(BlockingIOError):
                     fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                with pytest.raises(BlockingIOError):  # exclusive: not even a reader shares it
+                    fcntl.flock(other, fcntl.LOCK_SH | fcntl.LOCK_NB)
         with open(directory / ".lock") as other:
             fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released: free again
             fcntl.flock(other, fcntl.LOCK_UN)

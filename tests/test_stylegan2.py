@@ -315,6 +315,7 @@ def test_unloadable_files_are_refused_with_reasons(tmp_path):
         Generator.from_pretrained(tmp_path / "empty")
 
 
+@pytest.mark.slow
 def test_config_f_1024_round_trips_through_rosinality_layout(tmp_path):
     g = Generator(GeneratorConfig.ffhq(1024), seed=0)
     assert g.num_ws == 18 and sum(p.numel() for p in g.parameters()) > 28_000_000
@@ -443,6 +444,7 @@ def test_to_pil():
             to_pil(torch.zeros(shape))
 
 
+@pytest.mark.slow
 def test_reuse_freed_memory_in_a_fresh_process():
     # Process-wide allocator setting: exercised in a child so this session is unaffected.
     code = ("from voiceface.stylegan2_ops import reuse_freed_memory; "

@@ -255,6 +255,7 @@ def test_an_unknown_claim_names_the_enrolled_ids_before_reading_the_audio(vf, tm
         check_claim(many, "nobody")
 
 
+@pytest.mark.slow
 def test_bad_audio_is_refused_with_the_reason(vf, tmp_path):
     cases = write_corpus(tmp_path)
     for name in ("empty file", "png image", "pure silence", "50 ms clip"):
@@ -304,6 +305,7 @@ def test_cli_exit_codes_and_json(dev_bundle, capsys, tmp_path):
     assert code == 2 and not out and err.startswith("error:") and "empty" in err
 
 
+@pytest.mark.slow
 def test_cli_exit_status_of_the_process(dev_bundle):
     proc = subprocess.run([sys.executable, "-m", "voiceface", "verify",
                            str(example(dev_bundle, 1)), "--claim", "dev00", "--bundle",
@@ -340,6 +342,7 @@ def test_live_enrollment_and_deletion_recalibrate_the_verification_threshold(dev
 
 
 # -- build ----------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_the_build_calibrates_verification_on_every_window(tiny_xvector_dir, tmp_path):
     people = write_people_folder(tmp_path / "people", n_people=4)  # two recordings each
     Generator(TINY_GENERATOR, seed=1).save_pretrained(tmp_path / "generator")

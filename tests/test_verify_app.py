@@ -54,6 +54,7 @@ def focus_answer(url: str, elem_id: str) -> dict:
     return event_answer(url, elem_id)[0]
 
 
+@pytest.mark.slow
 def test_refreshing_the_claim_list_keeps_a_choice_made_meanwhile(server):
     """The list is refreshed when the dropdown is focused; on a busy server the answer comes
     after the visitor has chosen, so it carries the choices and no value to undo it."""
@@ -61,6 +62,7 @@ def test_refreshing_the_claim_list_keeps_a_choice_made_meanwhile(server):
     assert "value" not in update and ["Test person 2 (dev01)", "dev01"] in update["choices"]
 
 
+@pytest.mark.slow
 def test_a_recording_stopped_before_anyone_is_chosen_asks_for_a_choice(server):
     """The stop event checks the recording only once a person is chosen; before, it says what
     to do (no error) and clears an earlier gauge, and the summary is left alone."""
@@ -73,6 +75,7 @@ def voice(dev_bundle, person: str):
     return handle_file(str(dev_bundle / "voices" / f"{person}.flac"))
 
 
+@pytest.mark.slow
 def test_the_claimed_persons_own_voice_is_accepted(server, dev_bundle):
     record = Gallery.load(dev_bundle / "gallery").verification
     client = Client(server["url"], verbose=False)
@@ -92,6 +95,7 @@ def test_the_claimed_persons_own_voice_is_accepted(server, dev_bundle):
     assert f"{record.frr:.1%} of {record.mated_trials} trials" in gauge
 
 
+@pytest.mark.slow
 def test_another_persons_voice_is_rejected(server, dev_bundle):
     client = Client(server["url"], verbose=False)
     verdict, gauge, summary = client.predict(voice(dev_bundle, CLAIM), "dev00",
@@ -101,6 +105,7 @@ def test_another_persons_voice_is_rejected(server, dev_bundle):
     assert verdict.startswith("### Rejected") and 'class="gauge rejected"' in gauge
 
 
+@pytest.mark.slow
 def test_unknown_or_missing_claims_and_bad_audio_are_refused_without_paths(server, dev_bundle,
                                                                           tmp_path):
     png = tmp_path / "photo.png"
@@ -124,6 +129,8 @@ def test_unknown_or_missing_claims_and_bad_audio_are_refused_without_paths(serve
         assert str(dev_bundle) not in message
 
 
+@pytest.mark.browser
+@pytest.mark.slow
 @pytest.mark.parametrize("locale", ["en-US", "ja-JP"])
 def test_a_phone_chooses_a_person_uploads_and_sees_the_decision(server, dev_bundle, locale):
     """At 390 px: choose who you claim to be, upload their voice, and read the decision, the
@@ -160,6 +167,8 @@ def test_examples_claim_their_own_people_and_one_claims_another(dev_bundle):
                                                                    "dev01"]]
 
 
+@pytest.mark.browser
+@pytest.mark.slow
 @pytest.mark.parametrize("locale", ["en-US", "ja-JP"])
 def test_a_phone_without_a_microphone_tries_an_example_claim(server, locale):
     """At 390 px: an example fills in the recording and the claim; the button decides."""
@@ -185,6 +194,8 @@ def test_a_phone_without_a_microphone_tries_an_example_claim(server, locale):
                         full_page=True)
 
 
+@pytest.mark.browser
+@pytest.mark.slow
 def test_a_browser_claims_a_person_by_microphone(server, dev_bundle, tmp_path):
     """Checking before choosing anyone is refused; then the claimed person is chosen, the
     fake microphone plays a recording and, when it stops, with no button pressed, the page

@@ -20,11 +20,13 @@ import pytest
 import soundfile as sf
 
 from benchmarks.load import rss_mb
-from browser import open_tab
+from browser import browser_page, chromium, open_tab
 from conftest import DEV_PEOPLE, PHOTO, serve_app
 from voiceface.audio import SAMPLE_RATE
 from voiceface.devbundle import synthetic_voice, write_random_backbone
 from voiceface.gallery import Gallery
+
+pytestmark = pytest.mark.slow  # every test here starts the app server
 
 PASSWORD = "open sesame"
 TIMEOUT = 120  # s for one request
@@ -269,13 +271,11 @@ def test_wrong_passwords_back_off_and_are_logged_without_the_guess(server):
 MARKUP_NAMES = ["![t](http://127.0.0.1:1/t.png)", "<img src=x>", "[a](javascript:alert(1))"]
 
 
+@pytest.mark.browser
 @only_admin
 def test_names_are_shown_as_plain_text_to_every_visitor(server, tmp_path):
     """Names holding Markdown or HTML reach the page as text: no image is fetched, no link
     made, in the enrollment answer and in the latent status every visitor's page polls."""
-    from playwright.sync_api import sync_playwright
-
-    from browser import CHROMIUM
     from test_app import SCREENSHOTS
 
     with client(server["url"]) as http:
@@ -286,9 +286,7 @@ def test_names_are_shown_as_plain_text_to_every_visitor(server, tmp_path):
             assert kind == "complete", outputs
             assert not re.search(r"(?<!\\)(<img|\]\()", outputs[0]), outputs[0]  # escaped
     fetched = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                    args=["--no-sandbox", "--disable-gpu"])
+    with chromium() as browser:
         page = browser.new_page()
         page.on("request", lambda r: fetched.append(r.url))
         page.goto(server["url"])
@@ -304,7 +302,6 @@ def test_names_are_shown_as_plain_text_to_every_visitor(server, tmp_path):
         options.nth(DEV_PEOPLE + len(MARKUP_NAMES) - 1).wait_for(timeout=30_000)
         shown = options.all_inner_texts()
         assert all(any(t.startswith(f"{name} (") for t in shown) for name in MARKUP_NAMES)
-        browser.close()
     assert not [u for u in fetched if "127.0.0.1:1/" in u or u.endswith("/x")]
 
 
@@ -345,13 +342,10 @@ def test_names_that_look_like_an_enrolled_one_are_refused(server, tmp_path):
     assert len(Gallery.load(server["root"] / "live" / "gallery")) == people
 
 
+@pytest.mark.browser
 def test_a_failed_latent_shows_visitors_no_reason(dev_bundle, tmp_path):
     """A latent that fails (here: the perceptual backbone is missing) says "failed" on the page
     every visitor polls; the reason, which names server paths, goes to the server's log."""
-    from playwright.sync_api import sync_playwright
-
-    from browser import CHROMIUM
-
     missing = tmp_path / "srv" / "no-backbone"
     env = {"VOICEFACE_ADMIN_PASSWORD": PASSWORD, "GRADIO_TEMP_DIR": str(tmp_path / "cache")}
     args = ("--gallery-dir", str(tmp_path / "live"), "--backbone", str(missing))
@@ -362,15 +356,10 @@ def test_a_failed_latent_shows_visitors_no_reason(dev_bundle, tmp_path):
             kind, outputs = call(http, "enroll", [PASSWORD, file_ref(upload(http, voice)),
                                                   file_ref(upload(http, PHOTO)), "Fay", True])
         assert kind == "complete", outputs
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                        args=["--no-sandbox", "--disable-gpu"])
-            page = browser.new_page()
-            page.goto(url)
+        with browser_page(url, (1280, 900)) as page:
             open_tab(page, "Enroll")
             status = page.locator("#latent-status")
             status.filter(has_text="Fay: failed").wait_for(timeout=120_000)
             shown = status.inner_text()
-            browser.close()
     assert "no-backbone" not in shown and str(tmp_path) not in shown and "/" not in shown
     assert "the face latent of fay-" in log.read_text() and "no-backbone" in log.read_text()
