@@ -196,6 +196,7 @@ def delete(http, password: str) -> tuple[str, object]:
     return call(http, "delete", [password, "nobody", True])
 
 
+@pytest.mark.slow
 def test_spoofed_forwarded_headers_neither_free_a_guesser_nor_lock_out_the_admin(server):
     """Before, uvicorn believed X-Forwarded-For from 127.0.0.1: 30 guesses under 30 made-up
     addresses refused the right password everywhere. Now the headers are ignored: the
@@ -248,6 +249,7 @@ def queued(http, fn_index: int, data: list) -> tuple[str, object]:
     raise AssertionError("the queue closed without an answer")
 
 
+@pytest.mark.slow
 def test_the_recordings_length_needs_the_password_before_any_decoding(server, tmp_path):
     """A text file named .wav would be answered "The recording is a text file" if decoded;
     without the right password it is never decoded: a hint for no password (in the
@@ -280,6 +282,7 @@ def test_the_recordings_length_needs_the_password_before_any_decoding(server, tm
     assert gone == ("complete", [TEXT["en"]["gone"]])  # the message itself, no quotes
 
 
+@pytest.mark.slow
 def test_wrong_guesses_from_many_addresses_never_refuse_the_right_password(server):
     """Real addresses this time: 30 of them, one wrong guess each, once took the right
     password away from everyone for 10 minutes. Now it puts the gate on alert: the right

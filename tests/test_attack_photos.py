@@ -25,6 +25,8 @@ from test_visitors import PASSWORD, backbone, call, client, file_ref, recording,
 from benchmarks.memory import image_bomb, run_memory
 from voiceface.gallery import Gallery
 
+pytestmark = pytest.mark.slow  # the app server, over HTTP
+
 BOMBS = 4  # image bombs in the memory test
 MAX_END_RATIO = 1.10  # the server's resident memory after the bombs / before (issue 28's goal)
 CHILD_POLL = 0.005  # s between looks at the server's child processes

@@ -27,6 +27,8 @@ from voiceface.ui.limits import (QUEUE_SIZE, UPLOAD_FILES, UPLOAD_REQUEST_BYTES,
                                  VISITOR_EVENTS, VISITOR_UPLOAD_BYTES)
 from voiceface.ui.text import TEXT
 
+pytestmark = pytest.mark.slow  # the app server, over HTTP
+
 FLOOD = 30  # requests one attacker sends at once
 MIB = 2 ** 20
 LOG_PER_REQUEST = 400  # bytes the log may grow per repeated malformed request

@@ -207,7 +207,7 @@ def test_a_mapper_trained_on_someone_gone_or_not_saying_whom_is_not_used(dev_bun
         assert VoiceFace.from_pretrained(bundle, progress=False).mapper is None
 
 
-@pytest.mark.parametrize("people", ["missing", None])
+@pytest.mark.parametrize("people", ["missing", None, []])
 def test_a_delete_drops_a_saved_mapper_that_does_not_say_whom_it_learnt(vf, tmp_path, people):
     """Such a mapper may hold anyone: a delete removes it from the gallery directory (too few
     latents are left to retrain one), and nothing serves it meanwhile."""

@@ -14,6 +14,8 @@ from conftest import PHOTO, serve_app
 from test_visitors import (PASSWORD, backbone, call, client, file_ref,  # noqa: F401 - fixture
                            recording, upload)
 
+pytestmark = pytest.mark.slow  # the app server, over HTTP
+
 LIFETIME = 2  # s (app.py --file-lifetime): the cache is cleaned every second
 WAIT = 30 * LIFETIME  # s for the app's own files to go; a safety net on a busy machine
 

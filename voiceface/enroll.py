@@ -339,8 +339,9 @@ def _names(gallery: Gallery) -> Iterator[tuple[str, str]]:
 
 
 def _may_hold(people: Sequence[str] | None, person_id: str) -> bool:
-    """Whether a mapper trained on `people` (None: it does not say whom) may hold the person."""
-    return people is None or person_id in people
+    """Whether a mapper trained on `people` (None or empty: it does not say whom; a mapper
+    learns from 2 people at least) may hold the person."""
+    return not people or person_id in people
 
 
 def _drop_mapper(root: Path) -> None:

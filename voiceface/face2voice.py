@@ -207,7 +207,7 @@ class FaceToVoice:
         everyone it was trained on is still in `gallery`, else the kNN blend of the people
         in `gallery` with features."""
         trained = self.mapper.config.people if self.mapper is not None else None
-        if trained is not None and all(i in gallery for i in trained):
+        if trained and all(i in gallery for i in trained):  # [] would say nobody: not used
             return _unit(self.mapper.predict(features)), MAPPER
         rows = [j for j, i in enumerate(self.ids) if i in gallery]
         if not rows:

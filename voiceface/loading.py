@@ -68,10 +68,10 @@ def load_derived(directory: Path, encoder_fingerprint: str, generator_fingerprin
         else None
     if mapper is not None:
         trained = mapper.config.people
-        gone = [] if trained is None else [i for i in trained if i not in gallery]
-        if trained is None or gone:
-            why = ("it does not record whom it was trained on (saved by an older voiceface)"
-                   if trained is None else
+        gone = [i for i in trained or () if i not in gallery]
+        if not trained or gone:  # a mapper learns from 2 people at least: [] says nobody
+            why = ("it does not record whom it was trained on (saved by an older voiceface, "
+                   "or edited)" if not trained else
                    f"it was trained on {len(gone)} people who are no longer in the gallery")
             warnings.warn(f"Not using the mapper in {mapper_dir}: {why}. Generated faces blend "
                           "the nearest people's latents instead; rebuild the mapper "
