@@ -24,7 +24,7 @@ import torch
 from voiceface import ui
 from voiceface.enroll import LiveGallery
 from voiceface.hub import WeightsNotFound
-from voiceface.bundle import DEFAULT_BACKBONE, DEFAULT_BACKBONE_REVISION
+from voiceface.bundle import DEFAULT_BACKBONE, DEFAULT_BACKBONE_REVISION, DEFAULT_FACE_TRAITS
 from voiceface.invert import InversionConfig
 from voiceface.loading import cache_dir
 from voiceface.memory import limit_arenas
@@ -81,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
         "(directory or Hub repo) instead of the bundle's: describes faces for face to voice "
         "in the personas' cache, and inverts enrolled faces into latents (default: "
         f"$VOICEFACE_BACKBONE, else the bundle's, else {DEFAULT_BACKBONE})")
+    add("--face-traits", default=env("VOICEFACE_FACE_TRAITS"), help="face-trait model "
+        "(CLIP; directory or Hub repo) instead of the bundle's: chooses the personas' faces "
+        "that agree with their voices (default: $VOICEFACE_FACE_TRAITS, else the bundle's, "
+        f"else {DEFAULT_FACE_TRAITS})")
     add("--inversion-steps", type=int, default=InversionConfig.steps,
         help="optimisation steps per enrolled face")
     add("--inversion-resolution", type=int, default=InversionConfig.resolution,
@@ -112,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         vf = VoiceFace.from_pretrained(args.bundle, encoder=args.encoder,
                                        generator=args.generator,
                                        generator_file=args.generator_file,
-                                       backbone=args.backbone, quantize=args.quantize or None)
+                                       backbone=args.backbone, face_traits=args.face_traits,
+                                       quantize=args.quantize or None)
         live = None
         if gallery_dir:
             inversion = InversionConfig(

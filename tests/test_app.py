@@ -65,13 +65,15 @@ def test_default_personas_build_once_then_serve(tiny_xvector_dir, tmp_path):
     """A fresh clone's default bundle with local models: persona caches built on the first
     start, reused on the second, and the 48 synthetic personas served, voice to face and
     face to voice."""
-    from voiceface.devbundle import TINY_GENERATOR, write_random_backbone
+    from voiceface.devbundle import (TINY_GENERATOR, write_random_backbone,
+                                     write_random_face_traits)
     from voiceface.stylegan2 import Generator
 
     Generator(TINY_GENERATOR, seed=5).save_pretrained(tmp_path / "generator")
     backbone = write_random_backbone(tmp_path / "backbone")
+    face_traits = write_random_face_traits(tmp_path / "face-traits")
     args = ("--encoder", str(tiny_xvector_dir), "--generator", str(tmp_path / "generator"),
-            "--backbone", str(backbone))
+            "--backbone", str(backbone), "--face-traits", str(face_traits))
     env = {"VOICEFACE_CACHE": str(tmp_path / "cache")}
     for start, log in enumerate([tmp_path / "first.log", tmp_path / "second.log"]):
         with serve_app(None, log, env, args, timeout=PERSONAS_START_TIMEOUT) as (url, _):

@@ -14,8 +14,9 @@ from PIL import Image
 from voiceface import persona_cache, persona_voices, personas
 from voiceface.audio import load_audio
 from voiceface.calibration import WINDOWS_METHOD
-from voiceface.devbundle import TINY_GENERATOR, write_random_backbone
+from voiceface.devbundle import TINY_GENERATOR, write_random_backbone, write_random_face_traits
 from voiceface.face2voice import CONFIG_FILE, FACE2VOICE_DIR, FEATURES_FILE, face_features
+from voiceface.face_traits import FaceTraitModel, FaceTraits
 from voiceface.gallery import Gallery
 from voiceface.invert import Backbone
 from voiceface.bundle import BundleSpec
@@ -106,25 +107,35 @@ def tiny_backbone_dir(tmp_path_factory):
     return write_random_backbone(tmp_path_factory.mktemp("backbone"), seed=0)
 
 
-def write_personas_bundle(directory, personas_dir, encoder_dir, generator_dir, backbone_dir):
-    """A personas bundle naming the models; the backbone by a path relative to the bundle."""
+@pytest.fixture(scope="module")
+def tiny_face_traits_dir(tmp_path_factory):
+    return write_random_face_traits(tmp_path_factory.mktemp("face-traits") / "clip", seed=0)
+
+
+def write_personas_bundle(directory, personas_dir, encoder_dir, generator_dir, backbone_dir,
+                          face_traits_dir):
+    """A personas bundle naming the models; the backbone and the face-trait model by paths
+    relative to the bundle."""
     directory.mkdir()
     shutil.copytree(backbone_dir, directory / "backbone")
+    shutil.copytree(face_traits_dir, directory / "face-traits")
     (directory / "bundle.json").write_text(json.dumps({
         "format_version": 1, "personas": str(personas_dir), "truncation": 0.7,
         "encoder": {"name_or_path": str(encoder_dir)},
         "generator": {"name_or_path": str(generator_dir)},
-        "backbone": {"name_or_path": "backbone"}}))
+        "backbone": {"name_or_path": "backbone"},
+        "face_traits": {"name_or_path": "face-traits"}}))
     return directory
 
 
 @pytest.mark.slow
 def test_persona_caches_are_built_once_then_reused(personas_dir, tiny_xvector_dir,
                                                    tiny_generator_dir, tiny_backbone_dir,
-                                                   tmp_path, monkeypatch):
+                                                   tiny_face_traits_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("VOICEFACE_CACHE", str(tmp_path / "cache"))
     bundle = write_personas_bundle(tmp_path / "bundle", personas_dir, tiny_xvector_dir,
-                                   tiny_generator_dir, tiny_backbone_dir)
+                                   tiny_generator_dir, tiny_backbone_dir,
+                                   tiny_face_traits_dir)
     vf = VoiceFace.from_pretrained(bundle, progress=False)
     assert vf.spec.synthetic_personas
     assert [p.id for p in vf.gallery.people] == ["persona01", "persona14", "persona37",
@@ -138,6 +149,12 @@ def test_persona_caches_are_built_once_then_reused(personas_dir, tiny_xvector_di
         w = g.mapping(z_from_seed(seed, g.style_dim)[None])[0].numpy()
     np.testing.assert_allclose(vf.gallery.latent("persona14"), w, atol=1e-6)
     assert vf.gallery.person("persona14").extra["truncation"] == 0.7
+    for person, spec in zip(vf.gallery.people, [SHIPPED[i] for i in (0, 13, 36, 46)]):
+        first = spec["face"]["seed"]
+        assert first <= person.extra["face_seed"] < first + persona_cache.FACE_TRIES
+        assert set(person.extra["face_traits"]) == {"apparent_sex", "sex_confidence",
+                                                    "age_band", "age_confidence"}
+        assert person.extra["voice_sex"]["source"] in ("measured", "declared")
     assert vf.gallery.people[0].faces[0].is_file()
     # each recording split in time as `build` splits one: the first 70 % and the last 30 %,
     # one window each; the open-set threshold is calibrated on those 8 windows, too few
@@ -200,12 +217,12 @@ def built_dir(tmp_path):
 
 @pytest.mark.slow
 def test_a_personas_bundle_is_read_then_its_caches_are_built_for_its_models(
-        personas_dir, tiny_xvector_dir, tiny_generator_dir, tiny_backbone_dir, tmp_path,
-        monkeypatch):
+        personas_dir, tiny_xvector_dir, tiny_generator_dir, tiny_backbone_dir,
+        tiny_face_traits_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("VOICEFACE_CACHE", str(tmp_path / "cache"))
     spec = BundleSpec.read(write_personas_bundle(tmp_path / "bundle", personas_dir,
                                                  tiny_xvector_dir, tiny_generator_dir,
-                                                 tiny_backbone_dir))
+                                                 tiny_backbone_dir, tiny_face_traits_dir))
     assert spec.synthetic_personas and spec.personas_dir == personas_dir
     assert spec.examples and all(p.parent == personas_dir / "voices" for p in spec.examples)
     assert not (tmp_path / "cache").exists()  # reading built nothing
@@ -218,10 +235,12 @@ def test_a_personas_bundle_is_read_then_its_caches_are_built_for_its_models(
 @pytest.mark.slow
 def test_other_models_or_changed_personas_get_their_own_cache(personas_dir, tiny_xvector_dir,
                                                              tiny_generator_dir,
-                                                             tiny_backbone_dir, tmp_path):
+                                                             tiny_backbone_dir,
+                                                             tiny_face_traits_dir, tmp_path):
     voice = VoiceEncoder.from_pretrained(tiny_xvector_dir)
     generator, fingerprint = load_generator(tiny_generator_dir)
     build = dict(truncation=0.7, backbone=str(tiny_backbone_dir), backbone_revision=None,
+                 face_traits=str(tiny_face_traits_dir), face_traits_revision=None,
                  progress=False)
     first = persona_cache.persona_bundle(personas_dir, voice, generator, fingerprint, tmp_path, **build)
     Generator(TINY_GENERATOR, seed=4).save_pretrained(tmp_path / "other")
@@ -243,6 +262,10 @@ def test_other_models_or_changed_personas_get_their_own_cache(personas_dir, tiny
     sixth = persona_cache.persona_bundle(personas_dir, voice, generator, fingerprint, tmp_path,
                                     **{**build, "backbone": str(other_backbone)})
     assert sixth not in (first, second, third, fourth, fifth)
+    other_traits = write_random_face_traits(tmp_path / "other-face-traits", seed=1)
+    seventh = persona_cache.persona_bundle(personas_dir, voice, generator, fingerprint, tmp_path,
+                                           **{**build, "face_traits": str(other_traits)})
+    assert seventh not in (first, second, third, fourth, fifth, sixth)
     made_with = json.loads((sixth / FACE2VOICE_DIR / CONFIG_FILE).read_text())
     assert made_with["backbone_fingerprint"] == Backbone.from_pretrained(
         other_backbone, None).fingerprint
@@ -258,13 +281,15 @@ def test_a_missing_recording_is_named(personas_dir):
 @pytest.mark.slow
 def test_a_personas_own_latent_redraws_its_displayed_face(personas_dir, tiny_xvector_dir,
                                                          tiny_generator_dir, tiny_backbone_dir,
-                                                         tmp_path, monkeypatch):
+                                                         tiny_face_traits_dir, tmp_path,
+                                                         monkeypatch):
     """The face shown for a persona is the face the pipeline draws from its stored latent:
     truncated once, by the bundle's truncation toward the personas' population centre, pixel
     for pixel."""
     monkeypatch.setenv("VOICEFACE_CACHE", str(tmp_path / "cache"))
     bundle = write_personas_bundle(tmp_path / "bundle", personas_dir, tiny_xvector_dir,
-                                   tiny_generator_dir, tiny_backbone_dir)
+                                   tiny_generator_dir, tiny_backbone_dir,
+                                   tiny_face_traits_dir)
     vf = VoiceFace.from_pretrained(bundle, progress=False)
     for person in vf.gallery.people:
         stored = torch.from_numpy(vf.gallery.latent(person.id))[None]
@@ -282,3 +307,47 @@ def test_a_face_truncation_in_the_personas_file_is_refused(personas_dir):
     with pytest.raises(personas.PersonaError, match=r"gives persona14 a face truncation; faces "
                                                     r"are drawn at the bundle's truncation"):
         personas.load_personas(personas_dir)
+
+
+def test_each_face_is_the_first_seed_whose_apparent_sex_agrees_with_the_voice(
+        personas_dir, tiny_xvector_dir, tiny_generator_dir, tiny_backbone_dir,
+        tiny_face_traits_dir, tmp_path, monkeypatch, caplog):
+    """The face-trait model's answers, planned per persona: two wrong faces then a right one
+    (its third seed), right at once (its own seed), never right in FACE_TRIES seeds (its own
+    seed stays, and a warning says so), one unsure answer then a right one."""
+    wanted = [persona_cache.voice_sex(p, load_audio(p["voice_file"], max_seconds=None))[0]
+              for p in personas.load_personas(personas_dir)]
+    assert None not in wanted
+    other = {"female": "male", "male": "female"}
+    plans = [[other[wanted[0]]] * 2 + [wanted[0]], [wanted[1]],
+             [other[wanted[2]]] * persona_cache.FACE_TRIES, [None, wanted[3]]]
+    answers = iter([sex for plan in plans for sex in plan])
+    seen = []
+
+    def planned(model, images):
+        seen.append(images[0].size)
+        return [FaceTraits(next(answers), 0.9, "adult", 0.5) for _ in images]
+
+    monkeypatch.setattr(FaceTraitModel, "__call__", planned)
+    voice = VoiceEncoder.from_pretrained(tiny_xvector_dir)
+    generator, fingerprint = load_generator(tiny_generator_dir)
+    with caplog.at_level("WARNING", logger="voiceface.persona_cache"):
+        built = persona_cache.persona_bundle(
+            personas_dir, voice, generator, fingerprint, tmp_path, truncation=0.7,
+            backbone=str(tiny_backbone_dir), backbone_revision=None,
+            face_traits=str(tiny_face_traits_dir), face_traits_revision=None, progress=False)
+    assert next(answers, "done") == "done" and len(seen) == sum(map(len, plans))
+    gallery = Gallery.load(built / "gallery")
+    seeds = [p["face"]["seed"] for p in personas.load_personas(personas_dir)]
+    assert [p.extra["face_seed"] for p in gallery.people] == \
+        [seeds[0] + 2, seeds[1], seeds[2], seeds[3] + 1]
+    assert [p.extra["face_traits"]["apparent_sex"] for p in gallery.people] == \
+        [wanted[0], wanted[1], other[wanted[2]], wanted[3]]
+    assert [p.extra["voice_sex"]["apparent_sex"] for p in gallery.people] == wanted
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1 and "persona37" in warned[0] and f"keeping seed {seeds[2]}" in warned[0]
+    assert json.loads((built / "build.json").read_text())["faces_agreeing_with_voices"] == 3
+    # each stored latent is the chosen seed's, and the displayed face is drawn from it
+    with torch.inference_mode():
+        w = generator.mapping(z_from_seed(seeds[0] + 2, generator.style_dim)[None])[0].numpy()
+    np.testing.assert_allclose(gallery.latent("persona01"), w, atol=1e-6)

@@ -25,6 +25,9 @@ face2voice/ are caches built for the models it names, "backbone" among them (see
      "far": 0.01,                         false-alarm rate of a personas gallery's thresholds
      "backbone": {"name_or_path": "facebook/dinov2-small", "revision": "ed25f3a..."},
                                           a personas bundle's face-to-voice features
+     "face_traits": {"name_or_path": "openai/clip-vit-base-patch16", "revision": "57c2164..."},
+                                          a personas bundle's face-trait model (apparent
+                                          sex agreeing with the voice: persona_cache)
      "test_weights": false}               tiny random models (the app says so)
 
 Relative model paths are looked up inside the bundle first (`BundleSpec.locate`). Reading a
@@ -51,6 +54,10 @@ DEFAULT_ENCODER = "anton-l/wav2vec2-base-superb-sv"
 DEFAULT_ENCODER_REVISION = "f00a71e827414d3e04228bb97bbee924d3044e85"  # adds model.safetensors
 DEFAULT_BACKBONE = "facebook/dinov2-small"
 DEFAULT_BACKBONE_REVISION = "ed25f3a31f01632728cabb09d1542f84ab7b0056"
+# zero-shot face traits (voiceface.face_traits); the last commit other projects pin (found,
+# not checked against the Hub from here): a revision without model.safetensors is refused
+DEFAULT_FACE_TRAITS = "openai/clip-vit-base-patch16"
+DEFAULT_FACE_TRAITS_REVISION = "57c216476eefef5ab752ec549e440a49ae4ae5f3"
 DEFAULT_GENERATOR = "aaronb/StyleGAN2"
 DEFAULT_GENERATOR_FILE = "stylegan2-ffhq-config-f.pt"
 DEFAULT_GENERATOR_REVISION = "d9b2f23f21856b6bdfabd37de6f3d04cf39f891e"
@@ -64,10 +71,11 @@ ENCODER_KEYS = {"name_or_path": (str,), "revision": (str, None), "layer": (int,)
                 "quantize": (bool,)}
 GENERATOR_KEYS = {"name_or_path": (str,), "filename": (str, None), "revision": (str, None)}
 BACKBONE_KEYS = {"name_or_path": (str,), "revision": (str, None)}
+FACE_TRAITS_KEYS = BACKBONE_KEYS
 BUNDLE_KEYS = {"format_version": (int,), "description": (str,), "encoder": (dict,),
                "generator": (dict,), "truncation": _NUMBER, "truncation_centre": (str,),
                OLD_CENTRE_KEY: (str,),
-               "personas": (str,), "far": _NUMBER, "backbone": (dict,),
+               "personas": (str,), "far": _NUMBER, "backbone": (dict,), "face_traits": (dict,),
                "test_weights": (bool,)}
 
 
@@ -130,6 +138,25 @@ class BackboneSpec:
 
 
 @dataclass(frozen=True)
+class FaceTraitsSpec:
+    """The zero-shot image-text model a personas bundle reads its faces' apparent sex and age
+    band with (`voiceface.face_traits`): a Hub repo id or a path (relative: in the bundle)."""
+
+    name_or_path: str = DEFAULT_FACE_TRAITS
+    revision: str | None = DEFAULT_FACE_TRAITS_REVISION
+
+    @classmethod
+    def from_dict(cls, data: object, where: str = 'bundle.json "face_traits"'
+                  ) -> FaceTraitsSpec:
+        """From a `bundle.json` "face_traits" object; another model without a "revision" is
+        taken at its latest; `BundleError` for wrong keys or types."""
+        given = _checked(data, where, FACE_TRAITS_KEYS)
+        if given.get("name_or_path", DEFAULT_FACE_TRAITS) != DEFAULT_FACE_TRAITS:
+            given.setdefault("revision", None)
+        return cls(**given)
+
+
+@dataclass(frozen=True)
 class BundleSpec:
     """A bundle's `bundle.json`, typed and checked, with what it implies: where the bundle is
     (`root`; None for a pipeline assembled in code) and its example recordings."""
@@ -144,6 +171,7 @@ class BundleSpec:
     personas: str | None = None  # the personas folder, relative to `root`
     far: float = FALSE_ALARM_RATE  # target false-alarm rate of a personas gallery
     backbone: BackboneSpec = BackboneSpec()  # a personas bundle's face-to-voice features
+    face_traits: FaceTraitsSpec = FaceTraitsSpec()  # a personas bundle's face-trait model
     test_weights: bool = False  # tiny random models: results mean nothing
     examples: tuple[Path, ...] = ()  # example recordings: `voices/`, or a few personas'
 
@@ -211,6 +239,8 @@ class BundleSpec:
             given["generator"] = GeneratorSpec.from_dict(given["generator"])
         if "backbone" in given:
             given["backbone"] = BackboneSpec.from_dict(given["backbone"])
+        if "face_traits" in given:
+            given["face_traits"] = FaceTraitsSpec.from_dict(given["face_traits"])
         spec = cls(root=root, **given)
         return replace(spec, examples=spec._find_examples())
 
@@ -236,15 +266,19 @@ class BundleSpec:
     def with_models(self, *, encoder: str | None = None, encoder_revision: str | None = None,
                     generator: str | None = None, generator_file: str | None = None,
                     generator_revision: str | None = None, backbone: str | None = None,
-                    backbone_revision: str | None = None,
+                    backbone_revision: str | None = None, face_traits: str | None = None,
+                    face_traits_revision: str | None = None,
                     quantize: bool | None = None) -> BundleSpec:
         """This spec with another encoder (at `encoder_revision`, the bundle's layer) and/or
         generator (`generator_file` in it, default the default file name, at
-        `generator_revision`) and/or backbone (at `backbone_revision`), and/or `quantize`;
-        None keeps the bundle's choice."""
+        `generator_revision`) and/or backbone (at `backbone_revision`), and/or face-trait
+        model (at `face_traits_revision`), and/or `quantize`; None keeps the bundle's
+        choice."""
         enc, gen, back = self.encoder, self.generator, self.backbone
         if backbone:
             back = BackboneSpec(backbone, backbone_revision)
+        traits = FaceTraitsSpec(face_traits, face_traits_revision) if face_traits \
+            else self.face_traits
         if encoder:
             enc = replace(enc, name_or_path=encoder, revision=encoder_revision)
         if quantize is not None:
@@ -252,7 +286,7 @@ class BundleSpec:
         if generator:
             gen = GeneratorSpec(generator, generator_file or DEFAULT_GENERATOR_FILE,
                                 generator_revision)
-        return replace(self, encoder=enc, generator=gen, backbone=back)
+        return replace(self, encoder=enc, generator=gen, backbone=back, face_traits=traits)
 
     def voice_samples(self) -> dict[str, Path]:
         """Recordings of the bundle's people that may be played to visitors, by person id:

@@ -17,6 +17,7 @@ means anything about real voices or faces.
 
 from __future__ import annotations
 
+import string
 import tempfile
 from importlib import resources
 from pathlib import Path
@@ -45,6 +46,13 @@ TINY_GENERATOR = GeneratorConfig(size=64, style_dim=64, n_mlp=2,
                                  channels={4: 64, 8: 64, 16: 32, 32: 32, 64: 16})
 TINY_BACKBONE = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2,
                      patch_size=8, image_size=64)
+TINY_FACE_TRAITS = dict(
+    text_config=dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                     num_attention_heads=2, max_position_embeddings=77),
+    vision_config=dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                       num_attention_heads=2, image_size=32, patch_size=8),
+    projection_dim=16)
+CLIP_LOGIT_SCALE = 4.6052  # log(100): the scale trained CLIP models end at
 DEV_PEOPLE = 8
 VOICE_SECONDS = 4.0  # s per synthetic recording
 
@@ -97,6 +105,35 @@ def write_random_backbone(directory: Path, seed: int = 0, config: dict | None = 
         "image_processor_type": "BitImageProcessor",
         "crop_size": {"height": side, "width": side}, "size": {"shortest_edge": side + 8},
         "image_mean": [0.5, 0.4, 0.3], "image_std": [0.25, 0.25, 0.25]})
+    return Path(directory)
+
+
+def write_random_face_traits(directory: Path, seed: int = 0, config: dict | None = None
+                             ) -> Path:
+    """Save a random CLIP (tiny by default; `config={}` gives ViT-B/32's size,
+    `{"vision_config": {"patch_size": 16}}` ViT-B/16's) with a character-level tokenizer and
+    an image processor config, as a stand-in for the face-trait model
+    (`voiceface.face_traits`). Its logit scale is a trained CLIP's, so its answers are as
+    decided as a real model's, and as meaningless as its weights."""
+    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+
+    symbols = string.ascii_lowercase + string.digits + "'.,-"
+    vocab = {token: i for i, token in enumerate(
+        [*symbols, *(c + "</w>" for c in symbols), "<|startoftext|>", "<|endoftext|>"])}
+    special = {"bos_token_id": vocab["<|startoftext|>"], "eos_token_id": vocab["<|endoftext|>"],
+               "pad_token_id": vocab["<|endoftext|>"]}
+    given = TINY_FACE_TRAITS if config is None else config
+    text = {**given.get("text_config", {}), **special}
+    if config is None:
+        text["vocab_size"] = len(vocab)
+    torch.manual_seed(seed)
+    CLIPModel(CLIPConfig(**{**given, "text_config": text},
+                         logit_scale_init_value=CLIP_LOGIT_SCALE)).save_pretrained(directory)
+    CLIPTokenizer(vocab=vocab, merges=[]).save_pretrained(directory)
+    side = 32 if config is None else 224
+    storage.write_json(Path(directory) / "preprocessor_config.json", {
+        "image_processor_type": "CLIPImageProcessor", "crop_size": {"height": side, "width": side},
+        "size": {"shortest_edge": side}})
     return Path(directory)
 
 

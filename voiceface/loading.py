@@ -95,7 +95,7 @@ def prepare_derived(spec: BundleSpec, encoder: VoiceEncoder, generator: Generato
                     generator_fingerprint: str, *, progress: bool = True) -> Path:
     """The directory holding the bundle's `gallery/`, `mapper/` and `face2voice/` for these
     models: the bundle itself, or for a personas bundle their caches in `cache_dir()`, built
-    on first use with the bundle's backbone (minutes with full-size models;
+    on first use with the bundle's backbone and face-trait model (minutes with full-size models;
     `voiceface.persona_cache.persona_bundle`)."""
     if spec.personas_dir is None:
         return spec.root
@@ -106,7 +106,9 @@ def prepare_derived(spec: BundleSpec, encoder: VoiceEncoder, generator: Generato
         spec.personas_dir, encoder, generator, generator_fingerprint, cache_dir(),
         far=spec.far, truncation=spec.truncation, truncation_centre=spec.truncation_centre,
         backbone=spec.locate(spec.backbone.name_or_path),
-        backbone_revision=spec.backbone.revision, progress=progress)
+        backbone_revision=spec.backbone.revision,
+        face_traits=spec.locate(spec.face_traits.name_or_path),
+        face_traits_revision=spec.face_traits.revision, progress=progress)
 
 
 def spec_generator(spec: BundleSpec) -> tuple[Generator, str]:

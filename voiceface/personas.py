@@ -2,8 +2,9 @@
 
 A persona is a text-to-speech voice recipe (free voices from Debian packages: espeak-ng,
 flite, festival) and a StyleGAN2 seed: the face is the generator's own, so its latent is
-exact. Which voice goes with which face is arbitrary: the personas show that the app works,
-not that a voice predicts a face.
+exact. The face shown is the first from that seed on whose apparent sex agrees with the
+voice's (`voiceface.persona_cache`); nothing else pairs them: the personas show that the app
+works and that a face can follow a voice's apparent sex, not that a voice predicts a face.
 
     assets/personas/personas.json     id, name, voice recipe, text, face seed
     assets/personas/voices/<id>.opus  the synthesised recordings (`voiceface.persona_voices`

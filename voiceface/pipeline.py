@@ -137,13 +137,16 @@ class VoiceFace:
         generator_revision: str | None = None,
         backbone: str | None = None,
         backbone_revision: str | None = None,
+        face_traits: str | None = None,
+        face_traits_revision: str | None = None,
         device: str | None = None,
         quantize: bool | None = None,
         progress: bool = True,
     ) -> "VoiceFace":
         """Load a bundle (local directory or Hub repo id; default `default_bundle()`); keyword
         arguments override its choice of encoder, generator and (a personas bundle's, for face
-        to voice) perceptual backbone. Derived artifacts made for
+        to voice) perceptual backbone and (a personas bundle's, choosing faces that agree
+        with the voices) face-trait model. Derived artifacts made for
         other models are refused, except a personas bundle's, which are caches: built once
         for these models (with a `progress` bar) in `cache_dir()` and reused. `quantize`
         (default: the bundle's `encoder.quantize`) runs the voice encoder in int8 on the
@@ -156,7 +159,8 @@ class VoiceFace:
         spec = BundleSpec.read(root).with_models(
             encoder=encoder, encoder_revision=encoder_revision, generator=generator,
             generator_file=generator_file, generator_revision=generator_revision,
-            backbone=backbone, backbone_revision=backbone_revision, quantize=quantize)
+            backbone=backbone, backbone_revision=backbone_revision, face_traits=face_traits,
+            face_traits_revision=face_traits_revision, quantize=quantize)
         # 2. resolve the weights it names
         voice, face_gen, gen_fp = load_models(spec, device=device)
         # 3. build the caches it needs (a personas bundle's gallery and mapper)

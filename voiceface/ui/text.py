@@ -19,10 +19,10 @@ TEXT = {
         "test_banner": "**TEST WEIGHTS:** this app runs on a dev bundle of tiny random models; "
                        "its faces and matches mean nothing.",
         "personas_note": "**Synthetic personas:** the people in this gallery are made up: "
-                         "text-to-speech voices paired with faces drawn by the generator. "
-                         "Which voice goes with which face is arbitrary, so here the "
-                         "generated face has nothing real to learn from. With a gallery of "
-                         "real, consenting people (`python -m voiceface build`, see the "
+                         "text-to-speech voices paired with faces drawn by the generator, each "
+                         "face chosen to agree with its voice in apparent sex and in nothing "
+                         "else, so here the generated face can learn only that. With a gallery "
+                         "of real, consenting people (`python -m voiceface build`, see the "
                          "README) it learns what voices and faces share.",
         "tab_main": "Voice to face", "tab_gallery": "Gallery",
         "voice": "Your voice", "submit": "Make my face",
@@ -171,10 +171,10 @@ TEXT = {
         "test_banner": "**テスト用の重み：** このアプリは小さなランダムモデルの開発用バンドルで動いています。"
                        "顔も照合結果も意味を持ちません。",
         "personas_note": "**合成ペルソナ：** このギャラリーの人たちは架空の人物です。音声合成の声と、"
-                         "生成器が描いた顔を組み合わせています。声と顔の組み合わせは任意なので、"
-                         "ここでは生成される顔が学べる本当の関係はありません。同意を得た実在の"
-                         "人たちのギャラリー（`python -m voiceface build`、READMEを参照）なら、"
-                         "声と顔に共通するものを学習します。",
+                         "生成器が描いた顔を組み合わせています。顔は見かけの性別だけが声と一致する"
+                         "ように選ばれ、それ以外は任意なので、ここで生成される顔が学べるのはそれだけ"
+                         "です。同意を得た実在の人たちのギャラリー（`python -m voiceface build`、"
+                         "READMEを参照）なら、声と顔に共通するものを学習します。",
         "tab_main": "声から顔へ", "tab_gallery": "ギャラリー",
         "voice": "あなたの声", "submit": "顔を生成",
         "generated": "生成された顔", "nearest": "最も近い登録者",
