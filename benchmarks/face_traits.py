@@ -76,7 +76,7 @@ def main() -> None:
             print(f"{name}: load {load:.1f} s, +{grown:.0f} MB RSS, {params:.0f} M parameters "
                   f"({vparams:.0f} M vision); traits {whole:.0f} ms/image; vision tower "
                   f"(CLS + patch tokens, what a backbone needs) {tower:.0f} ms/image")
-            del model
+            model = vision = None  # freed before the next load is measured
         directory = write_random_backbone(Path(tmp) / "dinov2", config=DINOV2_SMALL)
         gc.collect()
         before, start = rss_mb(), time.perf_counter()
