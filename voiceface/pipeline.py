@@ -193,7 +193,7 @@ class VoiceFace:
         with `face` None comes before any drawing: the nearest people need only the voice.
         The voice is analysed at the call (so AudioError is raised here); faces are drawn as
         the iterator is read. Each result's timings count the work up to its own face, not
-        the caller's time between results. The voice's traits (about 0.1 s) are measured
+        the caller's time between results. The voice's traits (0.05-0.3 s per 5 s) are measured
         after the first face, with the last one, which alone carries them.
         """
         state = self.state  # this request's version of the gallery and mapper
