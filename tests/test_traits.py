@@ -160,6 +160,7 @@ def test_a_damaged_or_foreign_classifier_is_refused(change):
         traits.SexClassifier.from_dict(data)
 
 
+@pytest.mark.slow  # a `python -m voiceface` process
 def test_cli_json_one_object_per_file():
     files = [SPEAKERS / name for name, *_ in PINNED[:2]]
     proc = run_cli("traits", *files, "--json")
@@ -175,6 +176,7 @@ def test_cli_json_one_object_per_file():
     assert text.returncode == 0 and "pitch 131 Hz" in text.stdout and "male" in text.stdout
 
 
+@pytest.mark.slow  # a `python -m voiceface` process each
 @pytest.mark.parametrize("kind", ["silent", "short", "not-audio"])
 def test_cli_bad_file_exits_2_with_one_line(tmp_path, kind):
     bad = tmp_path / "bad.wav"
