@@ -47,10 +47,11 @@ from .personas import load_personas, personas_fingerprint
 from .population import POPULATION, population_centre
 from .stylegan2 import Generator, to_pil
 from .thresholds import FALSE_ALARM_RATE
+from .trait_inputs import traits_fingerprint, window_trait_features
 from .voice import VoiceEncoder, split_for_evaluation
 
 FACE_RESOLUTION = 512  # px; gallery photos of the personas (the preview is 256 px)
-CACHE_FORMAT_VERSION = 5  # part of the cache key: raised when what a cache holds changes
+CACHE_FORMAT_VERSION = 6  # part of the cache key: raised when what a cache holds changes
 
 
 def persona_bundle(root: str | Path, encoder: VoiceEncoder, generator: Generator,
@@ -66,8 +67,8 @@ def persona_bundle(root: str | Path, encoder: VoiceEncoder, generator: Generator
     local directory) describes their faces for face to voice. Built on first use (a few
     minutes with full-size models on 2 CPU cores) into `cache/personas/<key>`, where the key
     hashes the personas' content, the models' fingerprints, the backbone's name and
-    fingerprint, the truncation, its centre and the thresholds' target false-alarm rate
-    `far`; later calls, and later processes, reuse it.
+    fingerprint, the truncation, its centre, the thresholds' target false-alarm rate
+    `far` and how voice traits are measured; later calls, and later processes, reuse it.
     """
     root = Path(root)
     if hub.is_local(backbone):  # face2voice/ names it: a path that holds from any directory
@@ -77,7 +78,8 @@ def persona_bundle(root: str | Path, encoder: VoiceEncoder, generator: Generator
     key = hashlib.sha256(json.dumps([CACHE_FORMAT_VERSION, personas_fingerprint(root),
                                      encoder.fingerprint, generator_fingerprint,
                                      backbone, backbone_fingerprint, truncation,
-                                     truncation_centre, far]).encode()).hexdigest()[:16]
+                                     truncation_centre, far, traits_fingerprint()]
+                                    ).encode()).hexdigest()[:16]
     parent = Path(cache) / "personas"
     target = parent / key
     with storage.locked(parent):
@@ -116,6 +118,8 @@ def _build(root: Path, encoder: VoiceEncoder, generator: Generator, generator_fi
         wav = load_audio(persona["voice_file"], max_seconds=None)
         split = split_for_evaluation(len(wav))  # as `build` splits a single recording
         part_windows = encoder.embed_windows_many([wav[a:b] for _, a, b in split])
+        part_traits = [window_trait_features(wav[a:b], encoder.config.window_seconds,
+                                             encoder.config.hop_seconds) for _, a, b in split]
         with torch.inference_mode():
             image = to_pil(generator.synthesis(generator.truncate(w, truncation, centre),
                                                noise="const", resolution=resolution))[0]
@@ -126,7 +130,8 @@ def _build(root: Path, encoder: VoiceEncoder, generator: Generator, generator_fi
             [name for (name, *_), got in zip(split, part_windows) for _ in got], photo, image,
             w[0].cpu().numpy(), extra={"synthetic": True, "voice": persona["voice"],
                                        "face_seed": persona["face"]["seed"],
-                                       "truncation": truncation}))
+                                       "truncation": truncation},
+            window_traits=np.concatenate(part_traits)))
     backbone = Backbone.from_pretrained(backbone_source["name_or_path"],
                                         backbone_source["revision"])
     made = assemble(people, out, Models(encoder.fingerprint, encoder.dim, generator_fingerprint,
