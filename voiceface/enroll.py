@@ -12,8 +12,11 @@ starts load it, if it was made for the same encoder and generator.
 
 An enrolled person is searchable by voice at once. Their face latent is computed by one
 background worker (`Inverter` on the aligned photo kept for display); once at least
-`min_people` people have latents, the mapper is retrained on everyone's (embedding, latent)
-and swapped into the pipeline. Nothing of the recording is kept, only the voice embedding.
+`min_people` people have latents, the mapper is retrained on everyone's (embedding, voice
+traits, latent) and swapped into the pipeline. Nothing of the recording is kept, only the
+voice embedding and two numbers of its traits (`extra["voice_traits"]`: mean pitch in Hz and
+apparent-sex score, `voiceface.trait_inputs.person_traits`), deleted with the person; people
+enrolled before traits were kept count as the population's mean traits.
 
 Every change is a read-modify-write of the saved gallery under the directory's file lock
 (so other processes on the same directory, e.g. an overlapping restart or a second replica,
@@ -60,6 +63,7 @@ from .names import check_distinct, clean_name
 from .bundle import GALLERY_DIR, MAPPER_DIR
 from .loading import GalleryState, load_derived
 from .pipeline import VoiceFace
+from .trait_inputs import TRAITS_KEY, person_traits, record_features, window_trait_features
 from .voice import pool
 
 MIN_ENROLL_SECONDS = 5.0  # s of speech; fewer give an unreliable voice embedding
@@ -147,6 +151,9 @@ class LiveGallery:
                          min_seconds=MIN_ENROLL_SECONDS)
         aligned = faces.align(face_photo, faces.DISPLAY_SIZE, name="the face photo").image
         embedding = pool(self.vf.encoder.embed_windows(wav))
+        config = self.vf.encoder.config  # two numbers of the voice's traits, for the mapper
+        traits = person_traits(window_trait_features(wav, config.window_seconds,
+                                                     config.hop_seconds))
         del wav  # nothing of the recording is kept
         person_id = new_id(name)
         buffer = io.BytesIO()
@@ -159,7 +166,8 @@ class LiveGallery:
                 gallery = self._load()
                 check_distinct(name, _names(gallery))  # another process may have added them
                 gallery.add(person_id, embedding, name=name, faces=[photo], consent=True,
-                            n_clips=1, extra={"live_enrolled": True, "enrolled_at": _now()})
+                            n_clips=1, extra={"live_enrolled": True, "enrolled_at": _now(),
+                                              **({TRAITS_KEY: traits} if traits else {})})
                 self._commit(gallery)
                 self._queue(person_id)
             finally:
@@ -324,7 +332,11 @@ class LiveGallery:
             _drop_mapper(self.root)
         else:
             embeddings = np.stack([gallery.embedding(i) for i in ids])
-            mapper, _ = train_mapper(embeddings, latents, ids, gallery.centre, **SMALL_MAPPER,
+            traits = np.stack([record_features(gallery.person(i).extra.get(TRAITS_KEY))
+                               for i in ids])  # NaN (the mean) for people without a record
+            mapper, _ = train_mapper(embeddings, latents, ids, gallery.centre,
+                                     traits=None if np.isnan(traits).all() else traits,
+                                     **SMALL_MAPPER,
                                      encoder_fingerprint=self.vf.encoder.fingerprint,
                                      generator_fingerprint=self.vf.generator_fingerprint,
                                      seed=self.seed, progress=False)
