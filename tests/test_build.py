@@ -28,6 +28,8 @@ from voiceface.gallery import Gallery
 from voiceface.invert import InversionConfig, Inverter
 from voiceface.pipeline import VoiceFace
 from voiceface.stylegan2 import Generator
+from voiceface.trait_inputs import trait_features
+from voiceface.traits import measure
 from voiceface.voice import VoiceEncoder, split_for_evaluation, window_bounds
 
 GOOD_PEOPLE = 5  # in the people folder; person01 is then made ambiguous by "Person01"
@@ -166,10 +168,16 @@ def test_a_person_left_with_one_usable_recording_has_it_split(tiny_xvector_dir, 
     person = PersonFolder("p1", "P", [], [good, broken], {})
     report = BuildReport()
     encoder = VoiceEncoder.from_pretrained(tiny_xvector_dir)
-    windows, rows = build_module._embed_person(encoder, person, Cache(tmp_path / "c"), report)
+    windows, traits, rows = build_module._embed_person(encoder, person, Cache(tmp_path / "c"),
+                                                       report)
     assert {r["recording"] for r in rows} == {"voice1.flac"}
     assert [r["part"] for r in rows] == ["enroll", "held_out"]  # 8.4 s and 3.6 s: a window each
     assert sum(len(w) for w in windows) == len(rows)
+    # each window's traits, measured on the same part as its embedding
+    wav = load_audio(good, max_seconds=None)
+    (_, _, cut), _ = split_for_evaluation(len(wav))
+    np.testing.assert_array_equal(np.concatenate(traits), np.stack(
+        [trait_features(measure(wav[:cut])), trait_features(measure(wav[cut:]))]))
     assert [path for path, _ in report.problems] == [str(broken)]  # reported once
 
 
@@ -184,6 +192,10 @@ def test_the_built_bundle_serves_predictions(built, people):
     assert np.array_equal(vf.mapper.centre.numpy(), vf.gallery.centre)
     result = vf(people / "person03" / "voice2.flac")
     assert result.method == "mapper" and result.matches[0].id == "person03"
+    # the mapper took each window's voice traits; each person keeps two numbers of them
+    assert vf.mapper.takes_traits and result.voice_traits is not None
+    assert all(set(p.extra["voice_traits"]) == {"pitch_hz", "sex_score"}
+               for p in vf.gallery.people)
     windows = np.load(out / "windows.npy")
     rows = json.loads((out / "windows.json").read_text())
     assert len(windows) == len(rows) and {r["person"] for r in rows} == set(
@@ -196,6 +208,8 @@ def test_unchanged_people_are_not_recomputed(built, people, models, monkeypatch)
     monkeypatch.setattr(Inverter, "invert", lambda *a, **k: pytest.fail("inverted again"))
     monkeypatch.setattr(build_module.faces, "align",
                         lambda *a, **k: pytest.fail("aligned a photo again"))
+    monkeypatch.setattr(build_module, "window_trait_features",
+                        lambda *a, **k: pytest.fail("measured a voice's traits again"))
     again = build(people, out, models, progress=False)
     assert again.enrolled == first.enrolled
     assert again.cached["latents"] == ENROLLED

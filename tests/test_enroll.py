@@ -18,10 +18,12 @@ from test_verify_app import focus_answer
 from voiceface.admin import FIRST_DELAY
 from voiceface.calibration import LIVE_METHOD, best_non_mated, threshold_at_far
 from voiceface.devbundle import synthetic_voice, write_random_backbone
+from voiceface import enroll as enroll_module
 from voiceface.enroll import LiveGallery, speech_seconds
 from voiceface.gallery import Gallery, GalleryError
 from voiceface.invert import InversionConfig
 from voiceface.pipeline import VoiceFace
+from voiceface.trait_inputs import TRAITS_KEY, record_features
 
 RATE = 16_000
 WAIT = 600  # s; a safety net so a broken worker fails the test instead of hanging it
@@ -174,6 +176,46 @@ def test_delete_removes_every_trace_and_retrains(open_live, tmp_path):
     assert live.vf(voice(1)).method == "knn-blend"
     live.delete("dev00")  # with no mapper saved at all
     assert "dev00" not in Gallery.load(live.root / "gallery") and live.vf.mapper is None
+
+
+def test_an_enrolled_voices_traits_are_two_numbers_that_train_the_mapper_and_go_with_them(
+        open_live, monkeypatch):
+    """Enrollment keeps the recording's pitch and apparent-sex score (numbers, no audio) in
+    the person's record; the retrained mapper takes everyone's, the population's mean for a
+    person enrolled before traits were kept; deletion takes them with the person."""
+    live = open_live(min_people=DEV_PEOPLE + 1)
+    gallery = Gallery.load(live.root / "gallery")  # dev00 as an older gallery holds them
+    gallery.update("dev00", extra={k: v for k, v in gallery.person("dev00").extra.items()
+                                   if k != TRAITS_KEY})
+    gallery.save(live.root / "gallery")
+    assert live.refresh()
+    trained = []
+    real = enroll_module.train_mapper
+
+    def spy(embeddings, latents, ids, centre, **kwargs):
+        trained.append((list(ids), kwargs["traits"]))
+        return real(embeddings, latents, ids, centre, **kwargs)
+
+    monkeypatch.setattr(enroll_module, "train_mapper", spy)
+    aiko = live.enroll("Aiko Sato", voice(1, f0=320.0), PHOTO, consent=True)
+    record = live.vf.gallery.person(aiko).extra[TRAITS_KEY]
+    assert set(record) == {"pitch_hz", "sex_score"}
+    assert all(type(v) is float for v in record.values())
+    assert record["pitch_hz"] == pytest.approx(320.0, rel=0.05)
+    assert -0.5 <= record["sex_score"] <= 0.5
+    assert live.wait(WAIT) and live.status(aiko) == "ready"
+    (ids, traits), = trained
+    rows = dict(zip(ids, traits))
+    assert np.isnan(rows["dev00"]).all()  # no record: the trained rows' mean
+    np.testing.assert_array_equal(rows[aiko], record_features(record))
+    np.testing.assert_array_equal(rows["dev01"], record_features(
+        live.vf.gallery.person("dev01").extra[TRAITS_KEY]))
+    assert live.vf.mapper.takes_traits and aiko in live.mapper_people
+
+    pitch = json.dumps(record["pitch_hz"]).encode()
+    assert [path for path, data in files(live.root).items() if pitch in data]  # saved
+    live.delete(aiko)
+    assert not [path for path, data in files(live.root).items() if pitch in data]
 
 
 def test_speech_seconds_counts_the_sound_left_after_trimming():

@@ -293,7 +293,8 @@ def test_a_personas_own_latent_redraws_its_displayed_face(personas_dir, tiny_xve
     vf = VoiceFace.from_pretrained(bundle, progress=False)
     for person in vf.gallery.people:
         stored = torch.from_numpy(vf.gallery.latent(person.id))[None]
-        monkeypatch.setattr(vf, "latent", lambda embedding, matches, state=None: (stored, "mapper"))
+        monkeypatch.setattr(vf, "latent", lambda embedding, matches, state=None, traits=None:
+                            (stored, "mapper"))
         drawn = vf(personas_dir / "voices" / "persona01.opus")
         shown = Image.open(person.faces[0])
         assert drawn.face.size == shown.size == (64, 64) and drawn.centre == "population"

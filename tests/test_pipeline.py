@@ -21,9 +21,12 @@ from voiceface.hub import WeightsNotFound
 from voiceface.bundle import BundleError, BundleSpec
 from voiceface.loading import (GalleryState, load_derived, load_generator, load_models,
                                prepare_derived)
+from voiceface.mapper import CONFIG_FILE as MAPPER_CONFIG
+from voiceface.mapper import VoiceToLatent, train_mapper
 from voiceface.pipeline import VoiceFace
 from voiceface.provenance import mark
 from voiceface.stylegan2 import Generator, GeneratorConfig, to_pil
+from voiceface.trait_inputs import TRAITS_KEY, trait_features
 
 from conftest import DEV_PEOPLE, REPO, put_in_hub_cache
 
@@ -121,7 +124,8 @@ def test_truncation_zero_draws_the_centre_and_one_the_latent_itself(vf, dev_bund
     voice = dev_bundle / "voices" / "dev03.flac"
     g = vf.generator
     untruncated = vf(voice, truncation=1.0)
-    assert np.array_equal(untruncated.w, vf.mapper.predict(untruncated.embedding))
+    assert np.array_equal(untruncated.w, vf.mapper.predict(
+        untruncated.embedding, trait_features(untruncated.voice_traits)))
     population = np.mean(np.stack([vf.gallery.latent(p.id) for p in vf.gallery.people]),
                          axis=0, dtype=np.float64).astype(np.float32)
     centre = vf(voice, truncation=0.0)
@@ -155,7 +159,8 @@ def test_a_dev_persons_latent_redraws_their_gallery_face(vf, dev_bundle, monkeyp
     """Stored latents are untruncated: the pipeline's one truncation redraws the shown face."""
     for person in vf.gallery.people:
         stored = torch.from_numpy(vf.gallery.latent(person.id))[None]
-        monkeypatch.setattr(vf, "latent", lambda embedding, matches, state=None: (stored, "mapper"))
+        monkeypatch.setattr(vf, "latent", lambda embedding, matches, state=None, traits=None:
+                            (stored, "mapper"))
         drawn = vf(dev_bundle / "voices" / "dev00.flac")
         shown = mark(Image.open(person.faces[0]))
         assert np.array_equal(np.asarray(drawn.face), np.asarray(shown)), person.id
@@ -281,7 +286,7 @@ def test_the_latent_comes_from_the_state_the_request_searched(vf, dev_bundle):
     """A request maps the voice with the version of the gallery and mapper it read at its
     start, even when another version is served by then; by default, the current one."""
     result = vf(dev_bundle / "voices" / "dev02.flac", truncation=1.0)
-    w, method = vf.latent(result.embedding, result.matches)
+    w, method = vf.latent(result.embedding, result.matches, traits=result.voice_traits)
     assert method == "mapper" and np.array_equal(w[0].numpy(), result.w)
     _, method = vf.latent(result.embedding, result.matches, GalleryState(vf.gallery, None))
     assert method == "knn-blend"
@@ -301,3 +306,58 @@ def test_rosinality_checkpoint_is_converted_once_and_cached(tmp_path, monkeypatc
     w = torch.randn(1, 8)
     with torch.no_grad():
         assert torch.equal(first.synthesis(w), second.synthesis(w))
+
+
+def test_the_voices_traits_reach_the_mapper_before_the_first_face(vf, dev_bundle):
+    """The dev bundle's mapper takes traits (the recipe measured each window's): the query's
+    are measured once, before the map step, and every result carries them."""
+    assert vf.mapper.takes_traits
+    assert all(set(p.extra[TRAITS_KEY]) == {"pitch_hz", "sex_score"} and all(
+        isinstance(v, float) for v in p.extra[TRAITS_KEY].values()) for p in vf.gallery.people)
+    voice = dev_bundle / "voices" / "dev04.flac"
+    measured = traits.measure(load_audio(voice))
+    first, preview, full = vf.stream(voice, resolutions=[16, 64], matches_first=True)
+    assert first.voice_traits == preview.voice_traits == full.voice_traits == measured
+    assert list(first.timings)[:5] == ["load_audio", "embed", "search", "traits", "map"]
+    assert preview.timings["traits"] == full.timings["traits"]  # measured once
+    expected = vf.mapper.predict(full.embedding, trait_features(measured))
+    w, _ = vf.latent(full.embedding, full.matches, traits=measured)
+    assert np.array_equal(w[0].numpy(), expected)
+    assert not np.allclose(expected, vf.mapper.predict(full.embedding))  # the traits count
+
+
+def test_a_voice_without_voiced_speech_draws_with_the_populations_mean_traits(vf):
+    noise = 0.2 * np.random.default_rng(0).standard_normal(3 * 16_000).astype(np.float32)
+    with pytest.raises(AudioError, match="voiced speech"):
+        traits.measure(noise)
+    result = vf((16_000, noise), truncation=1.0)
+    assert result.method == "mapper" and result.voice_traits is None
+    np.testing.assert_allclose(result.w, vf.mapper.predict(result.embedding), atol=1e-6)
+
+
+def test_a_bundle_built_before_traits_serves_as_before(vf, dev_bundle, tmp_path):
+    """A mapper.json without trait keys (as saved before them): the mapper takes the
+    embedding alone, and the traits are measured after the first face, for the last result."""
+    bundle = tmp_path / "old"
+    shutil.copytree(dev_bundle, bundle)
+    ids, latents = vf.gallery.latents()
+    old, _ = train_mapper(np.stack([vf.gallery.embedding(i) for i in ids]), latents, ids,
+                          vf.gallery.centre, hidden=16, max_epochs=5, progress=False,
+                          encoder_fingerprint=vf.encoder.fingerprint,
+                          generator_fingerprint=vf.generator_fingerprint)
+    old.save_pretrained(bundle / "mapper")
+    config = json.loads((bundle / "mapper" / MAPPER_CONFIG).read_text())
+    (bundle / "mapper" / MAPPER_CONFIG).write_text(json.dumps({k: v for k, v in config.items()
+                                                               if not k.startswith("trait")}))
+    served = VoiceFace.from_pretrained(bundle)
+    assert not served.mapper.takes_traits
+    preview, full = served.stream(bundle / "voices" / "dev04.flac", resolutions=[16, 64],
+                                  truncation=1.0)
+    assert preview.voice_traits is None and "traits" not in preview.timings
+    assert list(full.timings) == ["load_audio", "embed", "search", "map", "synthesise",
+                                  "traits", "total"]
+    assert full.voice_traits == traits.measure(load_audio(bundle / "voices" / "dev04.flac"))
+    assert full.method == "mapper"
+    assert np.array_equal(full.w, VoiceToLatent.from_pretrained(bundle / "mapper").predict(
+        full.embedding))
+    assert np.array_equal(full.w, old.predict(full.embedding))

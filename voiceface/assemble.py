@@ -5,7 +5,8 @@ Every bundle is made here: a folder of real people (`voiceface.build`), the 48 p
 yield people (`Enrollee`: voice windows, a photo, an aligned face, a latent). `assemble`
 then, in this order:
 
-1. builds the gallery: each person's pooled voice embedding, name, photo and latent;
+1. builds the gallery: each person's pooled voice embedding, name, photo and latent, and
+   their voice traits' record (`voiceface.trait_inputs.person_traits`, for live retraining);
 2. calibrates the open-set (1:N) threshold on the enrolled windows
    (`voiceface.calibration.calibrate_windows`); with nothing to calibrate on (one person)
    the threshold of the gallery at `previous`, if any, stays;
@@ -13,7 +14,8 @@ then, in this order:
    windows (`voiceface.verification.calibrate_windows`), at the same target rate;
 4. saves `gallery/`;
 5. with 2 or more people, trains the mapper (voice -> latent offset from the population
-   centre) on every enrolled window, whole people held out for validation: `mapper/`;
+   centre) on every enrolled window, with that window's voice traits when the source measured
+   them, whole people held out for validation: `mapper/`;
 6. describes the aligned faces with the backbone and, with 2 or more people, trains the
    reverse mapper (face -> voice): `face2voice/`.
 
@@ -38,6 +40,7 @@ from .gallery import Gallery, GalleryError
 from .invert import Backbone
 from .mapper import TrainReport, train_mapper
 from .thresholds import FALSE_ALARM_RATE
+from .trait_inputs import TRAIT_FEATURES, TRAITS_KEY, person_traits
 from .voice import pool
 
 
@@ -51,7 +54,9 @@ class Enrollee:
     `trial_windows` [m, D] with `trial_recordings`: recordings used only as verification
     trials, never enrolled (the dev bundle's example recordings). `photo`: the displayed face
     file (the gallery keeps its own copy); `face`: the aligned face face to voice describes;
-    `latent` [W]: the untruncated StyleGAN2 w of their face.
+    `latent` [W]: the untruncated StyleGAN2 w of their face. `window_traits`
+    [n, TRAIT_FEATURES]: window i's voice traits (`voiceface.trait_inputs.window_trait_features`,
+    NaN rows for windows without voiced speech); None when not measured.
     """
 
     id: str
@@ -65,6 +70,17 @@ class Enrollee:
     extra: dict = field(default_factory=dict)
     trial_windows: np.ndarray | None = None
     trial_recordings: Sequence[str] = ()
+    window_traits: np.ndarray | None = None
+
+    def traits(self) -> np.ndarray:
+        """`window_traits`, NaN (unknown) rows when not measured: [n, TRAIT_FEATURES]."""
+        if self.window_traits is None:
+            return np.full((len(self.windows), len(TRAIT_FEATURES)), np.nan)
+        if np.shape(self.window_traits) != (len(self.windows), len(TRAIT_FEATURES)):
+            raise ValueError(f"{self.id} has {len(self.windows)} windows but window traits of "
+                             f"shape {np.shape(self.window_traits)}; measure them on the same "
+                             "windows (`window_trait_features` with the encoder's window).")
+        return np.asarray(self.window_traits, np.float64)
 
 
 @dataclass(frozen=True)
@@ -106,9 +122,10 @@ def assemble(people: Sequence[Enrollee], out: str | Path, models: Models, *,
                       generator_fingerprint=models.generator_fingerprint,
                       latent_dim=models.latent_dim)
     for person in people:  # 1.
+        record = person_traits(person.traits())
         gallery.add(person.id, pool(person.windows), name=person.name, faces=[person.photo],
                     consent=True, n_clips=person.n_clips, latent=person.latent,
-                    extra=person.extra)
+                    extra={**person.extra, **({TRAITS_KEY: record} if record else {})})
     windows = np.concatenate([p.windows for p in people])
     owners = [p.id for p in people for _ in range(len(p.windows))]
     if calibration.calibrate_windows(windows, owners, gallery, far) is None and previous:  # 2.
@@ -123,10 +140,12 @@ def assemble(people: Sequence[Enrollee], out: str | Path, models: Models, *,
     report = None
     if len(people) >= 2:  # 5.
         started = time.perf_counter()
+        traits = np.concatenate([p.traits() for p in people])
         mapper, report = train_mapper(
             windows, np.concatenate([np.repeat(p.latent[None], len(p.windows), 0)
                                      for p in people]),
-            owners, gallery.centre, **(mapper_options or {}),
+            owners, gallery.centre, traits=None if np.isnan(traits).all() else traits,
+            **(mapper_options or {}),
             encoder_fingerprint=models.encoder_fingerprint,
             generator_fingerprint=models.generator_fingerprint, seed=seed, progress=progress)
         mapper.save_pretrained(out / MAPPER_DIR)

@@ -4,8 +4,9 @@
     people/<person_id>/face*.jpg|png|webp      one or more photos; the best aligned one is used
     people/<person_id>/voice*.wav|flac|...     one or more recordings (~90 s in all is ideal)
 
-Every recording is embedded in 10 s windows (kept in `windows.npy` for evaluation); a
-person's embedding is the renormalised mean. A person with a single recording has it split
+Every recording is embedded in 10 s windows (kept in `windows.npy` for evaluation), and each
+window's voice traits are measured for the mapper (`voiceface.trait_inputs`); a person's
+embedding is the renormalised mean. A person with a single recording has it split
 in time before windowing (`split_for_evaluation`: the first 70 % and the last 30 %, each
 cut into windows on its own), so that `eval` can hold out the last part without any window
 overlapping the enrollment; the gallery pools the windows of both parts. The open-set
@@ -58,6 +59,7 @@ from .bundle import (BUNDLE_FILE, BUNDLE_FORMAT_VERSION, DEFAULT_GENERATOR,
                      EXAMPLES_DIR, GALLERY_DIR)
 from .loading import load_generator
 from .stylegan2 import Generator
+from .trait_inputs import TRAIT_FEATURES, voice_traits_fingerprint, window_trait_features
 from .voice import (DEFAULT_ENCODER, DEFAULT_ENCODER_REVISION, ENROLL_PART, HELD_OUT_PART,
                     HOLD_OUT_FRACTION, VoiceEncoder, split_for_evaluation)
 
@@ -206,7 +208,7 @@ def build(people_dir: str | Path, out: str | Path, config: BuildConfig = BuildCo
                                     f"{err} Skipped."))
             continue
         with _timed(report.seconds, "embed"):
-            windows, rows = _embed_person(encoder, person, cache, report)
+            windows, traits, rows = _embed_person(encoder, person, cache, report)
         with _timed(report.seconds, "align"):
             face = _best_face(person, cache, report)
         if not windows or face is None:
@@ -224,7 +226,8 @@ def build(people_dir: str | Path, out: str | Path, config: BuildConfig = BuildCo
             person.id, person.name, np.concatenate(windows),
             [f"{row['recording']}#{row.get('part', '')}" for row in rows], photo, image, w,
             n_clips=len({r["recording"] for r in rows}),
-            extra={k: v for k, v in person.meta.items() if k not in ("name", "consent")}))
+            extra={k: v for k, v in person.meta.items() if k not in ("name", "consent")},
+            window_traits=np.concatenate(traits)))
         all_rows += rows
     if not enrolled:
         raise ValueError(f"Nobody in {people_dir} could be enrolled:\n{report.summary()}")
@@ -304,23 +307,51 @@ def _key(*parts: str) -> str:
 
 
 def _embed_person(encoder: VoiceEncoder, person: PersonFolder, cache: Cache, report: BuildReport,
-                  voices: list[Path] | None = None) -> tuple[list[np.ndarray], list[dict]]:
-    """A person's window embeddings (one array per recording part) and their rows in
-    `windows.json`. A person with a single usable recording has it split in time
-    (`split_for_evaluation`), also when their other recordings could not be decoded, so
-    that `eval` always has held-out audio that no enrollment window overlaps."""
+                  voices: list[Path] | None = None
+                  ) -> tuple[list[np.ndarray], list[np.ndarray], list[dict]]:
+    """A person's window embeddings and the same windows' voice traits (one array per
+    recording part each) and their rows in `windows.json`. A person with a single usable
+    recording has it split in time (`split_for_evaluation`), also when their other recordings
+    could not be decoded, so that `eval` always has held-out audio that no enrollment window
+    overlaps."""
     voices = person.voices if voices is None else voices
     split = len(voices) == 1
-    windows, rows = [], []
+    windows, traits, rows = [], [], []
     for path in voices:
-        for part, part_windows in (_embed(encoder, path, cache, report, split) or {}).items():
+        embedded = _embed(encoder, path, cache, report, split)
+        if embedded is None:
+            continue
+        measured = _measure_traits(encoder, path, cache, split)
+        for part, part_windows in embedded.items():
             windows.append(part_windows)
+            traits.append(measured[part])
             rows += [{"person": person.id, "recording": path.name, "window": i,
                       **({"part": part} if split else {})} for i in range(len(part_windows))]
     usable = [p for p in voices if any(r["recording"] == p.name for r in rows)]
     if len(usable) == 1 < len(voices):  # the others failed: split the one left
         return _embed_person(encoder, person, cache, report, usable)
-    return windows, rows
+    return windows, traits, rows
+
+
+def _measure_traits(encoder: VoiceEncoder, path: Path, cache: Cache, split: bool
+                    ) -> dict[str, np.ndarray]:
+    """The voice traits [n, TRAIT_FEATURES] of the encoder's windows of one recording (cached
+    by content, windowing and `voice_traits_fingerprint`), per part as `_embed` returns them; the
+    recording was decoded by `_embed` already."""
+    sha, window = content_sha256(path), encoder.config
+    parts = (ENROLL_PART, HELD_OUT_PART) if split else ("whole",)
+    targets = {part: cache.path("voice-traits", _key(
+        sha, voice_traits_fingerprint(), f"{window.window_seconds:g}/{window.hop_seconds:g}", part,
+        str(HOLD_OUT_FRACTION)), "npy") for part in parts}
+    if all(target.is_file() for target in targets.values()):
+        return {part: np.load(target) for part, target in targets.items()}
+    wav = load_audio(path, max_seconds=None)
+    bounds = split_for_evaluation(len(wav)) if split else [("whole", 0, len(wav))]
+    measured = {name: window_trait_features(wav[a:b], window.window_seconds,
+                                            window.hop_seconds) for name, a, b in bounds}
+    for part, target in targets.items():  # a recording too short to split holds nothing out
+        storage.write_npy(target, measured.get(part, np.zeros((0, len(TRAIT_FEATURES)))))
+    return {part: np.load(target) for part, target in targets.items()}
 
 
 def _embed(encoder: VoiceEncoder, path: Path, cache: Cache, report: BuildReport,

@@ -3,9 +3,10 @@
 `write_dev_bundle(DIR)` writes a tiny randomly initialised wav2vec2 x-vector encoder, a tiny
 StyleGAN2 generator, a gallery of synthetic people (harmonic "voices" with their own pitch and
 formants, faces rendered by the generator from a seed, so each face's latent is exact), a
-mapper trained on them, and a tiny random DINOv2 backbone with the people's face features
-and the reverse (face-to-voice) mapper. The gallery's threshold is calibrated like a built
-one's (on the enrolled recordings' windows; 8 people give 8 trials), and so is its
+mapper trained on them (with their voices' traits), and a tiny random DINOv2 backbone with
+the people's face features and the reverse (face-to-voice) mapper. The gallery's threshold
+is calibrated like a built one's (on the enrolled recordings' windows; 8 people give 8
+trials), and so is its
 verification threshold (`voiceface.verification`: the example recording in `voices/` is each
 person's second recording, so it gives the mated trials too). Latents are stored
 untruncated; faces
@@ -35,6 +36,7 @@ from .invert import Backbone
 from .loading import load_generator
 from .population import population_centre
 from .stylegan2 import Generator, GeneratorConfig, to_pil
+from .trait_inputs import window_trait_features
 from .voice import VoiceEncoder
 
 TINY_ENCODER = dict(
@@ -176,12 +178,15 @@ def write_dev_bundle(directory: str | Path, n_people: int = DEV_PEOPLE, seed: in
             photo = Path(tmp) / f"{person_id}.png"
             face.save(photo)
             windows, trials = encoder.embed_windows(enroll), encoder.embed_windows(example)
+            traits = window_trait_features(enroll, encoder.config.window_seconds,
+                                           encoder.config.hop_seconds)
             people.append(Enrollee(
                 person_id, f"Test person {i + 1}", windows, ["enroll"] * len(windows), photo,
                 face, w[0].numpy(), extra={"face_seed": seed * 1000 + i,
                                            "f0_hz": round(float(f0), 1),
                                            "formant_hz": round(float(formant), 1)},
-                trial_windows=trials, trial_recordings=["example"] * len(trials)))
+                trial_windows=trials, trial_recordings=["example"] * len(trials),
+                window_traits=traits))
         assemble(people, root, Models(encoder.fingerprint, encoder.dim, gen_fp,
                                       generator.style_dim, Backbone.from_pretrained(backbone, None),
                                       {"name_or_path": "backbone", "revision": None}),

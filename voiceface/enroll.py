@@ -12,8 +12,11 @@ starts load it, if it was made for the same encoder and generator.
 
 An enrolled person is searchable by voice at once. Their face latent is computed by one
 background worker (`Inverter` on the aligned photo kept for display); once at least
-`min_people` people have latents, the mapper is retrained on everyone's (embedding, latent)
-and swapped into the pipeline. Nothing of the recording is kept, only the voice embedding.
+`min_people` people have latents, the mapper is retrained on everyone's (embedding, voice
+traits, latent) and swapped into the pipeline. Nothing of the recording is kept, only the
+voice embedding and two numbers of its traits measured on the whole recording
+(`extra["voice_traits"]`: pitch in Hz and apparent-sex score), deleted with the person; people
+enrolled before traits were kept count as the population's mean traits.
 
 Every change is a read-modify-write of the saved gallery under the directory's file lock
 (so other processes on the same directory, e.g. an overlapping restart or a second replica,
@@ -48,7 +51,7 @@ import numpy as np
 
 from . import faces, storage
 from . import verification
-from .audio import SAMPLE_RATE, AudioSource, load_audio
+from .audio import SAMPLE_RATE, AudioError, AudioSource, load_audio
 from .calibration import recalibrate
 from .gallery import Gallery, GalleryError
 from .gallery_files import MANIFEST, data_name, remove_leftovers
@@ -60,6 +63,8 @@ from .names import check_distinct, clean_name
 from .bundle import GALLERY_DIR, MAPPER_DIR
 from .loading import GalleryState, load_derived
 from .pipeline import VoiceFace
+from .trait_inputs import TRAITS_KEY, person_traits, record_features, trait_features
+from .traits import measure
 from .voice import pool
 
 MIN_ENROLL_SECONDS = 5.0  # s of speech; fewer give an unreliable voice embedding
@@ -147,6 +152,7 @@ class LiveGallery:
                          min_seconds=MIN_ENROLL_SECONDS)
         aligned = faces.align(face_photo, faces.DISPLAY_SIZE, name="the face photo").image
         embedding = pool(self.vf.encoder.embed_windows(wav))
+        traits = _recording_traits(wav)
         del wav  # nothing of the recording is kept
         person_id = new_id(name)
         buffer = io.BytesIO()
@@ -159,7 +165,8 @@ class LiveGallery:
                 gallery = self._load()
                 check_distinct(name, _names(gallery))  # another process may have added them
                 gallery.add(person_id, embedding, name=name, faces=[photo], consent=True,
-                            n_clips=1, extra={"live_enrolled": True, "enrolled_at": _now()})
+                            n_clips=1, extra={"live_enrolled": True, "enrolled_at": _now(),
+                                              **({TRAITS_KEY: traits} if traits else {})})
                 self._commit(gallery)
                 self._queue(person_id)
             finally:
@@ -324,13 +331,27 @@ class LiveGallery:
             _drop_mapper(self.root)
         else:
             embeddings = np.stack([gallery.embedding(i) for i in ids])
-            mapper, _ = train_mapper(embeddings, latents, ids, gallery.centre, **SMALL_MAPPER,
+            traits = np.stack([record_features(gallery.person(i).extra.get(TRAITS_KEY))
+                               for i in ids])  # NaN (the mean) for people without a record
+            mapper, _ = train_mapper(embeddings, latents, ids, gallery.centre,
+                                     traits=None if np.isnan(traits).all() else traits,
+                                     **SMALL_MAPPER,
                                      encoder_fingerprint=self.vf.encoder.fingerprint,
                                      generator_fingerprint=self.vf.generator_fingerprint,
                                      seed=self.seed, progress=False)
             _install_mapper(self.root, mapper)
         self._loaded = self._version()
         self.vf.swap(GalleryState(gallery, mapper))
+
+
+def _recording_traits(wav: np.ndarray) -> dict | None:
+    """The two numbers a live-enrolled person keeps of their voice's traits (`person_traits`),
+    measured once on the whole recording (a quarter of the time of measuring every encoder
+    window: 1.1 s against 4.5 s for 60 s of speech); None without voiced speech."""
+    try:
+        return person_traits(trait_features(measure(wav))[None])
+    except AudioError:
+        return None
 
 
 def _names(gallery: Gallery) -> Iterator[tuple[str, str]]:

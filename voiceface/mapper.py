@@ -8,6 +8,13 @@ gallery's centre moves (an enrollment) until it is retrained. It is saved as `ma
 (config + the fingerprints of the encoder and generator it was trained for + the ids of the
 people it was trained on) beside `mapper.safetensors`. The ids let a loader refuse a mapper
 that still holds someone deleted from the gallery (`voiceface.loading.load_derived`).
+
+A mapper may also take the voice's traits (`voiceface.traits`) beside the embedding, so that
+pitch reaches the face even where the embedding carries it weakly: `TRAIT_FEATURES`, each
+standardised by the mean and scale of the rows it was trained on (saved in its config; an
+unknown trait, a clip without voiced speech, is that mean). A mapper saved without traits
+loads and predicts as before. What the features are, and how they are measured (per encoder
+window), is `voiceface.trait_inputs`.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import storage
+from .trait_inputs import TRAIT_FEATURES, voice_traits_fingerprint
 
 CONFIG_FILE = "mapper.json"
 WEIGHTS_FILE = "mapper.safetensors"
@@ -34,6 +42,8 @@ BATCH_SIZE = 256  # rows per optimisation step
 LEGACY_CENTRE_KEY = "w_avg"  # the centre's key in mapper files trained around w_avg; still read
 # `train_mapper` settings for galleries of tens of people (the personas, live enrollment)
 SMALL_MAPPER = {"hidden": 256, "max_epochs": 500, "patience": 50}
+TRAIT_SCALE_FLOOR = 0.05  # log Hz (under a semitone) and probability: a trait that hardly
+# varies among the trained people is not blown up into a large input
 
 
 @dataclass(frozen=True)
@@ -48,10 +58,24 @@ class MapperConfig:
     encoder_fingerprint: str = ""
     generator_fingerprint: str = ""
     people: tuple[str, ...] | None = None  # ids trained on (validation included); None: unknown
+    traits: tuple[str, ...] = ()  # TRAIT_FEATURES taken beside the embedding; () for none
+    trait_mean: tuple[float, ...] = ()  # per trait: the trained rows' mean (raw units) ...
+    trait_scale: tuple[float, ...] = ()  # ... and standard deviation (at least the floor)
+    traits_fingerprint: str = ""  # how the traits were measured (`voice_traits_fingerprint()`)
 
     def __post_init__(self) -> None:
-        if self.people is not None:  # a JSON list when loaded
-            object.__setattr__(self, "people", tuple(self.people))
+        for key in ("people", "traits", "trait_mean", "trait_scale"):  # JSON lists when loaded
+            if getattr(self, key) is not None:
+                object.__setattr__(self, key, tuple(getattr(self, key)))
+        if self.traits != TRAIT_FEATURES[:len(self.traits)]:
+            raise ValueError(f"This mapper takes the voice traits {list(self.traits)}, but this "
+                             f"version of voiceface measures {list(TRAIT_FEATURES)}; retrain it "
+                             "(`python -m voiceface build`).")
+        if not len(self.trait_mean) == len(self.trait_scale) == len(self.traits) or not (
+                np.isfinite(self.trait_mean).all() and (np.asarray(self.trait_scale) > 0).all()):
+            raise ValueError("The mapper's trait standardisation is damaged (one finite mean and "
+                             "one positive scale per trait needed); retrain it (`python -m "
+                             "voiceface build`).")
 
 
 @dataclass(frozen=True)
@@ -67,7 +91,8 @@ class TrainReport:
 
 
 class VoiceToLatent(nn.Module):
-    """MLP: voice embedding e [N, in_dim] -> w = centre + f(e) [N, out_dim]."""
+    """MLP: voice embedding e [N, in_dim], with standardised traits t [N, len(traits)] when the
+    config names any -> w = centre + f([e, t]) [N, out_dim]."""
 
     def __init__(self, config: MapperConfig, centre: torch.Tensor):
         super().__init__()
@@ -75,7 +100,7 @@ class VoiceToLatent(nn.Module):
             raise ValueError(f"centre has shape {tuple(centre.shape)}; expected "
                              f"({config.out_dim},).")
         self.config = config
-        dims = [config.in_dim] + [config.hidden] * config.layers
+        dims = [config.in_dim + len(config.traits)] + [config.hidden] * config.layers
         blocks: list[nn.Module] = []
         for a, b in zip(dims[:-1], dims[1:]):
             blocks += [nn.Linear(a, b), nn.GELU(), nn.Dropout(config.dropout)]
@@ -85,18 +110,26 @@ class VoiceToLatent(nn.Module):
         self.net = nn.Sequential(*blocks, last)
         self.register_buffer("centre", centre.detach().float().clone())
 
-    def forward(self, e: torch.Tensor) -> torch.Tensor:
-        assert e.ndim == 2 and e.shape[1] == self.config.in_dim, e.shape
-        return self.centre + self.net(e)
+    @property
+    def takes_traits(self) -> bool:
+        """Whether the mapper takes the voice's traits beside the embedding."""
+        return bool(self.config.traits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [N, in_dim + len(traits)]: embeddings, then standardised traits (`_inputs`)."""
+        assert x.ndim == 2 and x.shape[1] == self.config.in_dim + len(self.config.traits), \
+            x.shape
+        return self.centre + self.net(x)
 
     @torch.inference_mode()
-    def predict(self, embedding: np.ndarray) -> np.ndarray:
-        """w [out_dim] for one embedding [in_dim], or [N, out_dim] for [N, in_dim]."""
+    def predict(self, embedding: np.ndarray, traits: np.ndarray | None = None) -> np.ndarray:
+        """w [out_dim] for one embedding [in_dim] (and its trait features
+        [len(TRAIT_FEATURES)], `trait_features`), or [N, out_dim] for [N, in_dim] (and
+        [N, len(TRAIT_FEATURES)]). Without traits, a mapper that takes them puts the trained
+        rows' mean values in their place."""
         e = np.asarray(embedding, dtype=np.float32)
-        if e.shape[-1] != self.config.in_dim:
-            raise ValueError(f"Embedding has {e.shape[-1]} dimensions; this mapper takes "
-                             f"{self.config.in_dim}. Was it trained with another encoder?")
-        w = self.eval()(torch.from_numpy(e.reshape(-1, e.shape[-1])))
+        x = _inputs(self.config, e.reshape(-1, e.shape[-1]), traits)
+        w = self.eval()(torch.from_numpy(x))
         return w.numpy().reshape(*e.shape[:-1], self.config.out_dim)
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
@@ -138,6 +171,7 @@ def train_mapper(
     groups: Sequence[str],
     centre: np.ndarray,
     *,
+    traits: np.ndarray | None = None,
     hidden: int = 512,
     layers: int = 2,
     dropout: float = 0.1,
@@ -155,7 +189,9 @@ def train_mapper(
     """Fit a mapper on (embedding [N, D], latent [N, W]) rows; `groups[i]` is row i's person.
 
     `centre` [W] is what the mapper predicts offsets from: the population centre of the
-    people's latents (`voiceface.gallery.population_centre`).
+    people's latents (`voiceface.gallery.population_centre`). `traits` [N, TRAIT_FEATURES]:
+    each row's raw trait features (`voiceface.trait_inputs`; NaN where unknown), taken
+    beside the embedding, standardised over the rows that have them; None: embedding only.
 
     Validation holds out whole people (`val_fraction` of them), so the score says how the
     mapper does on voices it never saw. The mapper records every group, held-out ones
@@ -179,7 +215,9 @@ def train_mapper(
     val_people = sorted(rng.permutation(people)[:n_val].tolist())
     is_val = np.isin(groups, val_people)
     config = MapperConfig(x.shape[1], y.shape[1], hidden, layers, dropout,
-                          encoder_fingerprint, generator_fingerprint, people=tuple(people))
+                          encoder_fingerprint, generator_fingerprint, people=tuple(people),
+                          **({} if traits is None else _standardisation(traits, len(x))))
+    x = _inputs(config, x, traits)
     centre_t = torch.from_numpy(np.asarray(centre, np.float32))
     fit = dict(lr=lr, weight_decay=weight_decay, seed=seed, progress=progress)
 
@@ -234,8 +272,45 @@ def _fit(config: MapperConfig, centre: torch.Tensor, x: np.ndarray, y: np.ndarra
     return mapper.eval(), epochs, history
 
 
+@torch.inference_mode()
 def _mse(mapper: VoiceToLatent, x: np.ndarray, y: np.ndarray) -> float:
-    return float(np.mean((mapper.predict(x) - y) ** 2))
+    """Mean squared error on network inputs `x` (`_inputs`)."""
+    return float(np.mean((mapper.eval()(torch.from_numpy(x)).numpy() - y) ** 2))
+
+
+def _inputs(config: MapperConfig, embedding: np.ndarray, traits: np.ndarray | None
+            ) -> np.ndarray:
+    """The network's input [N, in_dim + len(traits)] for embeddings [N, in_dim] and raw trait
+    features [N, TRAIT_FEATURES] (`voiceface.trait_inputs`): standardised, unknown ones (NaN,
+    or `traits` None) at the trained rows' mean. A config without traits ignores `traits`."""
+    e = np.asarray(embedding, np.float32)
+    if e.ndim != 2 or e.shape[1] != config.in_dim:
+        raise ValueError(f"Embedding has {e.shape[-1]} dimensions; this mapper takes "
+                         f"{config.in_dim}. Was it trained with another encoder?")
+    if not config.traits:
+        return e
+    n = len(config.traits)
+    t = np.full((len(e), n), np.nan) if traits is None else \
+        np.asarray(traits, np.float64).reshape(len(e), -1)[:, :n]
+    z = (t - np.asarray(config.trait_mean)) / np.asarray(config.trait_scale)
+    return np.concatenate([e, np.nan_to_num(z, nan=0.0)], axis=1).astype(np.float32)
+
+
+def _standardisation(traits: np.ndarray, rows: int) -> dict:
+    """MapperConfig's trait fields for raw trait features [rows, TRAIT_FEATURES]."""
+    t = np.asarray(traits, np.float64)
+    if t.shape != (rows, len(TRAIT_FEATURES)):
+        raise ValueError(f"Need trait features [N, {len(TRAIT_FEATURES)}] for the N = {rows} "
+                         f"embeddings; got {t.shape}.")
+    known = ~np.isnan(t)
+    if not known.any(axis=0).all():
+        raise ValueError("Some trait has no value in any row (no voiced speech anywhere?); "
+                         "train without traits (traits=None).")
+    mean = np.array([t[known[:, j], j].mean() for j in range(t.shape[1])])
+    scale = np.array([t[known[:, j], j].std() for j in range(t.shape[1])])
+    return {"traits": TRAIT_FEATURES, "trait_mean": tuple(mean.tolist()),
+            "trait_scale": tuple(np.maximum(scale, TRAIT_SCALE_FLOOR).tolist()),
+            "traits_fingerprint": voice_traits_fingerprint()}
 
 
 def knn_blend(scores: np.ndarray, latents: np.ndarray,

@@ -66,13 +66,14 @@ from .population import POPULATION, population_centre
 from .stylegan2 import Generator, to_pil
 from .thresholds import FALSE_ALARM_RATE
 from .traits import measure
+from .trait_inputs import voice_traits_fingerprint, window_trait_features
 from .voice import VoiceEncoder, split_for_evaluation
 
 FACE_RESOLUTION = 512  # px; gallery photos of the personas (the preview is 256 px)
 CANDIDATE_RESOLUTION = 256  # px; faces whose apparent sex is read (CLIP resizes to 224 px)
 FACE_TRIES = 16  # seeds tried per persona for a face that agrees with its voice
 SEXES = ("female", "male")  # what personas.json may declare as a voice's "sex"
-CACHE_FORMAT_VERSION = 6  # part of the cache key: raised when what a cache holds changes
+CACHE_FORMAT_VERSION = 7  # part of the cache key: raised when what a cache holds changes
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +94,8 @@ def persona_bundle(root: str | Path, encoder: VoiceEncoder, generator: Generator
     hashes the personas' content, the models' fingerprints, the backbone's name and
     fingerprint, the face-trait model's fingerprint (`face_traits` at
     `face_traits_revision`, which chooses the faces: see the module docstring), the
-    truncation, its centre and the thresholds' target false-alarm rate `far`; later calls,
-    and later processes, reuse it.
+    truncation, its centre, the thresholds' target false-alarm rate `far` and how voice
+    traits are measured; later calls, and later processes, reuse it.
     """
     root = Path(root)
     if hub.is_local(backbone):  # face2voice/ names it: a path that holds from any directory
@@ -107,7 +108,8 @@ def persona_bundle(root: str | Path, encoder: VoiceEncoder, generator: Generator
                                      encoder.fingerprint, generator_fingerprint,
                                      backbone, backbone_fingerprint,
                                      traits_fingerprint(traits_source.fingerprint), truncation,
-                                     truncation_centre, far]).encode()).hexdigest()[:16]
+                                     truncation_centre, far, voice_traits_fingerprint()]
+                                    ).encode()).hexdigest()[:16]
     parent = Path(cache) / "personas"
     target = parent / key
     with storage.locked(parent):
@@ -212,6 +214,8 @@ def _build(root: Path, encoder: VoiceEncoder, generator: Generator, generator_fi
             disable=not progress):
         split = split_for_evaluation(len(wav))  # as `build` splits a single recording
         part_windows = encoder.embed_windows_many([wav[a:b] for _, a, b in split])
+        part_traits = [window_trait_features(wav[a:b], encoder.config.window_seconds,
+                                             encoder.config.hop_seconds) for _, a, b in split]
         image = render(w, centre, resolution)
         photo = renders / f"{persona['id']}.png"
         image.save(photo)
@@ -220,7 +224,8 @@ def _build(root: Path, encoder: VoiceEncoder, generator: Generator, generator_fi
             [name for (name, *_), got in zip(split, part_windows) for _ in got], photo, image,
             w[0].cpu().numpy(), extra={"synthetic": True, "voice": persona["voice"],
                                        "face_seed": seed, "face_traits": traits.summary(),
-                                       "voice_sex": sex, "truncation": truncation}))
+                                       "voice_sex": sex, "truncation": truncation},
+            window_traits=np.concatenate(part_traits)))
     backbone = Backbone.from_pretrained(backbone_source["name_or_path"],
                                         backbone_source["revision"])
     made = assemble(people, out, Models(encoder.fingerprint, encoder.dim, generator_fingerprint,

@@ -42,6 +42,7 @@ from .mapper import VoiceToLatent, knn_blend
 from .population import GENERATOR, POPULATION
 from .provenance import mark
 from .stylegan2 import Generator, to_pil
+from .trait_inputs import trait_features
 from .traits import VoiceTraits, measure
 from .voice import VoiceEncoder
 
@@ -67,8 +68,9 @@ class VoiceFaceResult:
     embedding: np.ndarray  # [D] the voice embedding
     centre: str  # what the face was truncated toward: "population" or "generator" (w_avg)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
-    # pitch and apparent sex (`voiceface.traits`); measured after the first face is drawn,
-    # so only the last result has them; None too when the voice has no voiced speech
+    # pitch and apparent sex (`voiceface.traits`): measured before the face when the mapper
+    # takes them (every result has them), else after the first face is drawn (only the last
+    # result has them); None when the voice has no voiced speech
     voice_traits: VoiceTraits | None = None
 
     @property
@@ -194,7 +196,8 @@ class VoiceFace:
         The voice is analysed at the call (so AudioError is raised here); faces are drawn as
         the iterator is read. Each result's timings count the work up to its own face, not
         the caller's time between results. The voice's traits (0.05-0.3 s per 5 s) are measured
-        after the first face, with the last one, which alone carries them.
+        once: before the mapper when it takes them, else after the first face, with the last
+        one, which alone then carries them.
         """
         state = self.state  # this request's version of the gallery and mapper
         timings: dict[str, float] = {}
@@ -217,8 +220,12 @@ class VoiceFace:
         # 3. search the gallery
         matches = state.gallery.search(embedding, k)
         lap("search")
-        # 4. map the voice to a latent
-        w, method = self.latent(embedding, matches, state)
+        # 4. map the voice to a latent; a mapper that takes the voice's traits gets them
+        traits_first = state.mapper is not None and state.mapper.takes_traits
+        traits = _traits(wav) if traits_first else None
+        if traits_first:
+            lap("traits")
+        w, method = self.latent(embedding, matches, state, traits)
         lap("map")
         # 5. synthesise the face, at each resolution asked for; the only truncation: stored
         #    and predicted latents are untruncated w
@@ -234,23 +241,20 @@ class VoiceFace:
             if matches_first:
                 laps = {**timings, "total": sum(timings.values())}
                 yield VoiceFaceResult(None, w[0].cpu().numpy(), matches, confident, threshold,
-                                      method, embedding, centre_kind, laps)
-            drawn, traits = setup, None
+                                      method, embedding, centre_kind, laps, traits)
+            drawn, measured = setup, traits
             for i, _ in enumerate(sizes):
                 start = time.perf_counter()
                 face = mark(to_pil(next(images))[0])
                 drawn += time.perf_counter() - start
                 laps = {**timings, "synthesise": drawn}
-                if i == len(sizes) - 1:
+                if i == len(sizes) - 1 and not traits_first:
                     start = time.perf_counter()
-                    try:
-                        traits = measure(wav)
-                    except AudioError:  # no voiced speech (a whisper, noise): no traits
-                        traits = None
+                    measured = _traits(wav)
                     laps["traits"] = time.perf_counter() - start
                 laps["total"] = sum(laps.values())
                 yield VoiceFaceResult(face, w[0].cpu().numpy(), matches, confident, threshold,
-                                      method, embedding, centre_kind, laps, traits)
+                                      method, embedding, centre_kind, laps, measured)
 
         return results()
 
@@ -299,13 +303,16 @@ class VoiceFace:
         return torch.from_numpy(population).to(self.generator.w_avg.device), POPULATION
 
     def latent(self, embedding: np.ndarray, matches: list[Match],
-               state: GalleryState | None = None) -> tuple[torch.Tensor, str]:
+               state: GalleryState | None = None, traits: VoiceTraits | None = None
+               ) -> tuple[torch.Tensor, str]:
         """w [1, style_dim] for an embedding: the mapper, else a blend of the matches' latents,
         else (none of them has one) the centre (`centre`). `state` is the version `matches`
-        were found in (default: the current one)."""
+        were found in (default: the current one). A mapper that takes the voice's `traits`
+        gets them; without (no voiced speech) it puts the trained people's mean in their
+        place."""
         state = self.state if state is None else state
         if state.mapper is not None:
-            w, method = state.mapper.predict(embedding), "mapper"
+            w, method = state.mapper.predict(embedding, trait_features(traits)), "mapper"
         else:
             with_latent = [(m.score, state.gallery.latent(m.id)) for m in matches]
             with_latent = [(s, w) for s, w in with_latent if w is not None]
@@ -316,3 +323,11 @@ class VoiceFace:
                 w, method = self.centre(state)[0].cpu().numpy(), "average"
         return torch.from_numpy(np.asarray(w, np.float32)).reshape(1, -1).to(
             self.generator.w_avg.device), method
+
+
+def _traits(wav: np.ndarray) -> VoiceTraits | None:
+    """The voice's traits, None when it has no voiced speech (a whisper, noise)."""
+    try:
+        return measure(wav)
+    except AudioError:
+        return None

@@ -84,17 +84,21 @@ FEATURES = ("log_f0", "f0_iqr_semitones", "log_formant_spacing",
 @dataclass(frozen=True)
 class VoiceTraits:
     """What a recording's voice carries. `apparent_sex` is None when the classifier is unsure;
-    `confidence` is its probability of the more likely answer, in [0.5, 1]."""
+    `confidence` is its probability of the more likely answer, in [0.5, 1];
+    `male_probability` the classifier's continuous answer, which the mapper takes
+    (`voiceface.mapper.trait_features`)."""
 
     pitch_hz: float  # median F0 of the voiced frames
     pitch_spread_hz: float  # interquartile range of F0 over the voiced frames
     apparent_sex: str | None  # "female", "male" or None (unsure)
     confidence: float
+    male_probability: float  # p("male") of the classifier, in [0, 1]
 
     def summary(self) -> dict:
         """The keys of `python -m voiceface traits --json` and of `voice_traits` in
-        `predict --json` and `/predict`."""
-        return {**asdict(self), "pitch_hz": round(self.pitch_hz, 1),
+        `predict --json` and `/predict` (`male_probability` is for the mapper only)."""
+        shown = {k: v for k, v in asdict(self).items() if k != "male_probability"}
+        return {**shown, "pitch_hz": round(self.pitch_hz, 1),
                 "pitch_spread_hz": round(self.pitch_spread_hz, 1),
                 "confidence": round(self.confidence, 3)}
 
@@ -164,8 +168,9 @@ def measure(wav: np.ndarray, name: str = "The recording") -> VoiceTraits:
     AudioError when fewer than `MIN_VOICED_SECONDS` of it are voiced (whisper, noise)."""
     f0, x = voice_features(wav, name)
     model = classifier()
+    p_male = float(model.probability_male(x))
     return VoiceTraits(float(np.median(f0)), float(np.subtract(*np.percentile(f0, [75, 25]))),
-                       *model.decide(float(model.probability_male(x))))
+                       *model.decide(p_male), p_male)
 
 
 def voice_features(wav: np.ndarray, name: str = "The recording"

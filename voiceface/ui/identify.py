@@ -97,7 +97,11 @@ def tab(ctx: Context) -> None:
         sent or copied again."""
         text = ctx.text(request)
         keep = gr.skip()
+        told = False  # the voice's traits are said once, with the first result carrying them
         for result in answers(audio, request):
+            traits = keep if told or result.voice_traits is None else traits_text(
+                result.voice_traits, text)
+            told = told or result.voice_traits is not None
             if result.face is None:
                 best = result.matches[0]
                 if result.confident:
@@ -109,14 +113,13 @@ def tab(ctx: Context) -> None:
                        for m in result.matches if m.face and m.id in vf.gallery]
                 yield (None, text["drawing"], nearest_photo(result), match_text, top,
                        similarity_bars(result.matches), result.summary(vf.spec.test_weights),
-                       gr.DownloadButton(value=None, visible=False), "")
+                       gr.DownloadButton(value=None, visible=False),
+                       "" if traits is keep else traits)
                 continue
             caption = text["generated_caption"].format(
                 method=text[f"method_{result.method}"], centre=text[f"centre_{result.centre}"])
             if result.face.width < full:
                 caption += f" ({text['preview']})"
-            traits = keep if result.voice_traits is None else traits_text(result.voice_traits,
-                                                                           text)
             yield (result.face, caption, keep, keep, keep, keep,
                    result.summary(vf.spec.test_weights), keep, traits)
         # the face again, not skipped: Gradio 6.31's page sometimes dropped an image whose
