@@ -18,8 +18,8 @@ import torch
 from conftest import DEV_PEOPLE, REPO, serve_app
 from voiceface.audio import SAMPLE_RATE, load_audio
 from voiceface.pipeline import VoiceFace
-from voiceface.precision import (MIN_COSINE, PrecisionCheck, PrecisionDecision, choose,
-                                 sample_voices, settle)
+from voiceface.precision import (CLIP_SECONDS, MIN_COSINE, MIN_VOICES, PrecisionCheck,
+                                 PrecisionDecision, choose, compare, sample_voices, settle)
 from voiceface.ui import precision_note
 from voiceface.ui.text import TEXT
 from voiceface.voice import VoiceEncoder
@@ -89,6 +89,19 @@ def test_auto_keeps_fp32_when_a_nearest_person_changes(vf):
     [check] = decision.checks
     assert check.agree < check.voices and check.voices < len(sample_voices(vf.spec))
     assert decision.precision == "fp32" and vf.query_encoder is vf.encoder
+
+
+def test_the_check_is_bounded_in_voices_length_and_time(vf):
+    """Each voice's first 5 s, spread over the people; past the time budget no voice is
+    started once the minimum is done."""
+    wavs = sample_voices(vf.spec, n=3)
+    assert len(wavs) == 3 and all(len(w) <= CLIP_SECONDS * SAMPLE_RATE for w in wavs)
+    everyone = sample_voices(vf.spec, n=DEV_PEOPLE)
+    spread = np.linspace(0, DEV_PEOPLE - 1, 3).round().astype(int)  # first, middle, last
+    assert all(np.array_equal(w, everyone[i]) for w, i in zip(wavs, spread))
+    [check] = compare(vf.encoder, {"bf16": vf.encoder.with_precision("bf16")}, everyone,
+                      vf.gallery, budget=0.0)
+    assert check.voices == MIN_VOICES < DEV_PEOPLE
 
 
 def test_the_fastest_accurate_precision_is_chosen_when_fast_enough():
@@ -189,6 +202,9 @@ def test_the_app_checks_at_start_and_says_so_in_the_log_and_on_the_page(dev_bund
 
 
 def test_the_app_refuses_a_precision_it_does_not_know(tmp_path):
+    shown = subprocess.run([sys.executable, "app.py", "--help"], cwd=REPO, capture_output=True,
+                           text=True, check=True).stdout
+    assert "--precision" in shown and "VOICEFACE_PRECISION" in shown
     for args, env, said in (
             ([], {"VOICEFACE_PRECISION": "fast"}, "$VOICEFACE_PRECISION) is 'fast'"),
             (["--precision", "fp16"], {}, "use one of auto, fp32, bf16, int8"),

@@ -41,7 +41,7 @@ MIN_SPEEDUP = 1.1  # x fp32's speed a reduced precision must reach to be worth s
 MAX_VOICES = 12  # voices checked, spread over the bundle's people
 MIN_VOICES = 3  # voices checked even when the time budget is spent
 CLIP_SECONDS = 5.0  # s of each voice embedded: a visitor's typical recording
-BUDGET_SECONDS = 20.0  # s of checking after which no further voice is started
+BUDGET_SECONDS = 10.0  # s of checking after which no further voice is started
 
 log = logging.getLogger(__name__)
 
