@@ -1,14 +1,16 @@
 """voiceface's Gradio app: arguments, loading, launch; the interface is `voiceface.ui`.
 
     python app.py [--bundle DIR_OR_REPO] [--encoder DIR_OR_REPO] [--generator PATH_OR_REPO]
-                  [--gallery-dir DIR] [--trusted-proxies CIDRS] [--host 127.0.0.1]
-                  [--port 7860] [--share]
+                  [--gallery-dir DIR] [--trusted-proxies CIDRS] [--precision auto]
+                  [--host 127.0.0.1] [--port 7860] [--share]
 
 With $VOICEFACE_ADMIN_PASSWORD set, an Enroll tab adds and deletes people (password checked
 on every request) in the gallery directory; without it the app is read-only.
 
-Models load once per process, at start-up. On a ZeroGPU Space the model work runs inside
-`spaces.GPU`; elsewhere it runs on whatever device the pipeline picked (CPU here).
+Models load once per process, at start-up; then the precision visitors' voices are embedded
+in is chosen (`voiceface.precision.settle`: by default checked on the bundle's voices). On a
+ZeroGPU Space the model work runs inside `spaces.GPU`; elsewhere it runs on whatever device
+the pipeline picked (CPU here).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from voiceface.invert import InversionConfig
 from voiceface.loading import cache_dir
 from voiceface.memory import limit_arenas
 from voiceface.pipeline import VoiceFace
+from voiceface.precision import CHOICES, PRECISION_VAR, settle
 from voiceface.proxies import SPACE_PROXIES, TrustedProxies
 from voiceface.stylegan2_ops import reuse_freed_memory
 
@@ -54,7 +57,14 @@ def main(argv: list[str] | None = None) -> int:
         help="torch threads (default: $VOICEFACE_THREADS, else torch's choice); 1 is faster "
         "when other processes share the CPU cores")
     add("--quantize", action="store_true", default=env("VOICEFACE_QUANTIZE", "") in ("1", "true"),
-        help="int8 voice encoder on the CPU (faster; $VOICEFACE_QUANTIZE=1)")
+        help="int8 voice encoder on the CPU for everything, the gallery included: its own "
+        "fingerprint, so the persona caches are rebuilt for it ($VOICEFACE_QUANTIZE=1); "
+        "--precision int8 instead keeps the fp32 gallery and embeds only visitors' voices in "
+        "int8")
+    add("--precision", default=env(PRECISION_VAR) or "auto",
+        help="what visitors' voices are embedded in: auto (default: a faster bf16 or int8 "
+        "encoder when it agrees with fp32 on the bundle's voices, checked at start), fp32, "
+        f"bf16 or int8 (unchecked). Default: ${PRECISION_VAR}, else auto")
     add("--host", default=env("GRADIO_SERVER_NAME", "127.0.0.1"),
         help="address to listen on (0.0.0.0 for every interface)")
     add("--port", type=int, default=int(env("GRADIO_SERVER_PORT", "7860")))
@@ -90,6 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     add("--inversion-resolution", type=int, default=InversionConfig.resolution,
         help="px the generator renders at while inverting a face")
     args = parser.parse_args(argv)
+    if args.precision not in CHOICES:
+        parser.error(f"--precision (or ${PRECISION_VAR}) is {args.precision!r}; use one of "
+                     f"{', '.join(CHOICES)}")
+    if args.quantize and args.precision not in ("auto", "int8"):
+        parser.error(f"--quantize runs the whole encoder in int8, so --precision "
+                     f"{args.precision} cannot apply; drop one of them")
     if args.file_lifetime < 1:
         parser.error(f"--file-lifetime must be at least 1 s, got {args.file_lifetime}")
     space = env("SPACE_ID")
@@ -103,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{args.visitors_per_address}")
     logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s: %(message)s",
                         level=logging.WARNING)
+    logging.getLogger("voiceface.precision").setLevel(logging.INFO)  # the decision's figures
     admin_password = env(ADMIN_PASSWORD_VAR) or None
     gallery_dir = args.gallery_dir or (cache_dir() / "gallery" if admin_password else None)
     # A server renders again and again: keeping freed activation memory for reuse saves
@@ -125,11 +142,12 @@ def main(argv: list[str] | None = None) -> int:
                 backbone=args.backbone or DEFAULT_BACKBONE,
                 revision=None if args.backbone else DEFAULT_BACKBONE_REVISION)
             live = LiveGallery.open(vf, gallery_dir, inversion=inversion)
+        precision = settle(vf, args.precision)
     except (WeightsNotFound, ValueError) as err:
         print(f"voiceface cannot start: {err}", file=sys.stderr)
         return 2
     ui.build(vf, live, admin_password, args.file_lifetime, proxies=proxies,
-             visitors_per_address=args.visitors_per_address).launch(
+             visitors_per_address=args.visitors_per_address, precision=precision).launch(
         server_name=args.host, server_port=args.port, share=args.share,
         **ui.launch_options(vf, live, args.file_lifetime, proxies=proxies,
                             visitors_per_address=args.visitors_per_address))

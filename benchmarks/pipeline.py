@@ -9,7 +9,10 @@ Builds a bundle of random-weight models (full size by default: wav2vec2-base x-v
 Medians over `--repeats` runs after one warm-up.
 - with `--browser`: the page in Chromium, its fake microphone playing the 5 s clip: stop ->
   nearest person -> first face -> full face, timed in the page.
+The voice encoder's precision is settled as the app settles it at start (`--precision`,
+default auto: checked on the bundle's voices), in process and in the app.
 Usage (repository root): python -m benchmarks.pipeline [--app] [--browser] [--tiny]
+                         [--precision auto|fp32|bf16|int8]
 """
 
 from __future__ import annotations
@@ -26,16 +29,20 @@ import torch
 
 from voiceface.bench import preview_size, time_calls, write_inputs
 from voiceface.pipeline import VoiceFace
+from voiceface.precision import CHOICES, PRECISION_VAR, settle
 from voiceface.stylegan2_ops import reuse_freed_memory
 
 from .serve import CHROMIUM, chromium_args, running_app
 
 
-def in_process(bundle: Path, repeats: int, clips: dict[float, Path]) -> int:
-    """Print the in-process timings; return the generator's resolution."""
+def in_process(bundle: Path, repeats: int, clips: dict[float, Path], precision: str) -> int:
+    """Print the in-process timings, with the voice encoder's `precision` settled as the app
+    settles it (`voiceface.precision.settle`); return the generator's resolution."""
     start = time.perf_counter()
     vf = VoiceFace.from_pretrained(bundle)
     print(f"load bundle: {time.perf_counter() - start:.2f} s")
+    start = time.perf_counter()
+    print(f"{settle(vf, precision).describe()} ({time.perf_counter() - start:.1f} s)")
     full = vf.generator.resolution
     preview = preview_size(full)
     for seconds, clip in clips.items():
@@ -51,7 +58,7 @@ STEPS = ("matches", "preview", "full face")  # the page's updates, in order (the
 # a generator no larger than the preview sends one face: both rows then show it
 
 
-def through_app(bundle: Path, repeats: int, clip: Path) -> None:
+def through_app(bundle: Path, repeats: int, clip: Path, precision: str = "auto") -> None:
     """Time the page's request over raw HTTP as a browser makes it: upload the recording, post
     `/predict_ui`, read its event stream, download each update's images. Per update: when it
     arrives (from the start of the upload), how much of that the server computed (the
@@ -60,7 +67,7 @@ def through_app(bundle: Path, repeats: int, clip: Path) -> None:
     import httpx
 
     start = time.perf_counter()
-    with running_app(bundle) as (url, _):
+    with running_app(bundle, env={PRECISION_VAR: precision}) as (url, _):
         print(f"app start to ready: {time.perf_counter() - start:.1f} s")
         rows: dict[str, list[float]] = {}
         with httpx.Client(base_url=f"{url}gradio_api/", timeout=120) as http:
@@ -172,7 +179,8 @@ def chromium_pids() -> list[int]:
     return pids
 
 
-def through_browser(bundle: Path, repeats: int, clip: Path, seconds: float, full: int) -> None:
+def through_browser(bundle: Path, repeats: int, clip: Path, seconds: float, full: int,
+                    precision: str = "auto") -> None:
     """Chromium with `clip` as its (fake) microphone: record `seconds`, stop, and time in the
     page from the stop click to the nearest person's answer, the first face and the full
     face, as the visitor sees them (uploading the recording included; no button press), and
@@ -180,7 +188,8 @@ def through_browser(bundle: Path, repeats: int, clip: Path, seconds: float, full
     from playwright.sync_api import sync_playwright
 
     rows: dict[str, list[float]] = {}
-    with running_app(bundle) as (url, server), sync_playwright() as p:
+    with running_app(bundle, env={PRECISION_VAR: precision}) as (url, server), \
+            sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=chromium_args(clip),
                                     headless=True)
         context = browser.new_context(viewport={"width": 390, "height": 844})
@@ -224,6 +233,8 @@ def main() -> None:
                         help="also time the page in Chromium with a fake microphone")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--precision", choices=CHOICES, default="auto",
+                        help="the voice encoder's precision, in process and in the app")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     reuse_freed_memory()  # as app.py does
@@ -232,11 +243,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         bundle, bundle_s, clips = write_inputs(Path(tmp), args.tiny)
         print(f"bundle written in {bundle_s:.1f} s")
-        full = in_process(bundle, args.repeats, clips)
+        full = in_process(bundle, args.repeats, clips, args.precision)
         if args.app:
-            through_app(bundle, args.repeats, clips[5.0])
+            through_app(bundle, args.repeats, clips[5.0], args.precision)
         if args.browser:
-            through_browser(bundle, args.repeats, clips[5.0], 5.0, full)
+            through_browser(bundle, args.repeats, clips[5.0], 5.0, full, args.precision)
 
 
 if __name__ == "__main__":

@@ -134,3 +134,35 @@ def test_quantized_encoder_is_close_to_fp32_and_has_its_own_fingerprint(tiny_xve
         assert cos(emb, fp32.embed(wav)) > 0.99
     with pytest.raises(ValueError, match="CPU only"):
         VoiceEncoder.from_pretrained(tiny_xvector_dir, quantize=True, device="cuda")
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_reduced_precision_keeps_the_fingerprint_and_leaves_fp32_as_it_was(
+        tiny_xvector_dir, tiny_w2v2_dir, speech, precision):
+    """A serving copy in reduced precision embeds under the fp32 fingerprint (so it can query
+    an fp32 gallery once checked), differs from fp32 a little, and leaves the fp32 encoder,
+    which still embeds what galleries store, untouched."""
+    wav = speech(3.0, seed=5)
+    for path in (tiny_xvector_dir, tiny_w2v2_dir):
+        fp32 = VoiceEncoder.from_pretrained(path)
+        before = fp32.embed(wav)
+        reduced = fp32.with_precision(precision)
+        assert reduced.precision == precision and fp32.precision == "fp32"
+        assert reduced.fingerprint == fp32.fingerprint and not reduced.config.quantize
+        emb = reduced.embed(wav)
+        assert np.linalg.norm(emb) == pytest.approx(1.0, abs=1e-5)
+        assert 0.999 < cos(emb, before) and not np.array_equal(emb, before)
+        assert np.array_equal(fp32.embed(wav), before)  # fp32 itself unchanged
+        quantized = [m for m in fp32.model.modules() if ".quantized." in type(m).__module__]
+        assert quantized == []  # int8 converted a copy, not the fp32 model
+        assert fp32.with_precision("fp32") is fp32
+
+
+def test_reduced_precision_is_taken_from_fp32_only(tiny_xvector_dir):
+    fp32 = VoiceEncoder.from_pretrained(tiny_xvector_dir)
+    with pytest.raises(ValueError, match="not one of fp32, bf16, int8"):
+        fp32.with_precision("fp16")
+    with pytest.raises(ValueError, match="already runs in bf16"):
+        fp32.with_precision("bf16").with_precision("int8")
+    with pytest.raises(ValueError, match=r"already runs in int8 \(quantize=True\)"):
+        VoiceEncoder.from_pretrained(tiny_xvector_dir, quantize=True).with_precision("bf16")

@@ -18,6 +18,11 @@ Faces are truncated toward a centre: by default the gallery's population centre 
 latent of its people, `Gallery.centre`), so they stay among the people enrolled; the
 generator's `w_avg` (FFHQ's average face) when the gallery holds no latents, or when
 `bundle.json` says `"truncation_centre": "generator"`. The result says which (`centre`).
+
+Visitors' voices are embedded by `query_encoder`: `encoder` itself, or the same encoder in a
+reduced precision with the same fingerprint once `voiceface.precision.settle` checked it
+against fp32 on the bundle's voices (`serve_queries_with`). What a gallery stores is always
+embedded by `encoder`.
 """
 
 from __future__ import annotations
@@ -98,7 +103,8 @@ class VoiceFace:
         """`spec` is the bundle's (truncation, its centre, examples, test weights); the
         default is a bundle.json's defaults. `derived_dir` holds the gallery, `mapper/` and
         `face2voice/` the pipeline was loaded from (None: built by hand, no face queries)."""
-        self.encoder = encoder
+        self.encoder = encoder  # embeds what the gallery stores (enrollment, caches)
+        self.query_encoder = encoder  # embeds visitors' voices (`serve_queries_with`)
         self.generator = generator.eval()
         self._state = GalleryState(gallery, mapper)  # replaced whole (`swap`), never changed
         self.spec = spec
@@ -115,6 +121,17 @@ class VoiceFace:
         """Serve `state` from now on (live enrollment): one assignment, so a request running
         meanwhile finishes on the version it read at its start."""
         self._state = state
+
+    def serve_queries_with(self, encoder: VoiceEncoder) -> None:
+        """Embed visitors' voices with `encoder` from now on (one assignment, as `swap`): the
+        pipeline's encoder in another precision (`VoiceEncoder.with_precision`), checked by
+        the caller. An encoder of another fingerprint would search a gallery made in another
+        embedding space and is refused with a ValueError."""
+        if encoder.fingerprint != self.encoder.fingerprint:
+            raise ValueError(f"The query encoder's fingerprint {encoder.fingerprint!r} is not "
+                             f"the gallery's encoder's {self.encoder.fingerprint!r}; its "
+                             "embeddings cannot search this gallery.")
+        self.query_encoder = encoder
 
     @property
     def gallery(self) -> Gallery:
@@ -215,7 +232,7 @@ class VoiceFace:
         wav = load_audio(audio)
         lap("load_audio")
         # 2. embed the voice
-        embedding = self.encoder.embed(wav)
+        embedding = self.query_encoder.embed(wav)
         lap("embed")
         # 3. search the gallery
         matches = state.gallery.search(embedding, k)
@@ -271,7 +288,7 @@ class VoiceFace:
         wav = load_audio(audio)
         timings["load_audio"] = time.perf_counter() - clock
         clock = time.perf_counter()
-        embedding = self.encoder.embed(wav)
+        embedding = self.query_encoder.embed(wav)
         timings["embed"] = time.perf_counter() - clock
         return verification.decide(embedding, claim_id, gallery, timings)
 

@@ -11,10 +11,14 @@ renormalised. Every embedding is L2-normalised float32, so inner product = cosin
 
 `quantize=True` runs the Linear layers in int8 (dynamic quantisation, CPU): faster, slightly
 different embeddings, so it is part of the fingerprint (see `benchmarks/encoder_options.py`).
+`with_precision("bf16" | "int8")` is the other way: a copy that embeds queries in reduced
+precision under the fp32 fingerprint, for use once its embeddings were checked to stay close
+enough to fp32's to search an fp32 gallery (`voiceface.precision`).
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import warnings
 from dataclasses import dataclass, replace
@@ -33,6 +37,7 @@ HOP_SECONDS = 5.0  # s between window starts (50 % overlap)
 BATCH_WINDOWS = 8  # windows per forward pass in embed_many
 HOLD_OUT_FRACTION = 0.3  # of a single recording: its last part, held out by `eval`
 ENROLL_PART, HELD_OUT_PART = "enroll", "held_out"  # windows.json "part" of a split recording
+PRECISIONS = ("fp32", "bf16", "int8")  # what `VoiceEncoder.with_precision` runs in
 
 
 @dataclass(frozen=True)
@@ -50,11 +55,16 @@ class VoiceEncoder:
     """wav2vec2 speaker encoder: `VoiceEncoder.from_pretrained(name).embed(wav)`."""
 
     def __init__(self, model: torch.nn.Module, feature_extractor, config: EncoderConfig,
-                 source_fingerprint: str, device: torch.device):
+                 source_fingerprint: str, device: torch.device, precision: str = "fp32"):
+        """`precision` (see `with_precision`) is how `model` runs; "int8" needs a model whose
+        Linear layers are already quantised (`quantize_linear`)."""
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}.")
         self.model = model.eval().to(device)
         self.feature_extractor = feature_extractor
         self.config = config
         self.device = device
+        self.precision = precision
         self._source = source_fingerprint
 
     @classmethod
@@ -110,6 +120,31 @@ class VoiceEncoder:
             model = quantize_linear(model.eval())
             config = replace(config, quantize=True)
         return cls(model, feature_extractor, config, local.fingerprint, torch.device(device))
+
+    def with_precision(self, precision: str) -> "VoiceEncoder":
+        """This encoder running in `precision`, under the same fingerprint: "fp32" is this
+        encoder; "bf16" shares its weights and runs under bf16 autocast (fast on CPUs with
+        bf16 instructions, emulated and slow elsewhere); "int8" (CPU only) is a copy with the
+        wav2vec2 body's Linear layers in dynamic int8. The embeddings differ slightly from
+        fp32's while the fingerprint says they are the same: serve queries with it only once
+        they were checked against fp32 (`voiceface.precision.settle`), and keep embedding
+        what a gallery stores with this encoder."""
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}.")
+        if self.config.quantize or self.precision != "fp32":
+            running = "int8 (quantize=True)" if self.config.quantize else self.precision
+            raise ValueError(f"This encoder already runs in {running}; take another precision "
+                             "from an fp32 encoder (quantize=False).")
+        if precision == "fp32":
+            return self
+        model = self.model
+        if precision == "int8":
+            if self.device.type != "cpu":
+                raise ValueError(f"int8 runs on the CPU only and this encoder is on "
+                                 f"{self.device}; use bf16 or fp32 there.")
+            model = quantize_linear(copy.deepcopy(model))
+        return VoiceEncoder(model, self.feature_extractor, self.config, self._source,
+                            self.device, precision)
 
     @property
     def dim(self) -> int:
@@ -171,19 +206,22 @@ class VoiceEncoder:
                                         return_tensors="pt")
         values = inputs["input_values"].to(self.device)
         assert values.shape == batch.shape, (values.shape, batch.shape)
-        if self.config.pooling == "xvector":
-            emb = self.model(values).embeddings
-        else:
-            states = self.model(values, output_hidden_states=True).hidden_states
-            emb = states[self.config.layer].mean(dim=1)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16,
+                            enabled=self.precision == "bf16"):
+            if self.config.pooling == "xvector":
+                emb = self.model(values).embeddings
+            else:
+                states = self.model(values, output_hidden_states=True).hidden_states
+                emb = states[self.config.layer].mean(dim=1)
         emb = torch.nn.functional.normalize(emb.float(), dim=-1)
         return emb.cpu().numpy()
 
 
 def quantize_linear(model: torch.nn.Module) -> torch.nn.Module:
-    """The model with the Linear layers of its wav2vec2 body in dynamic int8 (weights int8,
-    activations quantised per call); convolutions and the x-vector head stay fp32 (the head's
-    TDNN layers read their Linear's weight directly, which a quantised Linear does not have).
+    """`model`, changed in place, with the Linear layers of its wav2vec2 body in dynamic int8
+    (weights int8, activations quantised per call); convolutions and the x-vector head stay
+    fp32 (the head's TDNN layers read their Linear's weight directly, which a quantised
+    Linear does not have). In place: a base-size model is not held twice while converting.
     """
     from torch.ao.quantization import quantize_dynamic
 
@@ -191,10 +229,9 @@ def quantize_linear(model: torch.nn.Module) -> torch.nn.Module:
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", UserWarning)
         if isinstance(model, Wav2Vec2ForXVector):
-            model.wav2vec2 = quantize_dynamic(model.wav2vec2, {torch.nn.Linear},
-                                              dtype=torch.qint8)
+            quantize_dynamic(model.wav2vec2, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
             return model
-        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
 
 
 def split_windows(wav: np.ndarray, window_seconds: float = WINDOW_SECONDS,

@@ -17,6 +17,7 @@ from starlette.middleware import Middleware
 from ..admin import AdminGate
 from ..enroll import LiveGallery
 from ..pipeline import VoiceFace
+from ..precision import PrecisionDecision
 from ..proxies import TrustedProxies
 from . import enroll, face2voice, gallery, identify, verify
 from .common import (CONCURRENCY, FILE_LIFETIME, MAX_FILE_SIZE, MODEL_QUEUE, Context, i18n,
@@ -32,9 +33,11 @@ UVICORN_TRUSTED_PROXIES = "FORWARDED_ALLOW_IPS"  # uvicorn (under Gradio) reads 
 
 def build(vf: VoiceFace, live: LiveGallery | None = None, admin_password: str | None = None,
           file_lifetime: int = FILE_LIFETIME, *, proxies: TrustedProxies | None = None,
-          visitors_per_address: int = 1) -> gr.Blocks:
+          visitors_per_address: int = 1, precision: PrecisionDecision | None = None
+          ) -> gr.Blocks:
     """The app over one loaded pipeline; with `live` and an `admin_password`, also the Enroll
-    tab. Visitors are told apart by address, read through `proxies` (by default none: the TCP
+    tab; with `precision`, a status line at the bottom saying what the voice encoder runs in
+    and why (`precision_note`). Visitors are told apart by address, read through `proxies` (by default none: the TCP
     peer): the admin password's back-off, and the model queue, which admits each visitor's
     events within `voiceface.ui.limits`' limits (an address's grow with
     `visitors_per_address`). Uploads and renders are deleted from Gradio's cache
@@ -60,12 +63,34 @@ def build(vf: VoiceFace, live: LiveGallery | None = None, admin_password: str | 
         if live is not None and admin_password:
             with gr.Tab(i18n("tab_enroll")):
                 enroll.tab(ctx, live, AdminGate(admin_password), proxies, people)
+        if precision is not None:
+            status = gr.Markdown(elem_id="precision-status")
+
+            def note(request: gr.Request) -> str:
+                return precision_note(precision, ctx.text(request))
+
+            demo.load(note, outputs=[status], api_visibility="private", concurrency_limit=None,
+                      show_progress="hidden")
     # api_open=False: the direct routes (/run/<name>) would skip the queue and its limits
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE, api_open=False)
     VisitorQueue(MODEL_QUEUE, proxies, visitors_per_address).install(demo)
     quiet_repeated_tracebacks()
     own_files(demo)
     return demo
+
+
+def precision_note(decision: PrecisionDecision, text: dict[str, str]) -> str:
+    """The status line saying what the voice encoder runs in, in the language of `text`."""
+    shown = decision.best
+    if decision.how == "no voices":
+        return text["precision_unchecked"]
+    if shown is None:  # configured, or quantised with the gallery
+        return text["precision_set"].format(precision=decision.precision)
+    key = "precision_switched" if decision.chosen else "precision_kept"
+    return text[key].format(precision=shown.precision, voices=shown.voices,
+                            cosine=shown.lowest_cosine, required=shown.min_cosine,
+                            agree=shown.agree, speedup=shown.speedup,
+                            min_speedup=decision.min_speedup)
 
 
 def launch_options(vf: VoiceFace, live: LiveGallery | None = None,

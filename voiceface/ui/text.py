@@ -159,6 +159,18 @@ TEXT = {
                          "try again in a few minutes.",
         "body_too_large": "This request is over {limit_mb:.0f} MB; upload files first and "
                           "name them in the request.",
+        "precision_switched": "Voice encoder: **{precision}**, checked at this start on "
+                              "{voices} of the gallery's voices: cosine to full precision "
+                              "(fp32) at least {cosine:.5f} (needs {required}), the same "
+                              "nearest person for {agree} of {voices}, {speedup:.1f}x as fast.",
+        "precision_kept": "Voice encoder: **full precision (fp32)**. {precision} was checked "
+                          "at this start on {voices} of the gallery's voices and not used: "
+                          "cosine to fp32 down to {cosine:.5f} (needs {required}), the same "
+                          "nearest person for {agree} of {voices}, {speedup:.1f}x as fast "
+                          "(needs {min_speedup:g}x).",
+        "precision_set": "Voice encoder: **{precision}**, as configured (not checked).",
+        "precision_unchecked": "Voice encoder: **full precision (fp32)**; the gallery has no "
+                               "voices to check a faster precision on.",
     },
     "ja": {
         "title": "# voiceface：声から顔へ",
@@ -300,6 +312,17 @@ TEXT = {
                          "もう一度お試しください。",
         "body_too_large": "このリクエストは{limit_mb:.0f} MBを超えています。ファイルは先に"
                           "アップロードし、リクエストではその名前を送ってください。",
+        "precision_switched": "声のエンコーダー：**{precision}**。今回の起動時にギャラリーの声"
+                              "{voices}件で確認済み：完全精度（fp32）とのコサインは最低"
+                              "{cosine:.5f}（基準 {required}）、最も近い人は{voices}件中{agree}件で"
+                              "同じ、速さは{speedup:.1f}倍。",
+        "precision_kept": "声のエンコーダー：**完全精度（fp32）**。{precision}を今回の起動時に"
+                          "ギャラリーの声{voices}件で確認し、使いませんでした：fp32との"
+                          "コサインは最低{cosine:.5f}（基準 {required}）、最も近い人は{voices}件中"
+                          "{agree}件で同じ、速さは{speedup:.1f}倍（基準 {min_speedup:g}倍）。",
+        "precision_set": "声のエンコーダー：**{precision}**（設定どおり、確認なし）。",
+        "precision_unchecked": "声のエンコーダー：**完全精度（fp32）**。ギャラリーに、より速い"
+                               "精度を確認するための声がありません。",
     },
 }
 
