@@ -35,7 +35,8 @@ def test_help_documents_the_flags():
     proc = subprocess.run([sys.executable, "app.py", "--help"], cwd=REPO, capture_output=True,
                           text=True)
     assert proc.returncode == 0
-    for flag in ("--bundle", "--encoder", "--generator", "--threads", "--quantize", "--host",
+    for flag in ("--bundle", "--encoder", "--generator", "--threads", "--quantize", "--precision",
+                 "--trusted-proxies", "--visitors-per-address", "--face-traits", "--host",
                  "--port", "--share"):
         assert flag in proc.stdout
 

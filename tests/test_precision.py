@@ -182,6 +182,7 @@ def page_load(url: str, fn_index: int, language: str) -> str:
     raise AssertionError("the queue closed without an answer")
 
 
+@pytest.mark.slow  # app.py processes
 def test_the_app_checks_at_start_and_says_so_in_the_log_and_on_the_page(dev_bundle, tmp_path):
     log = tmp_path / "app.log"
     with serve_app(dev_bundle, log, {"VOICEFACE_PRECISION": "auto"}) as (url, _):
@@ -201,6 +202,7 @@ def test_the_app_checks_at_start_and_says_so_in_the_log_and_on_the_page(dev_bund
     assert re.search(r"\d\.\d{5}", english) and re.search(r"\d\.\d{5}", japanese)
 
 
+@pytest.mark.slow  # app.py processes
 def test_the_app_refuses_a_precision_it_does_not_know(tmp_path):
     shown = subprocess.run([sys.executable, "app.py", "--help"], cwd=REPO, capture_output=True,
                            text=True, check=True).stdout
