@@ -99,7 +99,7 @@ def test_the_voice_traits_sentence_names_the_register_the_apparent_sex_and_its_l
     from voiceface.ui.text import TEXT
 
     def said(pitch, sex, confidence=0.9, language="en"):
-        return traits_text(VoiceTraits(pitch, 10.0, sex, confidence), TEXT[language])
+        return traits_text(VoiceTraits(pitch, 10.0, sex, confidence, 0.5), TEXT[language])
 
     low = said(118.4, "male", 0.934)
     assert "pitch about 118 Hz, a lower register; it sounds male (93% sure)" in low
