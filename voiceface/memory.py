@@ -22,7 +22,8 @@ _M_ARENA_MAX = -8  # glibc mallopt parameter number
 
 
 @functools.cache
-def _libc_function(name: str):
+def libc_function(name: str):
+    """glibc's function `name` (through ctypes), or None where there is no such function."""
     try:
         return getattr(ctypes.CDLL(ctypes.util.find_library("c")), name)
     except (OSError, AttributeError, TypeError):  # not glibc: nothing to call
@@ -33,12 +34,12 @@ def limit_arenas(arenas: int = SERVER_ARENAS) -> bool:
     """Let at most `arenas` malloc arenas serve all threads from now on (glibc's
     M_ARENA_MAX; call at start-up, before the threads run). Process-wide. Returns False
     where unsupported (not glibc)."""
-    mallopt = _libc_function("mallopt")
+    mallopt = libc_function("mallopt")
     return bool(mallopt(_M_ARENA_MAX, arenas)) if mallopt is not None else False
 
 
 def release_freed_memory() -> bool:
     """Return the free pages of every malloc arena to the system (glibc's `malloc_trim(0)`).
     True if any memory was released; False also where unsupported (not glibc)."""
-    trim = _libc_function("malloc_trim")
+    trim = libc_function("malloc_trim")
     return bool(trim(0)) if trim is not None else False

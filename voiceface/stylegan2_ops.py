@@ -26,14 +26,14 @@ Shapes: N batch, D style width, H x W pixels, `in` / `out` channels.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import functools
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .memory import libc_function
 
 LRELU_SLOPE = 0.2  # negative slope of the fused leaky ReLU
 LRELU_GAIN = math.sqrt(2.0)  # output gain of the fused leaky ReLU (keeps unit variance)
@@ -146,11 +146,8 @@ def reuse_freed_memory(max_bytes: int = KEEP_FREED_BYTES) -> bool:
     rather than returned to the OS), so it is opt-in: call once at start-up. Returns False
     where unsupported (not glibc).
     """
-    try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
-    except (OSError, AttributeError, TypeError):
-        return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, max_bytes)) and bool(
+    mallopt = libc_function("mallopt")
+    return mallopt is not None and bool(mallopt(_M_MMAP_THRESHOLD, max_bytes)) and bool(
         mallopt(_M_TRIM_THRESHOLD, max_bytes))
 
 
