@@ -16,6 +16,7 @@ import json
 import logging
 import re
 import time
+from collections.abc import Iterable
 
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -84,11 +85,18 @@ class SafeResponses:
         connection = HTTPConnection(scope)
         detail = TEXT[language(connection)]["unknown_event"].format(  # type: ignore[arg-type]
             event=name[:40])
-        body = json.dumps({"detail": detail}).encode()
-        await send({"type": "http.response.start", "status": 404, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-            (b"connection", b"close"), NOSNIFF]})  # the body is not read
-        await send({"type": "http.response.body", "body": body})
+        await send_detail(send, 404, detail, [NOSNIFF])
+
+
+async def send_detail(send: Send, status: int, detail: str,
+                      headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
+    """Answer a request from ASGI middleware with `{"detail": detail}`, as FastAPI answers an
+    HTTPException, closing the connection (the request's body is not read)."""
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"), *headers]})
+    await send({"type": "http.response.body", "body": body})
 
 
 class QuietRepeats(logging.Filter):

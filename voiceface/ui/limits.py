@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import json
 import time
 import weakref
 from typing import Any
@@ -43,6 +42,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..proxies import TrustedProxies
 from .common import MAX_FILE_BYTES, language
+from .hardening import send_detail
 from .text import TEXT
 
 QUEUE_SIZE = 32  # model events waiting, everyone's together
@@ -259,9 +259,5 @@ class BodyLimits:
     async def _refuse(refused: Refused, connection: HTTPConnection, send: Send) -> None:
         error = refusal(refused.status, refused.key, connection,
                         retry=refused.status == 429, **refused.values)
-        headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
-        headers += [(k.lower().encode(), v.encode()) for k, v in (error.headers or {}).items()]
-        body = json.dumps({"detail": error.detail}).encode()
-        await send({"type": "http.response.start", "status": refused.status,
-                    "headers": headers + [(b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+        await send_detail(send, refused.status, error.detail, [
+            (k.lower().encode(), v.encode()) for k, v in (error.headers or {}).items()])
