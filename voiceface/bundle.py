@@ -28,6 +28,10 @@ face2voice/ are caches built for the models it names, "backbone" among them (see
      "face_traits": {"name_or_path": "openai/clip-vit-base-patch16", "revision": "57c2164..."},
                                           a personas bundle's face-trait model (apparent
                                           sex agreeing with the voice: persona_cache)
+     "persona_caches": {"repo": "USER/NAME", "revision": "<40 hex digits>"},
+                                          a personas bundle's caches prebuilt and published
+                                          (`python -m voiceface publish-personas`): a Hub
+                                          repo at a commit, or a local folder (no revision)
      "test_weights": false}               tiny random models (the app says so)
 
 Relative model paths are looked up inside the bundle first (`BundleSpec.locate`). Reading a
@@ -39,6 +43,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -72,11 +77,13 @@ ENCODER_KEYS = {"name_or_path": (str,), "revision": (str, None), "layer": (int,)
 GENERATOR_KEYS = {"name_or_path": (str,), "filename": (str, None), "revision": (str, None)}
 BACKBONE_KEYS = {"name_or_path": (str,), "revision": (str, None)}
 FACE_TRAITS_KEYS = BACKBONE_KEYS
+PERSONA_CACHES_KEYS = {"repo": (str,), "revision": (str, None)}
+COMMIT = re.compile(r"[0-9a-f]{40}")  # a Hub commit: a branch or a tag can move
 BUNDLE_KEYS = {"format_version": (int,), "description": (str,), "encoder": (dict,),
                "generator": (dict,), "truncation": _NUMBER, "truncation_centre": (str,),
                OLD_CENTRE_KEY: (str,),
                "personas": (str,), "far": _NUMBER, "backbone": (dict,), "face_traits": (dict,),
-               "test_weights": (bool,)}
+               "persona_caches": (dict,), "test_weights": (bool,)}
 
 
 class BundleError(ValueError):
@@ -157,6 +164,36 @@ class FaceTraitsSpec:
 
 
 @dataclass(frozen=True)
+class PersonaCachesSpec:
+    """Where a personas bundle's caches come prebuilt (`voiceface.prebuilt`): a Hub repo at a
+    pinned commit, or a local folder (relative: in the bundle) standing in for one."""
+
+    repo: str
+    revision: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: object, root: Path | None = None,
+                  where: str = 'bundle.json "persona_caches"') -> PersonaCachesSpec:
+        """From a `bundle.json` "persona_caches" object; `BundleError` for wrong keys or types,
+        no "repo", or a Hub repo without a commit (40 hex digits) as its "revision"."""
+        given = _checked(data, where, PERSONA_CACHES_KEYS)
+        if not given.get("repo"):
+            raise BundleError(f'{where} has no "repo"; name the Hub repo USER/NAME that '
+                              "`python -m voiceface publish-personas` uploaded to.")
+        spec = cls(**given)
+        local = Path(spec.repo).expanduser().is_absolute() or (
+            root is not None and (root / spec.repo).is_dir()) or Path(spec.repo).is_dir()
+        if spec.revision is None and not local:
+            raise BundleError(f'{where} names the Hub repo {spec.repo!r} without a "revision"; '
+                              "pin the commit `publish-personas` printed (40 hex digits).")
+        if spec.revision is not None and not COMMIT.fullmatch(spec.revision):
+            raise BundleError(f'{where} "revision" is {spec.revision!r}; give the full commit '
+                              "(40 lowercase hex digits) `publish-personas` printed, not a "
+                              "branch or tag, which can move.")
+        return spec
+
+
+@dataclass(frozen=True)
 class BundleSpec:
     """A bundle's `bundle.json`, typed and checked, with what it implies: where the bundle is
     (`root`; None for a pipeline assembled in code) and its example recordings."""
@@ -172,6 +209,7 @@ class BundleSpec:
     far: float = FALSE_ALARM_RATE  # target false-alarm rate of a personas gallery
     backbone: BackboneSpec = BackboneSpec()  # a personas bundle's face-to-voice features
     face_traits: FaceTraitsSpec = FaceTraitsSpec()  # a personas bundle's face-trait model
+    persona_caches: PersonaCachesSpec | None = None  # a personas bundle's prebuilt caches
     test_weights: bool = False  # tiny random models: results mean nothing
     examples: tuple[Path, ...] = ()  # example recordings: `voices/`, or a few personas'
 
@@ -196,6 +234,9 @@ class BundleSpec:
         if self.personas == "":
             raise BundleError('personas is empty; name the personas folder (e.g. '
                               '"../assets/personas"), or leave the key out.')
+        if self.persona_caches is not None and self.personas is None:
+            raise BundleError('persona_caches names prebuilt caches of personas, but the bundle '
+                              'names no "personas" folder; remove "persona_caches".')
 
     @classmethod
     def read(cls, root: str | Path) -> BundleSpec:
@@ -241,6 +282,8 @@ class BundleSpec:
             given["backbone"] = BackboneSpec.from_dict(given["backbone"])
         if "face_traits" in given:
             given["face_traits"] = FaceTraitsSpec.from_dict(given["face_traits"])
+        if "persona_caches" in given:
+            given["persona_caches"] = PersonaCachesSpec.from_dict(given["persona_caches"], root)
         spec = cls(root=root, **given)
         return replace(spec, examples=spec._find_examples())
 

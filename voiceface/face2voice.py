@@ -198,7 +198,8 @@ class FaceToVoice:
         mapper = VoiceToLatent.from_pretrained(directory, encoder_fingerprint=encoder_fingerprint,
                                                generator_fingerprint=generator_fingerprint) \
             if (directory / MAPPER_CONFIG).is_file() else None
-        return cls(backbone, source, spec["ids"], np.load(directory / FEATURES_FILE), mapper,
+        features = np.load(directory / FEATURES_FILE, allow_pickle=False)
+        return cls(backbone, source, spec["ids"], features, mapper,
                    encoder_fingerprint=encoder_fingerprint,
                    generator_fingerprint=generator_fingerprint)
 
@@ -290,7 +291,7 @@ def evaluate_bundle(index: str | os.PathLike, gallery: Gallery, *, folds: int = 
                         "rebuild it to evaluate the reverse direction"}
     ids = json.loads((directory / CONFIG_FILE).read_text())["ids"]
     rows = [j for j, i in enumerate(ids) if i in gallery]
-    features = np.load(directory / FEATURES_FILE)[rows]
+    features = np.load(directory / FEATURES_FILE, allow_pickle=False)[rows]
     ids = [ids[j] for j in rows]
     voices = np.stack([gallery.embedding(i) for i in ids]) if ids else np.zeros((0, gallery.dim))
     return evaluate_reverse(ids, features, voices, folds=folds, seed=seed, progress=progress)

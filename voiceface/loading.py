@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import hub
@@ -96,19 +96,25 @@ def prepare_derived(spec: BundleSpec, encoder: VoiceEncoder, generator: Generato
     """The directory holding the bundle's `gallery/`, `mapper/` and `face2voice/` for these
     models: the bundle itself, or for a personas bundle their caches in `cache_dir()`, built
     on first use with the bundle's backbone and face-trait model (minutes with full-size models;
-    `voiceface.persona_cache.persona_bundle`)."""
+    `voiceface.persona_cache.persona_bundle`), or installed from the prebuilt caches the
+    bundle names ("persona_caches") when they were built for these models."""
     if spec.personas_dir is None:
         return spec.root
     # imported here: building loads OpenCV (face to voice), which a built bundle never needs
     from .persona_cache import persona_bundle
 
+    caches = spec.persona_caches
+    if caches is not None:  # a local folder standing in for the repo: relative to the bundle
+        caches = replace(caches, repo=spec.locate(caches.repo))
     return persona_bundle(
         spec.personas_dir, encoder, generator, generator_fingerprint, cache_dir(),
         far=spec.far, truncation=spec.truncation, truncation_centre=spec.truncation_centre,
         backbone=spec.locate(spec.backbone.name_or_path),
         backbone_revision=spec.backbone.revision,
         face_traits=spec.locate(spec.face_traits.name_or_path),
-        face_traits_revision=spec.face_traits.revision, progress=progress)
+        face_traits_revision=spec.face_traits.revision,
+        prebuilt_caches=caches,
+        progress=progress)
 
 
 def spec_generator(spec: BundleSpec) -> tuple[Generator, str]:

@@ -4,7 +4,8 @@ for the recipe every bundle shares (`voiceface.assemble`).
 Embeddings, the search index, latents, face renders, the mapper and face to voice depend on
 the encoder, the generator and the perceptual backbone, so they are caches: `persona_bundle`
 builds them once per (personas, encoder, generator, backbone, truncation and its centre)
-fingerprint into a writable directory and reuses them on the next start.
+fingerprint into a writable directory and reuses them on the next start, or installs them
+prebuilt from a Hub repo the bundle pins, when built for the same (`voiceface.prebuilt`).
 Each persona has one recording, split in time as `build` splits a single recording
 (`voiceface.voice.split_for_evaluation`: the first 70 %, about 7 s, and the last 30 %, about
 3 s, each one encoder window); the gallery pools both parts' windows.
@@ -55,11 +56,13 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from . import hub, storage
+from . import hub, prebuilt, storage
 from .assemble import Enrollee, Models, assemble
 from .audio import AudioError, load_audio
+from .bundle import PersonaCachesSpec
 from .face_traits import FaceTraitModel, FaceTraits, traits_fingerprint
 from .invert import Backbone
+from .loading import load_derived
 from .mapper import SMALL_MAPPER
 from .personas import load_personas, personas_fingerprint
 from .population import POPULATION, population_centre
@@ -82,7 +85,9 @@ def persona_bundle(root: str | Path, encoder: VoiceEncoder, generator: Generator
                    generator_fingerprint: str, cache: str | Path, *, truncation: float,
                    truncation_centre: str = POPULATION, far: float = FALSE_ALARM_RATE,
                    backbone: str, backbone_revision: str | None, face_traits: str,
-                   face_traits_revision: str | None, progress: bool = True) -> Path:
+                   face_traits_revision: str | None,
+                   prebuilt_caches: PersonaCachesSpec | None = None,
+                   progress: bool = True) -> Path:
     """The directory holding `gallery/`, `mapper/` and `face2voice/` of the personas for
     these models.
 
@@ -96,6 +101,11 @@ def persona_bundle(root: str | Path, encoder: VoiceEncoder, generator: Generator
     `face_traits_revision`, which chooses the faces: see the module docstring), the
     truncation, its centre, the thresholds' target false-alarm rate `far` and how voice
     traits are measured; later calls, and later processes, reuse it.
+
+    `prebuilt_caches` (a Hub repo at a commit, or a local folder: `voiceface.prebuilt`) are
+    installed instead of building when they were built for exactly this key's models,
+    personas and settings; when they cannot be used (not reachable, built for others, of
+    another cache format, damaged) one warning says why and the caches are built.
     """
     root = Path(root)
     if hub.is_local(backbone):  # face2voice/ names it: a path that holds from any directory
@@ -104,30 +114,59 @@ def persona_bundle(root: str | Path, encoder: VoiceEncoder, generator: Generator
                                                        "perceptual backbone").fingerprint
     traits_source = hub.resolve_safetensors_dir(face_traits, face_traits_revision,
                                                 "face-trait model")
-    key = hashlib.sha256(json.dumps([CACHE_FORMAT_VERSION, personas_fingerprint(root),
-                                     encoder.fingerprint, generator_fingerprint,
-                                     backbone, backbone_fingerprint,
-                                     traits_fingerprint(traits_source.fingerprint), truncation,
-                                     truncation_centre, far, voice_traits_fingerprint()]
-                                    ).encode()).hexdigest()[:16]
+    made_for = {"cache_format_version": CACHE_FORMAT_VERSION,
+                "personas": personas_fingerprint(root), "encoder": encoder.fingerprint,
+                "generator": generator_fingerprint, "backbone": backbone,
+                "backbone_fingerprint": backbone_fingerprint,
+                "face_traits": traits_fingerprint(traits_source.fingerprint),
+                "truncation": truncation, "truncation_centre": truncation_centre, "far": far,
+                "voice_traits": voice_traits_fingerprint()}
+    key = hashlib.sha256(json.dumps(list(made_for.values())).encode()).hexdigest()[:16]
     parent = Path(cache) / "personas"
     target = parent / key
     with storage.locked(parent):
         if (target / "mapper").is_dir():
+            if not (target / prebuilt.MANIFEST).is_file():  # built before caches said so
+                prebuilt.record(target, key, made_for)
             return target
-        print(f"Building the persona gallery for these models (first start only) in {target}",
-              file=sys.stderr)
         work = parent / f".{key}.{uuid.uuid4().hex[:8]}.tmp"
         try:
-            _build(root, encoder, generator, generator_fingerprint, work, far, truncation,
-                   truncation_centre, {"name_or_path": backbone, "revision": backbone_revision},
-                   FaceTraitModel.from_pretrained(face_traits, face_traits_revision), progress)
+            if prebuilt_caches is None or not _install(prebuilt_caches, made_for, work,
+                                                       encoder.fingerprint,
+                                                       generator_fingerprint):
+                print(f"Building the persona gallery for these models (first start only) in "
+                      f"{target}", file=sys.stderr)
+                _build(root, encoder, generator, generator_fingerprint, work, far, truncation,
+                       truncation_centre,
+                       {"name_or_path": backbone, "revision": backbone_revision},
+                       FaceTraitModel.from_pretrained(face_traits, face_traits_revision),
+                       progress)
+                prebuilt.record(work, key, made_for)
             shutil.rmtree(target, ignore_errors=True)
             work.rename(target)
             storage.fsync_path(parent)
         finally:
             shutil.rmtree(work, ignore_errors=True)
     return target
+
+
+def _install(source: PersonaCachesSpec, made_for: dict, work: Path, encoder_fingerprint: str,
+             generator_fingerprint: str) -> bool:
+    """Whether the prebuilt caches at `source` were installed into `work` and read back by the
+    loaders a start uses; when not, `work` is left empty and a warning says why."""
+    where = source.repo + (f"@{source.revision}" if source.revision else "")
+    try:
+        prebuilt.install(source.repo, source.revision, made_for, work)
+        load_derived(work, encoder_fingerprint, generator_fingerprint)
+    except Exception as err:  # whatever is wrong with a download, building is the fallback:
+        # a start never fails for prebuilt caches
+        shutil.rmtree(work, ignore_errors=True)
+        why = str(err) if isinstance(err, prebuilt.Unusable) else f"{type(err).__name__}: {err}"
+        log.warning("Not using the prebuilt persona caches in %s: %s. Building them instead.",
+                    where, why.rstrip("."))
+        return False
+    print(f"Installed the prebuilt persona caches from {where}", file=sys.stderr)
+    return True
 
 
 def voice_sex(persona: dict, wav: np.ndarray) -> tuple[str | None, str | None]:
