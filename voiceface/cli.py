@@ -154,6 +154,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--dry-run", action="store_true", help="only list what would be uploaded")
     p.set_defaults(run=_publish)
 
+    p = commands.add_parser("publish-personas",
+                            help="build (or reuse) a personas bundle's caches for its models and "
+                                 "upload them to a Hub model repo; prints the commit to pin")
+    p.add_argument("repo", nargs="?", help="model repo USER/NAME")
+    p.add_argument("--bundle", type=Path, default=Path("index"),
+                   help="the personas bundle (default: index/)")
+    p.add_argument("--public", action="store_true", help="make the repo public (default private)")
+    p.add_argument("--to-dir", type=Path, default=None,
+                   help="write the files to this folder instead of the Hub (a local stand-in "
+                        "a bundle can name as its persona_caches repo)")
+    p.add_argument("--dry-run", action="store_true", help="only list what would be uploaded")
+    p.set_defaults(run=_publish_personas)
+
     p = commands.add_parser("bench", help="time every stage, cold start and memory on this machine")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--quick", action="store_true", help="tiny dev models, few runs (a smoke test)")
@@ -304,6 +317,39 @@ def _publish(args: argparse.Namespace) -> int:
         return 0
     for url in publish(plan):
         print(f"committed {url}")
+    return 0
+
+
+def _publish_personas(args: argparse.Namespace) -> int:
+    from .bundle import BundleSpec
+    from .loading import load_models, prepare_derived
+    from .publish import (PublishError, plan_persona_caches, publish_persona_caches,
+                          write_plan)
+
+    if (args.repo is None) == (args.to_dir is None):
+        raise PublishError("Give the model repo USER/NAME to upload to, or --to-dir DIR to "
+                           "write the files to a folder (not both).")
+    if args.repo is not None and (args.repo.count("/") != 1 or not all(args.repo.split("/"))):
+        raise PublishError(f"{args.repo!r} is not a Hub repo id; write it as USER/NAME.")
+    spec = BundleSpec.read(args.bundle)
+    if spec.personas_dir is None:
+        raise PublishError(f"{args.bundle} is not a personas bundle (its bundle.json names no "
+                           '"personas"): its gallery is the bundle itself; publish it with '
+                           "`python -m voiceface publish`.")
+    encoder, generator, fingerprint = load_models(spec)
+    cache = prepare_derived(spec, encoder, generator, fingerprint)
+    plan = plan_persona_caches(cache, args.repo or str(args.to_dir), private=not args.public)
+    print(plan.describe())
+    if args.dry_run:
+        print("dry run: nothing was uploaded")
+    elif args.to_dir is not None:
+        written = write_plan(plan, args.to_dir)
+        print(f"wrote {len(written)} files to {args.to_dir}; a bundle names it with "
+              f'"persona_caches": {{"repo": "{args.to_dir.resolve()}"}}')
+    else:
+        revision = publish_persona_caches(plan)
+        print(f'revision {revision}; pin it in bundle.json: "persona_caches": '
+              f'{{"repo": "{args.repo}", "revision": "{revision}"}}')
     return 0
 
 

@@ -15,6 +15,10 @@ the people folder's path. No uploaded file may contain that path or the bundle's
 that would upload one is refused.
 The default personas' synthetic text-to-speech voices are their definition, not anyone's
 voice, so a personas bundle carries them.
+
+A personas bundle's caches, built for its models, go to a model repo of their own with
+`plan_persona_caches` and `publish_persona_caches` (which returns the commit a bundle pins;
+`voiceface.prebuilt` installs them at start).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import prebuilt, storage
 from .audio import AUDIO_SUFFIXES
 from .build import REPORT_FILE, WINDOWS_FILE, WINDOWS_INDEX
 from .gallery import Gallery
@@ -156,20 +161,67 @@ def publish(plan: PublishPlan, api=None) -> list[str]:
     """Carry out a plan: create the repos (exist_ok), one commit per repo, set variables.
     Returns the URLs of the commits. `api` is a `huggingface_hub.HfApi` (default: a new one,
     using the logged-in token)."""
+    return [info.commit_url for info in
+            _commit(plan, api, "Publish with `python -m voiceface publish`")]
+
+
+def _commit(plan: PublishPlan, api, message: str) -> list:
+    """`publish`'s work; the commits' `huggingface_hub.CommitInfo`s."""
     from huggingface_hub import CommitOperationAdd, HfApi
 
     api = api or HfApi()
-    urls = []
+    commits = []
     for repo_id, repo_type, files in plan.targets():
         api.create_repo(repo_id, repo_type=repo_type, private=plan.private, exist_ok=True,
                         **({"space_sdk": "gradio"} if repo_type == "space" else {}))
         operations = [CommitOperationAdd(u.path_in_repo, u.data()) for u in files]
-        info = api.create_commit(repo_id, operations, repo_type=repo_type,
-                                 commit_message="Publish with `python -m voiceface publish`")
-        urls.append(info.commit_url)
+        commits.append(api.create_commit(repo_id, operations, repo_type=repo_type,
+                                         commit_message=message))
     for key, value in plan.variables.items():
         api.add_space_variable(plan.space, key, value)
-    return urls
+    return commits
+
+
+def plan_persona_caches(cache: str | Path, repo: str, private: bool = True) -> PublishPlan:
+    """What `publish-personas` uploads to the model repo `repo` (or writes to a folder standing
+    in for it, `write_plan`): the persona caches in the directory `cache`
+    (`voiceface.loading.prepare_derived` of a personas bundle) and their manifest
+    (`voiceface.prebuilt.MANIFEST`: what they were built for, every file's size and sha256).
+    Refused when a file holds the cache's local path."""
+    cache = Path(cache).resolve()
+    made = prebuilt.manifest(cache)
+    plan = PublishPlan(repo, None, private)
+    plan.uploads += [Upload(repo, "model", relative, source=cache / relative)
+                     for relative in made["files"]]
+    plan.uploads.append(Upload(repo, "model", prebuilt.MANIFEST, content=_json_bytes(made)))
+    local = [name for name, value in made["made_for"].items()
+             if isinstance(value, str) and value.startswith(("local:", "/"))]
+    if local:
+        plan.notes.append(f"built for local files ({', '.join(local)}): only a start with the "
+                          "same files uses these caches; build with Hub models to share them")
+    _check_no_local_paths(plan, [str(cache)])
+    return plan
+
+
+def publish_persona_caches(plan: PublishPlan, api=None) -> str:
+    """Upload a `plan_persona_caches` plan to the Hub in one commit; its commit (40 hex
+    digits), the revision a bundle pins."""
+    (info,) = _commit(plan, api, "Persona caches from `python -m voiceface publish-personas`")
+    return info.oid
+
+
+def write_plan(plan: PublishPlan, directory: str | Path) -> list[Path]:
+    """Write the files of `plan`'s model repo into `directory` instead of uploading them (a
+    local folder a bundle can name in place of the repo); the files written."""
+    written = []
+    for upload in plan.uploads:
+        if upload.repo_id == plan.repo and upload.repo_type == "model":
+            target = Path(directory) / upload.path_in_repo
+            target.parent.mkdir(parents=True, exist_ok=True)
+            data = upload.data()
+            written.append(storage.write_bytes(
+                target, data if isinstance(data, bytes) else data.read_bytes()))
+    return written
 
 
 def _check_consent(root: Path) -> None:
@@ -299,19 +351,24 @@ def _add_space(plan: PublishPlan, space: str, spec: dict, personas_dir: Path | N
     else:
         raise PublishError("A Space needs a bundle on the Hub to point at: publish a built "
                            "bundle with --repo USER/NAME together with --space.")
+    caches = spec.get("persona_caches") or {}  # a Hub repo pins a revision; a folder does not
+    caches = caches.get("repo") if personas_dir and caches.get("revision") else None
     plan.uploads.append(Upload(space, "space", SPACE_CARD,
-                               content=_space_readme(app_dir, space, plan.repo)))
+                               content=_space_readme(app_dir, space, plan.repo, caches)))
 
 
-def _space_readme(app_dir: Path, space: str, repo: str | None) -> bytes:
-    """The app's README (its Space card) with the Space's title, and the bundle repo
-    preloaded."""
+def _space_readme(app_dir: Path, space: str, repo: str | None,
+                  persona_caches: str | None = None) -> bytes:
+    """The app's README (its Space card) with the Space's title, and the bundle repo and the
+    prebuilt persona caches' repo preloaded (the whole repo: the card's preload list pins
+    no revision without naming every file; the start downloads the bundle's pinned commit,
+    from this preload when it is the repo's newest)."""
     text = (app_dir / SPACE_CARD).read_text()
     _, front, body = text.split("---\n", 2)
     lines = front.splitlines()
     lines = [f"title: {space.split('/')[1]}" if line.startswith("title:") else line
              for line in lines]
-    if repo:
-        lines.insert(lines.index("models:") + 1, f"  - {repo}")
-        lines.insert(lines.index("preload_from_hub:") + 1, f"  - {repo}")
+    for preloaded in filter(None, (repo, persona_caches)):
+        lines.insert(lines.index("models:") + 1, f"  - {preloaded}")
+        lines.insert(lines.index("preload_from_hub:") + 1, f"  - {preloaded}")
     return ("---\n" + "\n".join(lines) + "\n---\n" + body).encode()
