@@ -274,3 +274,12 @@ def test_the_space_card_preloads_the_prebuilt_caches_the_bundle_names(tmp_path):
     assert "  - me/caches" in preload[:2] and "  - me/caches" in models[:2]
     (bundle_json,) = [u.content for u in plan.uploads if u.path_in_repo == "index/bundle.json"]
     assert json.loads(bundle_json)["persona_caches"] == {"repo": "me/caches", "revision": SHA}
+
+
+def test_publish_personas_refuses_unclear_targets_and_built_bundles(dev_bundle, capsys):
+    for argv, why in ((["publish-personas"], "or --to-dir DIR"),
+                      (["publish-personas", "caches"], "not a Hub repo id"),
+                      (["publish-personas", "me/c", "--bundle", str(dev_bundle)],
+                       "not a personas bundle")):
+        assert cli.main(argv) == cli.EXIT_BAD_INPUT
+        assert why in capsys.readouterr().err
