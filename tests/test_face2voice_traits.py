@@ -17,7 +17,9 @@ import pytest
 import torch
 from transformers import CLIPModel
 
+from browser import browser_page, open_tab
 from conftest import PHOTO, REPO, serve_with_cache
+from test_app import CLIPPED
 from test_visitors import call, client, file_ref, upload
 from voiceface import face_traits as face_traits_module
 from voiceface.bundle import BUNDLE_FILE, BundleSpec
@@ -203,18 +205,42 @@ def test_the_line_reads_as_a_sentence_with_the_voices_counted():
                                                     TEXT["en"])
 
 
+@pytest.fixture(scope="module")
+def server(traits_bundle, tmp_path_factory):
+    with serve_with_cache(traits_bundle, tmp_path_factory.mktemp("traits-app")) as app:
+        yield app
+
+
 @pytest.mark.slow
-def test_face2voice_over_http_returns_the_face_s_traits_and_the_page_says_them(
-        traits_bundle, tmp_path):
-    with serve_with_cache(traits_bundle, tmp_path) as app:
-        http = client(app["url"])
-        photo = upload(http, PHOTO)
-        kind, [summary] = call(http, "face2voice", [file_ref(photo)])
-        assert kind == "complete", summary
-        assert summary["face_traits"]["apparent_sex"] == "female"
-        assert summary["face_traits"]["age_band"] == "young adult"
-        assert summary["face_traits"]["sex_confidence"] == pytest.approx(SURE, abs=0.01)
-        http.headers["Accept-Language"] = "ja"
-        kind, (_, _, said) = call(http, "face2voice_ui", [file_ref(photo)])
-        assert kind == "complete", said
-        assert said.startswith("**あなたの写真：** 女性の顔に見えます（確信度85%）。13〜35歳"), said
+def test_face2voice_over_http_returns_the_face_s_traits_and_the_page_says_them(server):
+    http = client(server["url"])
+    photo = upload(http, PHOTO)
+    kind, [summary] = call(http, "face2voice", [file_ref(photo)])
+    assert kind == "complete", summary
+    assert summary["face_traits"]["apparent_sex"] == "female"
+    assert summary["face_traits"]["age_band"] == "young adult"
+    assert summary["face_traits"]["sex_confidence"] == pytest.approx(SURE, abs=0.01)
+    http.headers["Accept-Language"] = "ja"
+    kind, (_, _, said) = call(http, "face2voice_ui", [file_ref(photo)])
+    assert kind == "complete", said
+    assert said.startswith("**あなたの写真：** 女性の顔に見えます（確信度85%）。13〜35歳"), said
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+@pytest.mark.parametrize("locale", ["en-US", "ja-JP"])
+def test_a_phone_shows_the_line_whole_under_the_voices(server, locale):
+    english = locale == "en-US"
+    with browser_page(server["url"], locale=locale) as page:
+        open_tab(page, "Face to voice" if english else "顔から声へ")
+        with page.expect_response(lambda r: "/gradio_api/upload" in r.url, timeout=30_000):
+            page.locator("#f2v-photo input[type=file]").set_input_files(str(PHOTO))
+        page.locator("#f2v-submit").click()
+        line = page.locator("#f2v-traits")
+        line.filter(has_text="85%").wait_for(timeout=120_000)
+        said = line.inner_text()
+        assert ("Your photo: the face looks female (85% sure)" if english
+                else "あなたの写真： 女性の顔に見えます（確信度85%）") in " ".join(said.split())
+        assert line.locator("*").evaluate_all(CLIPPED) == []
+        voices = page.locator("#f2v-voices").bounding_box()
+        assert line.bounding_box()["y"] > voices["y"] + voices["height"]  # under the voices
