@@ -12,7 +12,12 @@ face-to-voice model is fitted on the same full-size random backbone (its voice e
 generator stay tiny: a face query does not run them), app.py on 127.0.0.1, and the photo sent
 to `/face2voice` with gradio_client, upload included: the first request (which loads the
 face-to-voice model), then the median and p95 of the rest.
-Usage (repository root): python -m benchmarks.face2voice [--threads 2] [--repeats 10] [--app]
+
+With `--face-traits`, each query also reads the face's apparent sex and age band with a CLIP
+ViT-B/16-sized face-trait model (random weights; the stage "traits"), as the app does when
+its bundle has one; its load (at a query's first face, in the app) is timed apart.
+Usage (repository root):
+    python -m benchmarks.face2voice [--threads 2] [--repeats 10] [--app] [--face-traits]
 """
 
 from __future__ import annotations
@@ -25,9 +30,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.face_traits import CLIP_B16
 from benchmarks.invert import DINOV2_SMALL
-from voiceface.devbundle import DEV_PHOTO, write_dev_bundle, write_random_backbone
+from voiceface.devbundle import (DEV_PHOTO, write_dev_bundle, write_random_backbone,
+                                 write_random_face_traits)
 from voiceface.face2voice import FaceToVoice
+from voiceface.face_traits import FaceTraitModel
 from voiceface.faces import DEFAULT_SIZE, align_face
 from voiceface.gallery import Gallery
 from voiceface.invert import Backbone
@@ -44,6 +52,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--people", type=int, default=48)
     parser.add_argument("--app", action="store_true", help="also time through app.py")
+    parser.add_argument("--face-traits", action="store_true",
+                        help="also read the face's traits (CLIP ViT-B/16-sized, random)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
@@ -66,8 +76,16 @@ def main() -> None:
           f"backbone at {backbone.side} px, random weights; {args.people} people "
           f"(features + reverse mapper fitted in {fit:.1f} s); {args.repeats} runs after a "
           "warm-up")
-    f2v(PHOTO, gallery)
-    runs = [f2v(PHOTO, gallery).timings for _ in range(args.repeats)]
+    traits = None
+    if args.face_traits:
+        with tempfile.TemporaryDirectory() as tmp:
+            clip = write_random_face_traits(Path(tmp) / "clip", config=CLIP_B16)
+            start = time.perf_counter()
+            traits = FaceTraitModel.from_pretrained(clip, None)
+            print(f"face-trait model (CLIP ViT-B/16-sized, random) loaded, its sentences "
+                  f"embedded, in {time.perf_counter() - start:.1f} s")
+    f2v(PHOTO, gallery, face_traits=traits)
+    runs = [f2v(PHOTO, gallery, face_traits=traits).timings for _ in range(args.repeats)]
     print(f"{'stage':>9} {'median':>8} {'p95':>8}")
     for stage in runs[0]:
         values = [run[stage] for run in runs]

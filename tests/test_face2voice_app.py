@@ -48,6 +48,7 @@ def test_client_face2voice_answers_as_the_library_does(server, dev_bundle):
     assert summary["matches"][0]["name"].startswith("Test person")
     assert summary["method"] == "mapper" and summary["test_weights"] is True
     assert set(summary["timings"]) == {"align", "features", "map", "search", "total"}
+    assert summary["face_traits"] is None  # the dev bundle names no face-trait model
 
 
 @pytest.mark.slow

@@ -210,6 +210,7 @@ class BundleSpec:
     backbone: BackboneSpec = BackboneSpec()  # a personas bundle's face-to-voice features
     face_traits: FaceTraitsSpec = FaceTraitsSpec()  # a personas bundle's face-trait model
     persona_caches: PersonaCachesSpec | None = None  # a personas bundle's prebuilt caches
+    face_traits_named: bool = False  # bundle.json or an override names it (not the default)
     test_weights: bool = False  # tiny random models: results mean nothing
     examples: tuple[Path, ...] = ()  # example recordings: `voices/`, or a few personas'
 
@@ -284,7 +285,7 @@ class BundleSpec:
             given["face_traits"] = FaceTraitsSpec.from_dict(given["face_traits"])
         if "persona_caches" in given:
             given["persona_caches"] = PersonaCachesSpec.from_dict(given["persona_caches"], root)
-        spec = cls(root=root, **given)
+        spec = cls(root=root, face_traits_named="face_traits" in given, **given)
         return replace(spec, examples=spec._find_examples())
 
     @property
@@ -329,7 +330,15 @@ class BundleSpec:
         if generator:
             gen = GeneratorSpec(generator, generator_file or DEFAULT_GENERATOR_FILE,
                                 generator_revision)
-        return replace(self, encoder=enc, generator=gen, backbone=back, face_traits=traits)
+        return replace(self, encoder=enc, generator=gen, backbone=back, face_traits=traits,
+                       face_traits_named=self.face_traits_named or bool(face_traits))
+
+    @property
+    def face_trait_model(self) -> FaceTraitsSpec | None:
+        """The face-trait model that reads visitors' photos in face to voice: a personas
+        bundle's (its caches were made with it), or the one bundle.json or an override names;
+        None for a built bundle that names none (nothing is fetched it did not ask for)."""
+        return self.face_traits if self.synthetic_personas or self.face_traits_named else None
 
     def voice_samples(self) -> dict[str, Path]:
         """Recordings of the bundle's people that may be played to visitors, by person id:

@@ -11,6 +11,9 @@
    the kNN blend (the voices of the people whose faces are most similar, weighted by
    softmax(similarity / T)); renormalised to unit length.
 4. Search the gallery's voices with it, as a voice query is searched.
+5. With a face-trait model (`voiceface.face_traits`; the pipeline's, when its bundle names
+   one), read the aligned face's apparent sex and age band, and look up the apparent sex
+   of each suggested voice as the gallery recorded it (`extra["voice_traits"]`).
 
 Why backbone features and not the inverted W latent (or both): the target is an answer in
 3 s on 2 CPU cores. A query's latent costs an inversion, minutes on a CPU; the features cost
@@ -42,7 +45,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
@@ -55,6 +58,10 @@ from .invert import Backbone, image_tensor
 from .mapper import CONFIG_FILE as MAPPER_CONFIG
 from .mapper import SMALL_MAPPER, VoiceToLatent, knn_blend, train_mapper
 from .metrics import identity_folds, retrieval
+from .trait_inputs import TRAITS_KEY, record_apparent_sex
+
+if TYPE_CHECKING:  # the face-trait model is the caller's, loaded only when configured
+    from .face_traits import FaceTraitModel, FaceTraits
 
 FACE2VOICE_DIR = "face2voice"  # inside a bundle, beside mapper/
 CONFIG_FILE = "face2voice.json"
@@ -68,12 +75,17 @@ MAPPER, KNN, MEAN_VOICE = "mapper", "knn-blend", "mean-voice"
 @dataclass
 class FaceToVoiceResult:
     """What one face query returns: `matches` best first (voice similarity to the
-    predicted voice), how the voice was predicted, and seconds per stage."""
+    predicted voice), how the voice was predicted, and seconds per stage; with a face-trait
+    model, the face's apparent sex and age band, and each match's voice's apparent sex as
+    the gallery recorded it."""
 
     matches: list[Match]
     method: str  # "mapper" or "knn-blend"
     embedding: np.ndarray  # [D] the predicted voice embedding, unit length
     timings: dict[str, float] = field(default_factory=dict)
+    face_traits: FaceTraits | None = None  # None: no face-trait model was given
+    # per match: "female", "male", or None (unsure, or no voice traits recorded)
+    voice_sexes: list[str | None] = field(default_factory=list)
 
     def summary(self, test_weights: bool) -> dict:
         """The result for programs: the keys of `python -m voiceface face2voice --json` and
@@ -81,7 +93,8 @@ class FaceToVoiceResult:
         return {"matches": [m.summary() for m in self.matches],
                 "method": self.method, "timings": {k: round(v, 4) for k, v in
                                                    self.timings.items()},
-                "test_weights": test_weights}
+                "test_weights": test_weights,
+                "face_traits": self.face_traits.summary() if self.face_traits else None}
 
 
 @torch.inference_mode()
@@ -217,11 +230,13 @@ class FaceToVoice:
         voices = np.stack([gallery.embedding(self.ids[j]) for j in rows])
         return blend_voices(features, self.features[rows], voices), KNN
 
-    def __call__(self, photo: faces.ImageSource, gallery: Gallery, k: int = 5
-                 ) -> FaceToVoiceResult:
+    def __call__(self, photo: faces.ImageSource, gallery: Gallery, k: int = 5,
+                 face_traits: FaceTraitModel | None = None) -> FaceToVoiceResult:
         """A photo of one person (path, bytes, PIL image or RGB array) -> the `k` people of
-        `gallery` whose voices are nearest the voice predicted for it. Raises `FaceError`
-        (a ValueError) for a photo without exactly one face, or that is not an image."""
+        `gallery` whose voices are nearest the voice predicted for it; with `face_traits`,
+        also what that model reads in the aligned face and the matches' voices' apparent
+        sex. Raises `FaceError` (a ValueError) for a photo without exactly one face, or that
+        is not an image."""
         timings: dict[str, float] = {}
         clock = time.perf_counter()
 
@@ -243,8 +258,15 @@ class FaceToVoice:
         # 4. search the gallery's voices
         matches = gallery.search(embedding, k)
         lap("search")
+        # 5. what the face and the suggested voices show (apparent sex, age band)
+        traits, sexes = None, []
+        if face_traits is not None:
+            traits = face_traits([aligned])[0]
+            sexes = [record_apparent_sex(gallery.person(m.id).extra.get(TRAITS_KEY))
+                     for m in matches]
+            lap("traits")
         timings["total"] = sum(timings.values())
-        return FaceToVoiceResult(matches, method, embedding, timings)
+        return FaceToVoiceResult(matches, method, embedding, timings, traits, sexes)
 
 
 # ---------------------------------------------------------------------------- evaluation

@@ -27,7 +27,9 @@ embedded by `encoder`.
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -53,7 +55,10 @@ from .voice import VoiceEncoder
 
 if TYPE_CHECKING:  # face2voice loads OpenCV and the backbone: only at the first face query
     from .face2voice import FaceToVoice, FaceToVoiceResult
+    from .face_traits import FaceTraitModel
     from .faces import ImageSource
+
+log = logging.getLogger(__name__)
 
 DEFAULT_K = 5  # matches returned
 PREVIEW_RESOLUTION = 128  # px of the app's quick first face, before the full-size one
@@ -111,6 +116,9 @@ class VoiceFace:
         self.generator_fingerprint = generator_fingerprint or gallery.generator_fingerprint
         self.derived_dir = derived_dir
         self._face2voice: FaceToVoice | None = None  # loaded at the first face query
+        self._face_traits: FaceTraitModel | None = None  # loaded at the first face query ...
+        self._face_traits_tried = False  # ... once, even when it fails
+        self._face_traits_lock = threading.Lock()
 
     @property
     def state(self) -> GalleryState:
@@ -306,7 +314,33 @@ class VoiceFace:
                 self.derived_dir / FACE2VOICE_DIR, self.derived_dir,
                 encoder_fingerprint=self.encoder.fingerprint,
                 generator_fingerprint=self.generator_fingerprint)
-        return self._face2voice(photo, self.state.gallery, k)
+        return self._face2voice(photo, self.state.gallery, k, self.face_trait_model())
+
+    def face_trait_model(self) -> FaceTraitModel | None:
+        """The face-trait model that reads visitors' photos (`BundleSpec.face_trait_model`),
+        loaded once, at the first call (threads wait for one load); None when the bundle
+        names none, or when it cannot be loaded (one warning says why)."""
+        if not self._face_traits_tried:
+            with self._face_traits_lock:
+                if not self._face_traits_tried:
+                    self._face_traits = self._load_face_traits()
+                    self._face_traits_tried = True
+        return self._face_traits
+
+    def _load_face_traits(self) -> FaceTraitModel | None:
+        source = self.spec.face_trait_model
+        if source is None:
+            return None
+        from .face_traits import FaceTraitModel
+
+        try:
+            return FaceTraitModel.from_pretrained(self.spec.locate(source.name_or_path),
+                                                  source.revision)
+        except (OSError, ValueError, RuntimeError) as err:  # missing, offline, not a CLIP
+            log.warning("Face to voice answers without face traits: the face-trait model "
+                        "%s could not be loaded (%s). Check bundle.json \"face_traits\" or "
+                        "--face-traits.", source.name_or_path, err)
+            return None
 
     def centre(self, state: GalleryState | None = None) -> tuple[torch.Tensor, str]:
         """What faces are truncated toward, [style_dim] on the generator's device, and its kind:

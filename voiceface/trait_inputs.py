@@ -68,6 +68,14 @@ def record_features(record: dict | None) -> np.ndarray:
     return np.array([np.log(record["pitch_hz"]), record["sex_score"]])
 
 
+def record_apparent_sex(record: dict | None) -> str | None:
+    """A person's voice's apparent sex from their record (`person_traits`): the shipped
+    classifier's decision on their windows' mean P(male); None when unsure or unrecorded."""
+    if record is None:
+        return None
+    return classifier().decide(record["sex_score"] + 0.5)[0]
+
+
 def voice_traits_fingerprint() -> str:
     """How voice traits are measured: the pitch tracker's settings and the apparent-sex
     classifier's weights. Caches of trait features are keyed by it; mappers record it."""

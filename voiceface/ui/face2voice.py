@@ -51,6 +51,24 @@ element.addEventListener('click', event => {
 """
 
 
+def traits_text(result: FaceToVoiceResult, text: dict[str, str]) -> str:
+    """What the photo's face showed (apparent sex, age band) and the suggested voices'
+    apparent sex, in a sentence (Markdown); "" when no face-trait model read it."""
+    traits = result.face_traits
+    if traits is None:
+        return ""
+    sex = text[f"face_sex_{traits.apparent_sex or 'unsure'}"].format(
+        confidence=f"{traits.sex_confidence:.0%}")
+    age = text[f"face_age_{(traits.age_band or 'unsure').replace(' ', '_')}"].format(
+        confidence=f"{traits.age_confidence:.0%}")
+    voices = ""
+    if any(result.voice_sexes):  # nothing to count when no suggested voice's is known
+        voices = text["f2v_voice_sexes"].format(
+            female=result.voice_sexes.count("female"), male=result.voice_sexes.count("male"),
+            unsure=result.voice_sexes.count(None))
+    return text["face_traits"].format(sex=sex, age=age, voices=voices)
+
+
 def tab(ctx: Context) -> None:
     """Lay out the Face to voice tab and wire its events: `/face2voice_ui` (the page's
     button) and `/face2voice` (programs: a JSON summary)."""
@@ -77,7 +95,7 @@ def tab(ctx: Context) -> None:
             raise gr.Error(public(err, request), print_exception=False) from None
         return result, text
 
-    def show(photo: Any, request: gr.Request) -> tuple[str, str]:
+    def show(photo: Any, request: gr.Request) -> tuple[str, str, str]:
         result, text = answer(photo, request)
 
         def play(m: Match) -> str:
@@ -89,11 +107,13 @@ def tab(ctx: Context) -> None:
                     f'aria-label="{label}" title="{label}" data-src="{src}"></button>')
 
         return (similarity_bars(result.matches, play),
-                text["f2v_method"].format(method=text[f"f2v_method_{result.method}"]))
+                text["f2v_method"].format(method=text[f"f2v_method_{result.method}"]),
+                traits_text(result, text))
 
     def face2voice(photo: Any, request: gr.Request) -> dict[str, Any]:
         """A face photo in; the nearest voices (`matches`: id, name, score), how the voice
-        was predicted (`method`) and seconds per stage (`timings`) out."""
+        was predicted (`method`), seconds per stage (`timings`) and the face's apparent sex
+        and age band (`face_traits`, null without a face-trait model) out."""
         result, _ = answer(photo, request)
         return result.summary(vf.spec.test_weights)
 
@@ -105,9 +125,10 @@ def tab(ctx: Context) -> None:
     voices = gr.HTML(label=i18n("f2v_voices"), show_label=True, container=True,
                      css_template=VOICES_CSS, js_on_load=PLAYER_JS, elem_id="f2v-voices")
     method = gr.Markdown(elem_id="f2v-method")
+    traits = gr.Markdown(elem_id="f2v-traits")
     gr.Markdown(i18n("f2v_note"))
     summary = gr.JSON(visible=False)
-    submit.click(show, inputs=[photo], outputs=[voices, method],
+    submit.click(show, inputs=[photo], outputs=[voices, method, traits],
                  api_name="face2voice_ui", api_visibility="undocumented", preprocess=False,
                  **ctx.queue)
     # no trigger on the page: programs call it (see the main tab's `/predict`)

@@ -132,6 +132,21 @@ TEXT = {
         "f2v_method_mapper": "mapper (trained on the enrolled people's faces and voices)",
         "f2v_method_knn-blend": "kNN blend (the voices of the people whose faces look most "
                                 "alike; no trained mapper)",
+        "face_traits": "**Your photo:** {sex}; {age}. {voices}The voices are those that went "
+                       "with faces like this one among the enrolled people: they follow its "
+                       "apparent sex and age only as far as those people's voices did. "
+                       "Apparent sex and age are how a face or voice tends to be seen or "
+                       "heard, not a statement about anyone's identity.",
+        "face_sex_female": "the face looks female ({confidence} sure)",
+        "face_sex_male": "the face looks male ({confidence} sure)",
+        "face_sex_unsure": "the face's apparent sex is unclear",
+        "face_age_child": "it looks like a child's, under about 13 ({confidence} sure)",
+        "face_age_young_adult": "it looks about 13-35 years old ({confidence} sure)",
+        "face_age_adult": "it looks about 35-60 years old ({confidence} sure)",
+        "face_age_older": "it looks over about 60 ({confidence} sure)",
+        "face_age_unsure": "its age is unclear",
+        "f2v_voice_sexes": "The suggested voices by apparent sex: {female} female, {male} "
+                           "male, {unsure} unclear. ",
         "f2v_note": "**Note:** the answer is a statistical guess, learned from the enrolled "
                     "people, about which voices suit a face: it is not anyone's real voice, "
                     "nor that of the person in the photo. A play button plays a recording of "
@@ -287,6 +302,19 @@ TEXT = {
         "f2v_method": "推定方法：{method}。",
         "f2v_method_mapper": "マッパー（登録者の顔と声で学習）",
         "f2v_method_knn-blend": "kNNブレンド（顔が最も似ている人たちの声の合成。学習済みマッパーなし）",
+        "face_traits": "**あなたの写真：** {sex}。{age}。{voices}提案された声は、登録者のうち"
+                       "この顔に似た顔の人たちの声です。見かけの性別や年齢が合うのは、その人たちの"
+                       "声が合っていた範囲に限られます。見かけの性別や年齢は顔や声の見え方・聞こえ方"
+                       "であり、誰かのアイデンティティを述べるものではありません。",
+        "face_sex_female": "女性の顔に見えます（確信度{confidence}）",
+        "face_sex_male": "男性の顔に見えます（確信度{confidence}）",
+        "face_sex_unsure": "見かけの性別ははっきりしません",
+        "face_age_child": "13歳未満くらいの子どもに見えます（確信度{confidence}）",
+        "face_age_young_adult": "13〜35歳くらいに見えます（確信度{confidence}）",
+        "face_age_adult": "35〜60歳くらいに見えます（確信度{confidence}）",
+        "face_age_older": "60歳以上くらいに見えます（確信度{confidence}）",
+        "face_age_unsure": "年齢ははっきりしません",
+        "f2v_voice_sexes": "提案された声の見かけの性別：女性{female}、男性{male}、不明{unsure}。",
         "f2v_note": "**注意：** 結果は、登録者から学習した「どんな声がその顔に合うか」の統計的な推測"
                     "です。誰かの本当の声ではなく、写真の人の声でもありません。再生ボタンは、録音が"
                     "ある登録者の声を再生します（ここで登録した人の録音は保存されません）。写真は"
