@@ -27,8 +27,19 @@ centre and to w_avg: faces that stay in the population are far nearer the first.
 Verification. The same held-out windows as 1:1 trials, raw cosine against AS-norm
 (`voiceface.verification_eval`); the DET curve goes to det.png.
 
+The mapper takes each person's voice traits as the gallery records them (mean pitch and
+apparent-sex score, `voiceface.trait_inputs`), as the app's mapper takes a query's.
+
 Face to voice. The reverse direction on the same K identity folds, next to the mean voice
 and the kNN blend (`voiceface.face2voice.evaluate_bundle`).
+
+Trait agreement. The same held-out predictions, read for traits
+(`voiceface.trait_agreement`): the apparent sex and age band of each generated face (the
+mapper's, the kNN blend's, the population mean's) against the person's own face, by the
+face-trait model `bundle.json` names (or `face_traits`); the apparent sex of the voices
+suggested for each face against the person's own voice. Each with its 95 % Wilson interval,
+the share answered, and chance (the majority share). With random weights these figures mean
+nothing; without a face-trait model the voice-to-face part says why it is missing.
 The metrics themselves are pure functions in `voiceface.metrics`; this module holds the
 protocol (which windows enroll, which are trials, which people train the mapper) and the
 report. `apply_threshold` alone changes the gallery.
@@ -38,21 +49,29 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from . import storage
 from .build import WINDOWS_FILE, WINDOWS_INDEX
 from .calibration import FALSE_ALARM_RATE, Calibration, calibrate
+from . import trait_agreement
+from .face2voice import HeldOutVoices
+from .face_traits import FaceTraitModel
 from .face2voice import evaluate_bundle as evaluate_face2voice
 from .face2voice import markdown as face2voice_markdown
 from .gallery import Gallery
 from .mapper import knn_blend, train_mapper
 from .metrics import eer, identity_folds, ranks, recall_at_k, retrieval
-from .bundle import BUNDLE_FILE, GALLERY_DIR
-from .loading import bundle_generator
+from .bundle import BUNDLE_FILE, GALLERY_DIR, BundleSpec, FaceTraitsSpec
+from .loading import spec_generator
 from .population import population_centre
+from .stylegan2 import Generator
+from .trait_inputs import TRAITS_KEY, record_features
+from .traits import classifier
 from .verification_eval import evaluate_verification, plot_det
 from .verification_eval import markdown as verification_markdown
 from .voice import HELD_OUT_PART, pool
@@ -65,15 +84,19 @@ PLOT_BINS = 40
 BAR_GROUP_WIDTH = 0.8  # x units (one per R@k) taken by one group of method bars
 FOLDS = 5
 POPULATION_MEAN, W_AVG = "population-mean", "w_avg"  # the baselines that ignore the voice
+TRAIT_METHODS = ("mapper", "knn-blend", POPULATION_MEAN)  # faces whose traits are read
 
 
 def evaluate(bundle: str | Path, *, folds: int = FOLDS, far: float = FALSE_ALARM_RATE,
-             seed: int = 0, progress: bool = False, w_avg: np.ndarray | None = None) -> dict:
+             seed: int = 0, progress: bool = False, w_avg: np.ndarray | None = None,
+             face_traits: str | None = None) -> dict:
     """Evaluate the bundle in directory `bundle` (built by `voiceface.build`) and return the report.
 
     `w_avg` [latent_dim]: the generator's average latent for the w_avg baseline; default
     that of the generator the bundle's `bundle.json` names (none without one: the baseline
-    and the distances to w_avg are then left out)."""
+    and the distances to w_avg are then left out). `face_traits`: the face-trait model
+    (directory or Hub id) the trait-agreement section reads faces with, instead of the one
+    `bundle.json` names; without either, that section says so."""
     bundle = Path(bundle)
     if not (bundle / WINDOWS_FILE).is_file():
         raise FileNotFoundError(f"{bundle} has no {WINDOWS_FILE}; build it with `python -m "
@@ -90,10 +113,14 @@ def evaluate(bundle: str | Path, *, folds: int = FOLDS, far: float = FALSE_ALARM
         enroll[person] = pool(windows[kept])
         trials += [(person, windows[i]) for i in held]
     calibration = gallery.calibration
-    if w_avg is None and (bundle / BUNDLE_FILE).is_file():
-        w_avg = _w_avg(bundle)
-    generation, generated = _generation(gallery, ids, windows, by_person, w_avg, folds, seed,
-                                        progress)
+    spec = BundleSpec.read(bundle) if (bundle / BUNDLE_FILE).is_file() else None
+    generator = spec_generator(spec)[0] if spec is not None else None
+    if w_avg is None and generator is not None:
+        w_avg = generator.w_avg.cpu().numpy()
+    generation, generated, held_faces = _generation(gallery, ids, windows, by_person, w_avg,
+                                                    folds, seed, progress)
+    face2voice, held_voices = evaluate_face2voice(bundle, gallery, folds=folds, seed=seed,
+                                                  progress=progress)
     report = {"people": len(ids), "seed": seed, "folds": folds, "false_alarm_rate": far,
               "gallery_calibration": calibration and calibration.to_dict(),
               "identification": _identification(ids, enroll, trials, far,
@@ -101,8 +128,10 @@ def evaluate(bundle: str | Path, *, folds: int = FOLDS, far: float = FALSE_ALARM
               "verification": evaluate_verification(ids, enroll, trials, far,
                                                     gallery.verification),
               "generation": generation, "generated_latents": generated,
-              "face2voice": evaluate_face2voice(bundle, gallery, folds=folds, seed=seed,
-                                                progress=progress)}
+              "face2voice": face2voice,
+              "traits": {"voice_to_face": _voice_to_face(gallery, spec, generator, held_faces,
+                                                         face_traits),
+                         "face_to_voice": _face_to_voice(gallery, held_voices)}}
     return report
 
 
@@ -167,25 +196,34 @@ def _identification(ids: list[str], enroll: dict, trials: list, far: float,
     }
 
 
-def _w_avg(bundle: Path) -> np.ndarray:
-    """The w_avg [style_dim] of the generator the bundle in `bundle` names (its average face)."""
-    spec = json.loads((bundle / BUNDLE_FILE).read_text())
-    return bundle_generator(bundle, spec.get("generator", {}))[0].w_avg.cpu().numpy()
+@dataclass(frozen=True)
+class HeldOutFaces:
+    """What `_generation` predicted: the people with latents, their latents [P, W], each
+    method's predicted latents [P, W] for them and, per person, the centre [P, W] of the
+    people their mapper was trained on."""
+
+    ids: list[str]
+    latents: np.ndarray
+    predictions: dict[str, np.ndarray]
+    centres: np.ndarray
 
 
 def _generation(gallery: Gallery, ids: list[str], windows: np.ndarray,
                 person_rows: dict[str, list[int]], w_avg: np.ndarray | None, folds: int,
-                seed: int, progress: bool) -> tuple[dict, dict | None]:
-    """Retrieval scores per method, and the mapper's latents' distances to the centres with
-    the verdict (None when too few people have latents)."""
+                seed: int, progress: bool) -> tuple[dict, dict | None, HeldOutFaces | None]:
+    """Retrieval scores per method, the mapper's latents' distances to the centres with the
+    verdict (None when too few people have latents), and the predictions scored."""
     latent_ids, latents = gallery.latents()
     latent_of = dict(zip(latent_ids, latents))
     people = [i for i in ids if i in latent_of]
     if len(people) < 4:
         return {"note": f"{len(people)} people with latents; K-fold generation needs 4 or "
-                        "more"}, None
+                        "more"}, None, None
     truth = np.stack([latent_of[i] for i in people])
     position = {p: j for j, p in enumerate(people)}
+    # each person's voice traits as the gallery records them: the mapper takes them as the
+    # app's does (one record per person stands in for the windows' own traits)
+    voice = {p: record_features(gallery.person(p).extra.get(TRAITS_KEY)) for p in people}
     names = ["mapper", "knn-blend", POPULATION_MEAN] + ([W_AVG] if w_avg is not None else [])
     predictions = {name: np.zeros_like(truth) for name in names}
     for train, test in identity_folds(people, folds, seed):
@@ -193,14 +231,19 @@ def _generation(gallery: Gallery, ids: list[str], windows: np.ndarray,
         y = np.concatenate([np.repeat(truth[position[p]][None], len(person_rows[p]), 0)
                             for p in train])
         groups = [p for p in train for _ in person_rows[p]]
+        traits = np.concatenate([np.repeat(voice[p][None], len(person_rows[p]), 0)
+                                 for p in train])
+        if np.isnan(traits).all(axis=0).any():  # a trait nobody trained on has: embedding only
+            traits = None
         train_latents = np.stack([truth[position[p]] for p in train])
         centre = population_centre(train_latents)  # as the gallery of the training people
-        mapper, _ = train_mapper(x, y, groups, centre, seed=seed, progress=progress)
+        mapper, _ = train_mapper(x, y, groups, centre, traits=traits, seed=seed,
+                                 progress=progress)
         train_embeddings = np.stack([pool(windows[person_rows[p]]) for p in train])
         for p in test:
             e = pool(windows[person_rows[p]])
             j = position[p]
-            predictions["mapper"][j] = mapper.predict(e)
+            predictions["mapper"][j] = mapper.predict(e, voice[p])
             scores = train_embeddings @ e
             top = np.argsort(-scores)[:5]
             predictions["knn-blend"][j] = knn_blend(scores[top], train_latents[top])
@@ -216,7 +259,59 @@ def _generation(gallery: Gallery, ids: list[str], windows: np.ndarray,
         "to_w_avg": None if w_avg is None else
         float(np.linalg.norm(generated - w_avg, axis=1).mean()),
         "better_than_guessing": bool(low > scores[POPULATION_MEAN]["matching_1to2"]),
-    }
+    }, HeldOutFaces(people, truth, {name: predictions[name] for name in TRAIT_METHODS},
+                    predictions[POPULATION_MEAN])
+
+
+def _voice_to_face(gallery: Gallery, spec: BundleSpec | None, generator: Generator | None,
+                   held: HeldOutFaces | None, override: str | None) -> dict:
+    """The voice-to-face trait agreement (`voiceface.trait_agreement.voice_to_face`), or
+    {"note": why it is missing}."""
+    if held is None:
+        return {"note": "too few people with latents for generation (need 4 or more)"}
+    if spec is None or generator is None:
+        return {"note": f"the bundle has no {BUNDLE_FILE} naming a generator to draw faces with"}
+    named = override or (spec.face_traits.name_or_path if "face_traits" in json.loads(
+        (spec.root / BUNDLE_FILE).read_text()) else None)
+    if named is None:
+        return {"note": f"{BUNDLE_FILE} names no face-trait model; pass --face-traits "
+                        f"{FaceTraitsSpec().name_or_path} (or a local copy) to measure it"}
+    source = FaceTraitsSpec.from_dict({"name_or_path": named}) if override else spec.face_traits
+    try:
+        model = FaceTraitModel.from_pretrained(spec.locate(source.name_or_path), source.revision)
+    except (OSError, ValueError) as err:
+        return {"note": f"the face-trait model {source.name_or_path} cannot load: {err}"}
+    own, photos = [], 0
+    for j, person in enumerate(held.ids):
+        faces = [f for f in gallery.person(person).faces if Path(f).is_file()]
+        if faces:
+            own.append(Image.open(faces[0]).convert("RGB"))
+            photos += 1
+        else:
+            own += trait_agreement.render(generator, held.latents[j:j + 1],
+                                          held.centres[j:j + 1], spec.truncation)
+    counted = trait_agreement.voice_to_face(own, held.predictions, held.centres, generator,
+                                            spec.truncation, model)
+    return {"model": source.name_or_path, "revision": source.revision,
+            "test_weights": spec.test_weights, "people": len(held.ids),
+            "own_photos": photos, "own_renders": len(held.ids) - photos,
+            "resolution": min(trait_agreement.TRAIT_RESOLUTION, generator.resolution),
+            "truncation": spec.truncation, **counted}
+
+
+def _face_to_voice(gallery: Gallery, held: HeldOutVoices | None) -> dict:
+    """The face-to-voice apparent-sex agreement (`voiceface.trait_agreement.face_to_voice`),
+    or {"note": why it is missing}."""
+    if held is None:
+        return {"note": "no face-to-voice evaluation to measure (see its section)"}
+    records = [gallery.person(i).extra.get(TRAITS_KEY) for i in held.ids]
+    sexes = [None if r is None else classifier().decide(r["sex_score"] + 0.5)[0]
+             for r in records]
+    if all(r is None for r in records):
+        return {"note": "the gallery keeps no voice traits (built before they were measured); "
+                        "rebuild it to measure this"}
+    return {"people": len(held.ids), **trait_agreement.face_to_voice(
+        held.voices, sexes, held.predictions)}
 
 
 def write_report(report: dict, out: str | Path) -> list[Path]:
@@ -275,7 +370,58 @@ def markdown(report: dict) -> str:
         lines += ["", _verdict(report["generated_latents"], gen)]
     if "face2voice" in report:  # reports written before face to voice have none
         lines += [""] + face2voice_markdown(report["face2voice"])
+    if "traits" in report:  # nor before trait agreement
+        lines += [""] + _traits_markdown(report["traits"])
     return "\n".join(lines) + "\n"
+
+
+def _traits_markdown(traits: dict) -> list[str]:
+    """The report's trait-agreement section, as Markdown lines."""
+    lines = ["## Trait agreement (people unseen by the mappers)", "",
+             "Agreement: the share of people, among those both answers exist for, whose answers "
+             "match, with its 95 % Wilson score interval. Answered: the people with both "
+             "answers (an unsure trait model or classifier answers nothing). Chance: the "
+             "majority share, the agreement of always answering the commonest own answer.", "",
+             "### Voice to face", ""]
+    faces = traits["voice_to_face"]
+    if "note" in faces:
+        lines.append(f"Not measured: {faces['note']}.")
+    else:
+        revision = f" at {faces['revision'][:12]}" if faces["revision"] else ""
+        lines += [f"Each held-out person's generated face (rendered at {faces['resolution']} px, "
+                  f"truncation {faces['truncation']}) against their own face "
+                  f"({faces['own_photos']} photos, {faces['own_renders']} renders of their "
+                  f"latent), as the face-trait model {faces['model']}{revision} reads them.", ""]
+        if faces["test_weights"]:
+            lines += ["This bundle's models are random test weights: these figures mean "
+                      "nothing.", ""]
+        lines += _agreement_table({"apparent sex": faces["apparent_sex"],
+                                   "age band": faces["age_band"]})
+    lines += ["", "### Face to voice", ""]
+    voices = traits["face_to_voice"]
+    if "note" in voices:
+        lines.append(f"Not measured: {voices['note']}.")
+    else:
+        lines += [f"The apparent sex most of the {voices['suggested']} voices suggested for each "
+                  "held-out face have (the person left out) against the person's own voice's, "
+                  "as the voice-trait classifier hears them.", ""]
+        lines += _agreement_table({"apparent sex": voices["apparent_sex"]})
+    return lines
+
+
+def _agreement_table(counted: dict[str, dict]) -> list[str]:
+    """One table row per trait and method of `trait_agreement.count_agreement` answers."""
+    lines = ["| trait | method | agreement (95 % CI) | answered | chance |",
+             "| --- | --- | --- | --- | --- |"]
+    for trait, c in counted.items():
+        chance = "-" if c["chance"] is None else f"{c['chance']:.3f} ({c['majority']})"
+        for name, m in c["methods"].items():
+            agreement = "-" if m["agreement"] is None else \
+                f"{m['agreement']:.3f} ({m['ci95'][0]:.3f}-{m['ci95'][1]:.3f}), " \
+                f"{m['agreed']}/{m['answered']}"
+            lines.append(f"| {trait} | {name} | {agreement} | {m['answered']}/{c['people']} "
+                         f"| {chance} |")
+    return lines
 
 
 def _verdict(generated: dict, gen: dict) -> str:
