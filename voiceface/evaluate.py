@@ -49,29 +49,24 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from . import storage
 from .build import WINDOWS_FILE, WINDOWS_INDEX
 from .calibration import FALSE_ALARM_RATE, Calibration, calibrate
-from . import trait_agreement
-from .face2voice import HeldOutVoices
-from .face_traits import FaceTraitModel
 from .face2voice import evaluate_bundle as evaluate_face2voice
 from .face2voice import markdown as face2voice_markdown
 from .gallery import Gallery
 from .mapper import knn_blend, train_mapper
 from .metrics import eer, identity_folds, ranks, recall_at_k, retrieval
-from .bundle import BUNDLE_FILE, GALLERY_DIR, BundleSpec, FaceTraitsSpec
+from .bundle import BUNDLE_FILE, GALLERY_DIR, BundleSpec
 from .loading import spec_generator
 from .population import population_centre
-from .stylegan2 import Generator
+from .trait_agreement import HeldOutFaces, measure_face_to_voice, measure_voice_to_face
+from .trait_agreement import markdown as traits_markdown
 from .trait_inputs import TRAITS_KEY, record_features
-from .traits import classifier
 from .verification_eval import evaluate_verification, plot_det
 from .verification_eval import markdown as verification_markdown
 from .voice import HELD_OUT_PART, pool
@@ -129,9 +124,9 @@ def evaluate(bundle: str | Path, *, folds: int = FOLDS, far: float = FALSE_ALARM
                                                     gallery.verification),
               "generation": generation, "generated_latents": generated,
               "face2voice": face2voice,
-              "traits": {"voice_to_face": _voice_to_face(gallery, spec, generator, held_faces,
-                                                         face_traits),
-                         "face_to_voice": _face_to_voice(gallery, held_voices)}}
+              "traits": {"voice_to_face": measure_voice_to_face(gallery, spec, generator,
+                                                                held_faces, face_traits),
+                         "face_to_voice": measure_face_to_voice(gallery, held_voices)}}
     return report
 
 
@@ -196,18 +191,6 @@ def _identification(ids: list[str], enroll: dict, trials: list, far: float,
     }
 
 
-@dataclass(frozen=True)
-class HeldOutFaces:
-    """What `_generation` predicted: the people with latents, their latents [P, W], each
-    method's predicted latents [P, W] for them and, per person, the centre [P, W] of the
-    people their mapper was trained on."""
-
-    ids: list[str]
-    latents: np.ndarray
-    predictions: dict[str, np.ndarray]
-    centres: np.ndarray
-
-
 def _generation(gallery: Gallery, ids: list[str], windows: np.ndarray,
                 person_rows: dict[str, list[int]], w_avg: np.ndarray | None, folds: int,
                 seed: int, progress: bool) -> tuple[dict, dict | None, HeldOutFaces | None]:
@@ -261,57 +244,6 @@ def _generation(gallery: Gallery, ids: list[str], windows: np.ndarray,
         "better_than_guessing": bool(low > scores[POPULATION_MEAN]["matching_1to2"]),
     }, HeldOutFaces(people, truth, {name: predictions[name] for name in TRAIT_METHODS},
                     predictions[POPULATION_MEAN])
-
-
-def _voice_to_face(gallery: Gallery, spec: BundleSpec | None, generator: Generator | None,
-                   held: HeldOutFaces | None, override: str | None) -> dict:
-    """The voice-to-face trait agreement (`voiceface.trait_agreement.voice_to_face`), or
-    {"note": why it is missing}."""
-    if held is None:
-        return {"note": "too few people with latents for generation (need 4 or more)"}
-    if spec is None or generator is None:
-        return {"note": f"the bundle has no {BUNDLE_FILE} naming a generator to draw faces with"}
-    named = override or (spec.face_traits.name_or_path if "face_traits" in json.loads(
-        (spec.root / BUNDLE_FILE).read_text()) else None)
-    if named is None:
-        return {"note": f"{BUNDLE_FILE} names no face-trait model; pass --face-traits "
-                        f"{FaceTraitsSpec().name_or_path} (or a local copy) to measure it"}
-    source = FaceTraitsSpec.from_dict({"name_or_path": named}) if override else spec.face_traits
-    try:
-        model = FaceTraitModel.from_pretrained(spec.locate(source.name_or_path), source.revision)
-    except (OSError, ValueError) as err:
-        return {"note": f"the face-trait model {source.name_or_path} cannot load: {err}"}
-    own, photos = [], 0
-    for j, person in enumerate(held.ids):
-        faces = [f for f in gallery.person(person).faces if Path(f).is_file()]
-        if faces:
-            own.append(Image.open(faces[0]).convert("RGB"))
-            photos += 1
-        else:
-            own += trait_agreement.render(generator, held.latents[j:j + 1],
-                                          held.centres[j:j + 1], spec.truncation)
-    counted = trait_agreement.voice_to_face(own, held.predictions, held.centres, generator,
-                                            spec.truncation, model)
-    return {"model": source.name_or_path, "revision": source.revision,
-            "test_weights": spec.test_weights, "people": len(held.ids),
-            "own_photos": photos, "own_renders": len(held.ids) - photos,
-            "resolution": min(trait_agreement.TRAIT_RESOLUTION, generator.resolution),
-            "truncation": spec.truncation, **counted}
-
-
-def _face_to_voice(gallery: Gallery, held: HeldOutVoices | None) -> dict:
-    """The face-to-voice apparent-sex agreement (`voiceface.trait_agreement.face_to_voice`),
-    or {"note": why it is missing}."""
-    if held is None:
-        return {"note": "no face-to-voice evaluation to measure (see its section)"}
-    records = [gallery.person(i).extra.get(TRAITS_KEY) for i in held.ids]
-    sexes = [None if r is None else classifier().decide(r["sex_score"] + 0.5)[0]
-             for r in records]
-    if all(r is None for r in records):
-        return {"note": "the gallery keeps no voice traits (built before they were measured); "
-                        "rebuild it to measure this"}
-    return {"people": len(held.ids), **trait_agreement.face_to_voice(
-        held.voices, sexes, held.predictions)}
 
 
 def write_report(report: dict, out: str | Path) -> list[Path]:
@@ -371,57 +303,8 @@ def markdown(report: dict) -> str:
     if "face2voice" in report:  # reports written before face to voice have none
         lines += [""] + face2voice_markdown(report["face2voice"])
     if "traits" in report:  # nor before trait agreement
-        lines += [""] + _traits_markdown(report["traits"])
+        lines += [""] + traits_markdown(report["traits"])
     return "\n".join(lines) + "\n"
-
-
-def _traits_markdown(traits: dict) -> list[str]:
-    """The report's trait-agreement section, as Markdown lines."""
-    lines = ["## Trait agreement (people unseen by the mappers)", "",
-             "Agreement: the share of people, among those both answers exist for, whose answers "
-             "match, with its 95 % Wilson score interval. Answered: the people with both "
-             "answers (an unsure trait model or classifier answers nothing). Chance: the "
-             "majority share, the agreement of always answering the commonest own answer.", "",
-             "### Voice to face", ""]
-    faces = traits["voice_to_face"]
-    if "note" in faces:
-        lines.append(f"Not measured: {faces['note']}.")
-    else:
-        revision = f" at {faces['revision'][:12]}" if faces["revision"] else ""
-        lines += [f"Each held-out person's generated face (rendered at {faces['resolution']} px, "
-                  f"truncation {faces['truncation']}) against their own face "
-                  f"({faces['own_photos']} photos, {faces['own_renders']} renders of their "
-                  f"latent), as the face-trait model {faces['model']}{revision} reads them.", ""]
-        if faces["test_weights"]:
-            lines += ["This bundle's models are random test weights: these figures mean "
-                      "nothing.", ""]
-        lines += _agreement_table({"apparent sex": faces["apparent_sex"],
-                                   "age band": faces["age_band"]})
-    lines += ["", "### Face to voice", ""]
-    voices = traits["face_to_voice"]
-    if "note" in voices:
-        lines.append(f"Not measured: {voices['note']}.")
-    else:
-        lines += [f"The apparent sex most of the {voices['suggested']} voices suggested for each "
-                  "held-out face have (the person left out) against the person's own voice's, "
-                  "as the voice-trait classifier hears them.", ""]
-        lines += _agreement_table({"apparent sex": voices["apparent_sex"]})
-    return lines
-
-
-def _agreement_table(counted: dict[str, dict]) -> list[str]:
-    """One table row per trait and method of `trait_agreement.count_agreement` answers."""
-    lines = ["| trait | method | agreement (95 % CI) | answered | chance |",
-             "| --- | --- | --- | --- | --- |"]
-    for trait, c in counted.items():
-        chance = "-" if c["chance"] is None else f"{c['chance']:.3f} ({c['majority']})"
-        for name, m in c["methods"].items():
-            agreement = "-" if m["agreement"] is None else \
-                f"{m['agreement']:.3f} ({m['ci95'][0]:.3f}-{m['ci95'][1]:.3f}), " \
-                f"{m['agreed']}/{m['answered']}"
-            lines.append(f"| {trait} | {name} | {agreement} | {m['answered']}/{c['people']} "
-                         f"| {chance} |")
-    return lines
 
 
 def _verdict(generated: dict, gen: dict) -> str:

@@ -15,6 +15,10 @@ taken by `voiceface.evaluate` on people the mappers never saw:
   most of them have (`voiceface.traits`' classifier on each person's recorded mean score, a
   tie or no answer: unsure), against the apparent sex of the person's own voice.
 
+`measure_voice_to_face` and `measure_face_to_voice` take them from a bundle's held-out
+predictions (`HeldOutFaces`, `voiceface.face2voice.HeldOutVoices`); `markdown` is the
+report's section.
+
 Counting (`count_agreement`): a person is answered for a method when neither their own answer
 nor the method's is unsure (None); agreement is the share of answered people whose answers
 match, with a 95 % Wilson score interval (`wilson_interval`: it stays inside [0, 1] and keeps
@@ -25,16 +29,24 @@ own answers.
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from .face_traits import FaceTraits
+from .bundle import BUNDLE_FILE, BundleSpec, FaceTraitsSpec
+from .face2voice import HeldOutVoices
+from .face_traits import FaceTraitModel, FaceTraits
+from .gallery import Gallery
 from .stylegan2 import Generator, to_pil
+from .trait_inputs import TRAITS_KEY
+from .traits import classifier
 
 Z_95 = 1.959963984540054  # standard normal quantile of 0.975: a two-sided 95 % interval
 TRAIT_RESOLUTION = 256  # px faces are rendered at for the trait model (CLIP sees 224 px)
@@ -43,6 +55,18 @@ SUGGESTED = 5  # voices suggested per face (the app's default k)
 FACE_TRAITS = ("apparent_sex", "age_band")  # what is compared between faces
 
 ReadTraits = Callable[[Sequence[Image.Image]], list[FaceTraits]]
+
+
+@dataclass(frozen=True)
+class HeldOutFaces:
+    """What `voiceface.evaluate` predicted: the people with latents, their latents [P, W], each
+    method's predicted latents [P, W] for them and, per person, the centre [P, W] of the
+    people their mapper was trained on."""
+
+    ids: list[str]
+    latents: np.ndarray
+    predictions: dict[str, np.ndarray]
+    centres: np.ndarray
 
 
 def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float]:
@@ -132,3 +156,105 @@ def face_to_voice(voices: np.ndarray, voice_sex: Sequence[str | None],
     return {"apparent_sex": count_agreement(voice_sex, {
         name: [suggested_sex(voices, voice_sex, p, i, k) for i, p in enumerate(predicted)]
         for name, predicted in predictions.items()}), "suggested": min(k, len(voices) - 1)}
+
+
+def measure_voice_to_face(gallery: Gallery, spec: BundleSpec | None,
+                          generator: Generator | None, held: HeldOutFaces | None,
+                          override: str | None) -> dict:
+    """The voice-to-face trait agreement (`voice_to_face`) of `held`, read by the face-trait
+    model `override` names (directory or Hub id), else the one the bundle's `bundle.json`
+    names; or {"note": why it is missing}."""
+    if held is None:
+        return {"note": "too few people with latents for generation (need 4 or more)"}
+    if spec is None or generator is None:
+        return {"note": f"the bundle has no {BUNDLE_FILE} naming a generator to draw faces with"}
+    named = override or (spec.face_traits.name_or_path if "face_traits" in json.loads(
+        (spec.root / BUNDLE_FILE).read_text()) else None)
+    if named is None:
+        return {"note": f"{BUNDLE_FILE} names no face-trait model; pass --face-traits "
+                        f"{FaceTraitsSpec().name_or_path} (or a local copy) to measure it"}
+    source = FaceTraitsSpec.from_dict({"name_or_path": named}) if override else spec.face_traits
+    try:
+        model = FaceTraitModel.from_pretrained(spec.locate(source.name_or_path), source.revision)
+    except (OSError, ValueError) as err:
+        return {"note": f"the face-trait model {source.name_or_path} cannot load: {err}"}
+    own, photos = [], 0
+    for j, person in enumerate(held.ids):
+        faces = [f for f in gallery.person(person).faces if Path(f).is_file()]
+        if faces:
+            own.append(Image.open(faces[0]).convert("RGB"))
+            photos += 1
+        else:
+            own += render(generator, held.latents[j:j + 1], held.centres[j:j + 1],
+                          spec.truncation)
+    counted = voice_to_face(own, held.predictions, held.centres, generator, spec.truncation,
+                            model)
+    return {"model": source.name_or_path, "revision": source.revision,
+            "test_weights": spec.test_weights, "people": len(held.ids),
+            "own_photos": photos, "own_renders": len(held.ids) - photos,
+            "resolution": min(TRAIT_RESOLUTION, generator.resolution),
+            "truncation": spec.truncation, **counted}
+
+
+def measure_face_to_voice(gallery: Gallery, held: HeldOutVoices | None) -> dict:
+    """The face-to-voice apparent-sex agreement (`face_to_voice`) of `held`, each voice's
+    apparent sex from the gallery's record of it; or {"note": why it is missing}."""
+    if held is None:
+        return {"note": "no face-to-voice evaluation to measure (see its section)"}
+    records = [gallery.person(i).extra.get(TRAITS_KEY) for i in held.ids]
+    if all(r is None for r in records):
+        return {"note": "the gallery keeps no voice traits (built before they were measured); "
+                        "rebuild it to measure this"}
+    sexes = [None if r is None else classifier().decide(r["sex_score"] + 0.5)[0]
+             for r in records]
+    return {"people": len(held.ids), **face_to_voice(held.voices, sexes, held.predictions)}
+
+
+def markdown(traits: dict) -> list[str]:
+    """The report's trait-agreement section (`{"voice_to_face": ..., "face_to_voice": ...}`),
+    as Markdown lines."""
+    lines = ["## Trait agreement (people unseen by the mappers)", "",
+             "Agreement: the share of people, among those both answers exist for, whose answers "
+             "match, with its 95 % Wilson score interval. Answered: the people with both "
+             "answers (an unsure trait model or classifier answers nothing). Chance: the "
+             "majority share, the agreement of always answering the commonest own answer.", "",
+             "### Voice to face", ""]
+    faces = traits["voice_to_face"]
+    if "note" in faces:
+        lines.append(f"Not measured: {faces['note']}.")
+    else:
+        revision = f" at {faces['revision'][:12]}" if faces["revision"] else ""
+        lines += [f"Each held-out person's generated face (rendered at {faces['resolution']} px, "
+                  f"truncation {faces['truncation']}) against their own face "
+                  f"({faces['own_photos']} photos, {faces['own_renders']} renders of their "
+                  f"latent), as the face-trait model {faces['model']}{revision} reads them.", ""]
+        if faces["test_weights"]:
+            lines += ["This bundle's models are random test weights: these figures mean "
+                      "nothing.", ""]
+        lines += _agreement_table({"apparent sex": faces["apparent_sex"],
+                                   "age band": faces["age_band"]})
+    lines += ["", "### Face to voice", ""]
+    voices = traits["face_to_voice"]
+    if "note" in voices:
+        lines.append(f"Not measured: {voices['note']}.")
+    else:
+        lines += [f"The apparent sex most of the {voices['suggested']} voices suggested for each "
+                  "held-out face have (the person left out) against the person's own voice's, "
+                  "as the voice-trait classifier hears them.", ""]
+        lines += _agreement_table({"apparent sex": voices["apparent_sex"]})
+    return lines
+
+
+def _agreement_table(counted: dict[str, dict]) -> list[str]:
+    """One table row per trait and method of `count_agreement` answers."""
+    lines = ["| trait | method | agreement (95 % CI) | answered | chance |",
+             "| --- | --- | --- | --- | --- |"]
+    for trait, c in counted.items():
+        chance = "-" if c["chance"] is None else f"{c['chance']:.3f} ({c['majority']})"
+        for name, m in c["methods"].items():
+            agreement = "-" if m["agreement"] is None else \
+                f"{m['agreement']:.3f} ({m['ci95'][0]:.3f}-{m['ci95'][1]:.3f}), " \
+                f"{m['agreed']}/{m['answered']}"
+            lines.append(f"| {trait} | {name} | {agreement} | {m['answered']}/{c['people']} "
+                         f"| {chance} |")
+    return lines
