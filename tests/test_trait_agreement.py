@@ -95,6 +95,11 @@ def test_the_faces_read_are_the_rendered_predictions(clip):
     centres = np.zeros_like(latents)
     own = render(generator, latents, centres, 0.7)
     assert [im.size for im in own] == [(64, 64)] * 5  # at most the generator's side
+    # equal rows are drawn once, and every row gets its own face, in order
+    again = render(generator, latents[[1, 0, 1]], centres[:3], 0.7)
+    assert again[0] is again[2] and again[1] is not again[0]
+    assert [np.asarray(im).tolist() for im in again] == \
+        [np.asarray(own[i]).tolist() for i in (1, 0, 1)]
     # the own faces as the prediction: every answered person agrees
     result = voice_to_face(own, {"own": latents, "centre": centres}, centres, generator, 0.7,
                            clip)

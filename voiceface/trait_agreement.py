@@ -106,16 +106,20 @@ def count_agreement(own: Sequence[str | None], predicted: dict[str, Sequence[str
 def render(generator: Generator, latents: np.ndarray, centres: np.ndarray, truncation: float,
            resolution: int = TRAIT_RESOLUTION) -> list[Image.Image]:
     """Faces of latents [N, W], each truncated by `truncation` toward its row of `centres`
-    [N, W], rendered at `resolution` (at most the generator's)."""
+    [N, W], rendered at `resolution` (at most the generator's). Equal rows are rendered once
+    (the population mean's face is one per fold)."""
     side = min(resolution, generator.resolution)
-    images = []
+    pairs = np.concatenate([latents, centres], axis=1).astype(np.float32)
+    unique, which = np.unique(pairs, axis=0, return_inverse=True)
+    w, c = np.split(unique, 2, axis=1)
+    drawn = []
     with torch.inference_mode():
-        for start in range(0, len(latents), RENDER_BATCH):
-            w, c = (torch.from_numpy(np.asarray(x[start:start + RENDER_BATCH], np.float32)
-                                     ).to(generator.w_avg) for x in (latents, centres))
-            images += to_pil(generator.synthesis(c + truncation * (w - c), noise="const",
-                                                 resolution=side))
-    return images
+        for start in range(0, len(unique), RENDER_BATCH):
+            ws, cs = (torch.from_numpy(x[start:start + RENDER_BATCH]).to(generator.w_avg)
+                      for x in (w, c))
+            drawn += to_pil(generator.synthesis(cs + truncation * (ws - cs), noise="const",
+                                                resolution=side))
+    return [drawn[i] for i in which.reshape(-1)]
 
 
 def voice_to_face(own_faces: Sequence[Image.Image], predictions: dict[str, np.ndarray],
