@@ -460,7 +460,7 @@ def test_eval_metrics_on_a_gallery_whose_answers_are_known(tmp_path):
     assert "32 trials cannot measure 1.0% (the finest rate is 3.1%)" in markdown(report)
     assert list(report) == ["people", "seed", "folds", "false_alarm_rate", "gallery_calibration",
                             "identification", "verification", "generation",
-                            "generated_latents", "face2voice"]
+                            "generated_latents", "face2voice", "traits"]
     raw = report["verification"]["scores"]["raw-cosine"]  # 16 x 2 mated, x 15 non-mated
     assert (raw["threshold"]["mated_trials"], raw["threshold"]["non_mated_trials"]) == (32, 480)
     assert raw["eer"] == 0.0  # tight clusters: every mated cosine above every non-mated

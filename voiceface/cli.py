@@ -124,6 +124,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--keep-threshold", action="store_true",
                    help="do not write the calibrated open-set threshold into the gallery (the "
                         "verification threshold is build's, never changed by eval)")
+    p.add_argument("--face-traits", default=None,
+                   help="face-trait model (CLIP; directory or Hub repo) the trait-agreement "
+                        "section reads faces with, instead of the bundle's (default: the "
+                        "bundle's; none named: the section says so)")
     p.set_defaults(run=_eval)
 
     p = commands.add_parser("dev-people", help="write a small people folder (espeak-ng voices, "
@@ -389,7 +393,8 @@ def _eval(args: argparse.Namespace) -> int:
     if built_from != str(args.people.resolve()):
         raise ValueError(f"{args.bundle} was not built from {args.people}; run `python -m "
                          f"voiceface build {args.people} --out {args.bundle}` first.")
-    report = evaluate(args.bundle, folds=args.folds, far=args.far)
+    report = evaluate(args.bundle, folds=args.folds, far=args.far,
+                      face_traits=args.face_traits)
     report["people_dir"] = built_from
     out = args.out or args.bundle / "eval"
     write_report(report, out)

@@ -27,8 +27,19 @@ centre and to w_avg: faces that stay in the population are far nearer the first.
 Verification. The same held-out windows as 1:1 trials, raw cosine against AS-norm
 (`voiceface.verification_eval`); the DET curve goes to det.png.
 
+The mapper takes each person's voice traits as the gallery records them (mean pitch and
+apparent-sex score, `voiceface.trait_inputs`), as the app's mapper takes a query's.
+
 Face to voice. The reverse direction on the same K identity folds, next to the mean voice
 and the kNN blend (`voiceface.face2voice.evaluate_bundle`).
+
+Trait agreement. The same held-out predictions, read for traits
+(`voiceface.trait_agreement`): the apparent sex and age band of each generated face (the
+mapper's, the kNN blend's, the population mean's) against the person's own face, by the
+face-trait model `bundle.json` names (or `face_traits`); the apparent sex of the voices
+suggested for each face against the person's own voice. Each with its 95 % Wilson interval,
+the share answered, and chance (the majority share). With random weights these figures mean
+nothing; without a face-trait model the voice-to-face part says why it is missing.
 The metrics themselves are pure functions in `voiceface.metrics`; this module holds the
 protocol (which windows enroll, which are trials, which people train the mapper) and the
 report. `apply_threshold` alone changes the gallery.
@@ -50,9 +61,12 @@ from .face2voice import markdown as face2voice_markdown
 from .gallery import Gallery
 from .mapper import knn_blend, train_mapper
 from .metrics import eer, identity_folds, ranks, recall_at_k, retrieval
-from .bundle import BUNDLE_FILE, GALLERY_DIR
-from .loading import bundle_generator
+from .bundle import BUNDLE_FILE, GALLERY_DIR, BundleSpec
+from .loading import spec_generator
 from .population import population_centre
+from .trait_agreement import HeldOutFaces, measure_face_to_voice, measure_voice_to_face
+from .trait_agreement import markdown as traits_markdown
+from .trait_inputs import TRAITS_KEY, record_features
 from .verification_eval import evaluate_verification, plot_det
 from .verification_eval import markdown as verification_markdown
 from .voice import HELD_OUT_PART, pool
@@ -65,15 +79,19 @@ PLOT_BINS = 40
 BAR_GROUP_WIDTH = 0.8  # x units (one per R@k) taken by one group of method bars
 FOLDS = 5
 POPULATION_MEAN, W_AVG = "population-mean", "w_avg"  # the baselines that ignore the voice
+TRAIT_METHODS = ("mapper", "knn-blend", POPULATION_MEAN)  # faces whose traits are read
 
 
 def evaluate(bundle: str | Path, *, folds: int = FOLDS, far: float = FALSE_ALARM_RATE,
-             seed: int = 0, progress: bool = False, w_avg: np.ndarray | None = None) -> dict:
+             seed: int = 0, progress: bool = False, w_avg: np.ndarray | None = None,
+             face_traits: str | None = None) -> dict:
     """Evaluate the bundle in directory `bundle` (built by `voiceface.build`) and return the report.
 
     `w_avg` [latent_dim]: the generator's average latent for the w_avg baseline; default
     that of the generator the bundle's `bundle.json` names (none without one: the baseline
-    and the distances to w_avg are then left out)."""
+    and the distances to w_avg are then left out). `face_traits`: the face-trait model
+    (directory or Hub id) the trait-agreement section reads faces with, instead of the one
+    `bundle.json` names; without either, that section says so."""
     bundle = Path(bundle)
     if not (bundle / WINDOWS_FILE).is_file():
         raise FileNotFoundError(f"{bundle} has no {WINDOWS_FILE}; build it with `python -m "
@@ -90,10 +108,14 @@ def evaluate(bundle: str | Path, *, folds: int = FOLDS, far: float = FALSE_ALARM
         enroll[person] = pool(windows[kept])
         trials += [(person, windows[i]) for i in held]
     calibration = gallery.calibration
-    if w_avg is None and (bundle / BUNDLE_FILE).is_file():
-        w_avg = _w_avg(bundle)
-    generation, generated = _generation(gallery, ids, windows, by_person, w_avg, folds, seed,
-                                        progress)
+    spec = BundleSpec.read(bundle) if (bundle / BUNDLE_FILE).is_file() else None
+    generator = spec_generator(spec)[0] if spec is not None else None
+    if w_avg is None and generator is not None:
+        w_avg = generator.w_avg.cpu().numpy()
+    generation, generated, held_faces = _generation(gallery, ids, windows, by_person, w_avg,
+                                                    folds, seed, progress)
+    face2voice, held_voices = evaluate_face2voice(bundle, gallery, folds=folds, seed=seed,
+                                                  progress=progress)
     report = {"people": len(ids), "seed": seed, "folds": folds, "false_alarm_rate": far,
               "gallery_calibration": calibration and calibration.to_dict(),
               "identification": _identification(ids, enroll, trials, far,
@@ -101,8 +123,10 @@ def evaluate(bundle: str | Path, *, folds: int = FOLDS, far: float = FALSE_ALARM
               "verification": evaluate_verification(ids, enroll, trials, far,
                                                     gallery.verification),
               "generation": generation, "generated_latents": generated,
-              "face2voice": evaluate_face2voice(bundle, gallery, folds=folds, seed=seed,
-                                                progress=progress)}
+              "face2voice": face2voice,
+              "traits": {"voice_to_face": measure_voice_to_face(gallery, spec, generator,
+                                                                held_faces, face_traits),
+                         "face_to_voice": measure_face_to_voice(gallery, held_voices)}}
     return report
 
 
@@ -167,25 +191,22 @@ def _identification(ids: list[str], enroll: dict, trials: list, far: float,
     }
 
 
-def _w_avg(bundle: Path) -> np.ndarray:
-    """The w_avg [style_dim] of the generator the bundle in `bundle` names (its average face)."""
-    spec = json.loads((bundle / BUNDLE_FILE).read_text())
-    return bundle_generator(bundle, spec.get("generator", {}))[0].w_avg.cpu().numpy()
-
-
 def _generation(gallery: Gallery, ids: list[str], windows: np.ndarray,
                 person_rows: dict[str, list[int]], w_avg: np.ndarray | None, folds: int,
-                seed: int, progress: bool) -> tuple[dict, dict | None]:
-    """Retrieval scores per method, and the mapper's latents' distances to the centres with
-    the verdict (None when too few people have latents)."""
+                seed: int, progress: bool) -> tuple[dict, dict | None, HeldOutFaces | None]:
+    """Retrieval scores per method, the mapper's latents' distances to the centres with the
+    verdict (None when too few people have latents), and the predictions scored."""
     latent_ids, latents = gallery.latents()
     latent_of = dict(zip(latent_ids, latents))
     people = [i for i in ids if i in latent_of]
     if len(people) < 4:
         return {"note": f"{len(people)} people with latents; K-fold generation needs 4 or "
-                        "more"}, None
+                        "more"}, None, None
     truth = np.stack([latent_of[i] for i in people])
     position = {p: j for j, p in enumerate(people)}
+    # each person's voice traits as the gallery records them: the mapper takes them as the
+    # app's does (one record per person stands in for the windows' own traits)
+    voice = {p: record_features(gallery.person(p).extra.get(TRAITS_KEY)) for p in people}
     names = ["mapper", "knn-blend", POPULATION_MEAN] + ([W_AVG] if w_avg is not None else [])
     predictions = {name: np.zeros_like(truth) for name in names}
     for train, test in identity_folds(people, folds, seed):
@@ -193,14 +214,19 @@ def _generation(gallery: Gallery, ids: list[str], windows: np.ndarray,
         y = np.concatenate([np.repeat(truth[position[p]][None], len(person_rows[p]), 0)
                             for p in train])
         groups = [p for p in train for _ in person_rows[p]]
+        traits = np.concatenate([np.repeat(voice[p][None], len(person_rows[p]), 0)
+                                 for p in train])
+        if np.isnan(traits).all(axis=0).any():  # a trait nobody trained on has: embedding only
+            traits = None
         train_latents = np.stack([truth[position[p]] for p in train])
         centre = population_centre(train_latents)  # as the gallery of the training people
-        mapper, _ = train_mapper(x, y, groups, centre, seed=seed, progress=progress)
+        mapper, _ = train_mapper(x, y, groups, centre, traits=traits, seed=seed,
+                                 progress=progress)
         train_embeddings = np.stack([pool(windows[person_rows[p]]) for p in train])
         for p in test:
             e = pool(windows[person_rows[p]])
             j = position[p]
-            predictions["mapper"][j] = mapper.predict(e)
+            predictions["mapper"][j] = mapper.predict(e, voice[p])
             scores = train_embeddings @ e
             top = np.argsort(-scores)[:5]
             predictions["knn-blend"][j] = knn_blend(scores[top], train_latents[top])
@@ -216,7 +242,8 @@ def _generation(gallery: Gallery, ids: list[str], windows: np.ndarray,
         "to_w_avg": None if w_avg is None else
         float(np.linalg.norm(generated - w_avg, axis=1).mean()),
         "better_than_guessing": bool(low > scores[POPULATION_MEAN]["matching_1to2"]),
-    }
+    }, HeldOutFaces(people, truth, {name: predictions[name] for name in TRAIT_METHODS},
+                    predictions[POPULATION_MEAN])
 
 
 def write_report(report: dict, out: str | Path) -> list[Path]:
@@ -275,6 +302,8 @@ def markdown(report: dict) -> str:
         lines += ["", _verdict(report["generated_latents"], gen)]
     if "face2voice" in report:  # reports written before face to voice have none
         lines += [""] + face2voice_markdown(report["face2voice"])
+    if "traits" in report:  # nor before trait agreement
+        lines += [""] + traits_markdown(report["traits"])
     return "\n".join(lines) + "\n"
 
 

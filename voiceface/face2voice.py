@@ -35,7 +35,9 @@ mapper never sees the people it is scored on. Each held-out face's predicted voi
 the true voice among all N (R@1/5/10 against chance) and 1:2 matching (nearer its own voice
 than another person's?) with a 95 % bootstrap interval over people, next to the mean voice
 and the kNN blend; the folds and the retrieval scores are the forward direction's
-(`voiceface.metrics.identity_folds`, `voiceface.metrics.retrieval`).
+(`voiceface.metrics.identity_folds`, `voiceface.metrics.retrieval`). The predictions it
+scores (`HeldOutVoices`) go on to `voiceface.trait_agreement`: the apparent sex of the voices
+they suggest.
 """
 
 from __future__ import annotations
@@ -272,22 +274,15 @@ class FaceToVoice:
 # ---------------------------------------------------------------------------- evaluation
 
 
-def evaluate_reverse(ids: Sequence[str], features: np.ndarray, voices: np.ndarray, *,
-                     folds: int = 5, seed: int = 0, progress: bool = False) -> dict:
-    """Face -> voice on people unseen by the mapper: K folds over identities (see the module
-    docstring). `features` [N, F] and `voices` [N, D] are row-aligned with `ids`.
-
-    Returns {"mapper"|"knn-blend"|"mean-voice": retrieval scores, "people": N,
-    "better_than_chance": the mapper's 1:2 interval lies above both 0.5 and the mean
-    voice's score}, or {"note": ...} with too few people."""
-
-    n = len(ids)
-    if n < MIN_EVAL_PEOPLE:
-        return {"note": f"{n} people with face features; K-fold face-to-voice evaluation "
-                        f"needs {MIN_EVAL_PEOPLE} or more"}
+def reverse_predictions(ids: Sequence[str], features: np.ndarray, voices: np.ndarray, *,
+                        folds: int = 5, seed: int = 0, progress: bool = False
+                        ) -> dict[str, np.ndarray]:
+    """{"mapper"|"knn-blend"|"mean-voice": [N, D] unit voices predicted for each person's face
+    by a method that never saw them}: K folds over identities. `features` [N, F] and `voices`
+    [N, D] are row-aligned with `ids`."""
     features, truth = np.asarray(features, np.float32), _unit(voices)
     predictions = {name: np.zeros_like(truth) for name in (MAPPER, KNN, MEAN_VOICE)}
-    for train, test in identity_folds(list(range(n)), folds, seed):
+    for train, test in identity_folds(list(range(len(ids))), folds, seed):
         train, test = np.array(train), np.array(test)
         mapper, _ = train_face2voice(features[train], truth[train],
                                      [str(ids[i]) for i in train], seed=seed,
@@ -296,27 +291,62 @@ def evaluate_reverse(ids: Sequence[str], features: np.ndarray, voices: np.ndarra
         for i in test:
             predictions[KNN][i] = blend_voices(features[i], features[train], truth[train])
         predictions[MEAN_VOICE][test] = _unit(truth[train].mean(axis=0))
+    return predictions
+
+
+def evaluate_reverse(ids: Sequence[str], features: np.ndarray, voices: np.ndarray, *,
+                     folds: int = 5, seed: int = 0, progress: bool = False) -> dict:
+    """Face -> voice on people unseen by the mapper: K folds over identities (see the module
+    docstring). `features` [N, F] and `voices` [N, D] are row-aligned with `ids`.
+
+    Returns {"mapper"|"knn-blend"|"mean-voice": retrieval scores, "people": N,
+    "better_than_chance": the mapper's 1:2 interval lies above both 0.5 and the mean
+    voice's score}, or {"note": ...} with too few people."""
+    return _scores_or_note(ids, features, voices, folds, seed, progress)[0]
+
+
+def _scores_or_note(ids: Sequence[str], features: np.ndarray, voices: np.ndarray, folds: int,
+                    seed: int, progress: bool) -> tuple[dict, dict[str, np.ndarray] | None]:
+    """`evaluate_reverse`'s answer and the predictions it scored (None with too few people)."""
+    n = len(ids)
+    if n < MIN_EVAL_PEOPLE:
+        return {"note": f"{n} people with face features; K-fold face-to-voice evaluation "
+                        f"needs {MIN_EVAL_PEOPLE} or more"}, None
+    predictions = reverse_predictions(ids, features, voices, folds=folds, seed=seed,
+                                      progress=progress)
     # unit predictions and unit truths: Euclidean ranking is cosine ranking
-    scores = {name: retrieval(pred, truth, seed) for name, pred in predictions.items()}
+    scores = {name: retrieval(pred, _unit(voices), seed) for name, pred in predictions.items()}
     low = scores[MAPPER]["matching_1to2_ci95"][0]
     return {**scores, "people": n, "better_than_chance": bool(
-        low > max(0.5, scores[MEAN_VOICE]["matching_1to2"]))}
+        low > max(0.5, scores[MEAN_VOICE]["matching_1to2"]))}, predictions
+
+
+@dataclass(frozen=True)
+class HeldOutVoices:
+    """What `evaluate_bundle` predicted: the people (`ids`), their unit voices [N, D] and each
+    method's voices [N, D] predicted for their faces by a mapper that never saw them."""
+
+    ids: list[str]
+    voices: np.ndarray
+    predictions: dict[str, np.ndarray]
 
 
 def evaluate_bundle(index: str | os.PathLike, gallery: Gallery, *, folds: int = 5,
-                    seed: int = 0, progress: bool = False) -> dict:
+                    seed: int = 0, progress: bool = False) -> tuple[dict, HeldOutVoices | None]:
     """`evaluate_reverse` on a built bundle: the face features in its face2voice/ and the
-    gallery's voice embeddings of the same people."""
+    gallery's voice embeddings of the same people; with the predictions it scored (None
+    when it could not evaluate)."""
     directory = Path(index) / FACE2VOICE_DIR
     if not (directory / CONFIG_FILE).is_file():
         return {"note": f"no {FACE2VOICE_DIR}/ in the bundle (built before face to voice); "
-                        "rebuild it to evaluate the reverse direction"}
+                        "rebuild it to evaluate the reverse direction"}, None
     ids = json.loads((directory / CONFIG_FILE).read_text())["ids"]
     rows = [j for j, i in enumerate(ids) if i in gallery]
     features = np.load(directory / FEATURES_FILE, allow_pickle=False)[rows]
     ids = [ids[j] for j in rows]
     voices = np.stack([gallery.embedding(i) for i in ids]) if ids else np.zeros((0, gallery.dim))
-    return evaluate_reverse(ids, features, voices, folds=folds, seed=seed, progress=progress)
+    result, predictions = _scores_or_note(ids, features, voices, folds, seed, progress)
+    return result, predictions and HeldOutVoices(ids, _unit(voices), predictions)
 
 
 def markdown(result: dict) -> list[str]:
