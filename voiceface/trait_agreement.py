@@ -45,8 +45,7 @@ from .face2voice import HeldOutVoices
 from .face_traits import FaceTraitModel, FaceTraits
 from .gallery import Gallery
 from .stylegan2 import Generator, to_pil
-from .trait_inputs import TRAITS_KEY
-from .traits import classifier
+from .trait_inputs import TRAITS_KEY, record_apparent_sex
 
 Z_95 = 1.959963984540054  # standard normal quantile of 0.975: a two-sided 95 % interval
 TRAIT_RESOLUTION = 256  # px faces are rendered at for the trait model (CLIP sees 224 px)
@@ -209,8 +208,7 @@ def measure_face_to_voice(gallery: Gallery, held: HeldOutVoices | None) -> dict:
     if all(r is None for r in records):
         return {"note": "the gallery keeps no voice traits (built before they were measured); "
                         "rebuild it to measure this"}
-    sexes = [None if r is None else classifier().decide(r["sex_score"] + 0.5)[0]
-             for r in records]
+    sexes = [record_apparent_sex(r) for r in records]
     return {"people": len(held.ids), **face_to_voice(held.voices, sexes, held.predictions)}
 
 
