@@ -10,8 +10,8 @@ import pytest
 
 from voiceface import calibration
 from voiceface.calibration import (FALSE_ALARM_RATE, LIVE_METHOD, WINDOWS_METHOD, Calibration,
-                                   best_non_mated, calibrate, calibrate_windows, recalibrate,
-                                   threshold_at_far)
+                                   best_non_mated, calibrate, calibrate_open_set,
+                                   recalibrate_open_set, threshold_at_far)
 from voiceface.gallery import Gallery
 from voiceface.gallery_files import MANIFEST
 from voiceface.thresholds import VerificationCalibration
@@ -81,23 +81,23 @@ def gallery_of(vectors: dict[str, list[float]]) -> Gallery:
 def test_a_live_gallery_recalibrates_on_its_embeddings():
     gallery = gallery_of({"a": [1, 0], "b": [0.6, 0.8], "c": [0, 1]})
     gallery.calibrate(calibrate(np.array([0.1, 0.2, 0.3]), 0.67, "enc", "before"))
-    got = recalibrate(gallery)  # best non-mated: a 0.6, b 0.8, c 0.8; 67 % of 3 = 2 pass
+    got = recalibrate_open_set(gallery)  # best non-mated: a 0.6, b 0.8, c 0.8; 67 % of 3 = 2 pass
     f32 = float(np.float32(0.6))
     assert (got.threshold, got.accepted, got.trials, got.far_target, got.method) == \
         (above(f32), 2, 3, 0.67, LIVE_METHOD)
     assert gallery.calibration == got and gallery.threshold == got.threshold
-    assert recalibrate(gallery) is got  # unchanged people: the record (and its date) stay
+    assert recalibrate_open_set(gallery) is got  # unchanged people: the record (and its date) stay
     gallery.remove("c")
-    assert recalibrate(gallery).trials == 2
+    assert recalibrate_open_set(gallery).trials == 2
     gallery.remove("b")
-    assert recalibrate(gallery) is None and gallery.calibration is None
+    assert recalibrate_open_set(gallery) is None and gallery.calibration is None
     assert gallery.threshold == above(f32)  # nothing to measure on: the threshold stays
 
 
 def test_the_calibration_is_saved_and_a_hand_set_threshold_is_not_called_calibrated(tmp_path):
     gallery = gallery_of({"a": [1, 0], "b": [0, 1]})
     assert gallery.calibration is None
-    recalibrate(gallery)
+    recalibrate_open_set(gallery)
     gallery.save(tmp_path / "g")
     loaded = Gallery.load(tmp_path / "g")
     assert loaded.calibration == gallery.calibration and loaded.threshold == gallery.threshold
@@ -158,24 +158,24 @@ def test_best_non_mated_with_nobody_enrolled_or_malformed_trials():
             best_non_mated(bad_trials, owners, trials, ["a", "b"])
 
 
-def test_calibrate_windows_scores_each_window_against_the_others_and_sets_the_gallery():
+def test_calibrate_open_set_scores_each_window_against_the_others_and_sets_the_gallery():
     gallery = gallery_of({"a": [1, 0], "b": [0, 1]})
     windows = np.array([[0.6, 0.8], [1, 0], [0, 1]], np.float32)
     # a's window against b: 0.8; b's windows against a: 1.0 and 0.0
-    got = calibrate_windows(windows, ["a", "b", "b"], gallery, far=0.34)  # 1 of 3 may pass
+    got = calibrate_open_set(windows, ["a", "b", "b"], gallery, far=0.34)  # 1 of 3 may pass
     f32 = float(np.float32(0.8))
     assert (got.threshold, got.accepted, got.trials, got.far_target, got.method) == \
         (above(f32), 1, 3, 0.34, WINDOWS_METHOD)
     assert gallery.calibration == got and gallery.threshold == got.threshold
     alone = gallery_of({"a": [1, 0]})
     alone.threshold = 0.5
-    assert calibrate_windows(windows[:1], ["a"], alone) is None
+    assert calibrate_open_set(windows[:1], ["a"], alone) is None
     assert alone.calibration is None and alone.threshold == 0.5
 
 
 def test_an_uncalibrated_live_gallery_recalibrates_at_the_default_rate():
     gallery = gallery_of({f"p{i}": [np.cos(i / 10), np.sin(i / 10)] for i in range(3)})
-    got = recalibrate(gallery)
+    got = recalibrate_open_set(gallery)
     assert got.far_target == FALSE_ALARM_RATE == 0.01 and got.trials == 3 and got.accepted == 0
 
 

@@ -30,8 +30,8 @@ from voiceface.pipeline import VoiceFace
 from voiceface.stylegan2 import Generator
 from voiceface.verification import (AS_NORM, BUILD_METHOD, DEFAULT_NORM_THRESHOLD,
                               DEFAULT_RAW_THRESHOLD, LIVE_METHOD, RAW, STD_FLOOR, UnknownClaim,
-                              VerificationCalibration, as_norm, calibrate_windows, recalibrate,
-                              check_claim, decide, score_kind, score_trials, top_k_stats)
+                              VerificationCalibration, as_norm, calibrate_verification,
+                              check_claim, recalibrate_verification, decide, score_kind, score_trials, top_k_stats)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -121,7 +121,7 @@ def random_gallery(rng, people=8, windows=3):
 @pytest.mark.parametrize("far", [0.01, 0.05, 0.2, 0.5])
 def test_the_threshold_accepts_at_most_the_target_share_of_its_non_mated_trials(far):
     gallery, windows, owners, recordings = random_gallery(np.random.default_rng(1))
-    c = calibrate_windows(windows, owners, recordings, gallery, far)
+    c = calibrate_verification(windows, owners, recordings, gallery, far)
     assert gallery.verification is c and c.score == AS_NORM and c.people == 8
     # non-mated: 7 * 6 + 3 windows, each against the 7 others; mated: the 7 people with two
     # recordings, each window against their other recording (the last person has none)
@@ -142,7 +142,7 @@ def test_a_mated_trial_is_scored_against_the_owners_other_recordings_pooled(monk
     real = verification.score_trials
     monkeypatch.setattr(verification, "score_trials",
                         lambda *args, **kwargs: calls.append(kwargs) or real(*args, **kwargs))
-    calibrate_windows(windows, owners, recordings, gallery)
+    calibrate_verification(windows, owners, recordings, gallery)
     mated, pooled = calls[0]["mated"], calls[0]["mated_enrollments"]
     assert mated.tolist() == [owner != "p4" for owner in owners]
     for i in np.flatnonzero(mated):
@@ -165,7 +165,7 @@ def test_the_score_is_timed_within_the_call_and_a_small_gallery_has_the_open_set
 
 def test_the_record_round_trips_and_old_galleries_load(tmp_path):
     gallery, windows, owners, recordings = random_gallery(np.random.default_rng(2))
-    c = calibrate_windows(windows, owners, recordings, gallery)
+    c = calibrate_verification(windows, owners, recordings, gallery)
     gallery.save(tmp_path / "g")
     assert Gallery.load(tmp_path / "g").verification == c
     assert VerificationCalibration.from_dict(c.to_dict()) == c
@@ -181,17 +181,17 @@ def test_the_record_round_trips_and_old_galleries_load(tmp_path):
 def test_a_live_recalibration_has_no_mated_trials_and_keeps_the_target_rate():
     gallery, *_ = random_gallery(np.random.default_rng(3), people=5)
     gallery.calibrate(calibrate(np.array([0.1, 0.2]), 0.2, "enc", "open set, as a build sets it"))
-    c = recalibrate(gallery)
+    c = recalibrate_verification(gallery)
     assert (c.non_mated_trials, c.mated_trials, c.frr, c.method) == (5 * 4, 0, None, LIVE_METHOD)
     assert c.far_target == 0.2
     assert "FRR unmeasured" in c.describe()
-    assert recalibrate(gallery) is c  # nothing changed: the record (and its date) stay
+    assert recalibrate_verification(gallery) is c  # nothing changed: the record (and its date) stay
     for person in ("p0", "p1", "p2"):
         gallery.remove(person)
-    two = recalibrate(gallery)
+    two = recalibrate_verification(gallery)
     assert (two.score, two.non_mated_trials) == (RAW, 2)
     gallery.remove("p3")
-    assert recalibrate(gallery) is None and gallery.verification is None
+    assert recalibrate_verification(gallery) is None and gallery.verification is None
 
 
 def test_the_verification_record_describes_itself_exactly():

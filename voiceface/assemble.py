@@ -8,10 +8,10 @@ then, in this order:
 1. builds the gallery: each person's pooled voice embedding, name, photo and latent, and
    their voice traits' record (`voiceface.trait_inputs.person_traits`, for live retraining);
 2. calibrates the open-set (1:N) threshold on the enrolled windows
-   (`voiceface.calibration.calibrate_windows`); with nothing to calibrate on (one person)
+   (`voiceface.calibration.calibrate_open_set`); with nothing to calibrate on (one person)
    the threshold of the gallery at `previous`, if any, stays;
 3. calibrates the verification (1:1) threshold on the same windows plus any trial-only
-   windows (`voiceface.verification.calibrate_windows`), at the same target rate;
+   windows (`voiceface.verification.calibrate_verification`), at the same target rate;
 4. saves `gallery/`;
 5. with 2 or more people, trains the mapper (voice -> latent offset from the population
    centre) on every enrolled window, with that window's voice traits when the source measured
@@ -128,10 +128,10 @@ def assemble(people: Sequence[Enrollee], out: str | Path, models: Models, *,
                     extra={**person.extra, **({TRAITS_KEY: record} if record else {})})
     windows = np.concatenate([p.windows for p in people])
     owners = [p.id for p in people for _ in range(len(p.windows))]
-    if calibration.calibrate_windows(windows, owners, gallery, far) is None and previous:  # 2.
+    if calibration.calibrate_open_set(windows, owners, gallery, far) is None and previous:  # 2.
         _keep_threshold(gallery, previous)
     trials = [p for p in people if p.trial_windows is not None and len(p.trial_windows)]
-    verification.calibrate_windows(  # 3.
+    verification.calibrate_verification(  # 3.
         np.concatenate([windows] + [p.trial_windows for p in trials]),
         owners + [p.id for p in trials for _ in range(len(p.trial_windows))],
         [r for p in people for r in p.recordings]

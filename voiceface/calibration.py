@@ -12,10 +12,10 @@ accepted: the finest rate T trials can measure is 1/T, and the calibration says 
 
 Who the trials are depends on what is at hand; `Calibration.method` records it:
 - `build` and the personas: every window of every person's recordings, scored against the
-  gallery's other people (`calibrate_windows`);
+  gallery's other people (`calibrate_open_set`);
 - `eval`: the held-out windows, scored against the enrollment embeddings of the others;
-- a live gallery (`recalibrate`): only embeddings are kept, so each enrolled person's stored
-  embedding is a trial against everyone else's (N people give N trials).
+- a live gallery (`recalibrate_open_set`): only embeddings are kept, so each enrolled
+  person's stored embedding is a trial against everyone else's (N people give N trials).
 """
 
 from __future__ import annotations
@@ -67,8 +67,8 @@ def calibrate(non_mated: np.ndarray, far: float, encoder_fingerprint: str,
                        method)
 
 
-def calibrate_windows(windows: np.ndarray, owners: Sequence[str], gallery: Gallery,
-                      far: float = FALSE_ALARM_RATE) -> Calibration | None:
+def calibrate_open_set(windows: np.ndarray, owners: Sequence[str], gallery: Gallery,
+                       far: float = FALSE_ALARM_RATE) -> Calibration | None:
     """Calibrate `gallery` (in place) on recording windows [T, D] of its people (`owners`:
     whose each window is), each scored against the other people's gallery embeddings.
     Returns the calibration, or None (gallery unchanged) with fewer than 2 people."""
@@ -81,7 +81,7 @@ def calibrate_windows(windows: np.ndarray, owners: Sequence[str], gallery: Galle
     return result
 
 
-def recalibrate(gallery: Gallery) -> Calibration | None:
+def recalibrate_open_set(gallery: Gallery) -> Calibration | None:
     """Recalibrate a changed live gallery (in place) from its stored embeddings alone: each
     person's embedding (pooled over their recording) is a trial, its best score against
     everyone else's embedding its non-mated score, so N people give N trials. The target is

@@ -52,7 +52,7 @@ import numpy as np
 from . import faces, storage
 from . import verification
 from .audio import SAMPLE_RATE, AudioError, AudioSource, load_audio
-from .calibration import recalibrate
+from .calibration import recalibrate_open_set
 from .gallery import Gallery, GalleryError
 from .gallery_files import MANIFEST, data_name, remove_leftovers
 from .invert import InversionConfig, Inverter
@@ -250,11 +250,12 @@ class LiveGallery:
     def _commit(self, gallery: Gallery, people_changed: bool = True) -> None:
         """Save `gallery`, then swap the saved gallery and mapper into the pipeline as one
         state (the caller holds `_exclusive`). When people were added or removed, the threshold
-        follows them first (see `recalibrate`; it scores everyone against everyone), and so
-        does the verification threshold (`voiceface.verification.recalibrate`)."""
+        follows them first (see `recalibrate_open_set`; it scores everyone against everyone),
+        and so does the verification threshold
+        (`voiceface.verification.recalibrate_verification`)."""
         if people_changed:
-            recalibrate(gallery)
-            verification.recalibrate(gallery)
+            recalibrate_open_set(gallery)
+            verification.recalibrate_verification(gallery)
         gallery.save(self.root / GALLERY_DIR)
         self._reload()
 

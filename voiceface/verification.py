@@ -251,9 +251,9 @@ def calibrate_scores(scores: TrialScores, kind: str, far: float, people: int,
                                    encoder_fingerprint, method)
 
 
-def calibrate_windows(windows: np.ndarray, owners: Sequence[str], recordings: Sequence[str],
-                      gallery: Gallery, far: float = FALSE_ALARM_RATE
-                      ) -> VerificationCalibration | None:
+def calibrate_verification(windows: np.ndarray, owners: Sequence[str],
+                           recordings: Sequence[str], gallery: Gallery,
+                           far: float = FALSE_ALARM_RATE) -> VerificationCalibration | None:
     """Calibrate `gallery`'s verification threshold (in place) on recording windows [T, D]
     of its people (`owners`), each from recording `recordings[i]` (a name unique within its
     owner; the parts of a split recording count as two). Mated trials use the owner's
@@ -286,7 +286,7 @@ def calibrate_windows(windows: np.ndarray, owners: Sequence[str], recordings: Se
     return result
 
 
-def recalibrate(gallery: Gallery) -> VerificationCalibration | None:
+def recalibrate_verification(gallery: Gallery) -> VerificationCalibration | None:
     """Recalibrate a changed live gallery's verification threshold (in place) from its stored
     embeddings alone: no mated trials (FRR unmeasured). The target is the previous record's;
     a change of people clears that record, so then the open-set calibration's (a build sets
