@@ -9,7 +9,7 @@ including the exact re-scoring of ANN candidates) and recall@1 against exact sea
   equally far, the hardest case for any ANN index and not one the open-set search needs).
 Search-time settings (efSearch, nprobe) are swept on one build; IVF rows say nlist/nprobe.
 With --gallery-load, instead: what starting on a saved gallery of N people costs; no FAISS
-file is read (`Gallery.load` of the JSON and .npy files, then `prepare_index` rebuilding
+file is read (`Enrolled.load` of the JSON and .npy files, then `prepare_index` rebuilding
 the "auto" index: exact up to 20,000 people, IVF-PQ above).
 Usage (repository root): python -m benchmarks.gallery_scale [--sizes 10000 100000 1000000]
     [--kinds flat hnsw ivfpq] [--hnsw-m 32] [--ef-construction 80] [--ef-search 16 32 64 128]
@@ -31,6 +31,7 @@ import faiss
 import numpy as np
 
 from voiceface.ann import IndexSpec, build, configure, default_nprobe, search
+from voiceface.enrolled import Enrolled
 from voiceface.gallery import Gallery, Person
 
 DIM = 512
@@ -138,10 +139,10 @@ def gallery_load(n: int) -> None:
     gallery._rows = {p.id: i for i, p in enumerate(gallery._people)}
     gallery._embeddings = unit_vectors(n, np.random.default_rng(n))
     with tempfile.TemporaryDirectory() as tmp:
-        gallery.save(tmp)
+        Enrolled.of(gallery).save(tmp)
         del gallery
         t0 = time.perf_counter()
-        loaded = Gallery.load(tmp)
+        loaded = Enrolled.load(tmp).gallery
         read = time.perf_counter() - t0
         t0 = time.perf_counter()
         loaded.prepare_index()

@@ -12,7 +12,7 @@ The figure: for the unseen people, mean distance of the drawn latents to w_avg d
 their mean distance to the population centre (the training people's mean latent). Above 1,
 faces sit nearer the population than FFHQ's average face.
 - "before": the mapper predicts offsets from w_avg and truncation pulls toward w_avg;
-- "after": both use the population centre (`Gallery.centre`), as voiceface does now.
+- "after": both use the population centre (`Latents.centre`), as voiceface does now.
 
 Usage (repository root): python -m benchmarks.population [--seeds 0 1 2]
 """
@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from voiceface.gallery import Gallery
+from voiceface.enrolled import Enrolled
 from voiceface.mapper import SMALL_MAPPER, train_mapper
 from voiceface.stylegan2 import truncate_toward
 
@@ -64,11 +64,12 @@ def measure(data: dict[str, np.ndarray], centred_on_population: bool) -> dict[st
     With `centred_on_population` the mapper and the truncation use the gallery's population
     centre, else the generator's w_avg (voiceface before issue 16)."""
     latents, clips, w_avg = data["latents"], data["clips"], data["w_avg"]
-    gallery = Gallery(DIM, "synthetic", latent_dim=DIM)
+    enrolled = Enrolled.new(DIM, "synthetic", latent_dim=DIM)
     for i in range(PEOPLE):
         mean = clips[i].mean(axis=0)
-        gallery.add(f"p{i:02d}", mean / np.linalg.norm(mean), latent=latents[i])
-    population = gallery.centre
+        enrolled.gallery.add(f"p{i:02d}", mean / np.linalg.norm(mean))
+        enrolled.latents.set(f"p{i:02d}", latents[i])
+    population = enrolled.latents.centre
     centre = population if centred_on_population else w_avg
     x = clips[:PEOPLE].reshape(-1, DIM)
     y = np.repeat(latents[:PEOPLE], CLIPS, axis=0)

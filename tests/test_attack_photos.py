@@ -23,7 +23,7 @@ from test_faces import EPS, POSTSCRIPT
 from test_visitors import PASSWORD, backbone, call, client, file_ref, recording, upload  # noqa: F401
 
 from benchmarks.memory import image_bomb, run_memory
-from voiceface.gallery import Gallery
+from voiceface.enrolled import Enrolled
 
 pytestmark = pytest.mark.slow  # the app server, over HTTP
 
@@ -109,7 +109,8 @@ def test_photos_that_would_run_a_program_or_an_unpromised_decoder_are_refused(se
     for name, (kind, message) in answers:
         assert kind == "error" and NOT_IMAGE in str(message), (name, kind, message)
     assert answers_ja == [("error", NOT_IMAGE_JA)] * 4
-    assert len(Gallery.load(server["root"] / "live" / "gallery")) == DEV_PEOPLE  # none added
+    saved = Enrolled.load(server["root"] / "live" / "gallery").gallery
+    assert len(saved) == DEV_PEOPLE  # none added
 
 
 def test_a_real_photo_still_answers(server, tmp_path):

@@ -24,7 +24,7 @@ from voiceface.calibration import WINDOWS_METHOD, best_non_mated, threshold_at_f
 from voiceface.devbundle import (TINY_GENERATOR, synthetic_voice, write_people_folder,
                                  write_random_backbone)
 from voiceface.evaluate import evaluate, markdown, score_range, write_report
-from voiceface.gallery import Gallery
+from voiceface.enrolled import Enrolled
 from voiceface.invert import InversionConfig, Inverter
 from voiceface.pipeline import VoiceFace
 from voiceface.stylegan2 import Generator
@@ -118,12 +118,13 @@ def test_build_enrolls_the_good_people_and_reports_every_bad_file(built):
 @pytest.mark.slow
 def test_the_build_calibrates_the_threshold_on_every_window(built, people, models, tmp_path):
     out, report = built
-    gallery = Gallery.load(out / "gallery")
+    enrolled = Enrolled.load(out / "gallery")
+    gallery = enrolled.gallery
     windows = np.load(out / "windows.npy")
     owners = [r["person"] for r in json.loads((out / "windows.json").read_text())]
     scores = best_non_mated(windows, owners, gallery.embeddings(), [p.id for p in gallery.people])
     threshold, accepted = threshold_at_far(scores, 0.01)
-    c = gallery.calibration
+    c = enrolled.calibrations.open_set
     assert (c.threshold, c.trials, c.accepted, c.far_target, c.method) == \
         (threshold, len(windows), accepted, 0.01, WINDOWS_METHOD)
     assert c.far_achieved == accepted / len(windows) and gallery.threshold == threshold
@@ -135,7 +136,7 @@ def test_the_build_calibrates_the_threshold_on_every_window(built, people, model
     alone = tmp_path / "alone"
     shutil.copytree(people / "person03", alone / "person03")
     build(alone, copy, models, progress=False)
-    assert Gallery.load(copy / "gallery").calibration == c
+    assert Enrolled.load(copy / "gallery").calibrations.open_set == c
 
 
 @pytest.mark.slow
@@ -188,8 +189,8 @@ def test_the_built_bundle_serves_predictions(built, people):
     assert [p.id for p in vf.gallery.people] == [f"person{i:02d}" for i in range(2, GOOD_PEOPLE + 1)]
     assert vf.gallery.people[0].name == "Dev person 2"
     assert all(p.faces[0].is_file() and p.consent for p in vf.gallery.people)
-    assert len(vf.gallery.latents()[0]) == ENROLLED and vf.mapper is not None
-    assert np.array_equal(vf.mapper.centre.numpy(), vf.gallery.centre)
+    assert len(vf.state.latents) == ENROLLED and vf.mapper is not None
+    assert np.array_equal(vf.mapper.centre.numpy(), vf.state.latents.centre)
     result = vf(people / "person03" / "voice2.flac")
     assert result.method == "mapper" and result.matches[0].id == "person03"
     # the mapper took each window's voice traits; each person keeps two numbers of them
@@ -220,19 +221,19 @@ def test_unchanged_people_are_not_recomputed(built, people, models, monkeypatch)
 def test_a_failed_build_loses_nothing_and_deletion_is_complete(built, people, models, tmp_path):
     out, _ = built
     copy = shutil.copytree(out, tmp_path / "index")
-    before = Gallery.load(copy / "gallery")
+    before = Enrolled.load(copy / "gallery").gallery
     empty = tmp_path / "nobody"
     (empty / "x").mkdir(parents=True)
     with pytest.raises(ValueError, match="can be enrolled"):
         build(empty, copy, models, progress=False)
-    after = Gallery.load(copy / "gallery")
+    after = Enrolled.load(copy / "gallery").gallery
     assert [p.id for p in after.people] == [p.id for p in before.people]
 
     fewer = shutil.copytree(people, tmp_path / "people")
     shutil.rmtree(fewer / "person05")
     cached_before = {p.name for p in (copy / ".cache").rglob("*") if p.is_file()}
     build(fewer, copy, models, progress=False)
-    gallery = Gallery.load(copy / "gallery")
+    gallery = Enrolled.load(copy / "gallery").gallery
     assert "person05" not in gallery
     cached_after = {p.name for p in (copy / ".cache").rglob("*") if p.is_file()}
     assert cached_after < cached_before  # person05's embeddings, photos and latent are gone
@@ -334,7 +335,7 @@ def tree_digest(root):
 
 def bundle_state(root):
     """What a reader gets: the gallery, the windows, the report's people, the mapper."""
-    gallery = Gallery.load(root / "gallery")
+    gallery = Enrolled.load(root / "gallery").gallery
     return ([p.id for p in gallery.people], gallery.embeddings().tobytes(),
             (root / "windows.npy").read_bytes(), (root / "windows.json").read_text(),
             json.loads((root / "build.json").read_text())["enrolled"],
@@ -399,7 +400,7 @@ def test_eval_reports_identification_and_generation(built, tmp_path):
     assert verification["non_mated_trials"] == ident["trials"] * (ENROLLED - 1)
     assert set(verification["scores"]) == {"raw-cosine", "as-norm"}
     assert verification["gallery_verification"] == \
-        Gallery.load(out / "gallery").verification.to_dict()
+        Enrolled.load(out / "gallery").calibrations.verification.to_dict()
 
 
 @pytest.mark.slow
@@ -415,9 +416,9 @@ def test_eval_cli_checks_the_folder_and_sets_the_threshold(built, people, tmp_pa
     assert ok.returncode == 0, ok.stderr
     report = json.loads((index / "eval" / "report.json").read_text())
     threshold = report["identification"]["open_set_threshold"]
-    gallery = Gallery.load(index / "gallery")
-    assert gallery.threshold == threshold
-    assert gallery.calibration.to_dict() == report["identification"]["calibration"]
+    enrolled = Enrolled.load(index / "gallery")
+    assert enrolled.gallery.threshold == threshold
+    assert enrolled.calibrations.open_set.to_dict() == report["identification"]["calibration"]
     assert f"the gallery now uses this threshold {threshold:.4f}: accepts" in ok.stdout
 
 
@@ -430,7 +431,7 @@ def synthetic_index(directory, n=16, dim=8, windows=4, seed=0, part=None, shuffl
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
     mix = rng.standard_normal((dim, 6))
     latent_source = rng.permutation(centres) if shuffle else centres
-    gallery = Gallery(dim, "enc", latent_dim=6, generator_fingerprint="gen")
+    enrolled = Enrolled.new(dim, "enc", latent_dim=6, generator_fingerprint="gen")
     rows, all_windows = [], []
     for i, c in enumerate(centres):
         w = c + 0.05 * rng.standard_normal((windows, dim))
@@ -440,9 +441,9 @@ def synthetic_index(directory, n=16, dim=8, windows=4, seed=0, part=None, shuffl
                  if part is None else
                  {"person": f"p{i}", "recording": "r.wav", "window": j, "part": part(j)}
                  for j in range(windows)]
-        gallery.add(f"p{i}", c, latent=(latent_source[i] @ mix).astype(np.float32),
-                    consent=True)
-    gallery.save(directory / "gallery")
+        enrolled.gallery.add(f"p{i}", c, consent=True)
+        enrolled.latents.set(f"p{i}", (latent_source[i] @ mix).astype(np.float32))
+    enrolled.save(directory / "gallery")
     np.save(directory / "windows.npy", np.concatenate(all_windows).astype(np.float32))
     (directory / "windows.json").write_text(json.dumps(rows))
     return directory
@@ -471,7 +472,7 @@ def test_eval_metrics_on_a_gallery_whose_answers_are_known(tmp_path):
     # w_avg = 0: each latent's distance to it is its norm, which differs from its distance to
     # its fold's centre by at most that centre's norm, a mean of latents (triangle inequality)
     generated = report["generated_latents"]
-    _, truth = Gallery.load(tmp_path / "gallery").latents()
+    _, truth = Enrolled.load(tmp_path / "gallery").latents.rows()
     assert abs(generated["to_w_avg"] - generated["to_population_centre"]) <= \
         np.linalg.norm(truth, axis=1).max()
 

@@ -10,9 +10,9 @@ import pytest
 
 from voiceface import calibration
 from voiceface.calibration import (FALSE_ALARM_RATE, LIVE_METHOD, WINDOWS_METHOD, Calibration,
-                                   best_non_mated, calibrate, calibrate_windows, recalibrate,
-                                   threshold_at_far)
-from voiceface.gallery import Gallery
+                                   best_non_mated, calibrate, calibrate_open_set,
+                                   recalibrate_open_set, threshold_at_far)
+from voiceface.enrolled import Enrolled
 from voiceface.gallery_files import MANIFEST
 from voiceface.thresholds import VerificationCalibration
 
@@ -71,50 +71,53 @@ def test_best_non_mated_leaves_each_trials_own_person_out():
     assert alone.size == 0
 
 
-def gallery_of(vectors: dict[str, list[float]]) -> Gallery:
-    gallery = Gallery(2, "enc")
+def enrolled_of(vectors: dict[str, list[float]]) -> Enrolled:
+    enrolled = Enrolled.new(2, "enc")
     for person_id, v in vectors.items():
-        gallery.add(person_id, np.array(v, np.float32))
-    return gallery
+        enrolled.gallery.add(person_id, np.array(v, np.float32))
+    return enrolled
 
 
 def test_a_live_gallery_recalibrates_on_its_embeddings():
-    gallery = gallery_of({"a": [1, 0], "b": [0.6, 0.8], "c": [0, 1]})
-    gallery.calibrate(calibrate(np.array([0.1, 0.2, 0.3]), 0.67, "enc", "before"))
-    got = recalibrate(gallery)  # best non-mated: a 0.6, b 0.8, c 0.8; 67 % of 3 = 2 pass
+    enrolled = enrolled_of({"a": [1, 0], "b": [0.6, 0.8], "c": [0, 1]})
+    gallery, records = enrolled.gallery, enrolled.calibrations
+    records.calibrate(calibrate(np.array([0.1, 0.2, 0.3]), 0.67, "enc", "before"))
+    got = recalibrate_open_set(records)  # best non-mated: a 0.6, b 0.8, c 0.8; 67 % of 3 pass 2
     f32 = float(np.float32(0.6))
     assert (got.threshold, got.accepted, got.trials, got.far_target, got.method) == \
         (above(f32), 2, 3, 0.67, LIVE_METHOD)
-    assert gallery.calibration == got and gallery.threshold == got.threshold
-    assert recalibrate(gallery) is got  # unchanged people: the record (and its date) stay
+    assert records.open_set == got and gallery.threshold == got.threshold
+    assert recalibrate_open_set(records) is got  # unchanged people: the record (and date) stay
     gallery.remove("c")
-    assert recalibrate(gallery).trials == 2
+    assert recalibrate_open_set(records).trials == 2
     gallery.remove("b")
-    assert recalibrate(gallery) is None and gallery.calibration is None
+    assert recalibrate_open_set(records) is None and records.open_set is None
     assert gallery.threshold == above(f32)  # nothing to measure on: the threshold stays
 
 
 def test_the_calibration_is_saved_and_a_hand_set_threshold_is_not_called_calibrated(tmp_path):
-    gallery = gallery_of({"a": [1, 0], "b": [0, 1]})
-    assert gallery.calibration is None
-    recalibrate(gallery)
-    gallery.save(tmp_path / "g")
-    loaded = Gallery.load(tmp_path / "g")
-    assert loaded.calibration == gallery.calibration and loaded.threshold == gallery.threshold
-    loaded.threshold = 0.5
-    assert loaded.calibration is None
+    enrolled = enrolled_of({"a": [1, 0], "b": [0, 1]})
+    assert enrolled.calibrations.open_set is None
+    recalibrate_open_set(enrolled.calibrations)
+    enrolled.save(tmp_path / "g")
+    loaded = Enrolled.load(tmp_path / "g")
+    assert loaded.calibrations.open_set == enrolled.calibrations.open_set
+    assert loaded.gallery.threshold == enrolled.gallery.threshold
+    loaded.gallery.threshold = 0.5
+    assert loaded.calibrations.open_set is None
     loaded.save(tmp_path / "g")
     assert json.loads((tmp_path / "g" / MANIFEST).read_text())["calibration"] is None
-    assert Gallery.load(tmp_path / "g").threshold == 0.5
+    assert Enrolled.load(tmp_path / "g").gallery.threshold == 0.5
 
 
 def test_a_manifest_from_before_calibration_still_loads(tmp_path):
-    gallery_of({"a": [1, 0], "b": [0, 1]}).save(tmp_path / "g")
+    enrolled_of({"a": [1, 0], "b": [0, 1]}).save(tmp_path / "g")
     manifest = json.loads((tmp_path / "g" / MANIFEST).read_text())
     del manifest["calibration"]
     (tmp_path / "g" / MANIFEST).write_text(json.dumps(manifest))
-    loaded = Gallery.load(tmp_path / "g")
-    assert loaded.calibration is None and loaded.threshold == 0.70 and len(loaded) == 2
+    loaded = Enrolled.load(tmp_path / "g")
+    assert loaded.calibrations.open_set is None
+    assert loaded.gallery.threshold == 0.70 and len(loaded.gallery) == 2
 
 
 def test_best_non_mated_in_chunks_equals_the_whole_product(monkeypatch):
@@ -158,24 +161,24 @@ def test_best_non_mated_with_nobody_enrolled_or_malformed_trials():
             best_non_mated(bad_trials, owners, trials, ["a", "b"])
 
 
-def test_calibrate_windows_scores_each_window_against_the_others_and_sets_the_gallery():
-    gallery = gallery_of({"a": [1, 0], "b": [0, 1]})
+def test_calibrate_open_set_scores_each_window_against_the_others_and_sets_the_gallery():
+    enrolled = enrolled_of({"a": [1, 0], "b": [0, 1]})
     windows = np.array([[0.6, 0.8], [1, 0], [0, 1]], np.float32)
     # a's window against b: 0.8; b's windows against a: 1.0 and 0.0
-    got = calibrate_windows(windows, ["a", "b", "b"], gallery, far=0.34)  # 1 of 3 may pass
+    got = calibrate_open_set(windows, ["a", "b", "b"], enrolled.calibrations, far=0.34)  # 1 of 3
     f32 = float(np.float32(0.8))
     assert (got.threshold, got.accepted, got.trials, got.far_target, got.method) == \
         (above(f32), 1, 3, 0.34, WINDOWS_METHOD)
-    assert gallery.calibration == got and gallery.threshold == got.threshold
-    alone = gallery_of({"a": [1, 0]})
-    alone.threshold = 0.5
-    assert calibrate_windows(windows[:1], ["a"], alone) is None
-    assert alone.calibration is None and alone.threshold == 0.5
+    assert enrolled.calibrations.open_set == got and enrolled.gallery.threshold == got.threshold
+    alone = enrolled_of({"a": [1, 0]})
+    alone.gallery.threshold = 0.5
+    assert calibrate_open_set(windows[:1], ["a"], alone.calibrations) is None
+    assert alone.calibrations.open_set is None and alone.gallery.threshold == 0.5
 
 
 def test_an_uncalibrated_live_gallery_recalibrates_at_the_default_rate():
-    gallery = gallery_of({f"p{i}": [np.cos(i / 10), np.sin(i / 10)] for i in range(3)})
-    got = recalibrate(gallery)
+    enrolled = enrolled_of({f"p{i}": [np.cos(i / 10), np.sin(i / 10)] for i in range(3)})
+    got = recalibrate_open_set(enrolled.calibrations)
     assert got.far_target == FALSE_ALARM_RATE == 0.01 and got.trials == 3 and got.accepted == 0
 
 

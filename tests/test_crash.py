@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from voiceface import storage
-from voiceface.gallery import Gallery
+from voiceface.enrolled import Enrolled
 from voiceface.gallery_files import MANIFEST
 
 TRIALS = 40
@@ -24,10 +24,10 @@ DIM = 64
 LATENT_DIM = 32
 
 
-def make_state(tmp_path, seed: int, drop: int) -> Gallery:
+def make_state(tmp_path, seed: int, drop: int) -> Enrolled:
     """A gallery of PEOPLE people minus person `drop`, each value depending on `seed`."""
     rng = np.random.default_rng(seed)
-    gallery = Gallery(DIM, "enc", generator_fingerprint="gen", latent_dim=LATENT_DIM)
+    enrolled = Enrolled.new(DIM, "enc", generator_fingerprint="gen", latent_dim=LATENT_DIM)
     for i in range(PEOPLE):
         e = rng.standard_normal(DIM).astype(np.float32)
         latent = rng.standard_normal(LATENT_DIM).astype(np.float32)
@@ -37,18 +37,20 @@ def make_state(tmp_path, seed: int, drop: int) -> Gallery:
         if i % 50 == 0:  # a few photos, so faces are written and removed too
             faces = [tmp_path / f"face-{seed}-{i}.png"]
             Image.new("RGB", (8, 8), (seed * 40 % 256, i % 256, 7)).save(faces[0])
-        gallery.add(f"p{i:03d}", e / np.linalg.norm(e), faces=faces, latent=latent)
-    return gallery
+        enrolled.gallery.add(f"p{i:03d}", e / np.linalg.norm(e), faces=faces)
+        enrolled.latents.set(f"p{i:03d}", latent)
+    return enrolled
 
 
-def fingerprint(gallery: Gallery) -> tuple:
-    ids, latents = gallery.latents()
+def fingerprint(enrolled: Enrolled) -> tuple:
+    gallery = enrolled.gallery
+    ids, latents = enrolled.latents.rows()
     faces = [f.read_bytes() for p in gallery.people for f in p.faces]
     return (tuple(p.id for p in gallery.people), gallery.embeddings().tobytes(), tuple(ids),
             latents.tobytes(), tuple(faces))
 
 
-def save_forever(states: list[Gallery], root) -> None:
+def save_forever(states: list[Enrolled], root) -> None:
     """The child: save the states in turn until killed."""
     while True:
         for state in states:
@@ -82,7 +84,7 @@ def test_sigkill_during_save_leaves_old_or_new_gallery(tmp_path):
         child.join()
         assert child.exitcode == -signal.SIGKILL
         mid_save += not clean_listing(root)
-        loaded = Gallery.load(root)  # must always succeed
+        loaded = Enrolled.load(root)  # must always succeed
         assert fingerprint(loaded) in expected, f"trial {trial}: a mix of old and new"
         loaded.save(root)  # the next save cleans what the killed one left
         assert clean_listing(root), sorted(p.name for p in root.iterdir())

@@ -20,7 +20,8 @@ from voiceface.calibration import LIVE_METHOD, best_non_mated, threshold_at_far
 from voiceface.devbundle import synthetic_voice, write_random_backbone
 from voiceface import enroll as enroll_module
 from voiceface.enroll import LiveGallery, speech_seconds
-from voiceface.gallery import Gallery, GalleryError
+from voiceface.enrolled import Enrolled
+from voiceface.gallery import GalleryError
 from voiceface.invert import InversionConfig
 from voiceface.pipeline import VoiceFace
 from voiceface.trait_inputs import TRAITS_KEY, record_features
@@ -129,16 +130,16 @@ def test_enrolled_person_is_found_at_once_then_gets_a_latent_and_a_mapper(open_l
     assert Image.open(person.faces[0]).size == (512, 512)
 
     assert live.wait(WAIT) and live.status(aiko) == "ready"
-    assert live.vf.gallery.latent(aiko) is not None
+    assert live.vf.state.latents.get(aiko) is not None
     # Not retrained (7 latents: fewer than min_people, 8); each change reloads it from disk.
     assert live.mapper_people == bundle_people and aiko not in bundle_people
     # Aiko's latent moved the population centre; the mapper keeps the one it was trained on.
     assert np.array_equal(live.vf.mapper.centre.numpy(), bundle_mapper.centre.numpy())
-    assert not np.array_equal(live.vf.mapper.centre.numpy(), live.vf.gallery.centre)
+    assert not np.array_equal(live.vf.mapper.centre.numpy(), live.vf.state.latents.centre)
     ken = live.enroll("Ken", voice(3, f0=110.0, formant=500.0), PHOTO, consent=True)
     assert live.wait(WAIT) and live.status(ken) == "ready"
     assert live.vf.mapper is not bundle_mapper and set(live.mapper_people) >= {aiko, ken}
-    assert np.array_equal(live.vf.mapper.centre.numpy(), live.vf.gallery.centre)  # retrained
+    assert np.array_equal(live.vf.mapper.centre.numpy(), live.vf.state.latents.centre)  # retrained
     assert live.vf(voice(1)).method == "mapper"
 
 
@@ -155,11 +156,13 @@ def test_delete_removes_every_trace_and_retrains(open_live, tmp_path):
     assert live.wait(WAIT)
 
     live.delete(aiko)
-    for gallery in (live.vf.gallery, Gallery.load(live.root / "gallery")):
+    for enrolled in (live.vf.state.enrolled, Enrolled.load(live.root / "gallery")):
+        gallery = enrolled.gallery
         assert aiko not in gallery and ken in gallery and len(gallery) == DEV_PEOPLE + 1
         assert not np.any(np.all(np.isclose(gallery.embeddings(), embedding), axis=1))
         # recalibrated on the people left: each one's embedding against everyone else's
-        c, e, ids = gallery.calibration, gallery.embeddings(), [p.id for p in gallery.people]
+        c, e = enrolled.calibrations.open_set, gallery.embeddings()
+        ids = [p.id for p in gallery.people]
         assert (c.method, c.trials, c.far_target) == (LIVE_METHOD, DEV_PEOPLE + 1, 0.01)
         assert c.threshold == threshold_at_far(best_non_mated(e, ids, e, ids), 0.01)[0]
     assert aiko not in live.mapper_people and ken in live.mapper_people
@@ -175,7 +178,7 @@ def test_delete_removes_every_trace_and_retrains(open_live, tmp_path):
     assert live.vf.mapper is None and not (live.root / "mapper").exists()
     assert live.vf(voice(1)).method == "knn-blend"
     live.delete("dev00")  # with no mapper saved at all
-    assert "dev00" not in Gallery.load(live.root / "gallery") and live.vf.mapper is None
+    assert "dev00" not in Enrolled.load(live.root / "gallery").gallery and live.vf.mapper is None
 
 
 def test_an_enrolled_voices_traits_are_two_numbers_that_train_the_mapper_and_go_with_them(
@@ -184,10 +187,11 @@ def test_an_enrolled_voices_traits_are_two_numbers_that_train_the_mapper_and_go_
     the person's record; the retrained mapper takes everyone's, the population's mean for a
     person enrolled before traits were kept; deletion takes them with the person."""
     live = open_live(min_people=DEV_PEOPLE + 1)
-    gallery = Gallery.load(live.root / "gallery")  # dev00 as an older gallery holds them
+    enrolled = Enrolled.load(live.root / "gallery")  # dev00 as an older gallery holds them
+    gallery = enrolled.gallery
     gallery.update("dev00", extra={k: v for k, v in gallery.person("dev00").extra.items()
                                    if k != TRAITS_KEY})
-    gallery.save(live.root / "gallery")
+    enrolled.save(live.root / "gallery")
     assert live.refresh()
     trained = []
     real = enroll_module.train_mapper
@@ -244,9 +248,10 @@ def test_concurrent_enrollments_both_land(open_live):
         thread.join()
     assert not errors and len(ids) == 2
     assert live.wait(WAIT)
-    saved = Gallery.load(live.root / "gallery")
-    assert set(ids) <= {p.id for p in saved.people} and len(saved) == DEV_PEOPLE + 2
-    assert all(saved.latent(i) is not None for i in ids)
+    saved = Enrolled.load(live.root / "gallery")
+    people = {p.id for p in saved.gallery.people}
+    assert set(ids) <= people and len(people) == DEV_PEOPLE + 2
+    assert all(saved.latents.get(i) is not None for i in ids)
 
 
 @pytest.mark.slow
@@ -260,7 +265,7 @@ def test_the_gallery_directory_persists_across_restarts(open_live, dev_bundle, t
     assert aiko in again.vf.gallery and again.status(aiko) == "ready"
     assert again.vf(voice(1)).matches[0].id == aiko
     assert again.vf.mapper is not None and again.vf.mapper.config.in_dim == 24
-    assert len(Gallery.load(dev_bundle / "gallery")) == DEV_PEOPLE  # the bundle is untouched
+    assert len(Enrolled.load(dev_bundle / "gallery").gallery) == DEV_PEOPLE  # bundle untouched
 
     manifest = live.root / "gallery" / "manifest.json"
     manifest.write_text(manifest.read_text().replace(
@@ -292,7 +297,7 @@ def test_app_enroll_and_delete_need_the_password(dev_bundle, inversion, tmp_path
         time.sleep(FIRST_DELAY)  # the back-off a wrong password earns (tests/test_admin.py)
         with pytest.raises(Exception, match="Consent is required"):
             client.predict("open sesame", *upload(), "Aiko", False, api_name="/enroll")
-        assert len(Gallery.load(live_dir / "gallery")) == DEV_PEOPLE
+        assert len(Enrolled.load(live_dir / "gallery").gallery) == DEV_PEOPLE
         status, people, *_ = client.predict("open sesame", *upload(), "Aiko", True,
                                             api_name="/enroll")
         assert "Enrolled **Aiko**" in status and len(people) == DEV_PEOPLE + 1
@@ -302,7 +307,7 @@ def test_app_enroll_and_delete_need_the_password(dev_bundle, inversion, tmp_path
         aiko = status.split("`")[1]
         _, _, summary = client.predict(upload()[0], api_name="/predict")
         assert summary["matches"][0]["id"] == aiko
-        photo = Gallery.load(live_dir / "gallery").person(aiko).faces[0].read_bytes()
+        photo = Enrolled.load(live_dir / "gallery").gallery.person(aiko).faces[0].read_bytes()
         assert photo in files(gradio_cache).values()  # served, so copied into the cache
 
         with pytest.raises(Exception, match="Wrong admin password"):
@@ -321,7 +326,7 @@ def test_app_enroll_and_delete_need_the_password(dev_bundle, inversion, tmp_path
         while uploads & set(files(gradio_cache).values()) and time.monotonic() < deadline:
             time.sleep(1.0)
         assert not uploads & (set(files(gradio_cache).values()) | set(files(live_dir).values()))
-    assert aiko not in Gallery.load(live_dir / "gallery")
+    assert aiko not in Enrolled.load(live_dir / "gallery").gallery
 
     with serve_app(dev_bundle, tmp_path / "readonly.log") as (url, _):  # no password
         endpoints = Client(url, verbose=False).view_api(return_format="dict", print_info=False)
@@ -341,11 +346,11 @@ def test_a_failed_latent_is_reported_and_retried_on_the_next_start(dev_bundle, i
     live = LiveGallery.open(vf, tmp_path / "live", inversion=broken)
     aiko = live.enroll("Aiko", voice(1), PHOTO, consent=True)
     assert live.wait(WAIT) and live.status(aiko).startswith("failed: ")
-    assert aiko in live.vf.gallery and live.vf.gallery.latent(aiko) is None  # still searchable
+    assert aiko in live.vf.gallery and live.vf.state.latents.get(aiko) is None  # searchable
     live.close()
 
     vf = VoiceFace.from_pretrained(dev_bundle, progress=False)
     again = LiveGallery.open(vf, tmp_path / "live", inversion=inversion)
     assert again.wait(WAIT) and again.status(aiko) == "ready"
-    assert Gallery.load(tmp_path / "live" / "gallery").latent(aiko) is not None
+    assert Enrolled.load(tmp_path / "live" / "gallery").latents.get(aiko) is not None
     again.close()

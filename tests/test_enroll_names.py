@@ -14,7 +14,7 @@ from conftest import REPO
 from test_enroll import PHOTO, inversion, open_live, voice  # noqa: F401 - fixtures
 from voiceface.enroll import LiveGallery, require_consent
 from voiceface.errors import InputError
-from voiceface.gallery import Gallery
+from voiceface.enrolled import Enrolled
 from voiceface.names import (DEFAULT_IGNORABLE, MAX_NAME_CHARS, check_distinct, clean_name,
                              invisible, skeleton)
 
@@ -111,7 +111,7 @@ def test_real_names_in_any_script_are_valid(name):
 def test_the_bundles_names_are_valid_and_distinct(dev_bundle):
     personas = json.loads((REPO / "assets" / "personas" / "personas.json").read_text())
     for names in ([p["name"] for p in personas["personas"]],
-                  [p.name for p in Gallery.load(dev_bundle / "gallery").people]):
+                  [p.name for p in Enrolled.load(dev_bundle / "gallery").gallery.people]):
         assert [clean_name(n) for n in names] == names
         assert len({skeleton(n) for n in names}) == len(names)
 
@@ -199,5 +199,5 @@ def test_two_galleries_on_one_directory_cannot_enroll_the_same_name(open_live): 
     aiko = first.enroll("Aiko", voice(1), PHOTO, consent=True)
     with pytest.raises(InputError, match=rf"Aiko is already enrolled \(id {aiko}\)"):
         second.enroll("Aiko", voice(2), PHOTO, consent=True)
-    names = [p.name for p in Gallery.load(first.root / "gallery").people]
+    names = [p.name for p in Enrolled.load(first.root / "gallery").gallery.people]
     assert names.count("Aiko") == 1

@@ -22,7 +22,7 @@ from voiceface.evaluate import evaluate, markdown
 from voiceface.face2voice import FACE2VOICE_DIR, FaceToVoice, evaluate_reverse
 from voiceface.face2voice import markdown as face2voice_markdown
 from voiceface.faces import FaceError
-from voiceface.gallery import Gallery
+from voiceface.enrolled import Enrolled
 from voiceface.invert import InversionConfig
 from voiceface.pipeline import VoiceFace
 from voiceface.stylegan2 import Generator
@@ -91,7 +91,7 @@ def test_the_dev_bundle_answers_with_the_voices_nearest_the_predicted_one(vf, de
     assert result.method == "mapper"
     assert [m.rank for m in result.matches] == [1, 2, 3]
     assert np.isclose(np.linalg.norm(result.embedding), 1, atol=1e-5)
-    gallery = Gallery.load(dev_bundle / "gallery")
+    gallery = Enrolled.load(dev_bundle / "gallery").gallery
     scores = gallery.embeddings() @ result.embedding  # every enrolled voice against the guess
     best = [gallery.people[i].id for i in np.argsort(-scores)[:3]]
     assert [m.id for m in result.matches] == best
@@ -103,7 +103,7 @@ def test_the_dev_bundle_answers_with_the_voices_nearest_the_predicted_one(vf, de
 def test_without_everyone_the_mapper_knew_the_knn_blend_answers(vf, dev_bundle):
     """A mapper trained on someone no longer enrolled is not used; the kNN blend of the people
     still enrolled answers, and the person gone is never among the matches."""
-    gallery = Gallery.load(dev_bundle / "gallery")
+    gallery = Enrolled.load(dev_bundle / "gallery").gallery
     gallery.remove("dev00")
     f2v = FaceToVoice.from_pretrained(
         dev_bundle / FACE2VOICE_DIR, dev_bundle, encoder_fingerprint=vf.encoder.fingerprint,

@@ -15,7 +15,7 @@ from conftest import DEV_PEOPLE, REPO, serve_app, serve_with_cache
 from test_app import CLIPPED, SCREENSHOTS
 from test_face2voice import BAD_KINDS, PHOTO, bad_photo
 from voiceface.bundle import BundleSpec
-from voiceface.gallery import Gallery
+from voiceface.enrolled import Enrolled
 from voiceface.pipeline import VoiceFace
 
 
@@ -117,7 +117,7 @@ def test_a_phone_shows_the_voices_names_and_plays_them(server, dev_bundle, local
         response = page.request.get(page.url.rstrip("/") + "/" +
                                     buttons.first.get_attribute("data-src"))
         assert response.ok
-        ids = {person.name: person.id for person in Gallery.load(dev_bundle / "gallery").people}
+        ids = {person.name: person.id for person in Enrolled.load(dev_bundle / "gallery").gallery.people}
         assert response.body() == (dev_bundle / "voices" / f"{ids[first]}.flac").read_bytes()
         buttons.first.click()
         assert buttons.first.get_attribute("aria-pressed") == "true"

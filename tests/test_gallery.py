@@ -11,7 +11,9 @@ from PIL import Image
 
 from voiceface import gallery_files
 from voiceface import storage
+from voiceface.enrolled import Enrolled
 from voiceface.gallery import Gallery, GalleryError
+from voiceface.latents import Latents
 from voiceface.population import population_centre
 
 DIM = 16
@@ -33,13 +35,18 @@ def faces(tmp_path):
 
 
 @pytest.fixture
-def gallery(faces):
+def enrolled(faces):
     rng = np.random.default_rng(0)
-    g = Gallery(DIM, "enc-A", threshold=0.6, generator_fingerprint="gen-A")
-    for i, e in enumerate(unit(rng, 4)):
-        g.add(f"p{i}", e, name=f"Person {i}", faces=[faces[i]], consent=True,
-              latent=rng.standard_normal(8).astype(np.float32))
-    return g
+    e = Enrolled.new(DIM, "enc-A", threshold=0.6, generator_fingerprint="gen-A")
+    for i, embedding in enumerate(unit(rng, 4)):
+        e.gallery.add(f"p{i}", embedding, name=f"Person {i}", faces=[faces[i]], consent=True)
+        e.latents.set(f"p{i}", rng.standard_normal(8).astype(np.float32))
+    return e
+
+
+@pytest.fixture
+def gallery(enrolled):
+    return enrolled.gallery
 
 
 def test_search_ranks_by_cosine(gallery):
@@ -82,7 +89,8 @@ def test_a_search_after_an_update_uses_the_new_embedding(gallery):
     assert gallery.search(moved, k=1)[0].id == "p3"
 
 
-def test_add_update_remove(gallery):
+def test_add_update_remove(enrolled):
+    gallery = enrolled.gallery
     gallery.update("p1", name="Renamed", consent=False)
     assert gallery.person("p1").name == "Renamed" and not gallery.person("p1").consent
     new = np.zeros(DIM, np.float32)
@@ -92,37 +100,43 @@ def test_add_update_remove(gallery):
     removed = gallery.remove("p1")
     assert removed.id == "p1" and "p1" not in gallery and len(gallery) == 3
     assert all(m.id != "p1" for m in gallery.search(new, k=10))
-    assert gallery.latents()[0] == ["p0", "p2", "p3"]
+    assert enrolled.latents.rows()[0] == ["p0", "p2", "p3"]  # only the gallery's people
+    gallery.add("p1", new)  # enrolled again: the latent of the one removed is not theirs
+    assert enrolled.latents.get("p1") is None and len(enrolled.latents) == 3
 
 
-def test_population_centre_is_the_mean_latent_and_follows_every_change(gallery):
+def test_population_centre_is_the_mean_latent_and_follows_every_change(enrolled):
+    gallery, latents = enrolled.gallery, enrolled.latents
+
     def mean(ids):
-        return np.mean([gallery.latent(i).astype(np.float64) for i in ids], axis=0)
+        return np.mean([latents.get(i).astype(np.float64) for i in ids], axis=0)
 
-    assert gallery.centre.dtype == np.float32
-    assert np.array_equal(gallery.centre, mean(["p0", "p1", "p2", "p3"]).astype(np.float32))
-    gallery.remove("p1")
-    assert np.array_equal(gallery.centre, mean(["p0", "p2", "p3"]).astype(np.float32))
-    gallery.update("p2", latent=np.full(8, 3.0, np.float32))
-    assert np.array_equal(gallery.centre, mean(["p0", "p2", "p3"]).astype(np.float32))
-    gallery.add("p9", unit(np.random.default_rng(5))[0], latent=np.ones(8, np.float32))
-    assert np.array_equal(gallery.centre, mean(["p0", "p2", "p3", "p9"]).astype(np.float32))
-    gallery.centre[:] = 0  # a copy: the cache cannot be changed from outside
-    assert gallery.centre.any()
-    assert Gallery(DIM, "enc-A").centre is None  # nobody with a latent
+    assert latents.centre.dtype == np.float32
+    assert np.array_equal(latents.centre, mean(["p0", "p1", "p2", "p3"]).astype(np.float32))
+    gallery.remove("p1")  # the table follows the gallery's people, even before drop()
+    assert np.array_equal(latents.centre, mean(["p0", "p2", "p3"]).astype(np.float32))
+    latents.set("p2", np.full(8, 3.0, np.float32))
+    assert np.array_equal(latents.centre, mean(["p0", "p2", "p3"]).astype(np.float32))
+    gallery.add("p9", unit(np.random.default_rng(5))[0])
+    latents.set("p9", np.ones(8, np.float32))
+    assert np.array_equal(latents.centre, mean(["p0", "p2", "p3", "p9"]).astype(np.float32))
+    latents.centre[:] = 0  # a copy: the cache cannot be changed from outside
+    assert latents.centre.any()
+    assert Latents(Gallery(DIM, "enc-A")).centre is None  # nobody with a latent
     with pytest.raises(ValueError, match=r"M >= 1"):
         population_centre(np.zeros((0, 8)))
 
 
-def test_the_centre_is_saved_and_galleries_without_it_load(gallery, tmp_path):
-    root = gallery.save(tmp_path / "g")
+def test_the_centre_is_saved_and_galleries_without_it_load(enrolled, tmp_path):
+    root = enrolled.save(tmp_path / "g")
     saved = np.load(root / gallery_files.data_name(root) / "centre.npy")
-    assert np.array_equal(saved, gallery.centre)
+    assert np.array_equal(saved, enrolled.latents.centre)
     (root / gallery_files.data_name(root) / "centre.npy").unlink()  # saved before it existed
-    assert np.array_equal(Gallery.load(root).centre, gallery.centre)
+    assert np.array_equal(Enrolled.load(root).latents.centre, enrolled.latents.centre)
 
 
-def test_clear_errors(gallery):
+def test_clear_errors(enrolled):
+    gallery = enrolled.gallery
     rng = np.random.default_rng(1)
     with pytest.raises(GalleryError, match="already enrolled"):
         gallery.add("p0", unit(rng)[0])
@@ -139,36 +153,41 @@ def test_clear_errors(gallery):
     with pytest.raises(GalleryError, match="Embedding size must be positive, got 0"):
         Gallery(0, "enc-A")
     with pytest.raises(GalleryError, match="expected \\[8\\]"):
-        gallery.update("p0", latent=np.zeros(9, np.float32))
+        enrolled.latents.set("p0", np.zeros(9, np.float32))
+    with pytest.raises(GalleryError, match="No person with id 'nobody'"):
+        enrolled.latents.set("nobody", np.zeros(8, np.float32))
 
 
-def test_save_load_round_trip(gallery, tmp_path):
-    root = gallery.save(tmp_path / "g")
-    loaded = Gallery.load(root, encoder_fingerprint="enc-A", generator_fingerprint="gen-A")
+def test_save_load_round_trip(enrolled, tmp_path):
+    gallery = enrolled.gallery
+    root = enrolled.save(tmp_path / "g")
+    both = Enrolled.load(root, encoder_fingerprint="enc-A", generator_fingerprint="gen-A")
+    loaded = both.gallery
     assert [p.id for p in loaded.people] == [p.id for p in gallery.people]
     assert np.array_equal(loaded.embeddings(), gallery.embeddings())
-    assert np.array_equal(loaded.latent("p3"), gallery.latent("p3"))
+    assert np.array_equal(both.latents.get("p3"), enrolled.latents.get("p3"))
+    assert both.latents.generator_fingerprint == "gen-A" and both.latents.dim == 8
     assert loaded.threshold == 0.6 and loaded.person("p2").name == "Person 2"
     match = loaded.search(gallery.embedding("p2"), k=1)[0]
     assert match.face.is_file() and match.face.parent == root / "faces"
     assert match.face.read_bytes() == gallery.person("p2").faces[0].read_bytes()
 
 
-def test_resave_in_place_keeps_faces_and_drops_removed_data(gallery, tmp_path):
-    root = gallery.save(tmp_path / "g")
-    loaded = Gallery.load(root)
-    loaded.remove("p0")
+def test_resave_in_place_keeps_faces_and_drops_removed_data(enrolled, tmp_path):
+    root = enrolled.save(tmp_path / "g")
+    loaded = Enrolled.load(root)
+    loaded.gallery.remove("p0")
     loaded.save(root)
-    again = Gallery.load(root)
+    again = Enrolled.load(root).gallery
     assert len(again) == 3 and all(p.faces[0].is_file() for p in again.people)
     assert len(list((root / "faces").iterdir())) == 3  # p0's photo is gone from disk
     assert len([d for d in root.iterdir() if d.name.startswith("data-")]) == 1
 
 
-def test_crash_mid_save_leaves_the_previous_gallery_loadable(gallery, tmp_path, monkeypatch):
-    root = gallery.save(tmp_path / "g")
-    changed = Gallery.load(root)
-    changed.remove("p3")
+def test_crash_mid_save_leaves_the_previous_gallery_loadable(enrolled, tmp_path, monkeypatch):
+    root = enrolled.save(tmp_path / "g")
+    changed = Enrolled.load(root)
+    changed.gallery.remove("p3")
     calls = {"n": 0}
     real = storage.write_npy
 
@@ -182,15 +201,15 @@ def test_crash_mid_save_leaves_the_previous_gallery_loadable(gallery, tmp_path, 
     with pytest.raises(OSError, match="simulated"):
         changed.save(root)
     monkeypatch.undo()
-    survivor = Gallery.load(root)
+    survivor = Enrolled.load(root).gallery
     assert len(survivor) == 4 and "p3" in survivor
     assert not [p for p in root.iterdir() if p.name.endswith(".tmp")]
 
 
-def test_crash_before_the_manifest_is_replaced(gallery, tmp_path, monkeypatch):
-    root = gallery.save(tmp_path / "g")
-    changed = Gallery.load(root)
-    changed.remove("p1")
+def test_crash_before_the_manifest_is_replaced(enrolled, tmp_path, monkeypatch):
+    root = enrolled.save(tmp_path / "g")
+    changed = Enrolled.load(root)
+    changed.gallery.remove("p1")
     real = storage.write_json
 
     def crash_on_manifest(path, obj):
@@ -202,45 +221,45 @@ def test_crash_before_the_manifest_is_replaced(gallery, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         changed.save(root)
     monkeypatch.undo()
-    assert len(Gallery.load(root)) == 4
+    assert len(Enrolled.load(root).gallery) == 4
 
 
-def test_fingerprint_mismatch_is_refused(gallery, tmp_path):
-    root = gallery.save(tmp_path / "g")
+def test_fingerprint_mismatch_is_refused(enrolled, tmp_path):
+    root = enrolled.save(tmp_path / "g")
     with pytest.raises(GalleryError, match="built with encoder 'enc-A'.*Rebuild"):
-        Gallery.load(root, encoder_fingerprint="enc-B")
+        Enrolled.load(root, encoder_fingerprint="enc-B")
     with pytest.raises(GalleryError, match="generator 'gen-A'"):
-        Gallery.load(root, generator_fingerprint="gen-B")
+        Enrolled.load(root, generator_fingerprint="gen-B")
     with pytest.raises(GalleryError, match="built with encoder 'enc-A'"):  # sorts before
-        Gallery.load(root, encoder_fingerprint="enc-0")
+        Enrolled.load(root, encoder_fingerprint="enc-0")
 
 
 def test_missing_or_foreign_directory(tmp_path):
     with pytest.raises(GalleryError, match="No gallery at"):
-        Gallery.load(tmp_path)
+        Enrolled.load(tmp_path)
     storage.write_json(tmp_path / gallery_files.MANIFEST, {"format_version": 99})
     with pytest.raises(GalleryError, match="format version 99"):
-        Gallery.load(tmp_path)
+        Enrolled.load(tmp_path)
 
 
 def test_an_empty_gallery_saves_and_loads(tmp_path):
     """A live gallery whose last person was deleted is saved empty, and must load again."""
-    root = Gallery(DIM, "enc-A").save(tmp_path / "g")
-    loaded = Gallery.load(root)
+    root = Enrolled.new(DIM, "enc-A").save(tmp_path / "g")
+    loaded = Enrolled.load(root).gallery
     assert len(loaded) == 0 and loaded.embeddings().shape == (0, DIM)
 
 
-def test_latent_ids_that_do_not_match_the_latents_are_refused(gallery, tmp_path):
-    root = gallery.save(tmp_path / "g")
+def test_latent_ids_that_do_not_match_the_latents_are_refused(enrolled, tmp_path):
+    root = enrolled.save(tmp_path / "g")
     ids = root / gallery_files.data_name(root) / "latent_ids.json"
     storage.write_json(ids, json.loads(ids.read_text())[:-1])  # 3 ids for 4 latents
     with pytest.raises(GalleryError, match="inconsistent"):
-        Gallery.load(root)
+        Enrolled.load(root)
 
 
-def test_remove_leftovers_deletes_what_a_killed_save_left_and_keeps_the_gallery(gallery,
-                                                                                 tmp_path):
-    root = gallery.save(tmp_path / "g")
+def test_remove_leftovers_deletes_what_a_killed_save_left_and_keeps_the_gallery(enrolled,
+                                                                                  tmp_path):
+    root = enrolled.save(tmp_path / "g")
     current = gallery_files.data_name(root)
     (root / "data-0123456789ab").mkdir()  # an older version, that may hold deleted people
     (root / "data-0123456789ab" / "people.json").write_text("[]")
@@ -252,33 +271,34 @@ def test_remove_leftovers_deletes_what_a_killed_save_left_and_keeps_the_gallery(
     assert [p.name for p in root.iterdir()
             if p.name.startswith(("data-", ".data-")) or p.name.endswith(".tmp")] == [current]
     assert sorted(p.name for p in (root / "faces").iterdir()) == before
-    assert [p.id for p in Gallery.load(root).people] == ["p0", "p1", "p2", "p3"]
+    assert [p.id for p in Enrolled.load(root).gallery.people] == ["p0", "p1", "p2", "p3"]
     gallery_files.remove_leftovers(tmp_path / "nothing-saved-here")  # no manifest: no-op
 
 
-def test_corrupted_saved_embeddings_are_refused(gallery, tmp_path):
-    root = gallery.save(tmp_path / "g")
+def test_corrupted_saved_embeddings_are_refused(enrolled, tmp_path):
+    root = enrolled.save(tmp_path / "g")
     data = root / json.loads((root / gallery_files.MANIFEST).read_text())["data"]
-    storage.write_npy(data / "embeddings.npy", 2 * gallery.embeddings())
+    storage.write_npy(data / "embeddings.npy", 2 * enrolled.gallery.embeddings())
     with pytest.raises(GalleryError, match="unit vectors"):
-        Gallery.load(root)
+        Enrolled.load(root)
 
 
 # -- index choice (voiceface.ann) ------------------------------------------------------------
 from voiceface import ann
 
 
-def test_small_galleries_search_exactly_and_save_their_index_settings(gallery, tmp_path):
+def test_small_galleries_search_exactly_and_save_their_index_settings(enrolled, tmp_path):
+    gallery = enrolled.gallery
     assert gallery.index_kind == "flat" and gallery.index_spec.kind == "auto"
-    root = gallery.save(tmp_path / "g")
+    root = enrolled.save(tmp_path / "g")
     manifest = json.loads((root / gallery_files.MANIFEST).read_text())
     assert manifest["index"]["kind"] == "auto"
     del manifest["index"]  # a gallery saved before index settings existed
     storage.write_json(root / gallery_files.MANIFEST, manifest)
-    old = Gallery.load(root)
+    old = Enrolled.load(root).gallery
     assert old.index_kind == "flat"
     query = gallery.embedding("p1")
-    assert old.search(query, k=4) == [m for m in Gallery.load(root).search(query, k=4)]
+    assert old.search(query, k=4) == [m for m in Enrolled.load(root).gallery.search(query, k=4)]
     assert [m.score for m in old.search(query, k=4)] == \
         [m.score for m in gallery.search(query, k=4)]
 
@@ -309,7 +329,7 @@ def test_approximate_indexes_return_exact_scores_and_survive_save_load(kind, tmp
     brute = g.embeddings() @ query
     assert matches[0].id == "p123"
     assert [m.score for m in matches] == pytest.approx(sorted(brute)[::-1][:3], abs=1e-6)
-    loaded = Gallery.load(g.save(tmp_path / "g"))
+    loaded = Enrolled.load(Enrolled.of(g).save(tmp_path / "g")).gallery
     assert loaded.index_spec == spec and loaded.index_kind == kind
     assert loaded.search(query, k=3) == matches
     g.add("newcomer", unit(rng)[0])  # grows the built index in place
@@ -325,8 +345,8 @@ def test_auto_switches_to_ivfpq_above_flat_max_and_can_be_overridden(monkeypatch
     assert g.index_kind == "flat"
     g.reindex("hnsw")
     assert g.index_kind == "hnsw" and g.search(g.embedding("p7"), k=1)[0].id == "p7"
-    root = g.save(tmp_path / "g")
-    assert Gallery.load(root, index="flat").index_kind == "flat"
+    root = Enrolled.of(g).save(tmp_path / "g")
+    assert Enrolled.load(root, index="flat").gallery.index_kind == "flat"
 
 
 def test_only_ivfpq_needs_ivf_min_vectors_and_auto_is_exact_up_to_flat_max():

@@ -9,21 +9,22 @@ import numpy as np
 import pytest
 
 from voiceface import gallery_files
-from voiceface.gallery import Gallery, GalleryError
+from voiceface.enrolled import Enrolled
+from voiceface.gallery import GalleryError
 from voiceface.gallery_files import MANIFEST
 
 DIM = 16
 PEOPLE = 30
 
 
-def make_gallery(seed: int = 0, people: int = PEOPLE) -> Gallery:
+def make_gallery(seed: int = 0, people: int = PEOPLE) -> Enrolled:
     rng = np.random.default_rng(seed)
-    gallery = Gallery(DIM, "enc", generator_fingerprint="gen")
+    enrolled = Enrolled.new(DIM, "enc", generator_fingerprint="gen")
     for i in range(people):
         e = rng.standard_normal(DIM).astype(np.float32)
-        gallery.add(f"p{i:02d}", e / np.linalg.norm(e),
-                    latent=rng.standard_normal(8).astype(np.float32))
-    return gallery
+        enrolled.gallery.add(f"p{i:02d}", e / np.linalg.norm(e))
+        enrolled.latents.set(f"p{i:02d}", rng.standard_normal(8).astype(np.float32))
+    return enrolled
 
 
 def data_dir(root):
@@ -31,12 +32,13 @@ def data_dir(root):
 
 
 def test_a_garbage_index_file_is_not_parsed_and_the_index_is_rebuilt(tmp_path):
-    gallery = make_gallery()
-    root = gallery.save(tmp_path / "gallery")
+    enrolled = make_gallery()
+    gallery = enrolled.gallery
+    root = enrolled.save(tmp_path / "gallery")
     assert not (data_dir(root) / "index.faiss").exists()  # nothing writes one any more
     # An older gallery has one; a hostile one may hold anything.
     (data_dir(root) / "index.faiss").write_bytes(b"IxFI" + bytes(range(256)) * 8)
-    loaded = Gallery.load(root)
+    loaded = Enrolled.load(root).gallery
     for person in gallery.people:
         best = loaded.search(gallery.embedding(person.id), k=1)[0]
         assert best.id == person.id and best.score == pytest.approx(1.0, abs=1e-5)
@@ -52,7 +54,7 @@ def test_arrays_are_read_without_pickles(tmp_path, monkeypatch):
         return real_load(*args, **kwargs)
 
     monkeypatch.setattr(np, "load", spy)
-    Gallery.load(root)
+    Enrolled.load(root)
     assert calls and all(allow is False for allow in calls)  # said explicitly, every time
 
     hostile = np.empty(PEOPLE, dtype=object)  # an object array is stored as a pickle
@@ -61,7 +63,7 @@ def test_arrays_are_read_without_pickles(tmp_path, monkeypatch):
         np.save(f, hostile, allow_pickle=True)
     with pytest.raises(GalleryError, match="embeddings.npy .* not a plain numeric array.*"
                                            "rebuild it"):
-        Gallery.load(root)
+        Enrolled.load(root)
 
 
 @pytest.mark.parametrize("first, second", [("0" * 32, "f" * 32), ("f" * 32, "0" * 32)])
@@ -82,9 +84,9 @@ def test_a_save_replacing_the_data_while_it_is_read_makes_the_load_start_again(
         return real_load(*args, **kwargs)
 
     monkeypatch.setattr(np, "load", load_after_a_concurrent_save)
-    loaded = Gallery.load(root)
+    loaded = Enrolled.load(root).gallery
     assert saves and len(loaded) == PEOPLE - 1
-    np.testing.assert_array_equal(loaded.embeddings(), newer.embeddings())
+    np.testing.assert_array_equal(loaded.embeddings(), newer.gallery.embeddings())
 
 
 def test_a_really_missing_file_is_a_clear_error(tmp_path):
@@ -92,4 +94,4 @@ def test_a_really_missing_file_is_a_clear_error(tmp_path):
     (data_dir(root) / "latents.npy").unlink()
     assert (root / MANIFEST).is_file()
     with pytest.raises(GalleryError, match="incomplete .*latents.npy is missing.*rebuild"):
-        Gallery.load(root)
+        Enrolled.load(root)

@@ -21,7 +21,7 @@ from voiceface import enroll as enroll_module
 from voiceface.audio import load_audio
 from voiceface.devbundle import synthetic_voice
 from voiceface.enroll import LiveGallery
-from voiceface.gallery import Gallery
+from voiceface.enrolled import Enrolled
 from voiceface.loading import load_derived
 from voiceface.pipeline import VoiceFace
 
@@ -52,18 +52,20 @@ def test_requests_see_one_gallery_version_while_people_are_deleted(vf, dev_bundl
     query = (RATE, load_audio(dev_bundle / "voices" / "dev02.flac"))
     embedding = vf.encoder.embed(query[1])
     rng = np.random.default_rng(0)
-    gallery = Gallery.load(dev_bundle / "gallery")
+    enrolled = Enrolled.load(dev_bundle / "gallery")
+    gallery = enrolled.gallery
     clones = [f"clone{i:02d}" for i in range(CLONES)]
     for clone in clones:  # the query's nearest people, deleted one by one below
         e = embedding + CLONE_NOISE * rng.standard_normal(embedding.shape).astype(np.float32)
-        gallery.add(clone, e / np.linalg.norm(e), latent=rng.standard_normal(64))
-    gallery.save(tmp_path / "live" / "gallery")  # no mapper: requests blend their matches
+        gallery.add(clone, e / np.linalg.norm(e))
+        enrolled.latents.set(clone, rng.standard_normal(64))
+    enrolled.save(tmp_path / "live" / "gallery")  # no mapper: requests blend their matches
     query_embedding = vf.encoder.embed(load_audio(query))  # as the pipeline embeds the query
     clones = [m.id for m in gallery.search(query_embedding, len(gallery))
               if m.id in clones]  # nearest first: every delete below changes the matches
     versions = {}  # matched ids -> the w that version gives
     for deleted in range(CLONES + 1):
-        result = VoiceFace(vf.encoder, vf.generator, gallery, None)(query, resolution=8)
+        result = VoiceFace(vf.encoder, vf.generator, enrolled, None)(query, resolution=8)
         versions[tuple(m.id for m in result.matches)] = result.w
         if deleted < CLONES:
             gallery.remove(clones[deleted])
@@ -154,13 +156,13 @@ def test_two_processes_enrolling_and_deleting_lose_nothing_and_resurrect_nothing
         child.start()
     loads = 0
     while any(child.is_alive() for child in children):
-        Gallery.load(root / "gallery")  # never meets a data directory half-replaced
+        Enrolled.load(root / "gallery")  # never meets a data directory half-replaced
         loads += 1
     for child in children:
         child.join(CHILD_TIMEOUT)
         assert child.exitcode == 0
     kept = {person for _ in children for person in report.get(timeout=CHILD_TIMEOUT)}
-    saved = Gallery.load(root / "gallery")
+    saved = Enrolled.load(root / "gallery").gallery
     bundle_people = {f"dev{i:02d}" for i in range(DEV_PEOPLE)}
     assert {p.id for p in saved.people} == bundle_people - {"dev00", "dev01"} | kept
     assert loads > 0
@@ -191,9 +193,9 @@ def test_a_mapper_trained_on_someone_gone_or_not_saying_whom_is_not_used(dev_bun
     assert VoiceFace.from_pretrained(bundle, progress=False)(
         bundle / "voices" / "dev01.flac").method == "mapper"
 
-    gallery = Gallery.load(bundle / "gallery")
-    gallery.remove("dev03")  # deleted without retraining the mapper (e.g. by an old version)
-    gallery.save(bundle / "gallery")
+    enrolled = Enrolled.load(bundle / "gallery")
+    enrolled.gallery.remove("dev03")  # deleted without retraining the mapper (by an old version)
+    enrolled.save(bundle / "gallery")
     with pytest.warns(UserWarning, match="trained on 1 people who are no longer in the "
                                          "gallery.*rebuild the mapper"):
         vf = VoiceFace.from_pretrained(bundle, progress=False)

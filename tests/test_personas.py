@@ -17,7 +17,7 @@ from voiceface.calibration import WINDOWS_METHOD
 from voiceface.devbundle import TINY_GENERATOR, write_random_backbone, write_random_face_traits
 from voiceface.face2voice import CONFIG_FILE, FACE2VOICE_DIR, FEATURES_FILE, face_features
 from voiceface.face_traits import FaceTraitModel, FaceTraits
-from voiceface.gallery import Gallery
+from voiceface.enrolled import Enrolled
 from voiceface.invert import Backbone
 from voiceface.bundle import BundleSpec
 from voiceface.loading import load_generator, load_models, prepare_derived
@@ -162,7 +162,7 @@ def test_persona_caches_are_built_once_then_reused(personas_dir, tiny_xvector_di
     with torch.inference_mode():
         seed = vf.gallery.person("persona14").extra["face_seed"]
         w = g.mapping(z_from_seed(seed, g.style_dim)[None])[0].numpy()
-    np.testing.assert_allclose(vf.gallery.latent("persona14"), w, atol=1e-6)
+    np.testing.assert_allclose(vf.state.latents.get("persona14"), w, atol=1e-6)
     assert vf.gallery.person("persona14").extra["truncation"] == 0.7
     for person, spec in zip(vf.gallery.people, [SHIPPED[i] for i in (0, 13, 36, 46)]):
         first = spec["face"]["seed"]
@@ -186,14 +186,14 @@ def test_persona_caches_are_built_once_then_reused(personas_dir, tiny_xvector_di
     windows, e = np.concatenate(windows), vf.gallery.embeddings()
     assert len(windows) == 8 and parts == ["enroll", "held_out"] * 4
     np.testing.assert_allclose(e[0], pool(windows[:2]), atol=1e-5)
-    c = vf.gallery.calibration
+    c = vf.state.enrolled.calibrations.open_set
     assert (c.trials, c.accepted, c.far_target, c.method) == (8, 0, 0.01, WINDOWS_METHOD)
     assert not c.enough_trials and vf.gallery.threshold == c.threshold
     other = np.array([[o != i for i in ids] for o in owners])
     assert c.threshold == pytest.approx(float((windows @ e.T)[other].max()), abs=1e-6)
     # ... and so is the verification threshold: each window against the 3 other personas,
     # and against its own persona enrolled from the other part of the recording
-    v = vf.gallery.verification
+    v = vf.state.enrolled.calibrations.verification
     assert (v.non_mated_trials, v.mated_trials, v.far_target, v.score, v.method) == \
         (24, 8, 0.01, AS_NORM, BUILD_METHOD)
     verdict = vf.verify(personas_dir / "voices" / "persona14.opus", "persona14")
@@ -244,7 +244,7 @@ def test_a_personas_bundle_is_read_then_its_caches_are_built_for_its_models(
     encoder, generator, fingerprint = load_models(spec)
     derived = prepare_derived(spec, encoder, generator, fingerprint, progress=False)
     assert derived.parent == tmp_path / "cache" / "personas"
-    assert Gallery.load(derived / "gallery").generator_fingerprint == fingerprint
+    assert Enrolled.load(derived / "gallery").latents.generator_fingerprint == fingerprint
 
 
 @pytest.mark.slow
@@ -262,7 +262,7 @@ def test_other_models_or_changed_personas_get_their_own_cache(personas_dir, tiny
     other, other_fp = load_generator(tmp_path / "other")
     second = persona_cache.persona_bundle(personas_dir, voice, other, other_fp, tmp_path, **build)
     assert second != first
-    assert Gallery.load(second / "gallery").generator_fingerprint == other_fp
+    assert Enrolled.load(second / "gallery").latents.generator_fingerprint == other_fp
     (personas_dir / "voices" / "persona01.opus").write_bytes(
         (personas_dir / "voices" / "persona14.opus").read_bytes())
     third = persona_cache.persona_bundle(personas_dir, voice, generator, fingerprint, tmp_path, **build)
@@ -307,7 +307,7 @@ def test_a_personas_own_latent_redraws_its_displayed_face(personas_dir, tiny_xve
                                    tiny_face_traits_dir)
     vf = VoiceFace.from_pretrained(bundle, progress=False)
     for person in vf.gallery.people:
-        stored = torch.from_numpy(vf.gallery.latent(person.id))[None]
+        stored = torch.from_numpy(vf.state.latents.get(person.id))[None]
         monkeypatch.setattr(vf, "latent", lambda embedding, matches, state=None, traits=None:
                             (stored, "mapper"))
         drawn = vf(personas_dir / "voices" / "persona01.opus")
@@ -353,7 +353,8 @@ def test_each_face_is_the_first_seed_whose_apparent_sex_agrees_with_the_voice(
             backbone=str(tiny_backbone_dir), backbone_revision=None,
             face_traits=str(tiny_face_traits_dir), face_traits_revision=None, progress=False)
     assert next(answers, "done") == "done" and len(seen) == sum(map(len, plans))
-    gallery = Gallery.load(built / "gallery")
+    enrolled = Enrolled.load(built / "gallery")
+    gallery = enrolled.gallery
     seeds = [p["face"]["seed"] for p in personas.load_personas(personas_dir)]
     assert [p.extra["face_seed"] for p in gallery.people] == \
         [seeds[0] + 2, seeds[1], seeds[2], seeds[3] + 1]
@@ -366,4 +367,4 @@ def test_each_face_is_the_first_seed_whose_apparent_sex_agrees_with_the_voice(
     # each stored latent is the chosen seed's, and the displayed face is drawn from it
     with torch.inference_mode():
         w = generator.mapping(z_from_seed(seeds[0] + 2, generator.style_dim)[None])[0].numpy()
-    np.testing.assert_allclose(gallery.latent("persona01"), w, atol=1e-6)
+    np.testing.assert_allclose(enrolled.latents.get("persona01"), w, atol=1e-6)

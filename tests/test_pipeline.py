@@ -16,7 +16,8 @@ from PIL import Image
 
 from voiceface import traits
 from voiceface.audio import AudioError, load_audio
-from voiceface.gallery import Gallery, GalleryError
+from voiceface.enrolled import Enrolled
+from voiceface.gallery import GalleryError
 from voiceface.hub import WeightsNotFound
 from voiceface.bundle import BundleError, BundleSpec
 from voiceface.loading import (GalleryState, load_derived, load_generator, load_models,
@@ -64,12 +65,12 @@ def test_every_example_voice_finds_its_person(vf, dev_bundle):
 def test_preview_resolution_and_fallbacks(dev_bundle, vf):
     preview = vf(dev_bundle / "voices" / "dev01.flac", resolution=16)
     assert preview.face.size == (16, 16)
-    no_mapper = VoiceFace(vf.encoder, vf.generator, vf.gallery, None)
+    no_mapper = VoiceFace(vf.encoder, vf.generator, vf.state.enrolled, None)
     blended = no_mapper(dev_bundle / "voices" / "dev01.flac")
     assert blended.method == "knn-blend"
-    no_latents = Gallery(vf.gallery.dim, vf.gallery.encoder_fingerprint)
+    no_latents = Enrolled.new(vf.gallery.dim, vf.gallery.encoder_fingerprint)
     for person in vf.gallery.people:  # people without latents: the average face
-        no_latents.add(person.id, vf.gallery.embedding(person.id), name=person.name)
+        no_latents.gallery.add(person.id, vf.gallery.embedding(person.id), name=person.name)
     average = VoiceFace(vf.encoder, vf.generator, no_latents, None)
     result = average(dev_bundle / "voices" / "dev01.flac", truncation=1.0)
     assert result.method == "average" and result.centre == "generator"
@@ -78,14 +79,15 @@ def test_preview_resolution_and_fallbacks(dev_bundle, vf):
 
 def test_without_a_mapper_or_a_neighbour_with_a_latent_the_population_centre_is_drawn(
         vf, dev_bundle):
-    only_others = Gallery(vf.gallery.dim, vf.gallery.encoder_fingerprint)
+    only_others = Enrolled.new(vf.gallery.dim, vf.gallery.encoder_fingerprint)
     for person in vf.gallery.people:  # everyone but the nearest person has a latent
-        only_others.add(person.id, vf.gallery.embedding(person.id), name=person.name,
-                        latent=None if person.id == "dev01" else vf.gallery.latent(person.id))
+        only_others.gallery.add(person.id, vf.gallery.embedding(person.id), name=person.name)
+        if person.id != "dev01":
+            only_others.latents.set(person.id, vf.state.latents.get(person.id))
     result = VoiceFace(vf.encoder, vf.generator, only_others, None)(
         dev_bundle / "voices" / "dev01.flac", k=1)
     assert (result.method, result.centre) == ("average", "population")
-    assert np.array_equal(result.w, only_others.centre)  # the centre truncated is itself
+    assert np.array_equal(result.w, only_others.latents.centre)  # the centre truncated: itself
 
 
 def test_stream_gives_the_preview_then_the_same_face_as_a_full_call(vf, dev_bundle):
@@ -126,7 +128,7 @@ def test_truncation_zero_draws_the_centre_and_one_the_latent_itself(vf, dev_bund
     untruncated = vf(voice, truncation=1.0)
     assert np.array_equal(untruncated.w, vf.mapper.predict(
         untruncated.embedding, trait_features(untruncated.voice_traits)))
-    population = np.mean(np.stack([vf.gallery.latent(p.id) for p in vf.gallery.people]),
+    population = np.mean(np.stack([vf.state.latents.get(p.id) for p in vf.gallery.people]),
                          axis=0, dtype=np.float64).astype(np.float32)
     centre = vf(voice, truncation=0.0)
     assert np.array_equal(centre.w, population) and centre.centre == "population"
@@ -158,7 +160,7 @@ def test_a_bundle_may_truncate_toward_the_generators_average_face(vf, dev_bundle
 def test_a_dev_persons_latent_redraws_their_gallery_face(vf, dev_bundle, monkeypatch):
     """Stored latents are untruncated: the pipeline's one truncation redraws the shown face."""
     for person in vf.gallery.people:
-        stored = torch.from_numpy(vf.gallery.latent(person.id))[None]
+        stored = torch.from_numpy(vf.state.latents.get(person.id))[None]
         monkeypatch.setattr(vf, "latent", lambda embedding, matches, state=None, traits=None:
                             (stored, "mapper"))
         drawn = vf(dev_bundle / "voices" / "dev00.flac")
@@ -252,7 +254,7 @@ def test_loading_step_by_step_gives_the_pipeline_from_pretrained_gives(vf, dev_b
     assert prepare_derived(spec, encoder, generator, fingerprint) == dev_bundle  # no caches
     assert not (tmp_path / "cache").exists()
     state = load_derived(dev_bundle, encoder.fingerprint, fingerprint)
-    assembled = VoiceFace(encoder, generator, state.gallery, state.mapper, spec=spec,
+    assembled = VoiceFace(encoder, generator, state.enrolled, state.mapper, spec=spec,
                           generator_fingerprint=fingerprint)
     voice = dev_bundle / "voices" / "dev05.flac"
     assert np.array_equal(np.asarray(assembled(voice).face), np.asarray(vf(voice).face))
@@ -276,8 +278,8 @@ def test_a_live_gallery_swaps_state_through_the_pipeline(dev_bundle, vf):
     two = VoiceFace.from_pretrained(dev_bundle)
     before = two.state
     with pytest.raises(AttributeError):
-        two.state = GalleryState(vf.gallery, None)  # no rebinding from outside
-    two.swap(GalleryState(before.gallery, None))
+        two.state = GalleryState(vf.state.enrolled, None)  # no rebinding from outside
+    two.swap(GalleryState(before.enrolled, None))
     assert two.state is not before and two.mapper is None and two.gallery is before.gallery
     assert two(dev_bundle / "voices" / "dev01.flac").method == "knn-blend"
 
@@ -288,7 +290,8 @@ def test_the_latent_comes_from_the_state_the_request_searched(vf, dev_bundle):
     result = vf(dev_bundle / "voices" / "dev02.flac", truncation=1.0)
     w, method = vf.latent(result.embedding, result.matches, traits=result.voice_traits)
     assert method == "mapper" and np.array_equal(w[0].numpy(), result.w)
-    _, method = vf.latent(result.embedding, result.matches, GalleryState(vf.gallery, None))
+    _, method = vf.latent(result.embedding, result.matches,
+                          GalleryState(vf.state.enrolled, None))
     assert method == "knn-blend"
 
 
@@ -340,9 +343,9 @@ def test_a_bundle_built_before_traits_serves_as_before(vf, dev_bundle, tmp_path)
     embedding alone, and the traits are measured after the first face, for the last result."""
     bundle = tmp_path / "old"
     shutil.copytree(dev_bundle, bundle)
-    ids, latents = vf.gallery.latents()
+    ids, latents = vf.state.latents.rows()
     old, _ = train_mapper(np.stack([vf.gallery.embedding(i) for i in ids]), latents, ids,
-                          vf.gallery.centre, hidden=16, max_epochs=5, progress=False,
+                          vf.state.latents.centre, hidden=16, max_epochs=5, progress=False,
                           encoder_fingerprint=vf.encoder.fingerprint,
                           generator_fingerprint=vf.generator_fingerprint)
     old.save_pretrained(bundle / "mapper")

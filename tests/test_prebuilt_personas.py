@@ -17,7 +17,7 @@ import pytest
 from conftest import PHOTO, REPO
 from voiceface import cli, persona_cache, personas, prebuilt
 from voiceface.bundle import BundleError, BundleSpec
-from voiceface.gallery import Gallery
+from voiceface.enrolled import Enrolled
 from voiceface.devbundle import (TINY_GENERATOR, write_random_backbone, write_random_encoder,
                                  write_random_face_traits)
 from voiceface.pipeline import VoiceFace
@@ -207,7 +207,7 @@ def test_unusable_prebuilt_caches_fall_back_to_building_with_one_warning(
     (built,) = (tmp_path / "fresh-cache" / "personas").glob("[!.]*")
     assert built.name == published["cache"].name
     np.testing.assert_allclose(vf.gallery.embeddings(),
-                               Gallery.load(published["cache"] / "gallery").embeddings(),
+                               Enrolled.load(published["cache"] / "gallery").gallery.embeddings(),
                                atol=1e-6)
     assert json.loads((built / prebuilt.MANIFEST).read_text())["key"] == built.name
     assert not (copy / "pwned").exists()

@@ -133,7 +133,7 @@ def test_asked_precisions_are_used_unchecked_and_bad_ones_refused(vf, dev_bundle
 def test_a_quantized_encoder_keeps_its_own_int8(vf, dev_bundle):
     """`quantize` embeds the gallery in int8 too (its own fingerprint): nothing to check."""
     int8 = VoiceEncoder.from_pretrained(dev_bundle / "encoder", quantize=True)
-    quantized = VoiceFace(int8, vf.generator, vf.gallery, spec=vf.spec)
+    quantized = VoiceFace(int8, vf.generator, vf.state.enrolled, spec=vf.spec)
     assert settle(quantized, "auto") == PrecisionDecision("int8", "quantized")
     assert quantized.query_encoder is int8
     with pytest.raises(ValueError, match="cannot run in bf16"):

@@ -17,7 +17,7 @@ import pytest
 from conftest import DEV_PEOPLE, REPO
 from voiceface import personas
 from voiceface.bundle import BundleError
-from voiceface.gallery import Gallery
+from voiceface.enrolled import Enrolled
 from voiceface.publish import PublishError, plan_publish, publish
 
 PERSONAS_DIR = REPO / "assets" / "personas"  # the app's personas, which index/ names
@@ -151,10 +151,11 @@ def test_build_report_is_published_without_local_paths_or_refused_people(built_b
 def with_local_details(bundle, people_dir):
     """The bundle as `build` and `eval` leave it for this people folder: a person.json's
     extra keys in the gallery, the folder's path in build.json and eval/report.json."""
-    gallery = Gallery.load(bundle / "gallery")
+    enrolled = Enrolled.load(bundle / "gallery")
+    gallery = enrolled.gallery
     person = gallery.people[0]
     gallery.update(person.id, extra={"phone": "+81-90-SECRET"})  # build keeps other keys
-    gallery.save(bundle / "gallery")
+    enrolled.save(bundle / "gallery")
     (bundle / "build.json").write_text(json.dumps({
         "enrolled": [p.id for p in gallery.people], "seconds": {"embed": 1.0}, "mapper": None,
         "problems": [[str(people_dir / "noconsent"), "no consent recorded"]],
@@ -185,12 +186,12 @@ def test_nothing_uploaded_names_the_people_folder_or_other_person_keys(built_bun
     for needle in (str(people_dir), str(built_bundle), "+81-90-SECRET", '"phone"'):
         assert not [f for f, data in uploaded.items() if needle.encode() in data], needle
     repo = tmp_path / "me/gallery"
-    published = Gallery.load(repo / "gallery")
+    published = Enrolled.load(repo / "gallery").gallery
     assert [(p.id, p.name, p.consent, p.n_clips, p.extra) for p in published.people] == [
-        (p.id, p.name, p.consent, p.n_clips, {}) for p in Gallery.load(
-            built_bundle / "gallery").people]
+        (p.id, p.name, p.consent, p.n_clips, {}) for p in Enrolled.load(
+            built_bundle / "gallery").gallery.people]
     assert published.person(person.id).faces[0].read_bytes() == \
-        Gallery.load(built_bundle / "gallery").person(person.id).faces[0].read_bytes()
+        Enrolled.load(built_bundle / "gallery").gallery.person(person.id).faces[0].read_bytes()
     assert json.loads((repo / "eval" / "report.json").read_text()) == {
         "people": DEV_PEOPLE, "seed": 0, "folds": 5, "false_alarm_rate": 0.01,
         "identification": {"top1": 0.5}, "generation": {"note": "too few people"},
@@ -209,11 +210,12 @@ def test_a_file_naming_the_people_folder_stops_the_publication(built_bundle, tmp
 
 @pytest.mark.slow
 def test_people_without_consent_stop_the_whole_publication(built_bundle):
-    gallery = Gallery.load(built_bundle / "gallery")
+    enrolled = Enrolled.load(built_bundle / "gallery")
+    gallery = enrolled.gallery
     person = gallery.people[2]
     gallery.remove(person.id)
     gallery.add(person.id, gallery_embedding(gallery), name=person.name, consent=False)
-    gallery.save(built_bundle / "gallery")
+    enrolled.save(built_bundle / "gallery")
     with pytest.raises(PublishError, match=rf"no recorded consent: {person.id}\. Nothing was "):
         plan_publish(built_bundle, repo="me/gallery")
     proc = subprocess.run([sys.executable, "-m", "voiceface", "publish", str(built_bundle),

@@ -16,7 +16,7 @@ from voiceface.devbundle import (TINY_GENERATOR, write_people_folder, write_rand
                                  write_random_face_traits)
 from voiceface.evaluate import evaluate, markdown
 from voiceface.face_traits import FaceTraitModel
-from voiceface.gallery import Gallery
+from voiceface.enrolled import Enrolled
 from voiceface.invert import InversionConfig
 from voiceface.stylegan2 import Generator
 from voiceface.trait_agreement import (count_agreement, face_to_voice, render, suggested_sex,
@@ -145,7 +145,7 @@ def test_eval_prints_the_trait_section_with_consistent_counts(built, tmp_path):
     faces, voices = report["traits"]["voice_to_face"], report["traits"]["face_to_voice"]
     assert faces["people"] == 6 and faces["own_photos"] == 6 and faces["own_renders"] == 0
     # the own faces are the gallery's photos, read by the same model
-    gallery = Gallery.load(index / "gallery")
+    gallery = Enrolled.load(index / "gallery").gallery
     model = FaceTraitModel.from_pretrained(index / "face_traits", None)
     own = model([Image.open(p.faces[0]) for p in gallery.people])
     for trait in ("apparent_sex", "age_band"):

@@ -23,15 +23,17 @@ from voiceface.devbundle import (TINY_GENERATOR, synthetic_voice, write_people_f
                                  write_random_backbone)
 from voiceface.enroll import LiveGallery
 from voiceface import verification
-from voiceface.gallery import DEFAULT_THRESHOLD, Gallery
+from voiceface.enrolled import Enrolled
+from voiceface.gallery import DEFAULT_THRESHOLD
 from voiceface.gallery_files import MANIFEST
 from voiceface.invert import InversionConfig
 from voiceface.pipeline import VoiceFace
 from voiceface.stylegan2 import Generator
 from voiceface.verification import (AS_NORM, BUILD_METHOD, DEFAULT_NORM_THRESHOLD,
                               DEFAULT_RAW_THRESHOLD, LIVE_METHOD, RAW, STD_FLOOR, UnknownClaim,
-                              VerificationCalibration, as_norm, calibrate_windows, recalibrate,
-                              check_claim, decide, score_kind, score_trials, top_k_stats)
+                              VerificationCalibration, as_norm, calibrate_verification,
+                              check_claim, decide, recalibrate_verification, score_kind,
+                              score_trials, top_k_stats)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -102,8 +104,10 @@ def unit(rng, n, d=8):
 
 
 def random_gallery(rng, people=8, windows=3):
-    """A gallery of `people` and their windows: two recordings each (one for the last)."""
-    gallery = Gallery(8, "enc")
+    """A gallery of `people` (with its records) and their windows: two recordings each (one
+    for the last)."""
+    enrolled = Enrolled.new(8, "enc")
+    gallery = enrolled.gallery
     rows, owners, recordings = [], [], []
     for i in range(people):
         centre = unit(rng, 1)[0]
@@ -115,14 +119,15 @@ def random_gallery(rng, people=8, windows=3):
         rows.append(w)
         owners += [f"p{i}"] * len(w)
         recordings += [f"voice{j // windows}.wav" for j in range(len(w))]
-    return gallery, np.concatenate(rows), owners, recordings
+    return enrolled, np.concatenate(rows), owners, recordings
 
 
 @pytest.mark.parametrize("far", [0.01, 0.05, 0.2, 0.5])
 def test_the_threshold_accepts_at_most_the_target_share_of_its_non_mated_trials(far):
-    gallery, windows, owners, recordings = random_gallery(np.random.default_rng(1))
-    c = calibrate_windows(windows, owners, recordings, gallery, far)
-    assert gallery.verification is c and c.score == AS_NORM and c.people == 8
+    enrolled, windows, owners, recordings = random_gallery(np.random.default_rng(1))
+    gallery = enrolled.gallery
+    c = calibrate_verification(windows, owners, recordings, enrolled.calibrations, far)
+    assert enrolled.calibrations.verification is c and c.score == AS_NORM and c.people == 8
     # non-mated: 7 * 6 + 3 windows, each against the 7 others; mated: the 7 people with two
     # recordings, each window against their other recording (the last person has none)
     assert (c.non_mated_trials, c.mated_trials) == ((7 * 6 + 3) * 7, 7 * 6)
@@ -137,12 +142,12 @@ def test_the_threshold_accepts_at_most_the_target_share_of_its_non_mated_trials(
 def test_a_mated_trial_is_scored_against_the_owners_other_recordings_pooled(monkeypatch):
     """Leave one recording out: a window's enrollment is the renormalised sum of its owner's
     windows from their other recording (the last person has one recording: no mated trial)."""
-    gallery, windows, owners, recordings = random_gallery(np.random.default_rng(4), people=5)
+    enrolled, windows, owners, recordings = random_gallery(np.random.default_rng(4), people=5)
     calls = []
     real = verification.score_trials
     monkeypatch.setattr(verification, "score_trials",
                         lambda *args, **kwargs: calls.append(kwargs) or real(*args, **kwargs))
-    calibrate_windows(windows, owners, recordings, gallery)
+    calibrate_verification(windows, owners, recordings, enrolled.calibrations)
     mated, pooled = calls[0]["mated"], calls[0]["mated_enrollments"]
     assert mated.tolist() == [owner != "p4" for owner in owners]
     for i in np.flatnonzero(mated):
@@ -153,9 +158,9 @@ def test_a_mated_trial_is_scored_against_the_owners_other_recordings_pooled(monk
 
 
 def test_the_score_is_timed_within_the_call_and_a_small_gallery_has_the_open_set_placeholder():
-    gallery, *_ = random_gallery(np.random.default_rng(5), people=3)
+    gallery = random_gallery(np.random.default_rng(5), people=3)[0].gallery
     start = time.perf_counter()
-    result = decide(gallery.embedding("p0"), "p0", gallery, {})
+    result = decide(gallery.embedding("p0"), "p0", gallery, None, {})
     elapsed = time.perf_counter() - start
     assert 0 < result.timings["score"] == result.timings["total"] <= elapsed
     # raw cosines without a calibration: the open-set placeholder, so the two decisions agree
@@ -164,34 +169,35 @@ def test_the_score_is_timed_within_the_call_and_a_small_gallery_has_the_open_set
 
 
 def test_the_record_round_trips_and_old_galleries_load(tmp_path):
-    gallery, windows, owners, recordings = random_gallery(np.random.default_rng(2))
-    c = calibrate_windows(windows, owners, recordings, gallery)
-    gallery.save(tmp_path / "g")
-    assert Gallery.load(tmp_path / "g").verification == c
+    enrolled, windows, owners, recordings = random_gallery(np.random.default_rng(2))
+    c = calibrate_verification(windows, owners, recordings, enrolled.calibrations)
+    enrolled.save(tmp_path / "g")
+    assert Enrolled.load(tmp_path / "g").calibrations.verification == c
     assert VerificationCalibration.from_dict(c.to_dict()) == c
     manifest = json.loads((tmp_path / "g" / MANIFEST).read_text())
     del manifest["verification"]  # as saved before verification existed
     (tmp_path / "g" / MANIFEST).write_text(json.dumps(manifest))
-    old = Gallery.load(tmp_path / "g")
-    assert old.verification is None and len(old) == 8
-    gallery.remove("p0")  # changed people: the measurement no longer describes the gallery
-    assert gallery.verification is None
+    old = Enrolled.load(tmp_path / "g")
+    assert old.calibrations.verification is None and len(old.gallery) == 8
+    enrolled.gallery.remove("p0")  # changed people: the measurement no longer describes them
+    assert enrolled.calibrations.verification is None
 
 
 def test_a_live_recalibration_has_no_mated_trials_and_keeps_the_target_rate():
-    gallery, *_ = random_gallery(np.random.default_rng(3), people=5)
-    gallery.calibrate(calibrate(np.array([0.1, 0.2]), 0.2, "enc", "open set, as a build sets it"))
-    c = recalibrate(gallery)
+    enrolled = random_gallery(np.random.default_rng(3), people=5)[0]
+    gallery, records = enrolled.gallery, enrolled.calibrations
+    records.calibrate(calibrate(np.array([0.1, 0.2]), 0.2, "enc", "open set, as a build sets it"))
+    c = recalibrate_verification(records)
     assert (c.non_mated_trials, c.mated_trials, c.frr, c.method) == (5 * 4, 0, None, LIVE_METHOD)
     assert c.far_target == 0.2
     assert "FRR unmeasured" in c.describe()
-    assert recalibrate(gallery) is c  # nothing changed: the record (and its date) stay
+    assert recalibrate_verification(records) is c  # nothing changed: the record (and date) stay
     for person in ("p0", "p1", "p2"):
         gallery.remove(person)
-    two = recalibrate(gallery)
+    two = recalibrate_verification(records)
     assert (two.score, two.non_mated_trials) == (RAW, 2)
     gallery.remove("p3")
-    assert recalibrate(gallery) is None and gallery.verification is None
+    assert recalibrate_verification(records) is None and records.verification is None
 
 
 def test_the_verification_record_describes_itself_exactly():
@@ -214,7 +220,7 @@ def test_the_verification_record_describes_itself_exactly():
 
 # -- the call -------------------------------------------------------------------------------
 def test_the_claimed_persons_own_voice_is_accepted_and_another_rejected(vf, dev_bundle):
-    c = vf.gallery.verification
+    c = vf.state.enrolled.calibrations.verification
     people = DEV_PEOPLE
     assert (c.non_mated_trials, c.mated_trials) == (people * RECORDINGS * (people - 1),
                                                     people * RECORDINGS)
@@ -250,7 +256,7 @@ def test_an_unknown_claim_names_the_enrolled_ids_before_reading_the_audio(vf, tm
     with pytest.raises(UnknownClaim, match="nobody.*6 enrolled ids: dev00, dev01.*dev05"):
         vf.verify(bad, "nobody")
     assert issubclass(UnknownClaim, ValueError)
-    many, *_ = random_gallery(np.random.default_rng(6), people=23)  # more than are listed
+    many = random_gallery(np.random.default_rng(6), people=23)[0].gallery  # more than listed
     with pytest.raises(UnknownClaim, match=r"23 enrolled ids: p0, p1, .*, p19 and 3 more\.$"):
         check_claim(many, "nobody")
 
@@ -267,15 +273,15 @@ def test_bad_audio_is_refused_with_the_reason(vf, tmp_path):
 
 
 def test_tiny_and_unmeasured_galleries_say_so(vf, dev_bundle):
-    three = Gallery(vf.gallery.dim, vf.gallery.encoder_fingerprint)
+    three = Enrolled.new(vf.gallery.dim, vf.gallery.encoder_fingerprint)
     for i in range(3):
-        three.add(f"dev{i:02d}", vf.gallery.embedding(f"dev{i:02d}"))
+        three.gallery.add(f"dev{i:02d}", vf.gallery.embedding(f"dev{i:02d}"))
     result = VoiceFace(vf.encoder, vf.generator, three).verify(example(dev_bundle, 1), "dev01")
     assert result.method == RAW and result.score == result.cosine
     assert result.threshold == DEFAULT_RAW_THRESHOLD and result.far is None and result.frr is None
     assert any("too few to normalise" in n for n in result.notes)
     assert any("threshold unmeasured" in n for n in result.notes)
-    three.add("dev03", vf.gallery.embedding("dev03"))  # 4 people: AS-norm, still unmeasured
+    three.gallery.add("dev03", vf.gallery.embedding("dev03"))  # 4 people: AS-norm, still unmeasured
     result = VoiceFace(vf.encoder, vf.generator, three).verify(example(dev_bundle, 1), "dev01")
     assert (result.method, result.threshold, result.far_trials) == (AS_NORM,
                                                                      DEFAULT_NORM_THRESHOLD, 0)
@@ -323,11 +329,11 @@ def test_live_enrollment_and_deletion_recalibrate_the_verification_threshold(dev
     live = LiveGallery.open(vf, tmp_path / "live", inversion=inversion,
                             min_people=DEV_PEOPLE + 2)
     try:
-        built = vf.gallery.verification
+        built = vf.state.enrolled.calibrations.verification
         aiko_voice = (16_000, synthetic_voice(6.0, seed=1, f0=320.0, formant=1300.0))
         aiko = live.enroll("Aiko", aiko_voice, PHOTO, consent=True)
-        for gallery in (vf.gallery, Gallery.load(tmp_path / "live" / "gallery")):
-            c = gallery.verification
+        for enrolled in (vf.state.enrolled, Enrolled.load(tmp_path / "live" / "gallery")):
+            c = enrolled.calibrations.verification
             assert (c.people, c.non_mated_trials, c.mated_trials, c.method) == (
                 DEV_PEOPLE + 1, (DEV_PEOPLE + 1) * DEV_PEOPLE, 0, LIVE_METHOD)
             assert c.far_target == built.far_target
@@ -335,7 +341,7 @@ def test_live_enrollment_and_deletion_recalibrate_the_verification_threshold(dev
         assert result.frr is None and result.frr_trials == 0
         assert any("false-reject rate unmeasured" in n for n in result.notes)
         live.delete(aiko)
-        c = vf.gallery.verification
+        c = vf.state.enrolled.calibrations.verification
         assert (c.people, c.non_mated_trials) == (DEV_PEOPLE, DEV_PEOPLE * (DEV_PEOPLE - 1))
     finally:
         live.close()
@@ -354,7 +360,7 @@ def test_the_build_calibrates_verification_on_every_window(tiny_xvector_dir, tmp
                          far=0.05)
     report = build(people, tmp_path / "index", config, progress=False)
     windows = len(np.load(tmp_path / "index" / "windows.npy"))
-    c = Gallery.load(tmp_path / "index" / "gallery").verification
+    c = Enrolled.load(tmp_path / "index" / "gallery").calibrations.verification
     # every window is a mated trial (each person has another recording) and a non-mated
     # trial against each of the 3 others; the open set's target rate is the verification's
     assert (c.score, c.people, c.far_target, c.method) == (AS_NORM, 4, 0.05, BUILD_METHOD)

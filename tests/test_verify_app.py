@@ -17,7 +17,7 @@ from playwright.sync_api import expect
 from browser import browser_page, open_tab
 from conftest import serve_with_cache
 from test_app import CLIPPED, SCREENSHOTS
-from voiceface.gallery import Gallery
+from voiceface.enrolled import Enrolled
 from voiceface.pipeline import VoiceFace
 from voiceface.ui.verify import example_claims
 
@@ -77,7 +77,7 @@ def voice(dev_bundle, person: str):
 
 @pytest.mark.slow
 def test_the_claimed_persons_own_voice_is_accepted(server, dev_bundle):
-    record = Gallery.load(dev_bundle / "gallery").verification
+    record = Enrolled.load(dev_bundle / "gallery").calibrations.verification
     client = Client(server["url"], verbose=False)
     verdict, gauge, summary = client.predict(voice(dev_bundle, CLAIM), CLAIM,
                                              api_name="/verify")

@@ -24,7 +24,7 @@ from browser import browser_page, chromium, open_tab
 from conftest import DEV_PEOPLE, PHOTO, serve_app
 from voiceface.audio import SAMPLE_RATE
 from voiceface.devbundle import synthetic_voice, write_random_backbone
-from voiceface.gallery import Gallery
+from voiceface.enrolled import Enrolled
 
 pytestmark = pytest.mark.slow  # every test here starts the app server
 
@@ -130,7 +130,7 @@ def test_crafted_file_references_touch_no_one_elses_files(server, dev_bundle, tm
     assert digests(targets) == before  # every file is still there, unchanged
     assert "complete" not in {kind for kind, _ in admin_answers}  # nothing enrolled, deleted
     if server["admin"]:
-        assert len(Gallery.load(server["root"] / "live" / "gallery")) == DEV_PEOPLE
+        assert len(Enrolled.load(server["root"] / "live" / "gallery").gallery) == DEV_PEOPLE
     refusals = json.dumps([m for kind, m in answers + admin_answers if kind != "complete"])
     assert str(server["cache"]) not in refusals and str(dev_bundle) not in refusals
 
@@ -153,7 +153,7 @@ def test_an_unmarked_reference_reads_nothing_outside_the_uploads(server, dev_bun
     for kind, message in answers:
         assert kind == "error" and "no longer on the server" in message, (kind, message)
     if server["admin"]:
-        assert len(Gallery.load(server["root"] / "live" / "gallery")) == DEV_PEOPLE
+        assert len(Enrolled.load(server["root"] / "live" / "gallery").gallery) == DEV_PEOPLE
 
 
 def test_two_visitors_sending_the_same_bytes_at_once_both_get_answers(server, tmp_path):
@@ -243,7 +243,7 @@ def test_consent_must_be_the_boolean_true(server, tmp_path):
                                                   file_ref(upload(http, PHOTO)), "Eve",
                                                   consent])
             assert kind == "error" and "Consent is required" in message, (consent, message)
-    assert len(Gallery.load(server["root"] / "live" / "gallery")) == DEV_PEOPLE
+    assert len(Enrolled.load(server["root"] / "live" / "gallery").gallery) == DEV_PEOPLE
 
 
 @only_admin
@@ -332,14 +332,14 @@ def test_names_that_look_like_an_enrolled_one_are_refused(server, tmp_path):
         kind, outputs = call(http, "enroll", [PASSWORD, file_ref(upload(http, voice)),
                                               file_ref(upload(http, PHOTO)), "<b>Zed</b>", True])
         assert kind == "complete", outputs
-        people = len(Gallery.load(server["root"] / "live" / "gallery"))
+        people = len(Enrolled.load(server["root"] / "live" / "gallery").gallery)
         for language in ("en", "ja"):
             http.headers["accept-language"] = language
             for name, words in LOOKALIKES.items():
                 kind, message = call(http, "enroll", [PASSWORD, file_ref(upload(http, voice)),
                                                       file_ref(upload(http, PHOTO)), name, True])
                 assert kind == "error" and words[language == "ja"] in message, (name, message)
-    assert len(Gallery.load(server["root"] / "live" / "gallery")) == people
+    assert len(Enrolled.load(server["root"] / "live" / "gallery").gallery) == people
 
 
 @pytest.mark.browser

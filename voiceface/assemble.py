@@ -8,10 +8,10 @@ then, in this order:
 1. builds the gallery: each person's pooled voice embedding, name, photo and latent, and
    their voice traits' record (`voiceface.trait_inputs.person_traits`, for live retraining);
 2. calibrates the open-set (1:N) threshold on the enrolled windows
-   (`voiceface.calibration.calibrate_windows`); with nothing to calibrate on (one person)
+   (`voiceface.calibration.calibrate_open_set`); with nothing to calibrate on (one person)
    the threshold of the gallery at `previous`, if any, stays;
 3. calibrates the verification (1:1) threshold on the same windows plus any trial-only
-   windows (`voiceface.verification.calibrate_windows`), at the same target rate;
+   windows (`voiceface.verification.calibrate_verification`), at the same target rate;
 4. saves `gallery/`;
 5. with 2 or more people, trains the mapper (voice -> latent offset from the population
    centre) on every enrolled window, with that window's voice traits when the source measured
@@ -35,8 +35,9 @@ from PIL import Image
 
 from . import calibration, verification
 from .bundle import GALLERY_DIR, MAPPER_DIR
+from .enrolled import Enrolled
 from .face2voice import FACE2VOICE_DIR, FaceToVoice
-from .gallery import Gallery, GalleryError
+from .gallery_files import GalleryError
 from .invert import Backbone
 from .mapper import TrainReport, train_mapper
 from .thresholds import FALSE_ALARM_RATE
@@ -98,10 +99,10 @@ class Models:
 
 @dataclass
 class Assembly:
-    """What `assemble` made: the gallery (saved), the mapper's and the reverse mapper's
-    training summaries (None without one), and seconds per stage."""
+    """What `assemble` made: the gallery with its latents and records (saved), the mapper's
+    and the reverse mapper's training summaries (None without one), and seconds per stage."""
 
-    gallery: Gallery
+    enrolled: Enrolled
     mapper: TrainReport | None
     face2voice: dict | None
     seconds: dict[str, float]
@@ -118,25 +119,27 @@ def assemble(people: Sequence[Enrollee], out: str | Path, models: Models, *,
     if not people:
         raise ValueError("Nobody to assemble a bundle from.")
     seconds: dict[str, float] = {}
-    gallery = Gallery(models.embedding_dim, models.encoder_fingerprint,
-                      generator_fingerprint=models.generator_fingerprint,
-                      latent_dim=models.latent_dim)
+    enrolled = Enrolled.new(models.embedding_dim, models.encoder_fingerprint,
+                            generator_fingerprint=models.generator_fingerprint,
+                            latent_dim=models.latent_dim)
+    gallery, records = enrolled.gallery, enrolled.calibrations
     for person in people:  # 1.
         record = person_traits(person.traits())
         gallery.add(person.id, pool(person.windows), name=person.name, faces=[person.photo],
-                    consent=True, n_clips=person.n_clips, latent=person.latent,
+                    consent=True, n_clips=person.n_clips,
                     extra={**person.extra, **({TRAITS_KEY: record} if record else {})})
+        enrolled.latents.set(person.id, person.latent)
     windows = np.concatenate([p.windows for p in people])
     owners = [p.id for p in people for _ in range(len(p.windows))]
-    if calibration.calibrate_windows(windows, owners, gallery, far) is None and previous:  # 2.
-        _keep_threshold(gallery, previous)
+    if calibration.calibrate_open_set(windows, owners, records, far) is None and previous:  # 2.
+        _keep_threshold(enrolled, previous)
     trials = [p for p in people if p.trial_windows is not None and len(p.trial_windows)]
-    verification.calibrate_windows(  # 3.
+    verification.calibrate_verification(  # 3.
         np.concatenate([windows] + [p.trial_windows for p in trials]),
         owners + [p.id for p in trials for _ in range(len(p.trial_windows))],
         [r for p in people for r in p.recordings]
-        + [r for p in trials for r in p.trial_recordings], gallery, far)
-    gallery.save(out / GALLERY_DIR)  # 4.
+        + [r for p in trials for r in p.trial_recordings], records, far)
+    enrolled.save(out / GALLERY_DIR)  # 4.
     report = None
     if len(people) >= 2:  # 5.
         started = time.perf_counter()
@@ -144,7 +147,7 @@ def assemble(people: Sequence[Enrollee], out: str | Path, models: Models, *,
         mapper, report = train_mapper(
             windows, np.concatenate([np.repeat(p.latent[None], len(p.windows), 0)
                                      for p in people]),
-            owners, gallery.centre, traits=None if np.isnan(traits).all() else traits,
+            owners, enrolled.latents.centre, traits=None if np.isnan(traits).all() else traits,
             **(mapper_options or {}),
             encoder_fingerprint=models.encoder_fingerprint,
             generator_fingerprint=models.generator_fingerprint, seed=seed, progress=progress)
@@ -159,15 +162,16 @@ def assemble(people: Sequence[Enrollee], out: str | Path, models: Models, *,
         generator_fingerprint=models.generator_fingerprint, seed=seed, progress=progress)
     face2voice.save(out / FACE2VOICE_DIR)
     seconds["face2voice"] = time.perf_counter() - started
-    return Assembly(gallery, report, reverse, seconds)
+    return Assembly(enrolled, report, reverse, seconds)
 
 
-def _keep_threshold(gallery: Gallery, directory: Path) -> None:
+def _keep_threshold(enrolled: Enrolled, directory: Path) -> None:
     """Carry the threshold of the gallery at `directory`, and how it was measured, into
-    `gallery` (when there is one for the same encoder)."""
+    `enrolled` (when there is one for the same encoder)."""
     try:
-        previous = Gallery.load(directory, encoder_fingerprint=gallery.encoder_fingerprint)
+        previous = Enrolled.load(directory,
+                                 encoder_fingerprint=enrolled.gallery.encoder_fingerprint)
     except GalleryError:
         return
-    gallery.threshold = previous.threshold
-    gallery.calibrate(previous.calibration)
+    enrolled.gallery.threshold = previous.gallery.threshold
+    enrolled.calibrations.calibrate(previous.calibrations.open_set)

@@ -130,7 +130,7 @@ def _load(bundle: Path, quantize: bool):
     vf = VoiceFace.from_pretrained(bundle)
     if quantize:
         vf = VoiceFace(VoiceEncoder.from_pretrained(bundle / "encoder", quantize=True),
-                       vf.generator, vf.gallery, vf.mapper,
+                       vf.generator, vf.state.enrolled, vf.mapper,
                        spec=vf.spec.with_models(quantize=True),
                        generator_fingerprint=vf.generator_fingerprint)
     return vf

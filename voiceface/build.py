@@ -248,9 +248,9 @@ def build(people_dir: str | Path, out: str | Path, config: BuildConfig = BuildCo
                              "baseline_val_loss": made.mapper.baseline_val_loss}
         report.face2voice = made.face2voice
         report.enrolled = [p.id for p in enrolled]
-        report.calibration = made.gallery.calibration and made.gallery.calibration.to_dict()
-        report.verification = made.gallery.verification and \
-            made.gallery.verification.to_dict()
+        records = made.enrolled.calibrations
+        report.calibration = records.open_set and records.open_set.to_dict()
+        report.verification = records.verification and records.verification.to_dict()
         storage.write_npy(work / WINDOWS_FILE, np.concatenate([p.windows for p in enrolled]))
         storage.write_json(work / WINDOWS_INDEX, all_rows)
         storage.write_json(work / REPORT_FILE, {**asdict(report), "config": _jsonable(config),

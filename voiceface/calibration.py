@@ -12,10 +12,10 @@ accepted: the finest rate T trials can measure is 1/T, and the calibration says 
 
 Who the trials are depends on what is at hand; `Calibration.method` records it:
 - `build` and the personas: every window of every person's recordings, scored against the
-  gallery's other people (`calibrate_windows`);
+  gallery's other people (`calibrate_open_set`);
 - `eval`: the held-out windows, scored against the enrollment embeddings of the others;
-- a live gallery (`recalibrate`): only embeddings are kept, so each enrolled person's stored
-  embedding is a trial against everyone else's (N people give N trials).
+- a live gallery (`recalibrate_open_set`): only embeddings are kept, so each enrolled
+  person's stored embedding is a trial against everyone else's (N people give N trials).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import numpy as np
 
 from .gallery import Gallery
 from .metrics import threshold_at_far
-from .thresholds import FALSE_ALARM_RATE, Calibration
+from .thresholds import FALSE_ALARM_RATE, Calibration, Calibrations
 
 
 WINDOWS_METHOD = ("best score of each recording window against the other people's gallery "
@@ -67,35 +67,38 @@ def calibrate(non_mated: np.ndarray, far: float, encoder_fingerprint: str,
                        method)
 
 
-def calibrate_windows(windows: np.ndarray, owners: Sequence[str], gallery: Gallery,
-                      far: float = FALSE_ALARM_RATE) -> Calibration | None:
-    """Calibrate `gallery` (in place) on recording windows [T, D] of its people (`owners`:
-    whose each window is), each scored against the other people's gallery embeddings.
-    Returns the calibration, or None (gallery unchanged) with fewer than 2 people."""
+def calibrate_open_set(windows: np.ndarray, owners: Sequence[str],
+                       calibrations: Calibrations[Gallery],
+                       far: float = FALSE_ALARM_RATE) -> Calibration | None:
+    """Calibrate the threshold of `calibrations.gallery` (in place, recorded in
+    `calibrations`) on recording windows [T, D] of its people (`owners`: whose each window
+    is), each scored against the other people's gallery embeddings. Returns the calibration,
+    or None (gallery unchanged) with fewer than 2 people."""
+    gallery = calibrations.gallery
     scores = best_non_mated(windows, owners, gallery.embeddings(),
                             [p.id for p in gallery.people])
     if scores.size == 0:
         return None
     result = calibrate(scores, far, gallery.encoder_fingerprint, WINDOWS_METHOD)
-    gallery.calibrate(result)
+    calibrations.calibrate(result)
     return result
 
 
-def recalibrate(gallery: Gallery) -> Calibration | None:
-    """Recalibrate a changed live gallery (in place) from its stored embeddings alone: each
-    person's embedding (pooled over their recording) is a trial, its best score against
-    everyone else's embedding its non-mated score, so N people give N trials. The target is
-    the gallery's previous one (else `FALSE_ALARM_RATE`). With fewer than 2 people the
-    gallery is left uncalibrated (threshold unchanged, `calibration` None)."""
-    previous = gallery.calibration
+def recalibrate_open_set(calibrations: Calibrations[Gallery]) -> Calibration | None:
+    """Recalibrate a changed live gallery (`calibrations.gallery`, in place) from its stored
+    embeddings alone: each person's embedding (pooled over their recording) is a trial, its
+    best score against everyone else's embedding its non-mated score, so N people give N
+    trials. The target is the previous record's (else `FALSE_ALARM_RATE`). With fewer than 2
+    people the gallery is left uncalibrated (threshold unchanged, `open_set` None)."""
+    gallery, previous = calibrations.gallery, calibrations.open_set
     far = previous.far_target if previous is not None else FALSE_ALARM_RATE
     embeddings, ids = gallery.embeddings(), [p.id for p in gallery.people]
     scores = best_non_mated(embeddings, ids, embeddings, ids)
     if scores.size == 0:
-        gallery.calibrate(None)
+        calibrations.calibrate(None)
         return None
     result = calibrate(scores, far, gallery.encoder_fingerprint, LIVE_METHOD)
     if previous is not None and replace(previous, date=result.date) == result:
         return previous  # nothing changed but the clock (e.g. a latent was added)
-    gallery.calibrate(result)
+    calibrations.calibrate(result)
     return result

@@ -6,9 +6,10 @@
     live.delete(person_id)                              # every trace, mapper retrained
     live.refresh()                                      # take other processes' changes
 
-The gallery directory holds `gallery/` (a saved `Gallery`: index, people, content-addressed
-face photos, latents) and `mapper/`. On the first start it is a copy of the bundle's; later
-starts load it, if it was made for the same encoder and generator.
+The gallery directory holds `gallery/` (a saved `Enrolled`: people, embeddings,
+content-addressed face photos, latents, threshold records) and `mapper/`. On the first start
+it is a copy of the bundle's; later starts load it, if it was made for the same encoder and
+generator.
 
 An enrolled person is searchable by voice at once. Their face latent is computed by one
 background worker (`Inverter` on the aligned photo kept for display); once at least
@@ -52,7 +53,8 @@ import numpy as np
 from . import faces, storage
 from . import verification
 from .audio import SAMPLE_RATE, AudioError, AudioSource, load_audio
-from .calibration import recalibrate
+from .calibration import recalibrate_open_set
+from .enrolled import Enrolled
 from .gallery import Gallery, GalleryError
 from .gallery_files import MANIFEST, data_name, remove_leftovers
 from .invert import InversionConfig, Inverter
@@ -108,7 +110,7 @@ class LiveGallery:
             for leftover in live.root.glob(f".{MAPPER_DIR}-*"):
                 shutil.rmtree(leftover, ignore_errors=True)
             if not (gallery_dir / MANIFEST).is_file():
-                vf.gallery.save(gallery_dir)
+                vf.state.enrolled.save(gallery_dir)
                 if vf.mapper is not None:
                     _install_mapper(live.root, vf.mapper)
             try:
@@ -118,10 +120,11 @@ class LiveGallery:
                                    "enrolled with other models: start with those models, or "
                                    "choose another gallery directory.") from None
             remove_leftovers(gallery_dir)  # a killed save's older data may hold the deleted
-            if vf.mapper is None and len(vf.gallery.latents()[0]) >= max(2, live.min_people):
+            if vf.mapper is None and len(vf.state.latents) >= max(2, live.min_people):
                 live._retrain()  # dropped by an unfinished delete, or not saying whom it knew
-        for person in vf.gallery.people:
-            if vf.gallery.latent(person.id) is not None:
+        state = vf.state
+        for person in state.gallery.people:
+            if state.latents.get(person.id) is not None:
                 live._status[person.id] = READY
             elif person.extra.get("live_enrolled") and person.faces:
                 live._queue(person.id)
@@ -162,12 +165,13 @@ class LiveGallery:
             incoming.mkdir(parents=True, exist_ok=True)
             photo = storage.write_bytes(incoming / f"{uuid.uuid4().hex}.jpg", buffer.getvalue())
             try:
-                gallery = self._load()
+                enrolled = self._load()
+                gallery = enrolled.gallery
                 check_distinct(name, _names(gallery))  # another process may have added them
                 gallery.add(person_id, embedding, name=name, faces=[photo], consent=True,
                             n_clips=1, extra={"live_enrolled": True, "enrolled_at": _now(),
                                               **({TRAITS_KEY: traits} if traits else {})})
-                self._commit(gallery)
+                self._commit(enrolled)
                 self._queue(person_id)
             finally:
                 photo.unlink(missing_ok=True)  # the gallery keeps its own copy
@@ -216,19 +220,20 @@ class LiveGallery:
         may hold them is dropped before the gallery without them is saved, then retrained
         without them (or left out when fewer than `min_people` latents remain)."""
         with self._exclusive():
-            gallery = self._load()  # as saved: another process may have changed it
-            if person_id not in gallery:
+            enrolled = self._load()  # as saved: another process may have changed it
+            if person_id not in enrolled.gallery:
                 raise GalleryError(f"No person with id {person_id!r} in the gallery.")
-            gallery.remove(person_id)
+            enrolled.gallery.remove(person_id)
+            enrolled.latents.drop(person_id)
             saved = self.root / MAPPER_DIR / MAPPER_CONFIG
             dropped = saved.is_file() and _may_hold(json.loads(saved.read_text()).get("people"),
                                                     person_id)
             if self.vf.mapper is not None and _may_hold(self.vf.mapper.config.people,
                                                         person_id):
-                self.vf.swap(GalleryState(self.vf.gallery, None))
+                self.vf.swap(GalleryState(self.vf.state.enrolled, None))
             if dropped:
                 _drop_mapper(self.root)
-            self._commit(gallery)
+            self._commit(enrolled)
             self._status.pop(person_id, None)
             if dropped:
                 self._retrain()
@@ -243,19 +248,20 @@ class LiveGallery:
         with self._lock, storage.locked(self.root):
             yield
 
-    def _load(self) -> Gallery:
+    def _load(self) -> Enrolled:
         """The saved gallery, as any process left it (the caller holds `_exclusive`)."""
-        return Gallery.load(self.root / GALLERY_DIR)
+        return Enrolled.load(self.root / GALLERY_DIR)
 
-    def _commit(self, gallery: Gallery, people_changed: bool = True) -> None:
-        """Save `gallery`, then swap the saved gallery and mapper into the pipeline as one
+    def _commit(self, enrolled: Enrolled, people_changed: bool = True) -> None:
+        """Save `enrolled`, then swap the saved gallery and mapper into the pipeline as one
         state (the caller holds `_exclusive`). When people were added or removed, the threshold
-        follows them first (see `recalibrate`; it scores everyone against everyone), and so
-        does the verification threshold (`voiceface.verification.recalibrate`)."""
+        follows them first (see `recalibrate_open_set`; it scores everyone against everyone),
+        and so does the verification threshold
+        (`voiceface.verification.recalibrate_verification`)."""
         if people_changed:
-            recalibrate(gallery)
-            verification.recalibrate(gallery)
-        gallery.save(self.root / GALLERY_DIR)
+            recalibrate_open_set(enrolled.calibrations)
+            verification.recalibrate_verification(enrolled.calibrations)
+        enrolled.save(self.root / GALLERY_DIR)
         self._reload()
 
     def _reload(self) -> None:
@@ -311,21 +317,22 @@ class LiveGallery:
             self._inverter = Inverter.from_pretrained(self.inversion)
         w = self._inverter.invert(self.vf.generator, photo, seed=self.seed).w
         with self._exclusive():
-            gallery = self._load()
-            if person_id not in gallery:  # deleted while inverting
+            enrolled = self._load()
+            if person_id not in enrolled.gallery:  # deleted while inverting
                 self._status.pop(person_id, None)
                 return
-            gallery.update(person_id, latent=w)
-            self._commit(gallery, people_changed=False)  # a latent: the voices are the same
+            enrolled.latents.set(person_id, w)
+            self._commit(enrolled, people_changed=False)  # a latent: the voices are the same
             self._status[person_id] = READY
-            if len(self.vf.gallery.latents()[0]) >= self.min_people:
+            if len(self.vf.state.latents) >= self.min_people:
                 self._retrain()  # else the current mapper stays (it never saw this person)
 
     def _retrain(self) -> None:
         """Retrain the mapper on every person with a latent, or drop it when fewer than
         `min_people` have one (the caller holds `_exclusive`, and has just committed)."""
-        gallery = self.vf.gallery
-        ids, latents = gallery.latents()
+        state = self.vf.state
+        gallery = state.gallery
+        ids, latents = state.latents.rows()
         mapper = None
         if len(ids) < max(2, self.min_people):
             _drop_mapper(self.root)
@@ -333,7 +340,7 @@ class LiveGallery:
             embeddings = np.stack([gallery.embedding(i) for i in ids])
             traits = np.stack([record_features(gallery.person(i).extra.get(TRAITS_KEY))
                                for i in ids])  # NaN (the mean) for people without a record
-            mapper, _ = train_mapper(embeddings, latents, ids, gallery.centre,
+            mapper, _ = train_mapper(embeddings, latents, ids, state.latents.centre,
                                      traits=None if np.isnan(traits).all() else traits,
                                      **SMALL_MAPPER,
                                      encoder_fingerprint=self.vf.encoder.fingerprint,
@@ -341,7 +348,7 @@ class LiveGallery:
                                      seed=self.seed, progress=False)
             _install_mapper(self.root, mapper)
         self._loaded = self._version()
-        self.vf.swap(GalleryState(gallery, mapper))
+        self.vf.swap(GalleryState(state.enrolled, mapper))
 
 
 def _recording_traits(wav: np.ndarray) -> dict | None:

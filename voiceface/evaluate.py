@@ -58,7 +58,7 @@ from .build import WINDOWS_FILE, WINDOWS_INDEX
 from .calibration import FALSE_ALARM_RATE, Calibration, calibrate
 from .face2voice import evaluate_bundle as evaluate_face2voice
 from .face2voice import markdown as face2voice_markdown
-from .gallery import Gallery
+from .enrolled import Enrolled
 from .mapper import knn_blend, train_mapper
 from .metrics import eer, identity_folds, ranks, recall_at_k, retrieval
 from .bundle import BUNDLE_FILE, GALLERY_DIR, BundleSpec
@@ -96,7 +96,8 @@ def evaluate(bundle: str | Path, *, folds: int = FOLDS, far: float = FALSE_ALARM
     if not (bundle / WINDOWS_FILE).is_file():
         raise FileNotFoundError(f"{bundle} has no {WINDOWS_FILE}; build it with `python -m "
                                 "voiceface build PEOPLE_DIR --out DIR` first.")
-    gallery = Gallery.load(bundle / GALLERY_DIR)
+    enrolled = Enrolled.load(bundle / GALLERY_DIR)
+    gallery = enrolled.gallery
     windows = np.load(bundle / WINDOWS_FILE)
     rows = json.loads((bundle / WINDOWS_INDEX).read_text())
     ids = [p.id for p in gallery.people]
@@ -107,12 +108,12 @@ def evaluate(bundle: str | Path, *, folds: int = FOLDS, far: float = FALSE_ALARM
     for person, (kept, held) in held_out_split(ids, rows, by_person).items():
         enroll[person] = pool(windows[kept])
         trials += [(person, windows[i]) for i in held]
-    calibration = gallery.calibration
+    calibration = enrolled.calibrations.open_set
     spec = BundleSpec.read(bundle) if (bundle / BUNDLE_FILE).is_file() else None
     generator = spec_generator(spec)[0] if spec is not None else None
     if w_avg is None and generator is not None:
         w_avg = generator.w_avg.cpu().numpy()
-    generation, generated, held_faces = _generation(gallery, ids, windows, by_person, w_avg,
+    generation, generated, held_faces = _generation(enrolled, ids, windows, by_person, w_avg,
                                                     folds, seed, progress)
     face2voice, held_voices = evaluate_face2voice(bundle, gallery, folds=folds, seed=seed,
                                                   progress=progress)
@@ -121,7 +122,7 @@ def evaluate(bundle: str | Path, *, folds: int = FOLDS, far: float = FALSE_ALARM
               "identification": _identification(ids, enroll, trials, far,
                                                  gallery.encoder_fingerprint),
               "verification": evaluate_verification(ids, enroll, trials, far,
-                                                    gallery.verification),
+                                                    enrolled.calibrations.verification),
               "generation": generation, "generated_latents": generated,
               "face2voice": face2voice,
               "traits": {"voice_to_face": measure_voice_to_face(gallery, spec, generator,
@@ -133,9 +134,9 @@ def evaluate(bundle: str | Path, *, folds: int = FOLDS, far: float = FALSE_ALARM
 def apply_threshold(bundle: str | Path, calibration: dict) -> None:
     """Make the report's `identification["calibration"]` the gallery's "confident match"
     threshold (what the app uses), recorded with how it was measured."""
-    gallery = Gallery.load(Path(bundle) / GALLERY_DIR)
-    gallery.calibrate(Calibration.from_dict(calibration))
-    gallery.save(Path(bundle) / GALLERY_DIR)
+    enrolled = Enrolled.load(Path(bundle) / GALLERY_DIR)
+    enrolled.calibrations.calibrate(Calibration.from_dict(calibration))
+    enrolled.save(Path(bundle) / GALLERY_DIR)
 
 
 def held_out_split(ids: list[str], rows: list[dict],
@@ -191,12 +192,13 @@ def _identification(ids: list[str], enroll: dict, trials: list, far: float,
     }
 
 
-def _generation(gallery: Gallery, ids: list[str], windows: np.ndarray,
+def _generation(enrolled: Enrolled, ids: list[str], windows: np.ndarray,
                 person_rows: dict[str, list[int]], w_avg: np.ndarray | None, folds: int,
                 seed: int, progress: bool) -> tuple[dict, dict | None, HeldOutFaces | None]:
     """Retrieval scores per method, the mapper's latents' distances to the centres with the
     verdict (None when too few people have latents), and the predictions scored."""
-    latent_ids, latents = gallery.latents()
+    gallery = enrolled.gallery
+    latent_ids, latents = enrolled.latents.rows()
     latent_of = dict(zip(latent_ids, latents))
     people = [i for i in ids if i in latent_of]
     if len(people) < 4:

@@ -12,7 +12,7 @@ replaces `manifest.json` atomically, under the directory's lock: a crash at any 
 the previous version loadable. `read` that meets a data directory a concurrent save has just
 replaced starts again. Galleries come from the Hub too, so reading parses nothing native: the
 arrays are read with `np.load(allow_pickle=False)`. What the records mean is
-`voiceface.gallery.Gallery`'s business; this module only knows files.
+`voiceface.enrolled.Enrolled`'s business; this module only knows files.
 """
 
 from __future__ import annotations

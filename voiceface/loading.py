@@ -21,7 +21,9 @@ from pathlib import Path
 from . import hub
 from .bundle import (DEFAULT_GENERATOR_FILE, GALLERY_DIR, MAPPER_DIR, BundleSpec,
                      GeneratorSpec)
+from .enrolled import Enrolled
 from .gallery import Gallery
+from .latents import Latents
 from .mapper import VoiceToLatent
 from .stylegan2 import CONFIG_FILE as GENERATOR_CONFIG
 from .stylegan2 import Generator, convert_checkpoint
@@ -42,11 +44,22 @@ def default_bundle() -> str:
 
 @dataclass(frozen=True)
 class GalleryState:
-    """One consistent version of what requests read: the gallery (with its threshold) and the
-    mapper trained on its people (None: blend the matches' latents instead)."""
+    """One consistent version of what requests read: the gallery (with its threshold), its
+    people's latents and its thresholds' records (`enrolled`), and the mapper trained on its
+    people (None: blend the matches' latents instead)."""
 
-    gallery: Gallery
+    enrolled: Enrolled
     mapper: VoiceToLatent | None = None
+
+    @property
+    def gallery(self) -> Gallery:
+        """The people and their search (`Enrolled.gallery`)."""
+        return self.enrolled.gallery
+
+    @property
+    def latents(self) -> Latents:
+        """The people's latents and their population centre (`Enrolled.latents`)."""
+        return self.enrolled.latents
 
 
 def load_derived(directory: Path, encoder_fingerprint: str, generator_fingerprint: str
@@ -61,7 +74,8 @@ def load_derived(directory: Path, encoder_fingerprint: str, generator_fingerprin
     """
     fingerprints = {"encoder_fingerprint": encoder_fingerprint,
                     "generator_fingerprint": generator_fingerprint}
-    gallery = Gallery.load(directory / GALLERY_DIR, **fingerprints)
+    enrolled = Enrolled.load(directory / GALLERY_DIR, **fingerprints)
+    gallery = enrolled.gallery
     gallery.prepare_index()
     mapper_dir = directory / MAPPER_DIR
     mapper = VoiceToLatent.from_pretrained(mapper_dir, **fingerprints) if mapper_dir.is_dir() \
@@ -77,7 +91,7 @@ def load_derived(directory: Path, encoder_fingerprint: str, generator_fingerprin
                           "the nearest people's latents instead; rebuild the mapper "
                           "(`python -m voiceface build`) to use one again.", stacklevel=2)
             mapper = None
-    return GalleryState(gallery, mapper)
+    return GalleryState(enrolled, mapper)
 
 
 def load_models(spec: BundleSpec, device: str | None = None

@@ -9,11 +9,11 @@ prebuilt from a Hub repo the bundle pins, when built for the same (`voiceface.pr
 Each persona has one recording, split in time as `build` splits a single recording
 (`voiceface.voice.split_for_evaluation`: the first 70 %, about 7 s, and the last 30 %, about
 3 s, each one encoder window); the gallery pools both parts' windows.
-The gallery's open-set threshold is calibrated then (`voiceface.calibration.calibrate_windows`):
+The gallery's open-set threshold is calibrated then (`voiceface.calibration.calibrate_open_set`):
 each window is scored against the other personas, one best score per window. Two windows
 each, 48 personas give 96 trials, too few to measure 1 % (the finest rate is 1/96): the
 threshold then accepts none of them, and its record says so. The verification threshold is
-calibrated at the same rate (`voiceface.verification.calibrate_windows`): each window against
+calibrated at the same rate (`voiceface.verification.calibrate_verification`): each window against
 every other persona (96 x 47 non-mated trials), and against its own persona enrolled from
 the other part of the recording (96 mated trials).
 Face to voice (`voiceface.face2voice`) describes each persona's displayed face with the

@@ -5,7 +5,7 @@
     result.face.save("face.png"); result.matches[0].name; result.confident
 
 A bundle (see `voiceface.bundle`) is a directory (or Hub repo) holding `bundle.json` (which
-encoder and generator, with revisions), `gallery/` (a saved `Gallery`) and optionally
+encoder and generator, with revisions), `gallery/` (a saved `Enrolled`) and optionally
 `mapper/` (a trained `VoiceToLatent`). A personas bundle (the app's default `index/`) names a
 personas folder instead; its gallery and mapper are caches built for the configured encoder
 and generator (see `voiceface.persona_cache`). Loading is `voiceface.loading`'s four steps.
@@ -15,7 +15,7 @@ A request reads the gallery and the mapper once, at its start, from `vf.state` (
 running meanwhile finishes on the version it started with.
 
 Faces are truncated toward a centre: by default the gallery's population centre (the mean
-latent of its people, `Gallery.centre`), so they stay among the people enrolled; the
+latent of its people, `Latents.centre`), so they stay among the people enrolled; the
 generator's `w_avg` (FFHQ's average face) when the gallery holds no latents, or when
 `bundle.json` says `"truncation_centre": "generator"`. The result says which (`centre`).
 
@@ -43,6 +43,7 @@ from PIL import Image
 from . import hub, verification
 from .audio import AudioError, AudioSource, load_audio
 from .bundle import BundleSpec
+from .enrolled import Enrolled
 from .gallery import Gallery, Match
 from .loading import GalleryState, default_bundle, load_derived, load_models, prepare_derived
 from .mapper import VoiceToLatent, knn_blend
@@ -102,7 +103,7 @@ class VoiceFaceResult:
 class VoiceFace:
     """The voice-to-face pipeline; build with `VoiceFace.from_pretrained(bundle)`."""
 
-    def __init__(self, encoder: VoiceEncoder, generator: Generator, gallery: Gallery,
+    def __init__(self, encoder: VoiceEncoder, generator: Generator, enrolled: Enrolled,
                  mapper: VoiceToLatent | None = None, *, spec: BundleSpec = BundleSpec(),
                  generator_fingerprint: str | None = None, derived_dir: Path | None = None):
         """`spec` is the bundle's (truncation, its centre, examples, test weights); the
@@ -111,9 +112,10 @@ class VoiceFace:
         self.encoder = encoder  # embeds what the gallery stores (enrollment, caches)
         self.query_encoder = encoder  # embeds visitors' voices (`serve_queries_with`)
         self.generator = generator.eval()
-        self._state = GalleryState(gallery, mapper)  # replaced whole (`swap`), never changed
+        self._state = GalleryState(enrolled, mapper)  # replaced whole (`swap`), never changed
         self.spec = spec
-        self.generator_fingerprint = generator_fingerprint or gallery.generator_fingerprint
+        self.generator_fingerprint = generator_fingerprint or \
+            enrolled.latents.generator_fingerprint
         self.derived_dir = derived_dir
         self._face2voice: FaceToVoice | None = None  # loaded at the first face query
         self._face_traits: FaceTraitModel | None = None  # loaded at the first face query ...
@@ -194,7 +196,7 @@ class VoiceFace:
         derived = prepare_derived(spec, voice, face_gen, gen_fp, progress=progress)
         # 4. assemble the pipeline
         state = load_derived(derived, voice.fingerprint, gen_fp)
-        return cls(voice, face_gen, state.gallery, state.mapper, spec=spec,
+        return cls(voice, face_gen, state.enrolled, state.mapper, spec=spec,
                    generator_fingerprint=gen_fp, derived_dir=derived)
 
     def example_voices(self) -> list[Path]:
@@ -289,7 +291,8 @@ class VoiceFace:
         and false-reject rates measured there (`voiceface.verification`). Raises UnknownClaim (a
         ValueError listing the enrolled ids) for an id not enrolled, AudioError for unusable
         audio."""
-        gallery = self.state.gallery  # this request's version
+        state = self.state  # this request's version
+        gallery = state.gallery
         verification.check_claim(gallery, claim_id)  # before any decoding: a wrong id is cheap
         timings: dict[str, float] = {}
         clock = time.perf_counter()
@@ -298,7 +301,8 @@ class VoiceFace:
         clock = time.perf_counter()
         embedding = self.query_encoder.embed(wav)
         timings["embed"] = time.perf_counter() - clock
-        return verification.decide(embedding, claim_id, gallery, timings)
+        return verification.decide(embedding, claim_id, gallery,
+                                   state.enrolled.calibrations.verification, timings)
 
     def face2voice(self, photo: ImageSource, k: int = DEFAULT_K) -> FaceToVoiceResult:
         """A face photo (path, bytes, PIL image or RGB array; exactly one face) -> the `k`
@@ -347,7 +351,7 @@ class VoiceFace:
         the gallery's population centre ("population"), or the generator's w_avg
         ("generator") when the bundle asks for it or the gallery has no latents."""
         state = self.state if state is None else state
-        population = state.gallery.centre if self.spec.truncation_centre == POPULATION \
+        population = state.latents.centre if self.spec.truncation_centre == POPULATION \
             else None
         if population is None:
             return self.generator.w_avg, GENERATOR
@@ -365,7 +369,7 @@ class VoiceFace:
         if state.mapper is not None:
             w, method = state.mapper.predict(embedding, trait_features(traits)), "mapper"
         else:
-            with_latent = [(m.score, state.gallery.latent(m.id)) for m in matches]
+            with_latent = [(m.score, state.latents.get(m.id)) for m in matches]
             with_latent = [(s, w) for s, w in with_latent if w is not None]
             if with_latent:
                 scores, latents = zip(*with_latent)

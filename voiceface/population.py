@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-# what generated faces are truncated toward: `Gallery.centre`, or the generator's w_avg
+# what generated faces are truncated toward: `Latents.centre`, or the generator's w_avg
 POPULATION, GENERATOR = "population", "generator"
 TRUNCATION_CENTRES = (POPULATION, GENERATOR)  # bundle.json "truncation_centre" values
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from . import prebuilt, storage
 from .audio import AUDIO_SUFFIXES
 from .build import REPORT_FILE, WINDOWS_FILE, WINDOWS_INDEX
-from .gallery import Gallery
+from .enrolled import Enrolled
 from .gallery_files import MANIFEST
 from .personas import PERSONAS_FILE, VOICES_DIR, load_personas
 from .bundle import BUNDLE_FILE, EXAMPLES_DIR, GALLERY_DIR, BundleSpec
@@ -228,7 +228,7 @@ def _check_consent(root: Path) -> None:
     manifest = root / "gallery" / MANIFEST
     if not manifest.is_file():
         raise PublishError(f"{root} has no gallery ({manifest} is missing); build it first.")
-    missing = [p.id for p in Gallery.load(root / "gallery").people if not p.consent]
+    missing = [p.id for p in Enrolled.load(root / "gallery").gallery.people if not p.consent]
     if missing:
         raise PublishError(
             f"{len(missing)} enrolled people have no recorded consent: {', '.join(missing)}. "

@@ -191,7 +191,7 @@ class Generator(nn.Module):
         """centre + psi * (w - centre) for w [N, D] or W+ [N, num_ws, D]; psi = 1 returns w.
 
         `centre` [D] is what faces are pulled toward: the gallery's population centre
-        (`voiceface.gallery.Gallery.centre`) in the pipeline; default the generator's w_avg.
+        (`voiceface.latents.Latents.centre`) in the pipeline; default the generator's w_avg.
         """
         if w.shape[-1] != self.style_dim or w.dim() not in (2, 3):
             raise ValueError(f"w must be [N, {self.style_dim}] or [N, num_ws, {self.style_dim}], "

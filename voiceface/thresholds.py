@@ -1,14 +1,19 @@
-"""The records of how a gallery's two thresholds were measured, saved in its manifest.
+"""The records of how a gallery's two thresholds were measured, kept beside the gallery and
+saved in its manifest.
 
 `Calibration` is the open-set (1:N) threshold's record, set by `voiceface.calibration`;
-`VerificationCalibration` the 1:1 verification threshold's, set by `voiceface.verification`. Only
-records live here, so that the gallery can save and load them without importing the code
-that measures them (which works on galleries).
+`VerificationCalibration` the 1:1 verification threshold's, set by `voiceface.verification`.
+`Calibrations` holds both for one gallery and says when one no longer applies: the open-set
+record when the gallery's threshold was set by hand since, the verification record when the
+people searched changed since (`Gallery.revision`). Only records live here, so that a gallery
+directory (`voiceface.enrolled`) saves and loads them without importing the code that
+measures them.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Generic, Protocol, TypeVar
 
 from .metrics import COUNT_TOLERANCE
 
@@ -99,3 +104,50 @@ class VerificationCalibration:
     @classmethod
     def from_dict(cls, data: dict) -> VerificationCalibration:
         return cls(**data)
+
+
+class Thresholded(Protocol):
+    """What the records are checked against: a `voiceface.gallery.Gallery` (not imported, so
+    that the records sit below the gallery and the bundle spec can name their defaults)."""
+
+    threshold: float  # the open-set threshold in use
+    revision: int  # counts changes of who is searched
+
+
+G = TypeVar("G", bound=Thresholded)
+
+
+class Calibrations(Generic[G]):
+    """How `gallery`'s thresholds were measured: `open_set` (its `threshold`'s record) and
+    `verification` (the 1:1 threshold's), each None when unmeasured or no longer applying."""
+
+    def __init__(self, gallery: G):
+        self.gallery = gallery
+        self._open_set: Calibration | None = None
+        # the verification record and the gallery's revision it was measured at
+        self._verification: tuple[VerificationCalibration, int] | None = None
+
+    @property
+    def open_set(self) -> Calibration | None:
+        """How the gallery's threshold was measured (`voiceface.calibration`); None when it
+        was not: the default, or set by hand since."""
+        c = self._open_set
+        return c if c is not None and c.threshold == self.gallery.threshold else None
+
+    def calibrate(self, calibration: Calibration | None) -> None:
+        """Give the gallery a measured threshold, recording how it was measured; None forgets
+        the record (the threshold stays)."""
+        self._open_set = calibration
+        if calibration is not None:
+            self.gallery.threshold = calibration.threshold
+
+    @property
+    def verification(self) -> VerificationCalibration | None:
+        """The verification threshold's record (`voiceface.verification`); None when
+        unmeasured, or measured before the people searched changed (recalibrate)."""
+        v = self._verification
+        return v[0] if v is not None and v[1] == self.gallery.revision else None
+
+    @verification.setter
+    def verification(self, record: VerificationCalibration | None) -> None:
+        self._verification = None if record is None else (record, self.gallery.revision)

@@ -52,7 +52,7 @@ import numpy as np
 from .calibration import FALSE_ALARM_RATE
 from .gallery import Gallery
 from .metrics import threshold_at_far
-from .thresholds import VerificationCalibration
+from .thresholds import Calibrations, VerificationCalibration
 
 
 AS_NORM, RAW = "as-norm", "raw-cosine"  # what a score is
@@ -251,17 +251,19 @@ def calibrate_scores(scores: TrialScores, kind: str, far: float, people: int,
                                    encoder_fingerprint, method)
 
 
-def calibrate_windows(windows: np.ndarray, owners: Sequence[str], recordings: Sequence[str],
-                      gallery: Gallery, far: float = FALSE_ALARM_RATE
-                      ) -> VerificationCalibration | None:
-    """Calibrate `gallery`'s verification threshold (in place) on recording windows [T, D]
-    of its people (`owners`), each from recording `recordings[i]` (a name unique within its
-    owner; the parts of a split recording count as two). Mated trials use the owner's
-    windows from other recordings, pooled (see the module docstring). Returns the
-    calibration, or None (nothing recorded) with fewer than 2 people."""
+def calibrate_verification(windows: np.ndarray, owners: Sequence[str],
+                           recordings: Sequence[str], calibrations: Calibrations[Gallery],
+                           far: float = FALSE_ALARM_RATE) -> VerificationCalibration | None:
+    """Calibrate the verification threshold of `calibrations.gallery` (recorded in
+    `calibrations`) on recording windows [T, D] of its people (`owners`), each from recording
+    `recordings[i]` (a name unique within its owner; the parts of a split recording count as
+    two). Mated trials use the owner's windows from other recordings, pooled (see the module
+    docstring). Returns the calibration, or None (nothing recorded) with fewer than 2
+    people."""
+    gallery = calibrations.gallery
     ids = [p.id for p in gallery.people]
     if len(ids) < 2:
-        gallery.verification = None
+        calibrations.verification = None
         return None
     windows = np.asarray(windows, np.float64)
     # each window's enrollment without its recording: the owner's sum minus the recording's
@@ -282,22 +284,23 @@ def calibrate_windows(windows: np.ndarray, owners: Sequence[str], recordings: Se
                           mated_enrollments=pooled)[kind]
     result = calibrate_scores(scores, kind, far, len(ids), gallery.encoder_fingerprint,
                               BUILD_METHOD)
-    gallery.verification = result
+    calibrations.verification = result
     return result
 
 
-def recalibrate(gallery: Gallery) -> VerificationCalibration | None:
-    """Recalibrate a changed live gallery's verification threshold (in place) from its stored
-    embeddings alone: no mated trials (FRR unmeasured). The target is the previous record's;
-    a change of people clears that record, so then the open-set calibration's (a build sets
-    both from its --far), else `FALSE_ALARM_RATE`. With fewer than 2 people nothing is
-    recorded (None)."""
-    previous = gallery.verification
-    far = next((c.far_target for c in (previous, gallery.calibration) if c is not None),
+def recalibrate_verification(calibrations: Calibrations[Gallery]
+                             ) -> VerificationCalibration | None:
+    """Recalibrate a changed live gallery's (`calibrations.gallery`) verification threshold
+    (recorded in `calibrations`) from its stored embeddings alone: no mated trials (FRR
+    unmeasured). The target is the previous record's; a change of people clears that record,
+    so then the open-set calibration's (a build sets both from its --far), else
+    `FALSE_ALARM_RATE`. With fewer than 2 people nothing is recorded (None)."""
+    gallery, previous = calibrations.gallery, calibrations.verification
+    far = next((c.far_target for c in (previous, calibrations.open_set) if c is not None),
                FALSE_ALARM_RATE)
     ids = [p.id for p in gallery.people]
     if len(ids) < 2:
-        gallery.verification = None
+        calibrations.verification = None
         return None
     embeddings = gallery.embeddings()
     kind = score_kind(len(ids))
@@ -306,16 +309,18 @@ def recalibrate(gallery: Gallery) -> VerificationCalibration | None:
                               LIVE_METHOD)
     if previous is not None and replace(previous, date=result.date) == result:
         return previous  # nothing changed but the clock
-    gallery.verification = result
+    calibrations.verification = result
     return result
 
 
 # -- the call -------------------------------------------------------------------------------
 def decide(embedding: np.ndarray, claim: str, gallery: Gallery,
+           calibration: VerificationCalibration | None,
            timings: dict[str, float]) -> VerifyResult:
     """The answer for a voice's `embedding` claiming to be `claim` (checked with `check_claim`
-    first): its score against the gallery's measured threshold of that kind of score, else
-    the placeholder. `timings` (the stages so far) gain "score" and "total"."""
+    first): its score against the gallery's measured threshold of that kind of score
+    (`calibration`, its `Calibrations.verification`), else the placeholder. `timings` (the
+    stages so far) gain "score" and "total"."""
     start = time.perf_counter()
     score, cosine, kind = score_claim(embedding, claim, gallery)
     timings = {**timings, "score": time.perf_counter() - start}
@@ -324,7 +329,6 @@ def decide(embedding: np.ndarray, claim: str, gallery: Gallery,
     if kind == RAW:
         notes.append(f"raw cosine: {len(gallery)} people leave fewer than {MIN_COHORT} in the "
                      "cohort, too few to normalise against")
-    calibration = gallery.verification
     if calibration is not None and calibration.score != kind:
         calibration = None  # measured on the other kind of score: it does not apply
     if calibration is None:

@@ -17,8 +17,8 @@ def photos(vf: VoiceFace) -> list[tuple[str, str]]:
 
 def threshold_note(vf: VoiceFace, text: dict[str, str]) -> str:
     """How the gallery's threshold was set, in the language of `text`."""
-    gallery = vf.gallery
-    record = gallery.calibration
+    state = vf.state  # one version: the threshold with its record
+    gallery, record = state.gallery, state.enrolled.calibrations.open_set
     if record is None:
         return text["threshold_default"].format(threshold=gallery.threshold)
     note = text["threshold_measured"].format(
