@@ -7,10 +7,14 @@
 With $VOICEFACE_ADMIN_PASSWORD set, an Enroll tab adds and deletes people (password checked
 on every request) in the gallery directory; without it the app is read-only.
 
-Models load once per process, at start-up; then the precision visitors' voices are embedded
-in is chosen (`voiceface.precision.settle`: by default checked on the bundle's voices). On a
-ZeroGPU Space the model work runs inside `spaces.GPU`; elsewhere it runs on whatever device
-the pipeline picked (CPU here).
+Models load once per process, at start-up; then the rest of the start (`voiceface.startup`):
+the gallery (a personas bundle's caches: built on a fresh start, minutes with full-size
+models), the live gallery, and the precision visitors' voices are embedded in
+(`voiceface.precision.settle`: by default checked on the bundle's voices). A built bundle
+does it before serving, as it takes seconds; a personas bundle serves the page as soon as
+the models are loaded and does it in a background thread, the page saying how far it is.
+On a ZeroGPU Space the model work runs inside `spaces.GPU`; elsewhere it runs on whatever
+device the pipeline picked (CPU here).
 """
 
 from __future__ import annotations
@@ -24,15 +28,15 @@ from pathlib import Path
 import torch
 
 from voiceface import ui
-from voiceface.enroll import LiveGallery
 from voiceface.hub import WeightsNotFound
 from voiceface.bundle import DEFAULT_BACKBONE, DEFAULT_BACKBONE_REVISION, DEFAULT_FACE_TRAITS
 from voiceface.invert import InversionConfig
 from voiceface.loading import cache_dir
 from voiceface.memory import limit_arenas
 from voiceface.pipeline import VoiceFace
-from voiceface.precision import CHOICES, PRECISION_VAR, settle
+from voiceface.precision import CHOICES, PRECISION_VAR
 from voiceface.proxies import SPACE_PROXIES, TrustedProxies
+from voiceface.startup import Startup
 from voiceface.stylegan2_ops import reuse_freed_memory
 
 ADMIN_PASSWORD_VAR = "VOICEFACE_ADMIN_PASSWORD"  # set it (a Space secret) to allow enrollment
@@ -129,28 +133,32 @@ def main(argv: list[str] | None = None) -> int:
     limit_arenas()
     if args.threads:
         torch.set_num_threads(args.threads)
+    inversion = InversionConfig(
+        steps=args.inversion_steps, resolution=args.inversion_resolution,
+        backbone=args.backbone or DEFAULT_BACKBONE,
+        revision=None if args.backbone else DEFAULT_BACKBONE_REVISION)
     try:
         vf = VoiceFace.from_pretrained(args.bundle, encoder=args.encoder,
                                        generator=args.generator,
                                        generator_file=args.generator_file,
                                        backbone=args.backbone, face_traits=args.face_traits,
-                                       quantize=args.quantize or None)
-        live = None
-        if gallery_dir:
-            inversion = InversionConfig(
-                steps=args.inversion_steps, resolution=args.inversion_resolution,
-                backbone=args.backbone or DEFAULT_BACKBONE,
-                revision=None if args.backbone else DEFAULT_BACKBONE_REVISION)
-            live = LiveGallery.open(vf, gallery_dir, inversion=inversion)
-        precision = settle(vf, args.precision)
+                                       quantize=args.quantize or None, prepare=False)
+        startup = Startup(vf, gallery_dir, inversion=inversion, precision=args.precision)
+        behind = vf.spec.personas_dir is not None  # minutes on a fresh start: behind the page
+        if not behind:
+            startup.run()
     except (WeightsNotFound, ValueError) as err:
         print(f"voiceface cannot start: {err}", file=sys.stderr)
         return 2
-    ui.build(vf, live, admin_password, args.file_lifetime, proxies=proxies,
-             visitors_per_address=args.visitors_per_address, precision=precision).launch(
-        server_name=args.host, server_port=args.port, share=args.share,
-        **ui.launch_options(vf, live, args.file_lifetime, proxies=proxies,
-                            visitors_per_address=args.visitors_per_address))
+    demo = ui.build(startup, admin_password, args.file_lifetime, proxies=proxies,
+                    visitors_per_address=args.visitors_per_address)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share,
+                prevent_thread_lock=True,
+                **ui.launch_options(demo, startup, args.file_lifetime, proxies=proxies,
+                                    visitors_per_address=args.visitors_per_address))
+    if behind:
+        startup.start()
+    demo.block_thread()
     return 0
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from .stylegan2 import Generator, convert_checkpoint
 from .voice import VoiceEncoder
 
 DEFAULT_BUNDLE = "index"  # relative to the current directory (the app names its own)
+Report = Callable[[str, int, int], None]  # (stage, people done, people in all): how far a build is
 
 
 def cache_dir() -> Path:
@@ -106,12 +108,14 @@ def load_models(spec: BundleSpec, device: str | None = None
 
 
 def prepare_derived(spec: BundleSpec, encoder: VoiceEncoder, generator: Generator,
-                    generator_fingerprint: str, *, progress: bool = True) -> Path:
+                    generator_fingerprint: str, *, progress: bool = True,
+                    report: Report | None = None) -> Path:
     """The directory holding the bundle's `gallery/`, `mapper/` and `face2voice/` for these
     models: the bundle itself, or for a personas bundle their caches in `cache_dir()`, built
     on first use with the bundle's backbone and face-trait model (minutes with full-size models;
-    `voiceface.persona_cache.persona_bundle`), or installed from the prebuilt caches the
-    bundle names ("persona_caches") when they were built for these models."""
+    `voiceface.persona_cache.persona_bundle`, which tells `report(stage, done, total)` how far
+    a build is), or installed from the prebuilt caches the bundle names ("persona_caches")
+    when they were built for these models."""
     if spec.personas_dir is None:
         return spec.root
     # imported here: building loads OpenCV (face to voice), which a built bundle never needs
@@ -128,7 +132,7 @@ def prepare_derived(spec: BundleSpec, encoder: VoiceEncoder, generator: Generato
         face_traits=spec.locate(spec.face_traits.name_or_path),
         face_traits_revision=spec.face_traits.revision,
         prebuilt_caches=caches,
-        progress=progress)
+        progress=progress, report=report)
 
 
 def spec_generator(spec: BundleSpec) -> tuple[Generator, str]:

@@ -87,7 +87,8 @@ def persona_bundle(root: str | Path, encoder: VoiceEncoder, generator: Generator
                    backbone: str, backbone_revision: str | None, face_traits: str,
                    face_traits_revision: str | None,
                    prebuilt_caches: PersonaCachesSpec | None = None,
-                   progress: bool = True) -> Path:
+                   progress: bool = True,
+                   report: Callable[[str, int, int], None] | None = None) -> Path:
     """The directory holding `gallery/`, `mapper/` and `face2voice/` of the personas for
     these models.
 
@@ -100,7 +101,9 @@ def persona_bundle(root: str | Path, encoder: VoiceEncoder, generator: Generator
     fingerprint, the face-trait model's fingerprint (`face_traits` at
     `face_traits_revision`, which chooses the faces: see the module docstring), the
     truncation, its centre, the thresholds' target false-alarm rate `far` and how voice
-    traits are measured; later calls, and later processes, reuse it.
+    traits are measured; later calls, and later processes, reuse it. A build tells
+    `report(stage, done, total)` how many of the `total` personas are through "faces" (their
+    face chosen), then "people" (voice embedded, face drawn), then "models" (training).
 
     `prebuilt_caches` (a Hub repo at a commit, or a local folder: `voiceface.prebuilt`) are
     installed instead of building when they were built for exactly this key's models,
@@ -140,7 +143,7 @@ def persona_bundle(root: str | Path, encoder: VoiceEncoder, generator: Generator
                        truncation_centre,
                        {"name_or_path": backbone, "revision": backbone_revision},
                        FaceTraitModel.from_pretrained(face_traits, face_traits_revision),
-                       progress)
+                       progress, report or _ignore)
                 prebuilt.record(work, key, made_for)
             shutil.rmtree(target, ignore_errors=True)
             work.rename(target)
@@ -204,9 +207,14 @@ def choose_face_seed(seed: int, wanted: str | None, read: Callable[[int], FaceTr
     return seed, first, False
 
 
+def _ignore(stage: str, done: int, total: int) -> None:
+    """A build's progress, told to nobody."""
+
+
 def _build(root: Path, encoder: VoiceEncoder, generator: Generator, generator_fingerprint: str,
            out: Path, far: float, truncation: float, truncation_centre: str,
-           backbone_source: dict, face_traits: FaceTraitModel, progress: bool) -> None:
+           backbone_source: dict, face_traits: FaceTraitModel, progress: bool,
+           report: Callable[[str, int, int], None]) -> None:
     started = time.perf_counter()
     personas = load_personas(root)
     resolution = min(FACE_RESOLUTION, generator.resolution)
@@ -232,6 +240,7 @@ def _build(root: Path, encoder: VoiceEncoder, generator: Generator, generator_fi
     small = min(CANDIDATE_RESOLUTION, resolution)
     choices, agreed = [], 0
     chose_started = time.perf_counter()
+    report("faces", 0, len(personas))
     for persona, wav in tqdm(list(zip(personas, wavs)), desc="personas: faces that agree",
                              disable=not progress):
         wanted, source = voice_sex(persona, wav)
@@ -241,6 +250,7 @@ def _build(root: Path, encoder: VoiceEncoder, generator: Generator, generator_fi
             who=persona["id"])
         agreed += agrees
         choices.append((seed, traits, {"apparent_sex": wanted, "source": source}))
+        report("faces", len(choices), len(personas))
     choose_seconds = time.perf_counter() - chose_started
     # 2. the chosen faces, truncated once toward the centre of the chosen latents
     ws = [latent(seed) for seed, _, _ in choices]
@@ -265,6 +275,8 @@ def _build(root: Path, encoder: VoiceEncoder, generator: Generator, generator_fi
                                        "face_seed": seed, "face_traits": traits.summary(),
                                        "voice_sex": sex, "truncation": truncation},
             window_traits=np.concatenate(part_traits)))
+        report("people", len(people), len(personas))
+    report("models", len(people), len(personas))
     backbone = Backbone.from_pretrained(backbone_source["name_or_path"],
                                         backbone_source["revision"])
     made = assemble(people, out, Models(encoder.fingerprint, encoder.dim, generator_fingerprint,

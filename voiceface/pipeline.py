@@ -14,6 +14,11 @@ A request reads the gallery and the mapper once, at its start, from `vf.state` (
 `GalleryState`); enrollment and deletion swap a new state in (`vf.swap`), so a request
 running meanwhile finishes on the version it started with.
 
+`from_pretrained` returns a pipeline ready to answer. With `prepare=False` it returns as soon
+as the models are loaded, and `vf.prepare()` (e.g. in a background thread: the app's choice)
+builds and reads the caches later; until then `vf.state`, which every request reads first,
+raises `NotReady` carrying `vf.preparation` (the stage, how far, or why it failed).
+
 Faces are truncated toward a centre: by default the gallery's population centre (the mean
 latent of its people, `Latents.centre`), so they stay among the people enrolled; the
 generator's `w_avg` (FFHQ's average face) when the gallery holds no latents, or when
@@ -63,6 +68,57 @@ log = logging.getLogger(__name__)
 
 DEFAULT_K = 5  # matches returned
 PREVIEW_RESOLUTION = 128  # px of the app's quick first face, before the full-size one
+STAGES = ("waiting", "faces", "people", "models")  # of a preparation, in order (Preparation)
+
+
+class Preparation:
+    """How far a pipeline's gallery and mapper are from ready (`VoiceFace.prepare`), read by
+    other threads while it runs: the `stage` (one of `STAGES`: "waiting" until a personas
+    bundle's build counts its people; then choosing their faces, embedding their voices and
+    drawing their faces, training the models), `done` of `total` people in it, the `error`
+    that stopped it (None while it runs or once it is done), and `ready`, set once requests
+    can be answered."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.stage, self.done, self.total = STAGES[0], 0, 0
+        self.error: str | None = None
+        self.ready = threading.Event()
+
+    def report(self, stage: str, done: int, total: int) -> None:
+        """Say that `done` of `total` people are through `stage` (one of `STAGES`)."""
+        if stage not in STAGES:
+            raise ValueError(f"Unknown preparation stage {stage!r}; use one of {STAGES}.")
+        with self._lock:
+            self.stage, self.done, self.total = stage, done, total
+
+    def fail(self, error: str) -> None:
+        """Say that the preparation stopped with `error` (a sentence, for the page)."""
+        self.error = error
+
+    def progress(self) -> tuple[str, int, int, str | None]:
+        """(stage, done, total, error), read together."""
+        with self._lock:
+            return self.stage, self.done, self.total, self.error
+
+    def describe(self) -> str:
+        """Where the preparation is, in English (for the log and NotReady's message)."""
+        stage, done, total, error = self.progress()
+        if error is not None:
+            return f"preparing the gallery failed: {error}"
+        if self.ready.is_set():
+            return "ready"
+        return f"preparing the gallery: {stage}" + (f", {done}/{total} people" if total else "")
+
+
+class NotReady(ValueError):
+    """The pipeline's gallery and mapper are not prepared yet (or their preparation failed):
+    `preparation` says how far it is. Try again once `preparation.ready` is set."""
+
+    def __init__(self, preparation: Preparation):
+        super().__init__(f"Not ready to answer yet ({preparation.describe()}); try again "
+                         "shortly.")
+        self.preparation = preparation
 
 
 @dataclass
@@ -103,16 +159,20 @@ class VoiceFaceResult:
 class VoiceFace:
     """The voice-to-face pipeline; build with `VoiceFace.from_pretrained(bundle)`."""
 
-    def __init__(self, encoder: VoiceEncoder, generator: Generator, enrolled: Enrolled,
+    def __init__(self, encoder: VoiceEncoder, generator: Generator, enrolled: Enrolled | None,
                  mapper: VoiceToLatent | None = None, *, spec: BundleSpec = BundleSpec(),
                  generator_fingerprint: str | None = None, derived_dir: Path | None = None):
         """`spec` is the bundle's (truncation, its centre, examples, test weights); the
         default is a bundle.json's defaults. `derived_dir` holds the gallery, `mapper/` and
-        `face2voice/` the pipeline was loaded from (None: built by hand, no face queries)."""
+        `face2voice/` the pipeline was loaded from (None: built by hand, no face queries).
+        `enrolled` None: not ready until `prepare()` (or `swap`) gives it a gallery."""
+        if enrolled is None and generator_fingerprint is None:
+            raise ValueError("A pipeline without a gallery yet needs its generator_fingerprint.")
         self.encoder = encoder  # embeds what the gallery stores (enrollment, caches)
         self.query_encoder = encoder  # embeds visitors' voices (`serve_queries_with`)
         self.generator = generator.eval()
-        self._state = GalleryState(enrolled, mapper)  # replaced whole (`swap`), never changed
+        self.preparation = Preparation()
+        self._state: GalleryState | None = None  # replaced whole (`swap`), never changed
         self.spec = spec
         self.generator_fingerprint = generator_fingerprint or \
             enrolled.latents.generator_fingerprint
@@ -121,16 +181,47 @@ class VoiceFace:
         self._face_traits: FaceTraitModel | None = None  # loaded at the first face query ...
         self._face_traits_tried = False  # ... once, even when it fails
         self._face_traits_lock = threading.Lock()
+        if enrolled is not None:
+            self.swap(GalleryState(enrolled, mapper))
 
     @property
     def state(self) -> GalleryState:
-        """The current version of the gallery and mapper; a request reads it once."""
-        return self._state
+        """The current version of the gallery and mapper; a request reads it once. Raises
+        NotReady before the pipeline has one (`prepare`)."""
+        state = self._state
+        if state is None:
+            raise NotReady(self.preparation)
+        return state
 
     def swap(self, state: GalleryState) -> None:
         """Serve `state` from now on (live enrollment): one assignment, so a request running
-        meanwhile finishes on the version it read at its start."""
+        meanwhile finishes on the version it read at its start. The first makes the
+        pipeline ready."""
         self._state = state
+        self.preparation.ready.set()
+
+    @property
+    def ready(self) -> bool:
+        """The pipeline has a gallery to answer from (`state` does not raise NotReady)."""
+        return self._state is not None
+
+    def prepare(self, progress: bool = False) -> None:
+        """Build the caches the bundle needs (a personas bundle's gallery and mapper, reporting
+        to `preparation`, and with `progress` bars) and serve them: for a pipeline from
+        `from_pretrained(..., prepare=False)`. A failure is recorded in `preparation` and
+        raised."""
+        try:
+            # 3. build the caches (a personas bundle's gallery and mapper)
+            derived = prepare_derived(self.spec, self.encoder, self.generator,
+                                      self.generator_fingerprint, progress=progress,
+                                      report=self.preparation.report)
+            # 4. read them
+            state = load_derived(derived, self.encoder.fingerprint, self.generator_fingerprint)
+        except Exception as err:
+            self.preparation.fail(str(err) or type(err).__name__)
+            raise
+        self.derived_dir = derived
+        self.swap(state)
 
     def serve_queries_with(self, encoder: VoiceEncoder) -> None:
         """Embed visitors' voices with `encoder` from now on (one assignment, as `swap`): the
@@ -171,6 +262,7 @@ class VoiceFace:
         device: str | None = None,
         quantize: bool | None = None,
         progress: bool = True,
+        prepare: bool = True,
     ) -> "VoiceFace":
         """Load a bundle (local directory or Hub repo id; default `default_bundle()`); keyword
         arguments override its choice of encoder, generator and (a personas bundle's, for face
@@ -181,6 +273,9 @@ class VoiceFace:
         (default: the bundle's `encoder.quantize`) runs the voice encoder in int8 on the
         CPU; its embeddings have their own fingerprint, so a gallery must be built with the
         same setting. A bad `bundle.json` raises `voiceface.bundle.BundleError`.
+        `prepare=False` returns once the models are loaded: the caches are built and read by
+        `prepare()`, which the caller runs (in another thread, say); until it is done requests
+        raise `NotReady`.
         """
         # 1. read the bundle's spec (a Hub bundle is downloaded first), with the overrides
         root = hub.resolve_dir(default_bundle() if bundle is None else bundle, revision,
@@ -192,12 +287,10 @@ class VoiceFace:
             face_traits_revision=face_traits_revision, quantize=quantize)
         # 2. resolve the weights it names
         voice, face_gen, gen_fp = load_models(spec, device=device)
-        # 3. build the caches it needs (a personas bundle's gallery and mapper)
-        derived = prepare_derived(spec, voice, face_gen, gen_fp, progress=progress)
-        # 4. assemble the pipeline
-        state = load_derived(derived, voice.fingerprint, gen_fp)
-        return cls(voice, face_gen, state.enrolled, state.mapper, spec=spec,
-                   generator_fingerprint=gen_fp, derived_dir=derived)
+        vf = cls(voice, face_gen, None, spec=spec, generator_fingerprint=gen_fp)
+        if prepare:  # 3. and 4. build the caches it needs and read them
+            vf.prepare(progress=progress)
+        return vf
 
     def example_voices(self) -> list[Path]:
         """Example recordings: the bundle's `voices/`, or a few of its personas' voices."""
@@ -310,6 +403,7 @@ class VoiceFace:
         for an unusable photo, FileNotFoundError for a bundle without face2voice/."""
         from .face2voice import FACE2VOICE_DIR, FaceToVoice
 
+        gallery = self.state.gallery  # this request's version (NotReady before `prepare`)
         if self._face2voice is None:
             if self.derived_dir is None:
                 raise FileNotFoundError("This pipeline was not loaded from a bundle, so it has "
@@ -318,7 +412,7 @@ class VoiceFace:
                 self.derived_dir / FACE2VOICE_DIR, self.derived_dir,
                 encoder_fingerprint=self.encoder.fingerprint,
                 generator_fingerprint=self.generator_fingerprint)
-        return self._face2voice(photo, self.state.gallery, k, self.face_trait_model())
+        return self._face2voice(photo, gallery, k, self.face_trait_model())
 
     def face_trait_model(self) -> FaceTraitModel | None:
         """The face-trait model that reads visitors' photos (`BundleSpec.face_trait_model`),

@@ -22,8 +22,9 @@ from PIL import Image
 
 from ..enroll import LiveGallery
 from ..errors import InputError
-from ..pipeline import VoiceFace
+from ..pipeline import NotReady, Preparation, VoiceFace
 from ..provenance import save_png
+from ..startup import Startup
 from .text import LIBRARY_ERRORS, TEXT
 
 FACE_HEIGHT = 320  # px of each face on the page
@@ -77,13 +78,37 @@ def plain(text: str) -> str:
 
 def public(err: Exception, request: gr.Request | None) -> str:
     """An error's message fit for the visitor who sent `request`: in their language when the
-    library names the error's reason and the interface words it (LIBRARY_ERRORS), else the
-    library's English; any absolute path in it is cut to its file name (the library's
-    messages name files; the server's directories are nobody's business)."""
-    words = LIBRARY_ERRORS.get(language(request), {})
+    library names the error's reason and the interface words it (LIBRARY_ERRORS), or when
+    the pipeline is not ready (how far its preparation is), else the library's English; any
+    absolute path in it is cut to its file name (the library's messages name files; the
+    server's directories are nobody's business)."""
+    lang = language(request)
+    words = LIBRARY_ERRORS.get(lang, {})
+    if isinstance(err, NotReady):
+        return not_ready(err.preparation, TEXT[lang])
     if isinstance(err, InputError) and err.reason in words:
         return words[err.reason].format(**err.values)  # no paths in them
-    return re.sub(r"(?:/[^\s/'\"]+)+/([^\s/'\"]+)", r"\1", str(err))
+    return no_paths(str(err))
+
+
+def no_paths(message: str) -> str:
+    """`message` with every absolute path in it cut to its file name."""
+    return re.sub(r"(?:/[^\s/'\"]+)+/([^\s/'\"]+)", r"\1", message)
+
+
+def preparing(preparation: Preparation, text: dict[str, str]) -> str:
+    """How far the pipeline's preparation is (or why it failed), in the language of `text`."""
+    stage, done, total, error = preparation.progress()
+    if error is not None:
+        return text["preparing_failed"].format(error=no_paths(error))
+    return text[f"preparing_{stage}"].format(done=done, total=total)
+
+
+def not_ready(preparation: Preparation, text: dict[str, str]) -> str:
+    """What a request that needs the gallery is answered before it is ready: how far its
+    preparation is and, unless it failed, to try again shortly."""
+    said = preparing(preparation, text)
+    return said if preparation.error is not None else f"{said} {text['preparing_retry']}"
 
 
 def language(request: gr.Request | None) -> str:
@@ -234,8 +259,9 @@ def served_url(block: gr.components.Component, path: str | Path) -> str:
 
 
 def person_choices(vf: VoiceFace) -> list[tuple[str, str]]:
-    """The enrolled people as dropdown choices: ("Name (id)", id)."""
-    return [(f"{p.name} ({p.id})", p.id) for p in vf.gallery.people]
+    """The enrolled people as dropdown choices: ("Name (id)", id); none before the gallery is
+    ready."""
+    return [(f"{p.name} ({p.id})", p.id) for p in vf.gallery.people] if vf.ready else []
 
 
 def refreshed_people(vf: VoiceFace) -> gr.Dropdown:
@@ -259,12 +285,30 @@ def png_copy(block: gr.components.Component, image: Image.Image) -> str:
 class Context:
     """What a tab is built from. A tab module exposes `tab(ctx, ...)`, called inside its
     `gr.Tab`, which lays out its components and wires its events; text built per request comes
-    from `text(request)`, in the visitor's language."""
+    from `text(request)`, in the visitor's language. The page may be served before the
+    `startup` is ready: the pipeline's `state` then raises NotReady (which `public` words)."""
 
     demo: gr.Blocks
-    vf: VoiceFace
-    live: LiveGallery | None  # the enrollable gallery, when the app has one
+    startup: Startup
     model_call: ModelCalls = field(default_factory=ModelCalls)  # wraps every model call
+
+    @property
+    def vf(self) -> VoiceFace:
+        """The pipeline."""
+        return self.startup.vf
+
+    @property
+    def live(self) -> LiveGallery | None:
+        """The enrollable gallery, once opened (None before, or when the app has none)."""
+        return self.startup.live
+
+    def opened_live(self, request: gr.Request | None) -> LiveGallery:
+        """The enrollable gallery; before it is opened, a gr.Error saying how far the start
+        is."""
+        if self.startup.live is None:
+            raise gr.Error(not_ready(self.vf.preparation, self.text(request)),
+                           print_exception=False)
+        return self.startup.live
 
     @staticmethod
     def text(request: gr.Request | None) -> dict[str, str]:

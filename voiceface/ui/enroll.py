@@ -11,7 +11,7 @@ from pathlib import Path
 import gradio as gr
 
 from ..admin import AdminGate, AdminRefused
-from ..enroll import LiveGallery, speech_seconds
+from ..enroll import speech_seconds
 from ..names import MAX_NAME_CHARS
 from ..proxies import TrustedProxies
 from .common import (BROWSER_SAMPLE_RATE, FACE_HEIGHT, Context, forget_copies, i18n, plain,
@@ -21,11 +21,11 @@ from .gallery import photos
 STATUS_POLL = 2.0  # s between refreshes of the enrollment status
 
 
-def tab(ctx: Context, live: LiveGallery, gate: AdminGate, proxies: TrustedProxies,
-        people: gr.Gallery) -> None:
-    """Lay out the Enroll tab and wire its events over `live`, guarded by `gate` (clients
-    told apart by their address, read through `proxies`); enrolling and deleting update the
-    Gallery tab's `people`."""
+def tab(ctx: Context, gate: AdminGate, proxies: TrustedProxies, people: gr.Gallery) -> None:
+    """Lay out the Enroll tab and wire its events over the live gallery (`ctx.opened_live`:
+    until it is open, they say how far the start is), guarded by `gate` (clients told apart
+    by their address, read through `proxies`); enrolling and deleting update the Gallery
+    tab's `people`."""
     vf = ctx.vf
 
     def refusal(password: str | None, request: gr.Request) -> str | None:
@@ -48,6 +48,7 @@ def tab(ctx: Context, live: LiveGallery, gate: AdminGate, proxies: TrustedProxie
     def enroll(password, voice, photo, name, consent, request: gr.Request):
         text = ctx.text(request)
         check_password(password, request)
+        live = ctx.opened_live(request)
         voice_bytes = read_upload(voice, text["no_voice"], text["gone"])
         photo_bytes = read_upload(photo, text["no_photo"], text["gone"])
         try:  # consent goes through as sent: the library takes only a real True
@@ -64,6 +65,7 @@ def tab(ctx: Context, live: LiveGallery, gate: AdminGate, proxies: TrustedProxie
     def delete(password, person_id, confirm, request: gr.Request):
         text = ctx.text(request)
         check_password(password, request)
+        live = ctx.opened_live(request)
         if not isinstance(person_id, str) or person_id not in vf.gallery:
             raise gr.Error(text["no_person"], print_exception=False)
         if confirm is not True:
@@ -95,6 +97,9 @@ def tab(ctx: Context, live: LiveGallery, gate: AdminGate, proxies: TrustedProxie
 
     def latent_status(request: gr.Request) -> str:
         text = ctx.text(request)  # a failure's reason is in the server log, not here
+        live = ctx.live
+        if live is None:  # not opened yet: nobody enrolled to show
+            return ""
         shown = [f"{plain(p.name)}: {text.get('st_' + live.status(p.id), text['st_failed'])}"
                  for p in vf.gallery.people if p.extra.get("live_enrolled")]
         return text["latents"].format(people=" · ".join(shown)) if shown else ""

@@ -5,14 +5,15 @@ from __future__ import annotations
 import gradio as gr
 
 from ..pipeline import VoiceFace
-from .common import Context, i18n
+from .common import Context, i18n, preparing
 
 
 def photos(vf: VoiceFace) -> list[tuple[str, str]]:
     """(photo path, name) of every enrolled person with a photo. Photos are served as files
     (allowed in `launch`), not re-encoded per request; read per call, as enrollment swaps
-    the gallery."""
-    return [(str(p.faces[0]), p.name) for p in vf.gallery.people if p.faces]
+    the gallery. None before the gallery is ready."""
+    return [(str(p.faces[0]), p.name) for p in vf.gallery.people if p.faces] if vf.ready \
+        else []
 
 
 def threshold_note(vf: VoiceFace, text: dict[str, str]) -> str:
@@ -34,10 +35,13 @@ def threshold_note(vf: VoiceFace, text: dict[str, str]) -> str:
 def tab(ctx: Context, selected: gr.Tab) -> gr.Gallery:
     """Lay out the Gallery tab (inside the `gr.Tab` `selected`); the note is rewritten on
     every page load and every time the tab is selected, since enrollment recalibrates the
-    threshold. Returns the people's gallery, which enrollment updates."""
+    threshold, and so are the people (a page served while they were being prepared shows
+    them once they are). Returns the people's gallery, which enrollment updates."""
 
     def note(request: gr.Request) -> str:
-        return threshold_note(ctx.vf, ctx.text(request))
+        text = ctx.text(request)
+        return threshold_note(ctx.vf, text) if ctx.vf.ready else \
+            preparing(ctx.vf.preparation, text)
 
     gr.Markdown(i18n("gallery_intro"))
     threshold = gr.Markdown(elem_id="threshold-note")
@@ -45,4 +49,6 @@ def tab(ctx: Context, selected: gr.Tab) -> gr.Gallery:
                         height="auto", elem_id="people")
     gr.on([ctx.demo.load, selected.select], note, outputs=[threshold],
           api_visibility="private", concurrency_limit=None, show_progress="hidden")
+    selected.select(lambda: photos(ctx.vf), outputs=[people], api_visibility="private",
+                    concurrency_limit=None, show_progress="hidden")
     return people

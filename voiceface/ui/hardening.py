@@ -6,6 +6,10 @@
   headers a file needs (Gradio copies a Range request's headers into its answer).
 - A call to an event name the app does not have answers 404 with a short message (Gradio
   answers 500 and logs a 5 KB traceback).
+- While the start is not ready (`voiceface.startup`: the gallery is still being prepared),
+  a program's call of an event in the model queue answers 503 at once with how far it is
+  and a `Retry-After` (none once the preparation failed: that needs a restart); the page's
+  own calls go through the queue and are answered by the handlers, in words.
 - `QuietRepeats` logs a traceback once per kind within `REPEAT_WINDOW`; repeats become one
   line, so a flood of malformed requests cannot flood the log.
 """
@@ -21,7 +25,8 @@ from collections.abc import Iterable
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .common import language
+from ..startup import Startup
+from .common import MODEL_QUEUE, language, not_ready
 from .text import TEXT
 
 NOSNIFF = (b"x-content-type-options", b"nosniff")
@@ -33,6 +38,7 @@ FILE_HEADERS = {b"content-type", b"content-length", b"content-range", b"accept-r
 EVENT_ROUTE = re.compile(r"/gradio_api/(?:call/v2|call|run|api)/([^/]+)/?")  # POST by name
 REPEAT_WINDOW = 600.0  # s within which a traceback of one kind is logged once
 LOGGERS = ("uvicorn.error",)  # where a request's unhandled exception is logged
+RETRY_AFTER = 30  # s a program is asked to wait while the gallery is being prepared
 
 
 class SafeResponses:
@@ -86,6 +92,30 @@ class SafeResponses:
         detail = TEXT[language(connection)]["unknown_event"].format(  # type: ignore[arg-type]
             event=name[:40])
         await send_detail(send, 404, detail, [NOSNIFF])
+
+
+class Preparing:
+    """ASGI middleware: the 503 of the module doc, while `startup` is not ready."""
+
+    def __init__(self, app: ASGIApp, startup: Startup):
+        self.app = app
+        self.startup = startup
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        named = EVENT_ROUTE.fullmatch(scope["path"]) if scope["type"] == "http" and \
+            scope["method"] == "POST" and not self.startup.ready else None
+        if named is None or named[1] not in self._model_events(scope):
+            return await self.app(scope, receive, send)
+        preparation = self.startup.vf.preparation
+        lang = language(HTTPConnection(scope))  # type: ignore[arg-type]
+        detail = not_ready(preparation, TEXT[lang])
+        retry = [] if preparation.error else [(b"retry-after", str(RETRY_AFTER).encode())]
+        await send_detail(send, 503, detail, retry)  # nosniff: SafeResponses adds it
+
+    @staticmethod
+    def _model_events(scope: Scope) -> set[str]:
+        return {fn.api_name for fn in scope["app"].get_blocks().fns.values()
+                if isinstance(fn.api_name, str) and fn.concurrency_id == MODEL_QUEUE}
 
 
 async def send_detail(send: Send, status: int, detail: str,

@@ -186,6 +186,22 @@ TEXT = {
         "precision_set": "Voice encoder: **{precision}**, as configured (not checked).",
         "precision_unchecked": "Voice encoder: **full precision (fp32)**; the gallery has no "
                                "voices to check a faster precision on.",
+        "precision_checking": "Voice encoder: **full precision (fp32)** for now; whether a "
+                              "faster precision agrees with it is checked once the people "
+                              "are prepared.",
+        "precision_failed": "Voice encoder: **full precision (fp32)**; the check of a faster "
+                            "precision failed (the app's log says why).",
+        "preparing_waiting": "Preparing the people for this start (their voices, faces and "
+                             "models; a few minutes on a fresh start)...",
+        "preparing_faces": "Preparing the {total} people: choosing faces that agree with "
+                           "their voices, {done}/{total}.",
+        "preparing_people": "Preparing the {total} people: voices and faces, {done}/{total}.",
+        "preparing_models": "Preparing the {total} people: training the models (the last "
+                            "step).",
+        "preparing_failed": "The people could not be prepared: {error} The app's log has the "
+                            "details; fix the cause and restart the app.",
+        "preparing_retry": "Voices and faces can be matched once this is done: try again in "
+                           "a minute.",
     },
     "ja": {
         "title": "# voiceface：声から顔へ",
@@ -351,6 +367,19 @@ TEXT = {
         "precision_set": "声のエンコーダー：**{precision}**（設定どおり、確認なし）。",
         "precision_unchecked": "声のエンコーダー：**完全精度（fp32）**。ギャラリーに、より速い"
                                "精度を確認するための声がありません。",
+        "precision_checking": "声のエンコーダー：今は**完全精度（fp32）**です。より速い精度が"
+                              "一致するかどうかは、人物の準備が済んでから確認します。",
+        "precision_failed": "声のエンコーダー：**完全精度（fp32）**。より速い精度の確認に失敗"
+                            "しました（理由はアプリのログにあります）。",
+        "preparing_waiting": "今回の起動のために人物（声・顔・モデル）を準備しています。"
+                             "初めての起動では数分かかります…",
+        "preparing_faces": "{total}人を準備しています：声に合う顔を選んでいます（{done}/{total}）。",
+        "preparing_people": "{total}人を準備しています：声と顔（{done}/{total}）。",
+        "preparing_models": "{total}人を準備しています：モデルを学習しています（最後の段階）。",
+        "preparing_failed": "人物を準備できませんでした：{error} 詳しくはアプリのログを見て、"
+                            "原因を直してからアプリを再起動してください。",
+        "preparing_retry": "準備が済むと声と顔を照合できます。1分ほどしてからもう一度お試し"
+                           "ください。",
     },
 }
 

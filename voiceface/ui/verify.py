@@ -80,10 +80,11 @@ def summary(result: VerifyResult, test_weights: bool) -> dict:
 def example_claims(vf: VoiceFace) -> list[list[str]]:
     """Example rows [recording, claimed id] for visitors without a microphone: a few enrolled
     people's example recordings, each claiming its own person, and the first of them claiming
-    the second person (a claim that should fail)."""
+    the second person (a claim that should fail). Before the gallery is ready, every
+    example recording named after a person counts (a personas bundle enrolls them all)."""
     examples = set(vf.example_voices())
     rows = [[str(path), pid] for pid, path in sorted(vf.spec.voice_samples().items())
-            if path in examples and pid in vf.gallery][:EXAMPLE_PEOPLE]
+            if path in examples and (not vf.ready or pid in vf.gallery)][:EXAMPLE_PEOPLE]
     return rows + [[rows[0][0], rows[1][1]]] if len(rows) > 1 else rows
 
 
@@ -141,7 +142,7 @@ def tab(ctx: Context) -> None:
     if rows:  # labelled (a table's headers would be the inputs' labels, which Gradio 6.31
         # shows as raw i18n data): "dev00.flac: Test person 2 (dev01)"
         people = dict((pid, label) for label, pid in person_choices(vf))
-        labels = [f"{Path(voice).name}: {people[pid]}" for voice, pid in rows]
+        labels = [f"{Path(voice).name}: {people.get(pid, pid)}" for voice, pid in rows]
         keep_example_copies(audio, gr.Examples(rows, inputs=[audio, claim],
                                                example_labels=labels,
                                                label=i18n("verify_examples"),

@@ -1,0 +1,187 @@
+"""A fresh start on a personas bundle: the page is served while the people are prepared
+behind it; what needs them says how far it is (in words on the page, 503 to programs) and
+answers once they are; a failed preparation is shown; the precision is checked after."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import uuid
+from contextlib import ExitStack
+
+import httpx
+import pytest
+
+from conftest import serve_app
+from test_personas import SHIPPED, PERSONAS_DIR, write_personas_bundle
+from test_visitors import call, client, file_ref, recording, upload
+from voiceface import personas, storage
+from voiceface.devbundle import TINY_GENERATOR, write_random_backbone, write_random_face_traits
+from voiceface.pipeline import NotReady, VoiceFace
+from voiceface.startup import Startup
+from voiceface.stylegan2 import Generator
+
+PEOPLE = (0, 13, 36, 46)  # of the shipped personas, as tests/test_personas.py chooses
+READY_TIMEOUT = 600  # s for the tiny models' caches to be built once unblocked
+PASSWORD = "open sesame"
+
+
+@pytest.fixture
+def personas_bundle(tmp_path, tiny_xvector_dir):
+    """A bundle of four shipped personas and tiny random models (its own folder of them)."""
+    root = tmp_path / "personas"
+    (root / personas.VOICES_DIR).mkdir(parents=True)
+    chosen = [SHIPPED[i] for i in PEOPLE]
+    spec = json.loads((PERSONAS_DIR / personas.PERSONAS_FILE).read_text())
+    spec["personas"] = [{k: v for k, v in p.items() if k != "voice_file"} for p in chosen]
+    (root / personas.PERSONAS_FILE).write_text(json.dumps(spec))
+    for p in chosen:
+        shutil.copy(p["voice_file"], root / personas.VOICES_DIR)
+    Generator(TINY_GENERATOR, seed=3).save_pretrained(tmp_path / "generator")
+    return write_personas_bundle(
+        tmp_path / "bundle", root, tiny_xvector_dir, tmp_path / "generator",
+        write_random_backbone(tmp_path / "backbone", seed=0),
+        write_random_face_traits(tmp_path / "clip", seed=0))
+
+
+def component(url: str, elem_id: str) -> tuple[int, dict]:
+    """The id and props of the component with `elem_id` in the served page's config."""
+    config = httpx.get(f"{url}config", timeout=30).json()
+    [found] = [(c["id"], c.get("props", {})) for c in config["components"]
+               if c.get("props", {}).get("elem_id") == elem_id]
+    return found
+
+
+def event_of(url: str, api_name: str | None = None, outputs: int | None = None) -> int:
+    """The fn_index of the event called `api_name`, or of the one whose outputs start with
+    component `outputs`."""
+    config = httpx.get(f"{url}config", timeout=30).json()
+    [fn] = [d["id"] for d in config["dependencies"]
+            if (api_name is not None and d.get("api_name") == api_name)
+            or (outputs is not None and d["outputs"][:1] == [outputs]
+                and len(d["outputs"]) > 1)]
+    return fn
+
+
+def join(url: str, fn_index: int, data: list, language: str = "en-US,en") -> dict:
+    """Call an event as the page does (through the queue); its last message."""
+    session = uuid.uuid4().hex
+    with httpx.Client(base_url=f"{url}gradio_api/", timeout=120,
+                      headers={"Accept-Language": language}) as http:
+        http.post("queue/join", json={"data": data, "fn_index": fn_index,
+                                      "session_hash": session}).raise_for_status()
+        with http.stream("GET", "queue/data", params={"session_hash": session}) as stream:
+            for line in stream.iter_lines():
+                message = json.loads(line[len("data: "):]) if line.startswith("data: ") else {}
+                if message.get("msg") == "process_completed":
+                    return message
+    raise AssertionError("the queue closed without an answer")
+
+
+def page_status(url: str, language: str = "en-US,en") -> tuple[dict, str]:
+    """What the page's status refresh shows: the progress line's update and the precision
+    status line."""
+    progress, _ = component(url, "preparing-status")
+    message = join(url, event_of(url, outputs=progress), [], language)
+    assert message["success"], message
+    shown, precision, _timer = message["output"]["data"]
+    return shown, precision
+
+
+def predict_on_page(url: str, path: str, language: str = "en-US,en") -> dict:
+    return join(url, event_of(url, "predict_ui"), [file_ref(path)], language)
+
+
+@pytest.mark.slow
+def test_the_page_is_served_while_the_people_are_prepared(personas_bundle, tmp_path):
+    cache = tmp_path / "cache"
+    log = tmp_path / "app.log"
+    voice = recording(tmp_path / "voice.wav", seed=1)
+    env = {"VOICEFACE_CACHE": str(cache), "VOICEFACE_ADMIN_PASSWORD": PASSWORD}
+    with ExitStack() as lock:
+        # the test holds the personas' cache lock, as another process building them would:
+        # the app's build waits on it until the test lets go
+        lock.enter_context(storage.locked(cache / "personas"))
+        with serve_app(personas_bundle, log, env, ("--gallery-dir", str(tmp_path / "live"))
+                       ) as (url, _):
+            shown, precision = page_status(url)
+            assert shown["visible"] and "Preparing the people" in shown["value"]
+            assert "checked once the people are prepared" in precision
+            assert "人物" in page_status(url, "ja,en")[0]["value"]
+            with client(url) as http:
+                path = upload(http, voice)
+                refused = http.post("call/predict", json={"data": [file_ref(path)]})
+                assert refused.status_code == 503
+                assert int(refused.headers["retry-after"]) > 0
+                assert "Preparing the people" in refused.json()["detail"]
+                assert "try again" in refused.json()["detail"]
+                for api, data in (("verify", [file_ref(path), SHIPPED[0]["id"]]),
+                                  ("face2voice", [file_ref(path)]),
+                                  ("enroll", [PASSWORD, file_ref(path), file_ref(path),
+                                              "Mallory", True])):
+                    assert http.post(f"call/{api}", json={"data": data}).status_code == 503
+                ja = http.post("call/predict", json={"data": [file_ref(path)]},
+                               headers={"Accept-Language": "ja"})
+                assert ja.status_code == 503 and "準備" in ja.json()["detail"]
+            # the page's own call, through the queue: answered at once, in words
+            answer = predict_on_page(url, path)
+            assert not answer["success"]
+            assert "Preparing the people" in answer["output"]["error"]
+            lock.close()  # the build may go on now
+            deadline = time.monotonic() + READY_TIMEOUT
+            with client(url) as http:
+                while (answer := call(http, "predict", [file_ref(path)]))[0] != "complete":
+                    assert answer[0] == "refused" and time.monotonic() < deadline, answer
+                    time.sleep(1)
+            face, nearest, summary = answer[1]
+            assert face is not None and summary["matches"][0]["id"] in {
+                SHIPPED[i]["id"] for i in PEOPLE}
+            while "voice encoder precision:" not in log.read_text():
+                assert time.monotonic() < deadline
+                time.sleep(1)
+            shown, precision = page_status(url)
+            assert not shown["visible"]
+            assert "Voice encoder:" in precision and "checked once" not in precision
+    text = log.read_text()
+    assert text.index("Building the persona gallery") < text.index("voice encoder precision:")
+    assert "Traceback" not in text
+
+
+@pytest.mark.slow
+def test_a_failed_preparation_is_logged_and_shown(personas_bundle, tmp_path):
+    (personas_bundle / "face-traits" / "model.safetensors").write_bytes(b"no weights" * 100)
+    log = tmp_path / "app.log"
+    with serve_app(personas_bundle, log, {"VOICEFACE_CACHE": str(tmp_path / "cache")}) as (
+            url, _):
+        deadline = time.monotonic() + READY_TIMEOUT
+        while "could not be prepared" not in (shown := page_status(url)[0]).get("value", ""):
+            assert time.monotonic() < deadline, shown
+            time.sleep(1)
+        assert shown["visible"] and str(tmp_path) not in shown["value"]  # no server paths
+        with client(url) as http:
+            refused = http.post("call/predict", json={"data": [file_ref(upload(
+                http, recording(tmp_path / "voice.wav", seed=1)))]})
+        assert refused.status_code == 503 and "retry-after" not in refused.headers
+        assert "could not be prepared" in refused.json()["detail"]
+    assert "Preparing the gallery failed" in log.read_text()
+
+
+@pytest.mark.slow
+def test_a_pipeline_can_exist_before_its_gallery(personas_bundle, tmp_path, monkeypatch):
+    monkeypatch.setenv("VOICEFACE_CACHE", str(tmp_path / "cache"))
+    voice = recording(tmp_path / "voice.wav", seed=1)
+    vf = VoiceFace.from_pretrained(personas_bundle, prepare=False)
+    assert not vf.ready and not (tmp_path / "cache").exists()  # nothing built yet
+    with pytest.raises(NotReady, match="preparing the gallery: waiting"):
+        vf(voice)
+    seen = []
+    startup = Startup(vf)
+    startup.when_ready(lambda: seen.append((vf.ready, startup.decision)))
+    startup.run()
+    assert seen == [(True, None)]  # ready before the precision check, which ran after
+    assert startup.decision is not None and vf.preparation.progress() == (
+        "models", len(PEOPLE), len(PEOPLE), None)
+    assert vf(voice).matches[0].id in {SHIPPED[i]["id"] for i in PEOPLE}
+    # the library's default still blocks until ready
+    assert VoiceFace.from_pretrained(personas_bundle).ready
