@@ -11,8 +11,8 @@ VOICEFACE_CACHE, as on a Space after every restart. The models are written once 
 `--repo` runs another checkout's app.py (e.g. an export of main) with the same models. The
 first answer is asked for every `POLL` s once the page is served: before the gallery is
 ready the app answers at once with how far it is (503 to programs), and that is retried.
-A run is stopped after `--cap` s; what it had not reached by then is null, and its last
-progress line (from the app's log) is printed. Prints each run with the load average before
+A run is stopped after `--cap` s; what it had not reached by then is null, and the last
+progress it showed (its last refusal, else the build's progress bar in its log) is printed. Prints each run with the load average before
 it, then the medians of what every run reached.
 
 With random weights the face-trait model reads every face alike, so the personas whose
@@ -45,7 +45,8 @@ from voiceface.devbundle import synthetic_voice, write_random_backbone, write_ra
 from voiceface.stylegan2 import Generator, GeneratorConfig
 
 REPO = Path(__file__).resolve().parents[1]
-POLL = 2.0  # s between tries of the first answer, and of the first page
+POLL = 2.0  # s between tries of the first answer
+PAGE_POLL = 0.2  # s between tries of the first page
 CAP = 1800.0  # s a run may take before it is stopped (default of --cap)
 CLIP_SECONDS = 5.0  # the voice sent to /predict
 
@@ -70,16 +71,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def predict(http: httpx.Client, clip: Path) -> bool:
-    """One `/predict` call with `clip`: True when it answered with a face."""
+def predict(http: httpx.Client, clip: Path) -> str | None:
+    """One `/predict` call with `clip`: None when it answered with a face, else what it
+    answered."""
     [path] = http.post("upload", files={"files": (clip.name, clip.read_bytes())}).json()
     posted = http.post("call/predict", json={"data": [
         {"path": path, "meta": {"_type": "gradio.FileData"}}]})
     if posted.status_code != 200:  # 503 while the gallery is being prepared
-        return False
+        return posted.text
     stream = http.get(f"call/predict/{posted.json()['event_id']}").text
     kinds = re.findall(r"^event: (\w+)$", stream, re.M)
-    return bool(kinds) and kinds[-1] == "complete"
+    return None if kinds and kinds[-1] == "complete" else stream[-300:]
 
 
 def run_once(repo: Path, models: dict[str, Path], clip: Path, work: Path,
@@ -100,7 +102,7 @@ def run_once(repo: Path, models: dict[str, Path], clip: Path, work: Path,
         proc = subprocess.Popen(command, cwd=repo, stdout=log, stderr=subprocess.STDOUT,
                                 env=env)
     try:
-        page_s = answer_s = None
+        page_s = answer_s = refused = None
         with httpx.Client(base_url=f"{url}gradio_api/", timeout=600) as http:
             while answer_s is None and time.perf_counter() - start < cap:
                 if proc.poll() is not None:
@@ -111,14 +113,15 @@ def run_once(repo: Path, models: dict[str, Path], clip: Path, work: Path,
                         if httpx.get(url, timeout=5).status_code == 200:
                             page_s = time.perf_counter() - start
                         else:
-                            time.sleep(POLL)
+                            time.sleep(PAGE_POLL)
                         continue
-                    if predict(http, clip):
+                    refused = predict(http, clip)
+                    if refused is None:
                         answer_s = time.perf_counter() - start
                     else:
                         time.sleep(POLL)
                 except httpx.TransportError:  # not listening yet
-                    time.sleep(POLL)
+                    time.sleep(PAGE_POLL)
     finally:
         proc.terminate()
         try:
@@ -130,7 +133,7 @@ def run_once(repo: Path, models: dict[str, Path], clip: Path, work: Path,
                           (work / "app.log").read_text())
     return {"page_s": page_s and round(page_s, 1), "first_answer_s": answer_s and round(
         answer_s, 1), "load_before": round(load, 2), "cap_s": cap,
-        "progress": progress[-1] if progress else None}
+        "progress": refused or (progress[-1] if progress else None)}
 
 
 def median(values: list[float | None]) -> float | None:

@@ -7,12 +7,14 @@ import os
 import re
 import subprocess
 import sys
+import time
 import urllib.request
 
 import numpy as np
 import pytest
 import soundfile as sf
 from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
 from PIL import Image
 
 from browser import browser_page, open_tab
@@ -21,6 +23,7 @@ from voiceface.provenance import is_marked
 from voiceface.traits import voice_traits
 
 PERSONAS_START_TIMEOUT = 600  # s, first start with the default personas: caches are built
+PREPARING = "Preparing the"  # what a request answers while the people are being prepared
 SCREENSHOTS = REPO / "build" / "screenshots"  # kept after the run for people to look at
 
 
@@ -64,8 +67,8 @@ def test_default_start_offline_with_nothing_cached_names_what_is_missing(tmp_pat
 @pytest.mark.slow
 def test_default_personas_build_once_then_serve(tiny_xvector_dir, tmp_path):
     """A fresh clone's default bundle with local models: persona caches built on the first
-    start, reused on the second, and the 48 synthetic personas served, voice to face and
-    face to voice."""
+    start (behind the served page: requests meanwhile say so), reused on the second, and the
+    48 synthetic personas served, voice to face and face to voice."""
     from voiceface.devbundle import (TINY_GENERATOR, write_random_backbone,
                                      write_random_face_traits)
     from voiceface.stylegan2 import Generator
@@ -80,7 +83,14 @@ def test_default_personas_build_once_then_serve(tiny_xvector_dir, tmp_path):
         with serve_app(None, log, env, args, timeout=PERSONAS_START_TIMEOUT) as (url, _):
             client = Client(url, verbose=False)
             voice = REPO / "assets" / "personas" / "voices" / "persona05.opus"
-            _, _, summary = client.predict(handle_file(str(voice)), api_name="/predict")
+            deadline = time.monotonic() + PERSONAS_START_TIMEOUT
+            while True:
+                try:
+                    _, _, summary = client.predict(handle_file(str(voice)), api_name="/predict")
+                    break
+                except AppError as err:
+                    assert PREPARING in str(err) and time.monotonic() < deadline, err
+                    time.sleep(1)
             voices = client.predict(handle_file(str(PHOTO)), api_name="/face2voice")
             page = urllib.request.urlopen(url, timeout=10).read().decode()
         # the gallery pools the two parts of each persona's recording (as `build` pools a

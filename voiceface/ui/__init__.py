@@ -42,8 +42,7 @@ def build(startup: Startup, admin_password: str | None = None,
     bottom says what the voice encoder runs in and why (`precision_note`; "checking" until
     the check is done). Visitors are told apart by address, read through `proxies` (by
     default none: the TCP peer): the admin password's back-off, and the model queue, which
-    admits each visitor's
-    events within `voiceface.ui.limits`' limits (an address's grow with
+    admits each visitor's events within `voiceface.ui.limits`' limits (an address's grow with
     `visitors_per_address`). Uploads and renders are deleted from Gradio's cache
     `file_lifetime` s after they were made (the example voices excepted); nothing else is
     (`own_files`). The app sends no telemetry."""
