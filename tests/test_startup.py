@@ -13,7 +13,9 @@ from contextlib import ExitStack
 import httpx
 import pytest
 
+from browser import browser_page
 from conftest import serve_app
+from test_app import CLIPPED, SCREENSHOTS
 from test_personas import SHIPPED, PERSONAS_DIR, write_personas_bundle
 from test_visitors import call, client, file_ref, recording, upload
 from voiceface import personas, storage
@@ -185,3 +187,22 @@ def test_a_pipeline_can_exist_before_its_gallery(personas_bundle, tmp_path, monk
     assert vf(voice).matches[0].id in {SHIPPED[i]["id"] for i in PEOPLE}
     # the library's default still blocks until ready
     assert VoiceFace.from_pretrained(personas_bundle).ready
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+@pytest.mark.parametrize("locale, words", [("en-US", "Preparing the people"), ("ja-JP", "準備")])
+def test_a_phone_shows_the_progress_until_the_people_are_ready(personas_bundle, tmp_path,
+                                                               locale, words):
+    cache = tmp_path / "cache"
+    with ExitStack() as lock:
+        lock.enter_context(storage.locked(cache / "personas"))  # the build waits on it
+        with serve_app(personas_bundle, tmp_path / "app.log", {"VOICEFACE_CACHE": str(cache)}
+                       ) as (url, _), browser_page(url, locale=locale) as page:
+            line = page.locator("#preparing-status")
+            line.get_by_text(words).wait_for(timeout=60_000)
+            assert line.locator("p").evaluate_all(CLIPPED) == []  # whole, at 390 px
+            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(SCREENSHOTS / f"phone-preparing-{locale}.png"))
+            lock.close()
+            line.wait_for(state="hidden", timeout=READY_TIMEOUT * 1000)  # refreshed, gone
