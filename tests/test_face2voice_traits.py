@@ -24,7 +24,7 @@ from test_visitors import call, client, file_ref, upload
 from voiceface import face_traits as face_traits_module
 from voiceface.bundle import BUNDLE_FILE, BundleSpec
 from voiceface.devbundle import write_random_face_traits
-from voiceface.face2voice import FaceToVoiceResult
+from voiceface.face2voice import FaceToVoice, FaceToVoiceResult
 from voiceface.face_traits import AGE_BANDS, SEXES, FaceTraitModel, FaceTraits
 from voiceface.pipeline import VoiceFace
 from voiceface.trait_inputs import TRAITS_KEY, record_apparent_sex
@@ -136,6 +136,32 @@ def test_concurrent_first_queries_load_the_model_once(traits_bundle, loads):
     for thread in threads:
         thread.join()
     assert len(loads) == 1 and len(got) == 6 and all(m is got[0] for m in got)
+
+
+def test_concurrent_first_face_queries_load_face_to_voice_once(dev_bundle, monkeypatch):
+    loaded = []
+    load = FaceToVoice.from_pretrained.__func__
+
+    def spied(cls, *args, **kwargs):
+        loaded.append(1)
+        time.sleep(LOAD_DELAY)
+        return load(cls, *args, **kwargs)
+
+    monkeypatch.setattr(FaceToVoice, "from_pretrained", classmethod(spied))
+    vf = VoiceFace.from_pretrained(dev_bundle, progress=False)
+    start = threading.Barrier(4)
+    answers = []
+
+    def first_query() -> None:
+        start.wait()
+        answers.append([m.id for m in vf.face2voice(PHOTO, k=3).matches])
+
+    threads = [threading.Thread(target=first_query) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(loaded) == 1 and len(answers) == 4 and all(a == answers[0] for a in answers)
 
 
 def test_a_bundle_naming_none_answers_without_face_traits(dev_bundle, loads):

@@ -180,7 +180,7 @@ class VoiceFace:
         self._face2voice: FaceToVoice | None = None  # loaded at the first face query
         self._face_traits: FaceTraitModel | None = None  # loaded at the first face query ...
         self._face_traits_tried = False  # ... once, even when it fails
-        self._face_traits_lock = threading.Lock()
+        self._lazy_lock = threading.Lock()  # the two models above load once
         if enrolled is not None:
             self.swap(GalleryState(enrolled, mapper))
 
@@ -408,10 +408,12 @@ class VoiceFace:
             if self.derived_dir is None:
                 raise FileNotFoundError("This pipeline was not loaded from a bundle, so it has "
                                         "no face-to-voice model; use VoiceFace.from_pretrained.")
-            self._face2voice = FaceToVoice.from_pretrained(
-                self.derived_dir / FACE2VOICE_DIR, self.derived_dir,
-                encoder_fingerprint=self.encoder.fingerprint,
-                generator_fingerprint=self.generator_fingerprint)
+            with self._lazy_lock:  # threads asking at once wait for one load
+                if self._face2voice is None:
+                    self._face2voice = FaceToVoice.from_pretrained(
+                        self.derived_dir / FACE2VOICE_DIR, self.derived_dir,
+                        encoder_fingerprint=self.encoder.fingerprint,
+                        generator_fingerprint=self.generator_fingerprint)
         return self._face2voice(photo, gallery, k, self.face_trait_model())
 
     def face_trait_model(self) -> FaceTraitModel | None:
@@ -419,7 +421,7 @@ class VoiceFace:
         loaded once, at the first call (threads wait for one load); None when the bundle
         names none, or when it cannot be loaded (one warning says why)."""
         if not self._face_traits_tried:
-            with self._face_traits_lock:
+            with self._lazy_lock:
                 if not self._face_traits_tried:
                     self._face_traits = self._load_face_traits()
                     self._face_traits_tried = True
