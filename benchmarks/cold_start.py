@@ -39,6 +39,7 @@ import soundfile as sf
 
 from benchmarks.face_traits import CLIP_B16
 from benchmarks.invert import DINOV2_SMALL
+from benchmarks.serve import stop
 from voiceface.audio import SAMPLE_RATE
 from voiceface.devbundle import synthetic_voice, write_random_backbone, write_random_encoder, \
     write_random_face_traits
@@ -123,12 +124,7 @@ def run_once(repo: Path, models: dict[str, Path], clip: Path, work: Path,
                 except httpx.TransportError:  # not listening yet
                     time.sleep(PAGE_POLL)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
     progress = re.findall(r"personas: [^\r\n|]*\d+%\|[^\r\n]*?\| *\d+/\d+ \[[^\]]*\]",
                           (work / "app.log").read_text())
     return {"page_s": page_s and round(page_s, 1), "first_answer_s": answer_s and round(

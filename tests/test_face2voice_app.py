@@ -92,6 +92,14 @@ def test_a_bundle_without_face_to_voice_says_so(dev_bundle, tmp_path):
     assert "Traceback" not in (tmp_path / "app.log").read_text()
 
 
+def ask_with_photo(page, english: bool) -> None:
+    """On the Face to voice tab, upload the test photo and ask (the answer still to come)."""
+    open_tab(page, "Face to voice" if english else "顔から声へ")
+    with page.expect_response(lambda r: "/gradio_api/upload" in r.url, timeout=30_000):
+        page.locator("#f2v-photo input[type=file]").set_input_files(str(PHOTO))
+    page.locator("#f2v-submit").click()
+
+
 @pytest.mark.browser
 @pytest.mark.slow
 @pytest.mark.parametrize("locale", ["en-US", "ja-JP"])
@@ -101,10 +109,7 @@ def test_a_phone_shows_the_voices_names_and_plays_them(server, dev_bundle, local
     that person's recording, the method and the note are in the visitor's language."""
     english = locale == "en-US"
     with browser_page(server["url"], locale=locale) as page:
-        open_tab(page, "Face to voice" if english else "顔から声へ")
-        with page.expect_response(lambda r: "/gradio_api/upload" in r.url, timeout=30_000):
-            page.locator("#f2v-photo input[type=file]").set_input_files(str(PHOTO))
-        page.locator("#f2v-submit").click()
+        ask_with_photo(page, english)
         buttons = page.locator("#f2v-voices button.play")
         buttons.nth(4).wait_for(timeout=60_000)
         names = page.locator("#f2v-voices .name")

@@ -17,9 +17,10 @@ import pytest
 import torch
 from transformers import CLIPModel
 
-from browser import browser_page, open_tab
+from browser import browser_page
 from conftest import PHOTO, REPO, serve_with_cache
 from test_app import CLIPPED
+from test_face2voice_app import ask_with_photo
 from test_visitors import call, client, file_ref, upload
 from voiceface import face_traits as face_traits_module
 from voiceface.bundle import BUNDLE_FILE, BundleSpec
@@ -258,10 +259,7 @@ def test_face2voice_over_http_returns_the_face_s_traits_and_the_page_says_them(s
 def test_a_phone_shows_the_line_whole_under_the_voices(server, locale):
     english = locale == "en-US"
     with browser_page(server["url"], locale=locale) as page:
-        open_tab(page, "Face to voice" if english else "顔から声へ")
-        with page.expect_response(lambda r: "/gradio_api/upload" in r.url, timeout=30_000):
-            page.locator("#f2v-photo input[type=file]").set_input_files(str(PHOTO))
-        page.locator("#f2v-submit").click()
+        ask_with_photo(page, english)
         line = page.locator("#f2v-traits")
         line.filter(has_text="85%").wait_for(timeout=120_000)
         said = line.inner_text()

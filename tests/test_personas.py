@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -97,18 +98,22 @@ def test_unknown_engine_is_refused_clearly():
         persona_voices.synthesize({"engine": "sam", "voice": "x"}, "hello")
 
 
-@pytest.fixture
-def personas_dir(tmp_path):
-    """Four of the shipped personas in a folder of their own."""
-    root = tmp_path / "personas"
+def write_personas_folder(root: Path, which: tuple[int, ...]) -> Path:
+    """A personas folder at `root` holding the shipped personas at positions `which`."""
     (root / personas.VOICES_DIR).mkdir(parents=True)
-    chosen = [SHIPPED[i] for i in (0, 13, 36, 46)]
+    chosen = [SHIPPED[i] for i in which]
     spec = json.loads((PERSONAS_DIR / personas.PERSONAS_FILE).read_text())
     spec["personas"] = [{k: v for k, v in p.items() if k != "voice_file"} for p in chosen]
     (root / personas.PERSONAS_FILE).write_text(json.dumps(spec))
     for p in chosen:
         shutil.copy(p["voice_file"], root / personas.VOICES_DIR)
     return root
+
+
+@pytest.fixture
+def personas_dir(tmp_path):
+    """Four of the shipped personas in a folder of their own."""
+    return write_personas_folder(tmp_path / "personas", (0, 13, 36, 46))
 
 
 @pytest.fixture

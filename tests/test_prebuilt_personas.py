@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import PHOTO, REPO
+from test_personas import write_personas_folder
 from voiceface import cli, persona_cache, personas, prebuilt
 from voiceface.bundle import BundleError, BundleSpec
 from voiceface.enrolled import Enrolled
@@ -32,15 +33,7 @@ SHA = "0123456789abcdef0123456789abcdef01234567"
 def models(tmp_path_factory):
     """Two personas and tiny random models, each in a folder: {"personas", "encoder", ...}."""
     root = tmp_path_factory.mktemp("prebuilt-models")
-    shipped = personas.load_personas(PERSONAS_DIR)
-    folder = root / "personas"
-    (folder / personas.VOICES_DIR).mkdir(parents=True)
-    chosen = [shipped[i] for i in (0, 36, 46)]
-    spec = json.loads((PERSONAS_DIR / personas.PERSONAS_FILE).read_text())
-    spec["personas"] = [{k: v for k, v in p.items() if k != "voice_file"} for p in chosen]
-    (folder / personas.PERSONAS_FILE).write_text(json.dumps(spec))
-    for p in chosen:
-        shutil.copy(p["voice_file"], folder / personas.VOICES_DIR)
+    folder = write_personas_folder(root / "personas", (0, 36, 46))
     Generator(TINY_GENERATOR, seed=3).save_pretrained(root / "generator")
     return {"personas": folder, "encoder": write_random_encoder(root / "encoder", seed=0),
             "generator": root / "generator",

@@ -4,10 +4,7 @@ answers once they are; a failed preparation is shown; the precision is checked a
 
 from __future__ import annotations
 
-import json
-import shutil
 import time
-import uuid
 from contextlib import ExitStack
 
 import httpx
@@ -15,10 +12,11 @@ import pytest
 
 from browser import browser_page
 from conftest import serve_app
+from test_admin import queued
 from test_app import CLIPPED, SCREENSHOTS
-from test_personas import SHIPPED, PERSONAS_DIR, write_personas_bundle
+from test_personas import SHIPPED, write_personas_bundle, write_personas_folder
 from test_visitors import call, client, file_ref, recording, upload
-from voiceface import personas, storage
+from voiceface import storage
 from voiceface.devbundle import TINY_GENERATOR, write_random_backbone, write_random_face_traits
 from voiceface.pipeline import NotReady, VoiceFace
 from voiceface.startup import Startup
@@ -32,14 +30,7 @@ PASSWORD = "open sesame"
 @pytest.fixture
 def personas_bundle(tmp_path, tiny_xvector_dir):
     """A bundle of four shipped personas and tiny random models (its own folder of them)."""
-    root = tmp_path / "personas"
-    (root / personas.VOICES_DIR).mkdir(parents=True)
-    chosen = [SHIPPED[i] for i in PEOPLE]
-    spec = json.loads((PERSONAS_DIR / personas.PERSONAS_FILE).read_text())
-    spec["personas"] = [{k: v for k, v in p.items() if k != "voice_file"} for p in chosen]
-    (root / personas.PERSONAS_FILE).write_text(json.dumps(spec))
-    for p in chosen:
-        shutil.copy(p["voice_file"], root / personas.VOICES_DIR)
+    root = write_personas_folder(tmp_path / "personas", PEOPLE)
     Generator(TINY_GENERATOR, seed=3).save_pretrained(tmp_path / "generator")
     return write_personas_bundle(
         tmp_path / "bundle", root, tiny_xvector_dir, tmp_path / "generator",
@@ -66,33 +57,27 @@ def event_of(url: str, api_name: str | None = None, outputs: int | None = None) 
     return fn
 
 
-def join(url: str, fn_index: int, data: list, language: str = "en-US,en") -> dict:
-    """Call an event as the page does (through the queue); its last message."""
-    session = uuid.uuid4().hex
+def queued_on_page(url: str, fn_index: int, data: list, language: str = "en-US,en"
+                   ) -> tuple[str, object]:
+    """Call an event as the page does (through the queue): ("complete", outputs) or
+    ("error", message)."""
     with httpx.Client(base_url=f"{url}gradio_api/", timeout=120,
                       headers={"Accept-Language": language}) as http:
-        http.post("queue/join", json={"data": data, "fn_index": fn_index,
-                                      "session_hash": session}).raise_for_status()
-        with http.stream("GET", "queue/data", params={"session_hash": session}) as stream:
-            for line in stream.iter_lines():
-                message = json.loads(line[len("data: "):]) if line.startswith("data: ") else {}
-                if message.get("msg") == "process_completed":
-                    return message
-    raise AssertionError("the queue closed without an answer")
+        return queued(http, fn_index, data)
 
 
 def page_status(url: str, language: str = "en-US,en") -> tuple[dict, str]:
     """What the page's status refresh shows: the progress line's update and the precision
     status line."""
     progress, _ = component(url, "preparing-status")
-    message = join(url, event_of(url, outputs=progress), [], language)
-    assert message["success"], message
-    shown, precision, _timer = message["output"]["data"]
+    status, outputs = queued_on_page(url, event_of(url, outputs=progress), [], language)
+    assert status == "complete", outputs
+    shown, precision, _timer = outputs
     return shown, precision
 
 
-def predict_on_page(url: str, path: str, language: str = "en-US,en") -> dict:
-    return join(url, event_of(url, "predict_ui"), [file_ref(path)], language)
+def predict_on_page(url: str, path: str, language: str = "en-US,en") -> tuple[str, object]:
+    return queued_on_page(url, event_of(url, "predict_ui"), [file_ref(path)], language)
 
 
 @pytest.mark.slow
@@ -127,9 +112,8 @@ def test_the_page_is_served_while_the_people_are_prepared(personas_bundle, tmp_p
                                headers={"Accept-Language": "ja"})
                 assert ja.status_code == 503 and "準備" in ja.json()["detail"]
             # the page's own call, through the queue: answered at once, in words
-            answer = predict_on_page(url, path)
-            assert not answer["success"]
-            assert "Preparing the people" in answer["output"]["error"]
+            status, error = predict_on_page(url, path)
+            assert status == "error" and "Preparing the people" in error
             lock.close()  # the build may go on now
             deadline = time.monotonic() + READY_TIMEOUT
             with client(url) as http:
