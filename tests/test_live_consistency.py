@@ -22,7 +22,7 @@ from voiceface.audio import load_audio
 from voiceface.devbundle import synthetic_voice
 from voiceface.enroll import LiveGallery
 from voiceface.enrolled import Enrolled
-from voiceface.loading import load_derived
+from voiceface.derived import load_derived
 from voiceface.pipeline import VoiceFace
 
 RATE = 16_000

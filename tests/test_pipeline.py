@@ -20,8 +20,8 @@ from voiceface.enrolled import Enrolled
 from voiceface.gallery import GalleryError
 from voiceface.hub import WeightsNotFound
 from voiceface.bundle import BundleError, BundleSpec
-from voiceface.loading import (GalleryState, load_derived, load_generator, load_models,
-                               prepare_derived)
+from voiceface.derived import GalleryState, load_derived
+from voiceface.loading import load_generator, load_models, prepare_derived
 from voiceface.mapper import CONFIG_FILE as MAPPER_CONFIG
 from voiceface.mapper import VoiceToLatent, train_mapper
 from voiceface.pipeline import VoiceFace

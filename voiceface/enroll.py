@@ -63,7 +63,7 @@ from .mapper import WEIGHTS_FILE as MAPPER_WEIGHTS
 from .mapper import SMALL_MAPPER, VoiceToLatent, train_mapper
 from .names import check_distinct, clean_name
 from .bundle import GALLERY_DIR, MAPPER_DIR
-from .loading import GalleryState, load_derived
+from .derived import GalleryState, load_derived
 from .pipeline import VoiceFace
 from .trait_inputs import TRAITS_KEY, person_traits, record_features, trait_features
 from .traits import measure

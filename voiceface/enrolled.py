@@ -4,7 +4,7 @@
 (`voiceface.thresholds.Calibrations`). Each part is its own idea; this module only saves and
 loads the three as one version (the files' format: `voiceface.gallery_files`), so a reader
 never meets latents or records of another version than the people. Serving reads them
-together from `voiceface.loading.GalleryState`.
+together from `voiceface.derived.GalleryState`.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ centre. The centre travels with the weights, so a mapper's predictions stay the 
 gallery's centre moves (an enrollment) until it is retrained. It is saved as `mapper.json`
 (config + the fingerprints of the encoder and generator it was trained for + the ids of the
 people it was trained on) beside `mapper.safetensors`. The ids let a loader refuse a mapper
-that still holds someone deleted from the gallery (`voiceface.loading.load_derived`).
+that still holds someone deleted from the gallery (`voiceface.derived.load_derived`).
 
 A mapper may also take the voice's traits (`voiceface.traits`) beside the embedding, so that
 pitch reaches the face even where the embedding carries it weakly: `TRAIT_FEATURES`, each

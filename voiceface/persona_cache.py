@@ -62,7 +62,7 @@ from .audio import AudioError, load_audio
 from .bundle import PersonaCachesSpec
 from .face_traits import FaceTraitModel, FaceTraits, traits_fingerprint
 from .invert import Backbone
-from .loading import load_derived
+from .derived import load_derived
 from .mapper import SMALL_MAPPER
 from .personas import load_personas, personas_fingerprint
 from .population import POPULATION, population_centre

@@ -50,7 +50,8 @@ from .audio import AudioError, AudioSource, load_audio
 from .bundle import BundleSpec
 from .enrolled import Enrolled
 from .gallery import Gallery, Match
-from .loading import GalleryState, default_bundle, load_derived, load_models, prepare_derived
+from .derived import GalleryState, load_derived
+from .loading import default_bundle, load_models, prepare_derived
 from .mapper import VoiceToLatent, knn_blend
 from .population import GENERATOR, POPULATION
 from .provenance import mark
