@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from PIL import Image
 
 from conftest import PHOTO, REPO
 from voiceface import face2voice as face2voice_module
-from voiceface.build import BuildConfig, build
+from voiceface.build import BuildConfig, BuildReport, build
 from voiceface.devbundle import TINY_GENERATOR, write_people_folder, write_random_backbone
 from voiceface.evaluate import evaluate, markdown
 from voiceface.face2voice import FACE2VOICE_DIR, FaceToVoice, evaluate_reverse
@@ -208,16 +209,22 @@ def test_too_few_people_is_a_note():
     assert "needs 4 or more" in evaluate_reverse(ids, features, voices)["note"]
 
 
-@pytest.mark.slow
-def test_build_writes_face2voice_and_eval_reports_it(tmp_path, tiny_xvector_dir):
-    people = write_people_folder(tmp_path / "people", n_people=4)
-    Generator(TINY_GENERATOR, seed=1).save_pretrained(tmp_path / "generator")
-    config = BuildConfig(encoder=str(tiny_xvector_dir), encoder_revision=None,
-                         generator=str(tmp_path / "generator"), generator_revision=None,
+def tiny_build(root: Path, encoder: Path, n_people: int) -> tuple[Path, BuildReport]:
+    """`build` of `n_people` synthetic people with tiny random models, all under `root`
+    (the bundle in `root / "index"`): the people's folder and the build's report."""
+    people = write_people_folder(root / "people", n_people=n_people)
+    Generator(TINY_GENERATOR, seed=1).save_pretrained(root / "generator")
+    config = BuildConfig(encoder=str(encoder), encoder_revision=None,
+                         generator=str(root / "generator"), generator_revision=None,
                          inversion=InversionConfig(
                              steps=1, n_init=1, resolution=16, revision=None,
-                             backbone=str(write_random_backbone(tmp_path / "backbone"))))
-    report = build(people, tmp_path / "index", config, progress=False)
+                             backbone=str(write_random_backbone(root / "backbone"))))
+    return people, build(people, root / "index", config, progress=False)
+
+
+@pytest.mark.slow
+def test_build_writes_face2voice_and_eval_reports_it(tmp_path, tiny_xvector_dir):
+    people, report = tiny_build(tmp_path, tiny_xvector_dir, n_people=4)
     assert report.face2voice is not None and report.face2voice["best_epoch"] >= 1
     spec = json.loads((tmp_path / "index" / FACE2VOICE_DIR / "face2voice.json").read_text())
     assert spec["ids"] == report.enrolled

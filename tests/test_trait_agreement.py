@@ -11,13 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from voiceface.build import BuildConfig, build
-from voiceface.devbundle import (TINY_GENERATOR, write_people_folder, write_random_backbone,
-                                 write_random_face_traits)
+from test_face2voice import tiny_build
+from voiceface.devbundle import TINY_GENERATOR, write_random_face_traits
 from voiceface.evaluate import evaluate, markdown
 from voiceface.face_traits import FaceTraitModel
 from voiceface.enrolled import Enrolled
-from voiceface.invert import InversionConfig
 from voiceface.stylegan2 import Generator
 from voiceface.trait_agreement import (count_agreement, face_to_voice, render, suggested_sex,
                                        voice_to_face, wilson_interval)
@@ -118,14 +116,7 @@ def test_the_faces_read_are_the_rendered_predictions(clip):
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, tiny_xvector_dir):
     root = tmp_path_factory.mktemp("traits-eval")
-    people = write_people_folder(root / "people", n_people=6)
-    Generator(TINY_GENERATOR, seed=1).save_pretrained(root / "generator")
-    config = BuildConfig(encoder=str(tiny_xvector_dir), encoder_revision=None,
-                         generator=str(root / "generator"), generator_revision=None,
-                         inversion=InversionConfig(
-                             steps=1, n_init=1, resolution=16, revision=None,
-                             backbone=str(write_random_backbone(root / "backbone"))))
-    build(people, root / "index", config, progress=False)
+    people, _ = tiny_build(root, tiny_xvector_dir, n_people=6)
     return people, root / "index"
 
 
