@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 from uuid import UUID
 
@@ -95,3 +96,38 @@ def test_a_really_missing_file_is_a_clear_error(tmp_path):
     assert (root / MANIFEST).is_file()
     with pytest.raises(GalleryError, match="incomplete .*latents.npy is missing.*rebuild"):
         Enrolled.load(root)
+
+
+@pytest.mark.parametrize("face", ["/etc/hostname", "faces/../../etc/hostname",
+                                  "../faces/0123abcd.png", "faces/sub/0123abcd.png"])
+def test_a_face_named_outside_the_gallery_s_faces_folder_is_refused(tmp_path, face):
+    """A saved gallery (e.g. downloaded) whose people.json names a face elsewhere on the
+    server would have that file served or copied as a photo: refused when read."""
+    make_gallery().save(tmp_path)
+    people_file = data_dir(tmp_path) / "people.json"
+    people = json.loads(people_file.read_text())
+    people[0]["faces"] = [face]
+    people_file.write_text(json.dumps(people))
+    with pytest.raises(GalleryError, match="outside its faces/ folder"):
+        Enrolled.load(tmp_path)
+
+
+@pytest.mark.parametrize("data", ["../elsewhere", "/tmp", "data-12/../../x"])
+def test_a_data_folder_named_outside_the_gallery_is_refused(tmp_path, data):
+    make_gallery().save(tmp_path)
+    manifest = json.loads((tmp_path / MANIFEST).read_text())
+    manifest["data"] = data
+    (tmp_path / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(GalleryError, match="not a folder beside its manifest"):
+        Enrolled.load(tmp_path)
+
+
+def test_saved_faces_load_by_their_content_names(tmp_path):
+    photo = tmp_path / "Photo One.JPG"
+    photo.write_bytes(b"\xff\xd8\xff not decoded here")
+    enrolled = make_gallery()
+    enrolled.gallery.update(enrolled.gallery.people[0].id, faces=[photo])
+    enrolled.save(tmp_path / "g")
+    (face,) = Enrolled.load(tmp_path / "g").gallery.people[0].faces
+    assert face.parent == tmp_path / "g" / "faces" and face.suffix == ".jpg"
+    assert face.read_bytes() == photo.read_bytes()

@@ -140,12 +140,16 @@ DAMAGES = {
     "a missing folder": lambda d: shutil.rmtree(d),
     "a truncated file": lambda d: _truncate(d / "mapper" / "mapper.safetensors"),
     "a pickled array": lambda d: _pickle_embeddings(d),
+    "a face outside the gallery": lambda d: _face_elsewhere(d, "/etc/hostname"),
+    "a face up the tree": lambda d: _face_elsewhere(d, "faces/../../../../etc/hostname"),
 }
 WHY = {"another encoder": "built for another encoder",
        "another cache format": "cache format",
        "a missing folder": "Could not load the prebuilt persona caches",
        "a truncated file": "mapper/mapper.safetensors is missing or damaged",
-       "a pickled array": "allow_pickle=False"}
+       "a pickled array": "allow_pickle=False",
+       "a face outside the gallery": "outside its faces/ folder",
+       "a face up the tree": "outside its faces/ folder"}
 
 
 def _edit_manifest(directory: Path, **made_for) -> None:
@@ -170,6 +174,21 @@ def _pickle_embeddings(directory: Path) -> None:
     loaded, with a manifest whose sizes and hashes match, so only the loader stands between."""
     (path,) = directory.glob("gallery/data-*/embeddings.npy")
     np.save(path, np.array([_Touch(directory / "pwned")], dtype=object), allow_pickle=True)
+    _rehash(directory, path)
+
+
+def _face_elsewhere(directory: Path, face: str) -> None:
+    """An attacker's cache: a person's face names a file elsewhere on the server (served or
+    copied if believed), with a manifest whose sizes and hashes match."""
+    (path,) = directory.glob("gallery/data-*/people.json")
+    people = json.loads(path.read_text())
+    people[0]["faces"] = [face]
+    path.write_text(json.dumps(people))
+    _rehash(directory, path)
+
+
+def _rehash(directory: Path, path: Path) -> None:
+    """Record `path`'s size and hash in the caches' manifest, as an attacker would."""
     made = json.loads((directory / prebuilt.MANIFEST).read_text())
     made["files"][path.relative_to(directory).as_posix()] = {
         "bytes": path.stat().st_size, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}

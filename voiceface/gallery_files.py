@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 LOAD_ATTEMPTS = 5  # reads of a gallery that concurrent saves keep replacing
 FACES_DIR = "faces"
+DATA_NAME = re.compile(r"data-[0-9a-f]{1,32}")  # the manifest's data folder: a plain name
+FACE_NAME = re.compile(rf"{FACES_DIR}/[0-9a-f]{{1,64}}(\.[a-z0-9_-]{{1,16}})?")  # faces/<sha>.<ext>
 ARRAYS = ("embeddings.npy", "latents.npy")  # the numeric arrays of a data version
 
 
@@ -111,9 +114,21 @@ def _read(root: Path) -> SavedGallery:
         raise GalleryError(f"The gallery at {root} has format version "
                            f"{manifest.get('format_version')}; this voiceface reads version "
                            f"{FORMAT_VERSION}. Rebuild it with `python -m voiceface build`.")
+    if not DATA_NAME.fullmatch(str(manifest.get("data"))):
+        raise GalleryError(f"The gallery at {root} names its data {manifest.get('data')!r}, "
+                           "not a folder beside its manifest; it is corrupt or hostile: "
+                           "rebuild it or get it from a source you trust.")
     data = root / manifest["data"]
     arrays = {name: _load_array(data / name, root) for name in ARRAYS}
-    return SavedGallery(manifest, json.loads((data / "people.json").read_text()), arrays,
+    people = json.loads((data / "people.json").read_text())
+    for person in people:
+        for face in person.get("faces", ()):
+            if not FACE_NAME.fullmatch(str(face)):
+                raise GalleryError(
+                    f"The gallery at {root} names a face {face!r} outside its {FACES_DIR}/ "
+                    "folder; it is corrupt or hostile: rebuild it or get it from a source "
+                    "you trust.")
+    return SavedGallery(manifest, people, arrays,
                         json.loads((data / "latent_ids.json").read_text()))
 
 
