@@ -142,6 +142,8 @@ DAMAGES = {
     "a pickled array": lambda d: _pickle_embeddings(d),
     "a face outside the gallery": lambda d: _face_elsewhere(d, "/etc/hostname"),
     "a face up the tree": lambda d: _face_elsewhere(d, "faces/../../../../etc/hostname"),
+    "face to voice for another revision": lambda d: _face2voice_backbone(d, revision="0" * 40),
+    "face to voice without its ids": lambda d: _face2voice_backbone(d, ids=None),
 }
 WHY = {"another encoder": "built for another encoder",
        "another cache format": "cache format",
@@ -149,7 +151,9 @@ WHY = {"another encoder": "built for another encoder",
        "a truncated file": "mapper/mapper.safetensors is missing or damaged",
        "a pickled array": "allow_pickle=False",
        "a face outside the gallery": "outside its faces/ folder",
-       "a face up the tree": "outside its faces/ folder"}
+       "a face up the tree": "outside its faces/ folder",
+       "face to voice for another revision": "names another backbone than this start's",
+       "face to voice without its ids": "ids do not match"}
 
 
 def _edit_manifest(directory: Path, **made_for) -> None:
@@ -184,6 +188,19 @@ def _face_elsewhere(directory: Path, face: str) -> None:
     people = json.loads(path.read_text())
     people[0]["faces"] = [face]
     path.write_text(json.dumps(people))
+    _rehash(directory, path)
+
+
+def _face2voice_backbone(directory: Path, **change) -> None:
+    """Caches whose face2voice/ names another backbone revision, or lacks its ids (a face
+    query would fetch that revision, or fail), with a manifest whose hashes match."""
+    path = directory / prebuilt.FACE2VOICE_CONFIG
+    spec = json.loads(path.read_text())
+    if "revision" in change:
+        spec["backbone"]["revision"] = change["revision"]
+    if "ids" in change:
+        del spec["ids"]
+    path.write_text(json.dumps(spec))
     _rehash(directory, path)
 
 
@@ -248,7 +265,7 @@ def test_a_manifest_naming_files_outside_the_cache_is_refused(tmp_path):
             {"made_for": made_for, "files": {name: {"bytes": 2, "sha256": "0"}}}))
         work = tmp_path / f"work{i}"
         with pytest.raises(prebuilt.Unusable, match="not a cache file"):
-            prebuilt.install(str(source), None, made_for, work)
+            prebuilt.install(str(source), None, made_for, work, {})
         assert not work.exists() and not (tmp_path / "escaped.json").exists()
 
 

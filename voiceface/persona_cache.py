@@ -134,14 +134,14 @@ def persona_bundle(root: str | Path, encoder: VoiceEncoder, generator: Generator
             return target
         work = parent / f".{key}.{uuid.uuid4().hex[:8]}.tmp"
         try:
+            backbone_source = {"name_or_path": backbone, "revision": backbone_revision}
             if prebuilt_caches is None or not _install(prebuilt_caches, made_for, work,
-                                                       encoder.fingerprint,
+                                                       backbone_source, encoder.fingerprint,
                                                        generator_fingerprint):
                 print(f"Building the persona gallery for these models (first start only) in "
                       f"{target}", file=sys.stderr)
                 _build(root, encoder, generator, generator_fingerprint, work, far, truncation,
-                       truncation_centre,
-                       {"name_or_path": backbone, "revision": backbone_revision},
+                       truncation_centre, backbone_source,
                        FaceTraitModel.from_pretrained(face_traits, face_traits_revision),
                        progress, report or _ignore)
                 prebuilt.record(work, key, made_for)
@@ -153,13 +153,14 @@ def persona_bundle(root: str | Path, encoder: VoiceEncoder, generator: Generator
     return target
 
 
-def _install(source: PersonaCachesSpec, made_for: dict, work: Path, encoder_fingerprint: str,
-             generator_fingerprint: str) -> bool:
+def _install(source: PersonaCachesSpec, made_for: dict, work: Path, backbone: dict,
+             encoder_fingerprint: str, generator_fingerprint: str) -> bool:
     """Whether the prebuilt caches at `source` were installed into `work` and read back by the
-    loaders a start uses; when not, `work` is left empty and a warning says why."""
+    loaders a start uses (face to voice described with `backbone`, {"name_or_path",
+    "revision"}); when not, `work` is left empty and a warning says why."""
     where = source.repo + (f"@{source.revision}" if source.revision else "")
     try:
-        prebuilt.install(source.repo, source.revision, made_for, work)
+        prebuilt.install(source.repo, source.revision, made_for, work, backbone)
         load_derived(work, encoder_fingerprint, generator_fingerprint)
     except Exception as err:  # whatever is wrong with a download, building is the fallback:
         # a start never fails for prebuilt caches

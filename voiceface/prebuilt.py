@@ -23,6 +23,8 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
+
 from . import hub, storage
 
 MANIFEST = "persona_caches.json"  # in a cache and at the top of its repo
@@ -30,6 +32,7 @@ CACHE_PATTERNS = ("*.json", "*.npy", "*.safetensors", "*.png")  # every file a c
 HASH_CHUNK_BYTES = 8 * 1024 * 1024  # bytes read at a time when hashing a file
 _PLAIN_PATH = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*")
 FACE2VOICE_CONFIG = "face2voice/face2voice.json"  # names the backbone it was described with
+FACE2VOICE_FEATURES = "face2voice/features.npy"  # one row per id the config names
 
 
 class Unusable(ValueError):
@@ -54,9 +57,11 @@ def manifest(cache: Path) -> dict:
                                   for p in files}}
 
 
-def install(repo: str, revision: str | None, made_for: dict, work: Path) -> None:
+def install(repo: str, revision: str | None, made_for: dict, work: Path,
+            backbone: dict) -> None:
     """Copy the prebuilt caches in `repo` at `revision` (a Hub repo, or a local folder) into
-    the new directory `work`, after checking them against `made_for`. Raises `Unusable` (or
+    the new directory `work`, after checking them against `made_for` (and face to voice's
+    `backbone` entry, {"name_or_path", "revision"}, against this start's). Raises `Unusable` (or
     `hub.WeightsNotFound` when the repo cannot be reached) saying why they cannot be used."""
     source = hub.resolve_dir(repo, revision, allow_patterns=CACHE_PATTERNS,
                              what="prebuilt persona caches").path
@@ -93,11 +98,29 @@ def install(repo: str, revision: str | None, made_for: dict, work: Path) -> None
         target = work / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         storage.write_bytes(target, (source / relative).read_bytes())
-    face2voice = work / FACE2VOICE_CONFIG
-    if face2voice.is_file() and json.loads(face2voice.read_text()).get(
-            "backbone", {}).get("name_or_path") != made_for["backbone"]:
-        raise Unusable(f"{FACE2VOICE_CONFIG} names another backbone than its manifest")
+    _check_face2voice(work, made_for, backbone)
     storage.write_json(work / MANIFEST, given)
+
+
+def _check_face2voice(work: Path, made_for: dict, backbone: dict) -> None:
+    """Refuse a face2voice/ that a face query would refuse or mis-load later (another
+    backbone, revision or models; ids and features that do not match): a start can still
+    fall back to building, a query could not."""
+    config = work / FACE2VOICE_CONFIG
+    if not config.is_file():
+        return
+    spec = json.loads(config.read_text())
+    wanted = {"backbone": backbone, "encoder_fingerprint": made_for["encoder"],
+              "generator_fingerprint": made_for["generator"]}
+    differ = [key for key, value in wanted.items() if spec.get(key) != value]
+    if differ:
+        raise Unusable(f"{FACE2VOICE_CONFIG} names another {', '.join(differ)} than this "
+                       "start's")
+    ids = spec.get("ids")
+    features = np.load(work / FACE2VOICE_FEATURES, allow_pickle=False)
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids) \
+            or features.ndim != 2 or len(features) != len(ids):
+        raise Unusable(f"{FACE2VOICE_CONFIG}'s ids do not match {FACE2VOICE_FEATURES}")
 
 
 def _sha256(path: Path) -> str:
