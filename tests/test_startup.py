@@ -18,6 +18,7 @@ from test_personas import SHIPPED, write_personas_bundle, write_personas_folder
 from test_visitors import call, client, file_ref, recording, upload
 from voiceface import storage
 from voiceface.devbundle import TINY_GENERATOR, write_random_backbone, write_random_face_traits
+from voiceface.enroll import LiveGallery
 from voiceface.pipeline import NotReady, VoiceFace
 from voiceface.startup import Startup
 from voiceface.stylegan2 import Generator
@@ -171,6 +172,35 @@ def test_a_pipeline_can_exist_before_its_gallery(personas_bundle, tmp_path, monk
     assert vf(voice).matches[0].id in {SHIPPED[i]["id"] for i in PEOPLE}
     # the library's default still blocks until ready
     assert VoiceFace.from_pretrained(personas_bundle).ready
+
+
+@pytest.mark.slow
+def test_a_restart_never_answers_from_people_deleted_from_the_live_gallery(
+        personas_bundle, tmp_path, monkeypatch):
+    """A live gallery in which a persona was deleted; on the next start the bundle's caches
+    (which still hold that persona) are prepared first: until the live gallery is open,
+    requests are told to wait, never answered from the caches."""
+    monkeypatch.setenv("VOICEFACE_CACHE", str(tmp_path / "cache"))
+    gallery_dir = tmp_path / "live"
+    first = Startup(VoiceFace.from_pretrained(personas_bundle, prepare=False), gallery_dir)
+    first.run()
+    deleted = SHIPPED[PEOPLE[0]]["id"]
+    first.live.delete(deleted)
+    vf = VoiceFace.from_pretrained(personas_bundle, prepare=False)
+    asked = []
+    opening = LiveGallery.open.__func__
+
+    def open_while_asked(cls, vf_, directory, **kwargs):
+        try:  # what a request arriving now would be answered from
+            asked.append([p.id for p in vf_.state.gallery.people])
+        except NotReady as err:
+            asked.append(err)
+        return opening(cls, vf_, directory, **kwargs)
+
+    monkeypatch.setattr(LiveGallery, "open", classmethod(open_while_asked))
+    Startup(vf, gallery_dir).run()
+    assert len(asked) == 1 and isinstance(asked[0], NotReady), asked
+    assert deleted not in vf.state.gallery and len(vf.state.gallery) == len(PEOPLE) - 1
 
 
 @pytest.mark.browser

@@ -96,9 +96,11 @@ class LiveGallery:
         self._worker: threading.Thread | None = None
 
     @classmethod
-    def open(cls, vf: VoiceFace, directory: str | Path, **kwargs) -> LiveGallery:
+    def open(cls, vf: VoiceFace, directory: str | Path, *, bundle: GalleryState | None = None,
+             **kwargs) -> LiveGallery:
         """Use `directory` as `vf`'s gallery: load the one saved there, or copy the bundle's
-        there first. Raises `GalleryError` when the saved one was made for other models.
+        (`bundle`, default what `vf` serves: a pipeline prepared without serving gives it
+        here, so nobody is answered from it first) there first. Raises `GalleryError` when the saved one was made for other models.
         Live-enrolled people still missing a latent are queued again; photos, gallery data
         and mapper directories a crash left behind are deleted, and a missing mapper is
         retrained."""
@@ -110,9 +112,10 @@ class LiveGallery:
             for leftover in live.root.glob(f".{MAPPER_DIR}-*"):
                 shutil.rmtree(leftover, ignore_errors=True)
             if not (gallery_dir / MANIFEST).is_file():
-                vf.state.enrolled.save(gallery_dir)
-                if vf.mapper is not None:
-                    _install_mapper(live.root, vf.mapper)
+                start = vf.state if bundle is None else bundle
+                start.enrolled.save(gallery_dir)
+                if start.mapper is not None:
+                    _install_mapper(live.root, start.mapper)
             try:
                 live._reload()
             except GalleryError as err:

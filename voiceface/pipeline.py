@@ -206,11 +206,12 @@ class VoiceFace:
         """The pipeline has a gallery to answer from (`state` does not raise NotReady)."""
         return self._state is not None
 
-    def prepare(self, progress: bool = False) -> None:
+    def prepare(self, progress: bool = False, serve: bool = True) -> GalleryState:
         """Build the caches the bundle needs (a personas bundle's gallery and mapper, reporting
-        to `preparation`, and with `progress` bars) and serve them: for a pipeline from
-        `from_pretrained(..., prepare=False)`. A failure is recorded in `preparation` and
-        raised."""
+        to `preparation`, and with `progress` bars), read them and return them; serve them
+        too unless `serve` is False (a live gallery opened from them will serve its own,
+        `voiceface.enroll.LiveGallery.open`): for a pipeline from `from_pretrained(...,
+        prepare=False)`. A failure is recorded in `preparation` and raised."""
         try:
             # 3. build the caches (a personas bundle's gallery and mapper)
             derived = prepare_derived(self.spec, self.encoder, self.generator,
@@ -222,7 +223,9 @@ class VoiceFace:
             self.preparation.fail(str(err) or type(err).__name__)
             raise
         self.derived_dir = derived
-        self.swap(state)
+        if serve:
+            self.swap(state)
+        return state
 
     def serve_queries_with(self, encoder: VoiceEncoder) -> None:
         """Embed visitors' voices with `encoder` from now on (one assignment, as `swap`): the

@@ -64,10 +64,13 @@ class Startup:
         precision. A failure of the first two is recorded in `vf.preparation` and raised; of
         the precision check, logged and kept in `precision_error` (queries stay in fp32)."""
         try:
+            bundle = None
             if not self.vf.preparation.ready.is_set():
-                self.vf.prepare()
+                # with a live gallery, nobody is answered from the bundle's people (some may
+                # have been deleted from it) before it is open
+                bundle = self.vf.prepare(serve=self.gallery_dir is None)
             if self.gallery_dir is not None:
-                self.live = LiveGallery.open(self.vf, self.gallery_dir,
+                self.live = LiveGallery.open(self.vf, self.gallery_dir, bundle=bundle,
                                              inversion=self.inversion)
         except Exception as err:
             if self.vf.preparation.error is None:
