@@ -276,6 +276,10 @@ def test_bundle_json_names_prebuilt_caches_at_a_pinned_commit(tmp_path):
     assert (spec.persona_caches.repo, spec.persona_caches.revision) == ("me/c", SHA)
     local = BundleSpec.from_dict({**base, "persona_caches": {"repo": "caches"}}, tmp_path)
     assert local.persona_caches.revision is None
+    for folder in ("left-out", "../elsewhere/caches", "./caches"):  # folders missing now: the
+        # start falls back to building (a missing folder, above) instead of refusing bundle.json
+        assert BundleSpec.from_dict({**base, "persona_caches": {"repo": folder}},
+                                    tmp_path).persona_caches.repo == folder
     refusals = {'without a "revision"': {"repo": "me/c"},
                 "not a branch or tag": {"repo": "me/c", "revision": "main"},
                 'no "repo"': {"revision": SHA},

@@ -79,6 +79,7 @@ BACKBONE_KEYS = {"name_or_path": (str,), "revision": (str, None)}
 FACE_TRAITS_KEYS = BACKBONE_KEYS
 PERSONA_CACHES_KEYS = {"repo": (str,), "revision": (str, None)}
 COMMIT = re.compile(r"[0-9a-f]{40}")  # a Hub commit: a branch or a tag can move
+HUB_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # USER/NAME; other names are folders
 BUNDLE_KEYS = {"format_version": (int,), "description": (str,), "encoder": (dict,),
                "generator": (dict,), "truncation": _NUMBER, "truncation_centre": (str,),
                OLD_CENTRE_KEY: (str,),
@@ -182,7 +183,8 @@ class PersonaCachesSpec:
                               "`python -m voiceface publish-personas` uploaded to.")
         spec = cls(**given)
         local = Path(spec.repo).expanduser().is_absolute() or (
-            root is not None and (root / spec.repo).is_dir()) or Path(spec.repo).is_dir()
+            root is not None and (root / spec.repo).is_dir()) or Path(spec.repo).is_dir() \
+            or not HUB_REPO_ID.fullmatch(spec.repo)  # a folder, even one missing now
         if spec.revision is None and not local:
             raise BundleError(f'{where} names the Hub repo {spec.repo!r} without a "revision"; '
                               "pin the commit `publish-personas` printed (40 hex digits).")
