@@ -56,7 +56,7 @@ from .audio import SAMPLE_RATE, AudioError, AudioSource, load_audio
 from .calibration import recalibrate_open_set
 from .enrolled import Enrolled
 from .gallery import Gallery, GalleryError
-from .gallery_files import MANIFEST, data_name, remove_leftovers
+from .gallery_files import FACES_DIR, MANIFEST, data_name, remove_leftovers
 from .invert import InversionConfig, Inverter
 from .mapper import CONFIG_FILE as MAPPER_CONFIG
 from .mapper import WEIGHTS_FILE as MAPPER_WEIGHTS
@@ -142,7 +142,7 @@ class LiveGallery:
     @property
     def photo_dir(self) -> Path:
         """Where the gallery's face photos live (to serve them)."""
-        return self.root / GALLERY_DIR / "faces"
+        return self.root / GALLERY_DIR / FACES_DIR
 
     # -- enroll -----------------------------------------------------------------------------
     def enroll(self, name: str, voice_audio: AudioSource, face_photo: faces.ImageSource,

@@ -29,7 +29,6 @@ own answers.
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -171,8 +170,7 @@ def measure_voice_to_face(gallery: Gallery, spec: BundleSpec | None,
         return {"note": "too few people with latents for generation (need 4 or more)"}
     if spec is None or generator is None:
         return {"note": f"the bundle has no {BUNDLE_FILE} naming a generator to draw faces with"}
-    named = override or (spec.face_traits.name_or_path if "face_traits" in json.loads(
-        (spec.root / BUNDLE_FILE).read_text()) else None)
+    named = override or (spec.face_traits.name_or_path if spec.face_traits_named else None)
     if named is None:
         return {"note": f"{BUNDLE_FILE} names no face-trait model; pass --face-traits "
                         f"{FaceTraitsSpec().name_or_path} (or a local copy) to measure it"}

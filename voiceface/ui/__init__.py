@@ -16,6 +16,7 @@ from starlette.middleware import Middleware
 
 from ..admin import AdminGate
 from ..bundle import GALLERY_DIR
+from ..gallery_files import FACES_DIR
 from ..precision import PrecisionDecision
 from ..proxies import TrustedProxies
 from ..startup import Startup
@@ -153,5 +154,5 @@ def photo_dirs(startup: Startup) -> list[str]:
     dirs = {str(Path(p.faces[0]).parent) for p in vf.gallery.people if p.faces} if vf.ready \
         else set()
     if startup.gallery_dir is not None:  # where enrolled people's photos will be
-        dirs.add(str(startup.gallery_dir / GALLERY_DIR / "faces"))
+        dirs.add(str(startup.gallery_dir / GALLERY_DIR / FACES_DIR))
     return sorted(dirs)
