@@ -136,6 +136,34 @@ def test_the_page_is_served_while_the_people_are_prepared(personas_bundle, tmp_p
 
 
 @pytest.mark.slow
+def test_a_read_only_app_serves_the_people_s_photos_once_they_are_prepared(personas_bundle,
+                                                                            tmp_path):
+    """Without a live gallery the photos' folder is known only once the caches exist: the
+    Gallery tab, opened after that, shows every person's photo, served."""
+    cache = tmp_path / "cache"
+    own_temp = tmp_path / "app-temp"  # Gradio serves its temp folder: the caches are not in it
+    own_temp.mkdir()
+    with serve_app(personas_bundle, tmp_path / "app.log", {
+            "VOICEFACE_CACHE": str(cache), "TMPDIR": str(own_temp)}) as (url, _):
+        deadline = time.monotonic() + READY_TIMEOUT
+        with client(url) as http:
+            voice = file_ref(upload(http, recording(tmp_path / "voice.wav", seed=1)))
+            while call(http, "predict", [voice])[0] != "complete":
+                assert time.monotonic() < deadline
+                time.sleep(1)
+        people, _ = component(url, "people")
+        config = httpx.get(f"{url}config", timeout=30).json()
+        opened = [d["id"] for d in config["dependencies"] if d["outputs"] == [people]]
+        for fn_index in opened:  # the page's load and the tab's selection
+            status, (shown,) = queued_on_page(url, fn_index, [])
+            assert status == "complete" and len(shown) == len(PEOPLE), shown
+            for item in shown:
+                photo = httpx.get(item["image"]["url"], timeout=30)
+                assert photo.status_code == 200
+                assert photo.headers["content-type"].startswith("image/")
+
+
+@pytest.mark.slow
 def test_a_failed_preparation_is_logged_and_shown(personas_bundle, tmp_path):
     (personas_bundle / "face-traits" / "model.safetensors").write_bytes(b"no weights" * 100)
     log = tmp_path / "app.log"
