@@ -269,6 +269,24 @@ def test_a_manifest_naming_files_outside_the_cache_is_refused(tmp_path):
         assert not work.exists() and not (tmp_path / "escaped.json").exists()
 
 
+def test_a_manifest_announcing_more_than_caches_take_is_refused_before_downloading(
+        tmp_path, monkeypatch):
+    made_for = {"cache_format_version": persona_cache.CACHE_FORMAT_VERSION, "encoder": "e"}
+    source = tmp_path / "repo"
+    source.mkdir()
+    (source / prebuilt.MANIFEST).write_text(json.dumps({"made_for": made_for, "files": {
+        "gallery/faces/a.png": {"bytes": prebuilt.MAX_CACHE_BYTES, "sha256": "0"},
+        "mapper/mapper.safetensors": {"bytes": 1, "sha256": "0"}}}))
+    fetched = []
+    resolve = prebuilt.hub.resolve_dir
+    monkeypatch.setattr(prebuilt.hub, "resolve_dir", lambda *a, **k: fetched.append(
+        k["allow_patterns"]) or resolve(*a, **k))
+    with pytest.raises(prebuilt.Unusable, match="more than the 256 MiB"):
+        prebuilt.install(str(source), None, made_for, tmp_path / "work", {})
+    assert fetched == [(prebuilt.MANIFEST,)]  # the manifest alone was fetched
+    assert not (tmp_path / "work").exists()
+
+
 def test_bundle_json_names_prebuilt_caches_at_a_pinned_commit(tmp_path):
     base = {"format_version": 1, "personas": str(PERSONAS_DIR)}
     (tmp_path / "caches").mkdir()

@@ -30,6 +30,7 @@ from . import hub, storage
 MANIFEST = "persona_caches.json"  # in a cache and at the top of its repo
 CACHE_PATTERNS = ("*.json", "*.npy", "*.safetensors", "*.png")  # every file a cache holds
 HASH_CHUNK_BYTES = 8 * 1024 * 1024  # bytes read at a time when hashing a file
+MAX_CACHE_BYTES = 256 * 1024**2  # bytes; the 48 personas' caches take about 6 MiB
 _PLAIN_PATH = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*")
 FACE2VOICE_CONFIG = "face2voice/face2voice.json"  # names the backbone it was described with
 FACE2VOICE_FEATURES = "face2voice/features.npy"  # one row per id the config names
@@ -63,10 +64,10 @@ def install(repo: str, revision: str | None, made_for: dict, work: Path,
     the new directory `work`, after checking them against `made_for` (and face to voice's
     `backbone` entry, {"name_or_path", "revision"}, against this start's). Raises `Unusable` (or
     `hub.WeightsNotFound` when the repo cannot be reached) saying why they cannot be used."""
-    source = hub.resolve_dir(repo, revision, allow_patterns=CACHE_PATTERNS,
-                             what="prebuilt persona caches").path
+    what = "prebuilt persona caches"
+    listed = hub.resolve_dir(repo, revision, allow_patterns=(MANIFEST,), what=what).path
     try:
-        given = json.loads((source / MANIFEST).read_text(encoding="utf-8"))
+        given = json.loads((listed / MANIFEST).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise Unusable(f"it has no {MANIFEST}") from None
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -86,6 +87,16 @@ def install(repo: str, revision: str | None, made_for: dict, work: Path,
         if not _PLAIN_PATH.fullmatch(relative) or not any(
                 Path(relative).match(p) for p in CACHE_PATTERNS):
             raise Unusable(f"its manifest names {relative!r}, not a cache file")
+        if not isinstance(expected, dict) or not isinstance(expected.get("bytes"), int):
+            raise Unusable(f"its manifest gives no size for {relative}")
+    total = sum(expected["bytes"] for expected in given["files"].values())
+    if total > MAX_CACHE_BYTES:
+        raise Unusable(f"its manifest lists {total / 2**20:.0f} MiB, more than the "
+                       f"{MAX_CACHE_BYTES / 2**20:.0f} MiB persona caches take")
+    # only what the manifest names is fetched, once its sizes are known
+    source = hub.resolve_dir(repo, revision, allow_patterns=sorted(given["files"]),
+                             what=what).path
+    for relative, expected in given["files"].items():
         path = source / relative
         if not path.is_file() or not isinstance(expected, dict) \
                 or path.stat().st_size != expected.get("bytes") \
