@@ -22,6 +22,7 @@ from voiceface.enroll import LiveGallery
 from voiceface.pipeline import NotReady, VoiceFace
 from voiceface.startup import Startup
 from voiceface.stylegan2 import Generator
+from voiceface.ui.verify import claim_labels
 
 PEOPLE = (0, 13, 36, 46)  # of the shipped personas, as tests/test_personas.py chooses
 READY_TIMEOUT = 600  # s for the tiny models' caches to be built once unblocked
@@ -190,6 +191,9 @@ def test_a_pipeline_can_exist_before_its_gallery(personas_bundle, tmp_path, monk
     assert not vf.ready and not (tmp_path / "cache").exists()  # nothing built yet
     with pytest.raises(NotReady, match="preparing the gallery: waiting"):
         vf(voice)
+    # the Verify tab's examples, labelled once when the page is built, name the personas
+    assert claim_labels(vf) == {SHIPPED[i]["id"]: f"{SHIPPED[i]['name']} ({SHIPPED[i]['id']})"
+                                for i in PEOPLE}
     seen = []
     startup = Startup(vf)
     startup.when_ready(lambda: seen.append((vf.ready, startup.decision)))

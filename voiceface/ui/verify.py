@@ -8,6 +8,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from ..personas import load_personas
 from ..pipeline import VoiceFace
 from ..verification import AS_NORM, RAW, VerifyResult
 from .common import (BROWSER_SAMPLE_RATE, Context, gpu, i18n, keep_example_copies,
@@ -88,6 +89,15 @@ def example_claims(vf: VoiceFace) -> list[list[str]]:
     return rows + [[rows[0][0], rows[1][1]]] if len(rows) > 1 else rows
 
 
+def claim_labels(vf: VoiceFace) -> dict[str, str]:
+    """"Name (id)" of every person an example may claim, by id: the gallery's people, or,
+    before a personas bundle's gallery is ready, its personas' list (the examples' labels
+    are written once, when the page is built)."""
+    if vf.ready or vf.spec.personas_dir is None:
+        return {pid: label for label, pid in person_choices(vf)}
+    return {p["id"]: f"{p['name']} ({p['id']})" for p in load_personas(vf.spec.personas_dir)}
+
+
 def tab(ctx: Context) -> None:
     """Lay out the Verify tab and wire its events; its button is the `/verify` endpoint
     (audio file and claimed id in; the decision, the gauge and a JSON summary out)."""
@@ -141,7 +151,7 @@ def tab(ctx: Context) -> None:
     rows = example_claims(vf)
     if rows:  # labelled (a table's headers would be the inputs' labels, which Gradio 6.31
         # shows as raw i18n data): "dev00.flac: Test person 2 (dev01)"
-        people = dict((pid, label) for label, pid in person_choices(vf))
+        people = claim_labels(vf)
         labels = [f"{Path(voice).name}: {people.get(pid, pid)}" for voice, pid in rows]
         keep_example_copies(audio, gr.Examples(rows, inputs=[audio, claim],
                                                example_labels=labels,
