@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import hub
 from .bundle import (DEFAULT_GENERATOR_FILE, BundleSpec,
@@ -25,8 +25,10 @@ from .stylegan2 import CONFIG_FILE as GENERATOR_CONFIG
 from .stylegan2 import Generator, convert_checkpoint
 from .voice import VoiceEncoder
 
+if TYPE_CHECKING:  # the builder is imported only when a personas bundle needs it
+    from .persona_cache import Report
+
 DEFAULT_BUNDLE = "index"  # relative to the current directory (the app names its own)
-Report = Callable[[str, int, int], None]  # (stage, people done, people in all): how far a build is
 
 
 def cache_dir() -> Path:

@@ -77,6 +77,7 @@ CANDIDATE_RESOLUTION = 256  # px; faces whose apparent sex is read (CLIP resizes
 FACE_TRIES = 16  # seeds tried per persona for a face that agrees with its voice
 SEXES = ("female", "male")  # what personas.json may declare as a voice's "sex"
 CACHE_FORMAT_VERSION = 7  # part of the cache key: raised when what a cache holds changes
+Report = Callable[[str, int, int], None]  # (stage, people done, people in all): how far a build is
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ def persona_bundle(root: str | Path, encoder: VoiceEncoder, generator: Generator
                    face_traits_revision: str | None,
                    prebuilt_caches: PersonaCachesSpec | None = None,
                    progress: bool = True,
-                   report: Callable[[str, int, int], None] | None = None) -> Path:
+                   report: Report | None = None) -> Path:
     """The directory holding `gallery/`, `mapper/` and `face2voice/` of the personas for
     these models.
 
@@ -215,7 +216,7 @@ def _ignore(stage: str, done: int, total: int) -> None:
 def _build(root: Path, encoder: VoiceEncoder, generator: Generator, generator_fingerprint: str,
            out: Path, far: float, truncation: float, truncation_centre: str,
            backbone_source: dict, face_traits: FaceTraitModel, progress: bool,
-           report: Callable[[str, int, int], None]) -> None:
+           report: Report) -> None:
     started = time.perf_counter()
     personas = load_personas(root)
     resolution = min(FACE_RESOLUTION, generator.resolution)
