@@ -77,14 +77,13 @@ class Preparation:
     other threads while it runs: the `stage` (one of `STAGES`: "waiting" until a personas
     bundle's build counts its people; then choosing their faces, embedding their voices and
     drawing their faces, training the models), `done` of `total` people in it, the `error`
-    that stopped it (None while it runs or once it is done), and `ready`, set once requests
-    can be answered."""
+    that stopped it (None while it runs or once it is done). The pipeline is ready once it
+    serves a gallery (`VoiceFace.ready`)."""
 
     def __init__(self):
         self._lock = threading.Lock()
         self.stage, self.done, self.total = STAGES[0], 0, 0
         self.error: str | None = None
-        self.ready = threading.Event()
 
     def report(self, stage: str, done: int, total: int) -> None:
         """Say that `done` of `total` people are through `stage` (one of `STAGES`)."""
@@ -103,18 +102,16 @@ class Preparation:
             return self.stage, self.done, self.total, self.error
 
     def describe(self) -> str:
-        """Where the preparation is, in English (for the log and NotReady's message)."""
+        """Where the preparation is, in English (for NotReady's message)."""
         stage, done, total, error = self.progress()
         if error is not None:
             return f"preparing the gallery failed: {error}"
-        if self.ready.is_set():
-            return "ready"
         return f"preparing the gallery: {stage}" + (f", {done}/{total} people" if total else "")
 
 
 class NotReady(ValueError):
     """The pipeline's gallery and mapper are not prepared yet (or their preparation failed):
-    `preparation` says how far it is. Try again once `preparation.ready` is set."""
+    `preparation` says how far it is. Try again once the pipeline is `ready`."""
 
     def __init__(self, preparation: Preparation):
         super().__init__(f"Not ready to answer yet ({preparation.describe()}); try again "
@@ -199,7 +196,6 @@ class VoiceFace:
         meanwhile finishes on the version it read at its start. The first makes the
         pipeline ready."""
         self._state = state
-        self.preparation.ready.set()
 
     @property
     def ready(self) -> bool:

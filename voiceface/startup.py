@@ -48,7 +48,7 @@ class Startup:
     def ready(self) -> bool:
         """The gallery (and the live gallery, if any) can answer; the precision check may
         still be running."""
-        return self.vf.preparation.ready.is_set() and (
+        return self.vf.ready and (
             self.gallery_dir is None or self.live is not None)
 
     def when_ready(self, hook: Callable[[], None]) -> None:
@@ -65,7 +65,7 @@ class Startup:
         the precision check, logged and kept in `precision_error` (queries stay in fp32)."""
         try:
             bundle = None
-            if not self.vf.preparation.ready.is_set():
+            if not self.vf.ready:
                 # with a live gallery, nobody is answered from the bundle's people (some may
                 # have been deleted from it) before it is open
                 bundle = self.vf.prepare(serve=self.gallery_dir is None)
